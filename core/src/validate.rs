@@ -1,0 +1,484 @@
+//! Row validation against a dataset's catalog entry: types, standards, code tables, required
+//! fields, key uniqueness — and the counts a data-quality report is made of.
+//!
+//! Input columns arrive as anything (CSV text, or typed Arrow/Parquet columns); each is turned
+//! into the field's Arrow type, then checked. A row that fails any check is rejected with its
+//! row number, the field and the rule; the rest pass through unchanged in content (citizen IDs
+//! are normalised: upper-case `X`, legacy 15-digit numbers converted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, new_null_array,
+};
+use arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
+use arrow::datatypes::{DataType, Date32Type};
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::catalog::{Catalog, DatasetDef, FieldDef, FieldType, Standard};
+use crate::error::{Error, Result};
+use crate::ident;
+
+/// The column of an incremental load that says what to do with a row: `upsert` (or `U`, or
+/// empty) or `delete` (or `D`). Delete rows need only the key.
+pub const OP_COLUMN: &str = "_op";
+
+/// One rejected value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reject {
+    /// 1-based data row number in the input (the header is not counted).
+    pub row: u64,
+    /// Field name.
+    pub field: String,
+    /// The rule that failed. Never contains the value itself: rejects files travel.
+    pub reason: String,
+}
+
+/// Per-field quality counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FieldQuality {
+    /// Rows with a value.
+    pub present: u64,
+    /// Rows whose value passed type and standard checks.
+    pub valid: u64,
+}
+
+/// Counts over every row validated (accepted or not): the data-quality report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QualityStats {
+    /// Rows seen.
+    pub rows: u64,
+    /// Rows with at least one rejection.
+    pub rows_rejected: u64,
+    /// Per field, in catalog order.
+    pub fields: BTreeMap<String, FieldQuality>,
+    /// Rows whose key repeats an earlier row's key.
+    pub duplicate_keys: u64,
+    /// Citizen-ID consistency: rows whose ID's birth date differs from `birth_date`.
+    pub birth_date_mismatch: u64,
+    /// Rows whose ID's sequence parity differs from `sex_code` (1 odd / 2 even).
+    pub sex_mismatch: u64,
+}
+
+impl QualityStats {
+    /// Share of rows with a value, per field (1.0 when there are no rows).
+    pub fn completeness(&self, field: &str) -> f64 {
+        let f = self.fields.get(field).cloned().unwrap_or_default();
+        if self.rows == 0 { 1.0 } else { f.present as f64 / self.rows as f64 }
+    }
+
+    /// Share of present values that are valid, per field.
+    pub fn validity(&self, field: &str) -> f64 {
+        let f = self.fields.get(field).cloned().unwrap_or_default();
+        if f.present == 0 { 1.0 } else { f.valid as f64 / f.present as f64 }
+    }
+}
+
+/// Result of validating one input batch.
+#[derive(Debug)]
+pub struct Checked {
+    /// Accepted rows to upsert/insert, in the dataset's schema.
+    pub rows: RecordBatch,
+    /// Keys of accepted delete rows (incremental loads).
+    pub deletes: Vec<(u64, String)>,
+    /// Rejections, in row order.
+    pub rejects: Vec<Reject>,
+}
+
+/// Validates batches for one dataset; keeps key-uniqueness state across batches of one load.
+pub struct Validator<'a> {
+    def: &'a DatasetDef,
+    catalog: &'a Catalog,
+    today: NaiveDate,
+    allow_ops: bool,
+    /// 128-bit key fingerprints → first row: duplicates are found without keeping 10M strings.
+    seen: HashMap<u128, u64>,
+    hashers: (RandomState, RandomState),
+    /// Counts for the quality report.
+    pub stats: QualityStats,
+}
+
+impl<'a> Validator<'a> {
+    /// A validator for `def`; `allow_ops` accepts an [`OP_COLUMN`] (incremental loads).
+    pub fn new(catalog: &'a Catalog, def: &'a DatasetDef, today: NaiveDate, allow_ops: bool) -> Self {
+        Validator {
+            def,
+            catalog,
+            today,
+            allow_ops,
+            seen: HashMap::new(),
+            hashers: (RandomState::new(), RandomState::new()),
+            stats: QualityStats {
+                fields: def.fields.iter().map(|f| (f.name.clone(), FieldQuality::default())).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Check the input's column names once, before reading rows: unknown columns (typos) and
+    /// missing required fields fail the whole load with a message naming them.
+    pub fn check_columns(&self, names: &[String]) -> Result<()> {
+        for n in names {
+            if n == OP_COLUMN {
+                if !self.allow_ops {
+                    return Err(Error::invalid(format!(
+                        "column '{OP_COLUMN}' (upsert/delete) is only allowed in an incremental load"
+                    )));
+                }
+                continue;
+            }
+            if self.def.field(n).is_none() {
+                return Err(Error::invalid(format!(
+                    "input column '{n}' is not a field of dataset '{}' (fields: {})",
+                    self.def.name,
+                    self.def.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let has_ops = names.iter().any(|n| n == OP_COLUMN);
+        for f in &self.def.fields {
+            // With an op column, delete rows carry only the key; required fields are then
+            // checked per upsert row instead.
+            if !f.nullable && !has_ops && !names.iter().any(|n| n == &f.name) {
+                return Err(Error::invalid(format!(
+                    "input has no column '{}', a required field of dataset '{}'",
+                    f.name, self.def.name
+                )));
+            }
+        }
+        if !names.iter().any(|n| n == &self.def.key) {
+            return Err(Error::invalid(format!("input has no key column '{}'", self.def.key)));
+        }
+        Ok(())
+    }
+
+    /// Validate `batch`, whose first row is input row `first_row` (1-based).
+    pub fn check(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Checked> {
+        let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        self.check_columns(&names)?;
+        let n = batch.num_rows();
+        let mut rejects: Vec<Reject> = Vec::new();
+        let mut ok = vec![true; n];
+        let is_delete: Vec<bool> = match batch.column_by_name(OP_COLUMN) {
+            None => vec![false; n],
+            Some(col) => {
+                let col = cast_with_options(col, &DataType::Utf8, &CastOptions::default())?;
+                let col = col.as_string::<i32>();
+                (0..n)
+                    .map(|i| {
+                        let v = if col.is_null(i) { "" } else { col.value(i).trim() };
+                        match v {
+                            "" | "upsert" | "U" | "u" => false,
+                            "delete" | "D" | "d" => true,
+                            _ => {
+                                ok[i] = false;
+                                rejects.push(Reject {
+                                    row: first_row + i as u64,
+                                    field: OP_COLUMN.into(),
+                                    reason: "operation must be 'upsert' or 'delete'".into(),
+                                });
+                                false
+                            }
+                        }
+                    })
+                    .collect()
+            }
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.def.fields.len());
+        let mut key_col: Option<ArrayRef> = None;
+        for field in &self.def.fields {
+            let (col, errs) = match batch.column_by_name(&field.name) {
+                Some(c) => self.convert(field, c)?,
+                None => (new_null_array(&field.data_type.arrow(), n), Vec::new()),
+            };
+            let q = self.stats.fields.entry(field.name.clone()).or_default();
+            let mut bad = vec![false; n];
+            for (i, reason) in errs {
+                bad[i] = true;
+                if !is_delete[i] || field.name == self.def.key {
+                    ok[i] = false;
+                    rejects.push(Reject { row: first_row + i as u64, field: field.name.clone(), reason });
+                }
+            }
+            for i in 0..n {
+                let present = col.is_valid(i) || bad[i];
+                if present {
+                    q.present += 1;
+                    if !bad[i] {
+                        q.valid += 1;
+                    }
+                } else if !field.nullable && !is_delete[i] {
+                    ok[i] = false;
+                    rejects.push(Reject {
+                        row: first_row + i as u64,
+                        field: field.name.clone(),
+                        reason: "required field is empty".into(),
+                    });
+                }
+            }
+            if field.name == self.def.key {
+                key_col = Some(col.clone());
+            }
+            columns.push(col);
+        }
+        // Key uniqueness within the load: the second and later occurrences are rejected.
+        let keys = key_col.ok_or_else(|| Error::invalid("key column missing"))?;
+        let keys = keys.as_string::<i32>();
+        for i in 0..n {
+            if !keys.is_valid(i) {
+                continue;
+            }
+            let k = keys.value(i);
+            let fp = (u128::from(self.hashers.0.hash_one(k)) << 64) | u128::from(self.hashers.1.hash_one(k));
+            let row = first_row + i as u64;
+            if let Some(first) = self.seen.get(&fp) {
+                self.stats.duplicate_keys += 1;
+                if ok[i] {
+                    ok[i] = false;
+                    rejects.push(Reject {
+                        row,
+                        field: self.def.key.clone(),
+                        reason: format!("duplicate key: the same {} appears at row {first}", self.def.key),
+                    });
+                }
+            } else if ok[i] {
+                self.seen.insert(fp, row);
+            }
+        }
+        self.consistency(&columns, n);
+        rejects.sort_by_key(|r| r.row);
+        self.stats.rows += n as u64;
+        self.stats.rows_rejected += ok.iter().filter(|o| !**o).count() as u64;
+        let deletes: Vec<(u64, String)> = (0..n)
+            .filter(|&i| ok[i] && is_delete[i])
+            .map(|i| (first_row + i as u64, keys.value(i).to_string()))
+            .collect();
+        let keep = BooleanArray::from((0..n).map(|i| ok[i] && !is_delete[i]).collect::<Vec<_>>());
+        let typed = RecordBatch::try_new(self.def.arrow_schema_nullable(), columns)?;
+        let rows = filter_record_batch(&typed, &keep)?;
+        // Back to the declared nullability: every required field was checked above.
+        let rows = RecordBatch::try_new(self.def.arrow_schema(), rows.columns().to_vec())?;
+        Ok(Checked { rows, deletes, rejects })
+    }
+
+    /// Citizen-ID consistency with `birth_date` and `sex_code` (quality report only).
+    fn consistency(&mut self, columns: &[ArrayRef], n: usize) {
+        let idx = |name: &str| self.def.fields.iter().position(|f| f.name == name);
+        let (Some(ci), Some(bi), Some(si)) = (idx("citizen_id"), idx("birth_date"), idx("sex_code")) else {
+            return;
+        };
+        let ids = columns[ci].as_string::<i32>();
+        let births = columns[bi].as_primitive::<Date32Type>();
+        let sexes = columns[si].as_string::<i32>();
+        for i in 0..n {
+            if !ids.is_valid(i) {
+                continue;
+            }
+            let Ok(id) = ident::validate_citizen_id(ids.value(i), self.today) else { continue };
+            if births.is_valid(i) && births.value_as_date(i) != Some(id.birth_date) {
+                self.stats.birth_date_mismatch += 1;
+            }
+            if sexes.is_valid(i) && matches!(sexes.value(i), "1" | "2") && sexes.value(i) != id.sex_code {
+                self.stats.sex_mismatch += 1;
+            }
+        }
+    }
+
+    /// Convert one input column to the field's type and check its standard.
+    /// Returns the typed column (null where invalid) and the rejections by row index.
+    fn convert(&self, field: &FieldDef, col: &ArrayRef) -> Result<(ArrayRef, Vec<(usize, String)>)> {
+        let target = field.data_type.arrow();
+        let mut errs = Vec::new();
+        let typed: ArrayRef = if col.data_type() == &target {
+            col.clone()
+        } else if matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            let text = cast_with_options(col, &DataType::Utf8, &CastOptions::default())?;
+            self.parse_text(field, text.as_string::<i32>(), &mut errs)?
+        } else {
+            let safe = CastOptions { safe: true, ..Default::default() };
+            let out = cast_with_options(col, &target, &safe).map_err(|e| {
+                Error::invalid(format!(
+                    "column '{}' has type {} which cannot become {}: {e}",
+                    field.name,
+                    col.data_type(),
+                    field.data_type
+                ))
+            })?;
+            for i in 0..col.len() {
+                if col.is_valid(i) && out.is_null(i) {
+                    errs.push((i, format!("value does not fit type {}", field.data_type)));
+                }
+            }
+            out
+        };
+        let checked = self.check_standard(field, typed, &mut errs)?;
+        Ok((checked, errs))
+    }
+
+    /// Parse CSV-style text into the field's type; empty or blank text is null.
+    fn parse_text(&self, field: &FieldDef, text: &StringArray, errs: &mut Vec<(usize, String)>) -> Result<ArrayRef> {
+        let n = text.len();
+        let get = |i: usize| -> Option<&str> {
+            if text.is_null(i) {
+                return None;
+            }
+            let v = text.value(i).trim();
+            (!v.is_empty()).then_some(v)
+        };
+        Ok(match field.data_type {
+            FieldType::Utf8 => {
+                // Trimmed, blanks as null; no copy when nothing changes.
+                if (0..n).all(|i| text.is_null(i) || { let v = text.value(i); !v.is_empty() && v.trim().len() == v.len() }) {
+                    Arc::new(text.clone())
+                } else {
+                    Arc::new((0..n).map(get).collect::<StringArray>())
+                }
+            }
+            FieldType::Date32 => {
+                let v: Date32Array = (0..n)
+                    .map(|i| {
+                        let s = get(i)?;
+                        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                            .or_else(|_| NaiveDate::parse_from_str(s, "%Y%m%d"))
+                            .ok();
+                        if d.is_none() {
+                            errs.push((i, "not a real date (expected YYYY-MM-DD or YYYYMMDD)".into()));
+                        }
+                        d.map(Date32Type::from_naive_date)
+                    })
+                    .collect();
+                Arc::new(v)
+            }
+            FieldType::ListUtf8 => {
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for i in 0..n {
+                    match get(i) {
+                        None => b.append_null(),
+                        Some(s) => {
+                            for part in s.split('|').map(str::trim).filter(|p| !p.is_empty()) {
+                                b.values().append_value(part);
+                            }
+                            b.append(true);
+                        }
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            other => {
+                let cleaned: StringArray = (0..n).map(get).collect();
+                let safe = CastOptions { safe: true, ..Default::default() };
+                let out = cast_with_options(&cleaned, &other.arrow(), &safe)?;
+                for i in 0..n {
+                    if cleaned.is_valid(i) && out.is_null(i) {
+                        errs.push((i, format!("not a valid {other}")));
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    fn check_standard(&self, field: &FieldDef, col: ArrayRef, errs: &mut Vec<(usize, String)>) -> Result<ArrayRef> {
+        let today = self.today;
+        let failed: std::collections::HashSet<usize> = errs.iter().map(|e| e.0).collect();
+        match &field.standard {
+            Standard::None => Ok(col),
+            Standard::PastDate => {
+                let d = col.as_primitive::<Date32Type>();
+                for i in 0..d.len() {
+                    if let Some(date) = d.is_valid(i).then(|| d.value_as_date(i)).flatten()
+                        && let Err(e) = ident::validate_past_date(date, today)
+                    {
+                        errs.push((i, e.to_string().replace("birth date", "date")));
+                    }
+                }
+                Ok(col)
+            }
+            Standard::CitizenId => {
+                let s = col.as_string::<i32>();
+                let mut out = StringBuilder::with_capacity(s.len(), s.len() * 18);
+                for i in 0..s.len() {
+                    if s.is_null(i) || failed.contains(&i) {
+                        out.append_null();
+                        continue;
+                    }
+                    match ident::validate_citizen_id(s.value(i), today) {
+                        Ok(c) => out.append_value(c.id),
+                        Err(e) => {
+                            errs.push((i, format!("citizen ID: {e}")));
+                            out.append_null();
+                        }
+                    }
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            std_ => {
+                let s = col.as_string::<i32>();
+                for i in 0..s.len() {
+                    if s.is_null(i) || failed.contains(&i) {
+                        continue;
+                    }
+                    let v = s.value(i);
+                    let res: std::result::Result<(), String> = match std_ {
+                        Standard::Uscc => ident::validate_uscc(v).map_err(|e| format!("USCC: {e}")),
+                        Standard::RegionCode => {
+                            ident::validate_region_code(v).map_err(|e| format!("region code: {e}"))
+                        }
+                        Standard::MobilePhone => (v.len() == 11
+                            && v.starts_with('1')
+                            && v.bytes().all(|b| b.is_ascii_digit()))
+                        .then_some(())
+                        .ok_or_else(|| "mobile number must be 11 digits starting with 1".into()),
+                        Standard::Phone => {
+                            let digits = v.bytes().filter(u8::is_ascii_digit).count();
+                            ((7..=20).contains(&v.len())
+                                && digits >= 7
+                                && v.bytes().all(|b| b.is_ascii_digit() || b"-+ ".contains(&b)))
+                            .then_some(())
+                            .ok_or_else(|| "phone number must be 7-20 digits, '-', '+' or spaces".into())
+                        }
+                        Standard::IndustryCode => {
+                            let b = v.as_bytes();
+                            (!b.is_empty()
+                                && (b'A'..=b'T').contains(&b[0])
+                                && matches!(b.len(), 1 | 3 | 4 | 5)
+                                && b[1..].iter().all(u8::is_ascii_digit))
+                            .then_some(())
+                            .ok_or_else(|| "industry code must be a GB/T 4754 section letter A-T with 0, 2, 3 or 4 digits".into())
+                        }
+                        Standard::CodeTable(t) => self
+                            .catalog
+                            .code_tables
+                            .get(t)
+                            .is_some_and(|tab| tab.contains_key(v))
+                            .then_some(())
+                            .ok_or_else(|| format!("not a code of table '{t}'")),
+                        _ => Ok(()),
+                    };
+                    if let Err(reason) = res {
+                        errs.push((i, reason));
+                    }
+                }
+                Ok(col)
+            }
+        }
+    }
+}
+
+impl DatasetDef {
+    /// The schema with every field nullable: the shape of a batch before required fields are
+    /// confirmed present.
+    pub(crate) fn arrow_schema_nullable(&self) -> arrow::datatypes::SchemaRef {
+        Arc::new(arrow::datatypes::Schema::new(
+            self.arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
