@@ -775,3 +775,61 @@ impl Writer<'_> {
 pub fn raw_batches(source: &Source) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     Ok(open_source(source)?.0)
 }
+
+/// Write batches as CSV (header row; list fields joined with `|`, dates as `YYYY-MM-DD`), in
+/// UTF-8 or GBK — the shape of a provider's export, for tests, benches and `govshare generate`.
+pub fn write_csv(path: &Path, batches: impl IntoIterator<Item = RecordBatch>, encoding: Encoding) -> Result<u64> {
+    use std::io::Write;
+    let mut out = BufWriter::new(File::create(path).at(path)?);
+    let mut rows = 0u64;
+    let mut header = true;
+    let mut encoder = (encoding == Encoding::Gbk).then(|| encoding_rs::GBK.new_encoder());
+    for batch in batches {
+        let cols: Vec<arrow::array::ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::List(_) => {
+                    let l = c.as_list::<i32>();
+                    Arc::new(
+                        (0..l.len())
+                            .map(|i| {
+                                l.is_valid(i).then(|| {
+                                    let v = l.value(i);
+                                    let s = v.as_string::<i32>();
+                                    (0..s.len()).map(|j| s.value(j)).collect::<Vec<_>>().join("|")
+                                })
+                            })
+                            .collect::<arrow::array::StringArray>(),
+                    ) as arrow::array::ArrayRef
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(
+            batch.schema().fields().iter().zip(&cols).map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true)).collect::<Vec<_>>(),
+        ));
+        let flat = RecordBatch::try_new(schema, cols)?;
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(header).build(&mut buf);
+            w.write(&flat)?;
+        }
+        header = false;
+        match &mut encoder {
+            None => out.write_all(&buf).at(path)?,
+            Some(enc) => {
+                let text = std::str::from_utf8(&buf).map_err(|e| Error::invalid(e.to_string()))?;
+                let mut dst = vec![0u8; enc.max_buffer_length_from_utf8_without_replacement(text.len()).unwrap_or(text.len() * 4)];
+                let (res, _, written) = enc.encode_from_utf8_without_replacement(text, &mut dst, false);
+                if let encoding_rs::EncoderResult::Unmappable(c) = res {
+                    return Err(Error::invalid(format!("character {c:?} cannot be written in GBK")));
+                }
+                out.write_all(&dst[..written]).at(path)?;
+            }
+        }
+        rows += flat.num_rows() as u64;
+    }
+    out.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).at(path)?;
+    Ok(rows)
+}

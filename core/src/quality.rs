@@ -24,7 +24,7 @@ impl std::fmt::Display for QualityReport {
         let s = &self.stats;
         writeln!(f, "quality report for dataset '{}': {} rows, {} with errors", self.dataset, s.rows, s.rows_rejected)?;
         writeln!(f, "{:<24} {:>12} {:>10}", "field", "complete", "valid")?;
-        for name in s.fields.keys() {
+        for name in &s.order {
             writeln!(f, "{:<24} {:>11.2}% {:>9.2}%", name, 100.0 * s.completeness(name), 100.0 * s.validity(name))?;
         }
         writeln!(f, "duplicate keys: {}", s.duplicate_keys)?;

@@ -54,8 +54,10 @@ pub struct QualityStats {
     pub rows: u64,
     /// Rows with at least one rejection.
     pub rows_rejected: u64,
-    /// Per field, in catalog order.
+    /// Per field.
     pub fields: BTreeMap<String, FieldQuality>,
+    /// Field names in catalog order, for reports.
+    pub order: Vec<String>,
     /// Rows whose key repeats an earlier row's key.
     pub duplicate_keys: u64,
     /// Citizen-ID consistency: rows whose ID's birth date differs from `birth_date`.
@@ -114,6 +116,7 @@ impl<'a> Validator<'a> {
             hashers: (RandomState::new(), RandomState::new()),
             stats: QualityStats {
                 fields: def.fields.iter().map(|f| (f.name.clone(), FieldQuality::default())).collect(),
+                order: def.fields.iter().map(|f| f.name.clone()).collect(),
                 ..Default::default()
             },
         }

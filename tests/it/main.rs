@@ -1,1 +1,14 @@
+//! Integration tests of govshare: one binary, one module per topic.
 
+// Shared helpers: small generated stores and CSV files.
+mod common;
+// Full and incremental loads, encodings, lenient/strict, rejects, handover records.
+mod ingest;
+// Atomic commits: a load killed at any point leaves the previous version readable.
+mod crash;
+// Roaring-bitmap scopes equal a full scan with the same predicate (property test).
+mod index;
+// Catalog files, versions, history; datasets declared at run time are first-class.
+mod catalog;
+// The command-line tool end to end.
+mod cli;

@@ -1,0 +1,62 @@
+//! The `govshare` binary end to end: what a provider's operator would type.
+
+use std::process::{Command, Output};
+
+fn govshare(store: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("spawn govshare")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn init_generate_load_inspect_validate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    ok(&govshare(&store, &["init"]));
+    let out = ok(&govshare(&store, &["generate", "--persons", "2000", "--entities", "200", "--out", data.to_str().expect("p"), "--encoding", "gbk"]));
+    assert!(out.contains("2000 persons"));
+    let person = data.join("person.csv");
+    let out = ok(&govshare(&store, &["load", "person", person.to_str().expect("p"), "--handover-person", "李明", "--receiver", "王芳"]));
+    assert!(out.contains("person version 1: 2000 read, 2000 accepted, 0 rejected"), "{out}");
+    ok(&govshare(&store, &["load", "legal_entity", data.join("legal_entity.csv").to_str().expect("p"), "--strict"]));
+    let out = ok(&govshare(&store, &["catalog", "list"]));
+    assert!(out.contains("person") && out.contains("legal_entity"));
+    let out = ok(&govshare(&store, &["catalog", "show", "person"]));
+    assert!(out.contains("citizen_id") && out.contains("not shared"));
+    let out = ok(&govshare(&store, &["catalog", "history"]));
+    assert!(out.contains("version 1 by govshare init"));
+    let out = ok(&govshare(&store, &["versions", "person"]));
+    assert!(out.contains("by 李明 → 王芳"), "{out}");
+    let out = ok(&govshare(&store, &["validate", person.to_str().expect("p"), "--dataset", "person"]));
+    assert!(out.contains("2000 rows, 0 with errors"), "{out}");
+    let out = ok(&govshare(&store, &["validate", person.to_str().expect("p"), "--dataset", "person", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["stats"]["rows"], 2000);
+}
+
+#[test]
+fn errors_are_messages_with_exit_codes_not_panics() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let o = govshare(&store, &["versions", "person"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no govshare store"));
+    ok(&govshare(&store, &["init"]));
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "citizen_id,name\n\"unterminated,x\n").expect("w");
+    let o = govshare(&store, &["load", "person", bad.to_str().expect("p"), "--strict"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error:") && !err.contains("panicked"), "{err}");
+    let o = govshare(&store, &["lookup", "person", "110105194912310021"]);
+    assert_eq!(o.status.code(), Some(3));
+}
