@@ -15,10 +15,19 @@ use govshare_core::{Error, Store, quality};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "govshare", version, about = "Government data-sharing engine: versioned base databases with validation and indexes")]
+#[command(
+    name = "govshare",
+    version,
+    about = "Government data-sharing engine: versioned base databases with validation and indexes"
+)]
 struct Cli {
     /// Store directory.
-    #[arg(long, global = true, env = "GOVSHARE_STORE", default_value = "govshare-store")]
+    #[arg(
+        long,
+        global = true,
+        env = "GOVSHARE_STORE",
+        default_value = "govshare-store"
+    )]
     store: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -204,9 +213,11 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} rows ({per_sec}, {elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} rows ({per_sec}, {elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -216,12 +227,30 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Init => {
             let s = Store::init(&cli.store)?;
-            println!("store ready at {} (catalog version {})", s.root().display(), s.catalog_version()?);
+            println!(
+                "store ready at {} (catalog version {})",
+                s.root().display(),
+                s.catalog_version()?
+            );
         }
-        Command::Generate { persons, entities, seed, out, format, encoding } => {
-            std::fs::create_dir_all(&out).map_err(|e| Error::Io { path: out.clone(), source: e })?;
+        Command::Generate {
+            persons,
+            entities,
+            seed,
+            out,
+            format,
+            encoding,
+        } => {
+            std::fs::create_dir_all(&out).map_err(|e| Error::Io {
+                path: out.clone(),
+                source: e,
+            })?;
             let synth = Synth::new(seed, persons, entities);
-            let ext = if format == Format::Csv { "csv" } else { "parquet" };
+            let ext = if format == Format::Csv {
+                "csv"
+            } else {
+                "parquet"
+            };
             let p = out.join(format!("person.{ext}"));
             let n = write_file(&p, synth.persons(64 * 1024), format, encoding.into())?;
             println!("{n} persons → {}", p.display());
@@ -229,18 +258,40 @@ fn run(cli: Cli) -> Result<(), Error> {
             let n = write_file(&p, synth.entities(64 * 1024), format, encoding.into())?;
             println!("{n} legal entities → {}", p.display());
         }
-        Command::Load { dataset, file, incremental, strict, encoding, provider, handover_person, receiver, method } => {
+        Command::Load {
+            dataset,
+            file,
+            incremental,
+            strict,
+            encoding,
+            provider,
+            handover_person,
+            receiver,
+            method,
+        } => {
             let store = Store::open(&cli.store)?;
             let source = match Source::from_path(&file) {
-                Source::Csv { path, .. } => Source::Csv { path, encoding: encoding.into() },
+                Source::Csv { path, .. } => Source::Csv {
+                    path,
+                    encoding: encoding.into(),
+                },
                 s => s,
             };
             let pb = progress(None, "loading");
             let tick = |n: u64| pb.set_position(n);
             let opts = LoadOptions {
-                mode: if incremental { LoadMode::Incremental } else { LoadMode::Full },
+                mode: if incremental {
+                    LoadMode::Incremental
+                } else {
+                    LoadMode::Full
+                },
                 strict,
-                handover: HandoverInfo { provider_dept: provider, handover_person, receiver, method },
+                handover: HandoverInfo {
+                    provider_dept: provider,
+                    handover_person,
+                    receiver,
+                    method,
+                },
                 progress: Some(&tick),
                 ..Default::default()
             };
@@ -251,7 +302,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             let h = &report.manifest.handover;
             println!(
                 "{dataset} version {}: {} read, {} accepted, {} rejected, {} deleted in {:.2?}; {} live rows",
-                report.manifest.version, h.rows_read, h.rows_accepted, h.rows_rejected, h.rows_deleted, t.elapsed(), report.manifest.live_rows
+                report.manifest.version,
+                h.rows_read,
+                h.rows_accepted,
+                h.rows_rejected,
+                h.rows_deleted,
+                t.elapsed(),
+                report.manifest.live_rows
             );
             if let Some(r) = report.rejects_file {
                 println!("rejected rows are listed in {}", r.display());
@@ -262,7 +319,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let store = Store::open(&cli.store)?;
             print_versions(&store.versions(&dataset)?);
         }
-        Command::Validate { file, dataset, json } => {
+        Command::Validate {
+            file,
+            dataset,
+            json,
+        } => {
             let catalog = match Store::open(&cli.store) {
                 Ok(s) => s.catalog()?,
                 Err(Error::NotFound(_)) => govshare_core::catalog::Catalog::builtin(),
@@ -271,7 +332,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             let today = chrono_today();
             let r = quality::report(&catalog, &dataset, &Source::from_path(&file), today)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::invalid(e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| Error::invalid(e.to_string()))?
+                );
             } else {
                 print!("{r}");
             }
@@ -280,7 +344,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             let store = Store::open(&cli.store)?;
             let snap = store.snapshot(&dataset)?;
             match snap.lookup(&key)? {
-                None => return Err(Error::NotFound(format!("no row with key {key} in {dataset} version {}", snap.version()))),
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no row with key {key} in {dataset} version {}",
+                        snap.version()
+                    )));
+                }
                 Some(id) => {
                     let rows = snap.read(Some(&[id].into_iter().collect()), None)?;
                     println!("{}", arrow_pretty(&rows)?);
@@ -290,14 +359,26 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Compact { dataset } => {
             let store = Store::open(&cli.store)?;
             let m = store.writer()?.compact(&dataset)?;
-            println!("{dataset} compacted into version {} ({} files, {} rows)", m.version, m.files.len(), m.live_rows);
+            println!(
+                "{dataset} compacted into version {} ({} files, {} rows)",
+                m.version,
+                m.files.len(),
+                m.live_rows
+            );
         }
         Command::Vacuum { dataset, keep } => {
             let store = Store::open(&cli.store)?;
             let r = store.writer()?.vacuum(&dataset, keep)?;
-            println!("removed versions {:?} and {} files", r.versions_removed, r.files_removed);
+            println!(
+                "removed versions {:?} and {} files",
+                r.versions_removed, r.files_removed
+            );
         }
-        Command::Demo { persons, entities, dir } => demo(&dir, persons, entities)?,
+        Command::Demo {
+            persons,
+            entities,
+            dir,
+        } => demo(&dir, persons, entities)?,
     }
     Ok(())
 }
@@ -310,13 +391,23 @@ fn arrow_pretty(batches: &[arrow::array::RecordBatch]) -> Result<String, Error> 
     Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string())
 }
 
-fn write_file(path: &Path, batches: impl Iterator<Item = arrow::array::RecordBatch>, format: Format, enc: Encoding) -> Result<u64, Error> {
+fn write_file(
+    path: &Path,
+    batches: impl Iterator<Item = arrow::array::RecordBatch>,
+    format: Format,
+    enc: Encoding,
+) -> Result<u64, Error> {
     if format == Format::Csv {
         return write_csv(path, batches, enc);
     }
     let mut batches = batches.peekable();
-    let Some(first) = batches.peek() else { return Ok(0) };
-    let f = std::fs::File::create(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let Some(first) = batches.peek() else {
+        return Ok(0);
+    };
+    let f = std::fs::File::create(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let mut w = parquet::arrow::ArrowWriter::try_new(f, first.schema(), None)?;
     let mut n = 0;
     for b in batches {
@@ -340,12 +431,21 @@ fn catalog_cmd(store: &Store, action: CatalogCmd) -> Result<(), Error> {
         CatalogCmd::List => {
             let c = store.catalog()?;
             println!("catalog version {}", store.catalog_version()?);
-            println!("{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider", "dataset", "label", "fields", "unconditional", "conditional", "not shared");
+            println!(
+                "{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider",
+                "dataset", "label", "fields", "unconditional", "conditional", "not shared"
+            );
             for d in c.datasets.values() {
                 let count = |s| d.fields.iter().filter(|f| f.share == s).count();
                 println!(
                     "{:<16} {:<14} {:>6} {:>14} {:>12} {:>11}  {}",
-                    d.name, d.label, d.fields.len(), count(ShareType::Unconditional), count(ShareType::Conditional), count(ShareType::NotShared), d.provider
+                    d.name,
+                    d.label,
+                    d.fields.len(),
+                    count(ShareType::Unconditional),
+                    count(ShareType::Conditional),
+                    count(ShareType::NotShared),
+                    d.provider
                 );
             }
         }
@@ -355,18 +455,41 @@ fn catalog_cmd(store: &Store, action: CatalogCmd) -> Result<(), Error> {
                 None => store.catalog()?,
             };
             let d = c.dataset(&dataset)?;
-            println!("{} {} — key {}, clustered by {}, provider {}", d.name, d.label, d.key, d.cluster_field.as_deref().unwrap_or("-"), d.provider);
-            println!("{:<22} {:<16} {:<14} {:<20} {:<14} {:<5} {:<12} index", "field", "label", "type", "standard", "share", "grade", "mask");
+            println!(
+                "{} {} — key {}, clustered by {}, provider {}",
+                d.name,
+                d.label,
+                d.key,
+                d.cluster_field.as_deref().unwrap_or("-"),
+                d.provider
+            );
+            println!(
+                "{:<22} {:<16} {:<14} {:<20} {:<14} {:<5} {:<12} index",
+                "field", "label", "type", "standard", "share", "grade", "mask"
+            );
             for f in &d.fields {
                 println!(
                     "{:<22} {:<12} {:<14} {:<20} {:<14} {:<5} {:<12} {:?}",
-                    f.name, f.label, f.data_type.to_string(), f.standard.to_string(), share_label(f.share), format!("{:?}", f.grade), format!("{:?}", f.mask), f.index
+                    f.name,
+                    f.label,
+                    f.data_type.to_string(),
+                    f.standard.to_string(),
+                    share_label(f.share),
+                    format!("{:?}", f.grade),
+                    format!("{:?}", f.mask),
+                    f.index
                 );
             }
         }
         CatalogCmd::History => {
             for v in store.catalog_history()? {
-                println!("version {} by {} at {}: {}", v.version, v.author, v.created_at.format("%Y-%m-%d %H:%M:%S"), v.note);
+                println!(
+                    "version {} by {} at {}: {}",
+                    v.version,
+                    v.author,
+                    v.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    v.note
+                );
                 for c in &v.changes {
                     println!("    {c}");
                 }
@@ -415,15 +538,23 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
     use arrow::array::AsArray;
     if dir.exists() {
         if !dir.join("govshare-store.json").exists() {
-            return Err(Error::invalid(format!("{} exists and is not a govshare store; refusing to replace it", dir.display())));
+            return Err(Error::invalid(format!(
+                "{} exists and is not a govshare store; refusing to replace it",
+                dir.display()
+            )));
         }
-        std::fs::remove_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+        std::fs::remove_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
     }
     step(&format!("1. A new store at {}", dir.display()));
     let store = Store::init(dir)?;
     catalog_cmd(&store, CatalogCmd::List)?;
 
-    step(&format!("2. Synthetic base data: {persons} persons, {entities} legal entities (seed 42)"));
+    step(&format!(
+        "2. Synthetic base data: {persons} persons, {entities} legal entities (seed 42)"
+    ));
     let synth = Synth::new(42, persons, entities);
     let t = Instant::now();
     let person_batches: Vec<_> = synth.persons(64 * 1024).collect();
@@ -431,11 +562,19 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
     println!("generated in {:.2?}", t.elapsed());
 
     step("3. Full loads: validate every value, cluster by region, build indexes, commit");
-    for (name, batches, total) in [("person", person_batches, persons), ("legal_entity", entity_batches, entities)] {
+    for (name, batches, total) in [
+        ("person", person_batches, persons),
+        ("legal_entity", entity_batches, entities),
+    ] {
         let pb = progress(Some(total as u64), name);
         let tick = |n: u64| pb.set_position(n);
         let opts = LoadOptions {
-            handover: HandoverInfo { handover_person: "李明 (provider clerk)".into(), receiver: "王芳 (platform operator)".into(), method: "generated".into(), ..Default::default() },
+            handover: HandoverInfo {
+                handover_person: "李明 (provider clerk)".into(),
+                receiver: "王芳 (platform operator)".into(),
+                method: "generated".into(),
+                ..Default::default()
+            },
             progress: Some(&tick),
             ..Default::default()
         };
@@ -446,24 +585,44 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
         let secs = t.elapsed().as_secs_f64();
         println!(
             "{name}: {} rows in {:.2}s ({:.0} rows/s), {} files, {} row groups",
-            r.manifest.live_rows, secs, r.manifest.live_rows as f64 / secs, r.manifest.files.len(),
-            r.manifest.files.iter().map(|f| f.row_groups.len()).sum::<usize>()
+            r.manifest.live_rows,
+            secs,
+            r.manifest.live_rows as f64 / secs,
+            r.manifest.files.len(),
+            r.manifest
+                .files
+                .iter()
+                .map(|f| f.row_groups.len())
+                .sum::<usize>()
         );
     }
 
     step("4. Key lookup and region scopes from roaring bitmaps");
     let snap = store.snapshot("person")?;
     let first = snap.read(Some(&[0u32].into_iter().collect()), Some(&["citizen_id"]))?;
-    let key = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
+    let key = first
+        .first()
+        .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+        .unwrap_or_default();
     let t = Instant::now();
     let id = snap.lookup(&key)?;
-    println!("lookup of a citizen ID → row {id:?} ({:.2?}, including lazy index load)", t.elapsed());
+    println!(
+        "lookup of a citizen ID → row {id:?} ({:.2?}, including lazy index load)",
+        t.elapsed()
+    );
     let t = Instant::now();
     let id2 = snap.lookup(&key)?;
     println!("second lookup → row {id2:?} ({:.2?})", t.elapsed());
     let county = govshare_core::regions::all()
         .iter()
-        .map(|r| (r.code, snap.scope("hukou_region_code", r.code).map(|b| b.len()).unwrap_or(0)))
+        .map(|r| {
+            (
+                r.code,
+                snap.scope("hukou_region_code", r.code)
+                    .map(|b| b.len())
+                    .unwrap_or(0),
+            )
+        })
         .max_by_key(|(_, n)| *n)
         .map(|(c, _)| c)
         .unwrap_or("430623");
@@ -471,12 +630,17 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
         let bm = snap.scope("hukou_region_code", scope)?;
         println!(
             "scope {scope:<6}: {:>8} persons, {:>3} of {} row groups touched",
-            bm.len(), snap.row_groups_touched(&bm), snap.row_groups_total()
+            bm.len(),
+            snap.row_groups_touched(&bm),
+            snap.row_groups_total()
         );
     }
     let women = snap.scope("sex_code", "2")?;
     let here = snap.scope("hukou_region_code", county)?;
-    println!("women registered in {county}: {} (bitmap AND)", (&women & &here).len());
+    println!(
+        "women registered in {county}: {} (bitmap AND)",
+        (&women & &here).len()
+    );
 
     step("5. Incremental update: one upsert (new address), one delete — by key");
     let target = snap.read(Some(&[1u32, 2].into_iter().collect()), None)?;
@@ -486,29 +650,66 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
     let tmp = dir.join("incremental.csv");
     let changed = batch.slice(0, 1);
     write_csv(&tmp, [changed], Encoding::Utf8)?;
-    let text = std::fs::read_to_string(&tmp).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    let text = std::fs::read_to_string(&tmp).map_err(|e| Error::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
     let row = lines.next().unwrap_or_default().replace("号", "号(已迁居)");
-    let csv = format!("_op,{header}\nupsert,{row}\ndelete,{del_key}{}\n", ",".repeat(header.matches(',').count()));
-    std::fs::write(&tmp, csv).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
-    let r = store.writer()?.load("person", Source::from_path(&tmp), &LoadOptions { mode: LoadMode::Incremental, ..Default::default() })?;
-    println!("version {}: {} upserted, {} deleted, {} live rows", r.manifest.version, r.manifest.handover.rows_accepted, r.manifest.handover.rows_deleted, r.manifest.live_rows);
+    let csv = format!(
+        "_op,{header}\nupsert,{row}\ndelete,{del_key}{}\n",
+        ",".repeat(header.matches(',').count())
+    );
+    std::fs::write(&tmp, csv).map_err(|e| Error::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    let r = store.writer()?.load(
+        "person",
+        Source::from_path(&tmp),
+        &LoadOptions {
+            mode: LoadMode::Incremental,
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "version {}: {} upserted, {} deleted, {} live rows",
+        r.manifest.version,
+        r.manifest.handover.rows_accepted,
+        r.manifest.handover.rows_deleted,
+        r.manifest.live_rows
+    );
     let v1 = store.snapshot_at("person", 1)?;
     let v2 = store.snapshot("person")?;
-    println!("deleted key in v1: {:?}, in v2: {:?}", v1.lookup(&del_key)?.is_some(), v2.lookup(&del_key)?.is_some());
+    println!(
+        "deleted key in v1: {:?}, in v2: {:?}",
+        v1.lookup(&del_key)?.is_some(),
+        v2.lookup(&del_key)?.is_some()
+    );
     let addr = |s: &govshare_core::Snapshot| -> Result<String, Error> {
-        let id = s.lookup(&upd_key)?.ok_or_else(|| Error::NotFound(upd_key.clone()))?;
+        let id = s
+            .lookup(&upd_key)?
+            .ok_or_else(|| Error::NotFound(upd_key.clone()))?;
         let b = s.read(Some(&[id].into_iter().collect()), Some(&["hukou_address"]))?;
-        Ok(b.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default())
+        Ok(b.first()
+            .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+            .unwrap_or_default())
     };
-    println!("updated address v1: {}\n                v2: {}", addr(&v1)?, addr(&v2)?);
+    println!(
+        "updated address v1: {}\n                v2: {}",
+        addr(&v1)?,
+        addr(&v2)?
+    );
     print_versions(&store.versions("person")?);
 
     step("6. Data-quality report on a provider file with some bad rows");
     let qfile = dir.join("quality-sample.csv");
     write_csv(&qfile, Synth::new(7, 2000, 0).persons(2000), Encoding::Utf8)?;
-    let text = std::fs::read_to_string(&qfile).map_err(|e| Error::Io { path: qfile.clone(), source: e })?;
+    let text = std::fs::read_to_string(&qfile).map_err(|e| Error::Io {
+        path: qfile.clone(),
+        source: e,
+    })?;
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     // Break a few rows the way real exports break: a wrong check character, an impossible
     // date, a code outside its table, a repeated row, a sex code contradicting the ID.
@@ -528,9 +729,23 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
     if lines.len() > 30 {
         lines[30] = lines[2].clone();
     }
-    std::fs::write(&qfile, lines.join("\n") + "\n").map_err(|e| Error::Io { path: qfile.clone(), source: e })?;
-    print!("{}", quality::report(&store.catalog()?, "person", &Source::from_path(&qfile), chrono_today())?);
-    println!("\nDone. Explore with: govshare --store {} catalog show person | versions person | lookup person {key}", dir.display());
+    std::fs::write(&qfile, lines.join("\n") + "\n").map_err(|e| Error::Io {
+        path: qfile.clone(),
+        source: e,
+    })?;
+    print!(
+        "{}",
+        quality::report(
+            &store.catalog()?,
+            "person",
+            &Source::from_path(&qfile),
+            chrono_today()
+        )?
+    );
+    println!(
+        "\nDone. Explore with: govshare --store {} catalog show person | versions person | lookup person {key}",
+        dir.display()
+    );
     Ok(())
 }
 

@@ -122,13 +122,21 @@ impl std::str::FromStr for FieldType {
                     .strip_prefix("decimal(")
                     .and_then(|r| r.strip_suffix(')'))
                     .ok_or_else(|| Error::invalid(format!("unknown field type '{s}' (expected utf8, int64, float64, boolean, date32, timestamp, decimal(p,s) or list_utf8)")))?;
-                let (p, sc) = inner
-                    .split_once(',')
-                    .ok_or_else(|| Error::invalid(format!("decimal type '{s}' needs (precision,scale)")))?;
-                let p: u8 = p.trim().parse().map_err(|_| Error::invalid(format!("bad precision in '{s}'")))?;
-                let sc: i8 = sc.trim().parse().map_err(|_| Error::invalid(format!("bad scale in '{s}'")))?;
+                let (p, sc) = inner.split_once(',').ok_or_else(|| {
+                    Error::invalid(format!("decimal type '{s}' needs (precision,scale)"))
+                })?;
+                let p: u8 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::invalid(format!("bad precision in '{s}'")))?;
+                let sc: i8 = sc
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::invalid(format!("bad scale in '{s}'")))?;
                 if !(1..=38).contains(&p) || sc < 0 || sc as u8 > p {
-                    return Err(Error::invalid(format!("decimal '{s}': precision 1-38 and 0 <= scale <= precision")));
+                    return Err(Error::invalid(format!(
+                        "decimal '{s}': precision 1-38 and 0 <= scale <= precision"
+                    )));
                 }
                 FieldType::Decimal(p, sc)
             }
@@ -145,7 +153,8 @@ impl Serialize for FieldType {
 impl<'de> Deserialize<'de> for FieldType {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.to_string()))
     }
 }
 
@@ -203,7 +212,11 @@ impl std::str::FromStr for Standard {
             "past_date" => Standard::PastDate,
             _ => match s.strip_prefix("code:") {
                 Some(t) if !t.is_empty() => Standard::CodeTable(t.to_string()),
-                _ => return Err(Error::invalid(format!("unknown standard '{s}' (expected citizen_id, uscc, region_code, mobile_phone, phone, industry_code, past_date or code:<table>)"))),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "unknown standard '{s}' (expected citizen_id, uscc, region_code, mobile_phone, phone, industry_code, past_date or code:<table>)"
+                    )));
+                }
             },
         })
     }
@@ -218,7 +231,8 @@ impl Serialize for Standard {
 impl<'de> Deserialize<'de> for Standard {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.to_string()))
     }
 }
 
@@ -358,7 +372,11 @@ impl DatasetDef {
             Error::NotFound(format!(
                 "dataset '{}' has no field '{name}' (fields: {})",
                 self.name,
-                self.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
     }
@@ -458,7 +476,9 @@ impl Catalog {
         for (name, ds) in &self.datasets {
             let bad = |m: String| Err(Error::invalid(format!("dataset '{name}': {m}")));
             if !is_snake(name) || name != &ds.name {
-                return bad("name must be snake_case ASCII (a-z, 0-9, _), starting with a letter".into());
+                return bad(
+                    "name must be snake_case ASCII (a-z, 0-9, _), starting with a letter".into(),
+                );
             }
             if ds.fields.is_empty() {
                 return bad("has no fields".into());
@@ -482,31 +502,48 @@ impl Catalog {
                         | Standard::CodeTable(_)
                 );
                 if needs_text && f.data_type != FieldType::Utf8 {
-                    return bad(format!("field '{}': standard {} needs type utf8", f.name, f.standard));
+                    return bad(format!(
+                        "field '{}': standard {} needs type utf8",
+                        f.name, f.standard
+                    ));
                 }
                 if f.standard == Standard::PastDate && f.data_type != FieldType::Date32 {
-                    return bad(format!("field '{}': standard past_date needs type date32", f.name));
+                    return bad(format!(
+                        "field '{}': standard past_date needs type date32",
+                        f.name
+                    ));
                 }
                 if let Standard::CodeTable(t) = &f.standard
                     && !self.code_tables.contains_key(t)
                 {
-                    return bad(format!("field '{}': code table '{t}' is not declared", f.name));
+                    return bad(format!(
+                        "field '{}': code table '{t}' is not declared",
+                        f.name
+                    ));
                 }
                 if f.index != IndexKind::None && f.data_type != FieldType::Utf8 {
                     return bad(format!("field '{}': bitmap indexes need type utf8", f.name));
                 }
                 if f.index == IndexKind::Region && f.standard != Standard::RegionCode {
-                    return bad(format!("field '{}': a region index needs standard region_code", f.name));
+                    return bad(format!(
+                        "field '{}': a region index needs standard region_code",
+                        f.name
+                    ));
                 }
             }
             let key = ds.require_field(&ds.key)?;
             if key.nullable || key.data_type != FieldType::Utf8 {
-                return bad(format!("key '{}' must be a non-nullable utf8 field", ds.key));
+                return bad(format!(
+                    "key '{}' must be a non-nullable utf8 field",
+                    ds.key
+                ));
             }
             if let Some(c) = &ds.cluster_field {
                 let cf = ds.require_field(c)?;
                 if cf.standard != Standard::RegionCode {
-                    return bad(format!("cluster field '{c}' must have standard region_code"));
+                    return bad(format!(
+                        "cluster field '{c}' must have standard region_code"
+                    ));
                 }
             }
         }
@@ -516,7 +553,8 @@ impl Catalog {
 
 fn is_snake(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// What changed from `old` to `new`, one line per dataset, field or code table.
@@ -575,24 +613,52 @@ mod tests {
         assert_eq!(c, Catalog::builtin());
         let person = c.dataset("person").expect("person");
         for f in [
-            "citizen_id", "name", "former_names", "sex_code", "ethnicity_code", "birth_date",
-            "birthplace_code", "nationality_code", "hukou_region_code", "hukou_address",
-            "residence_address", "marital_status_code", "education_code", "mobile_phone",
-            "person_status", "death_date", "source_dept", "updated_at",
+            "citizen_id",
+            "name",
+            "former_names",
+            "sex_code",
+            "ethnicity_code",
+            "birth_date",
+            "birthplace_code",
+            "nationality_code",
+            "hukou_region_code",
+            "hukou_address",
+            "residence_address",
+            "marital_status_code",
+            "education_code",
+            "mobile_phone",
+            "person_status",
+            "death_date",
+            "source_dept",
+            "updated_at",
         ] {
             person.require_field(f).expect(f);
         }
         let le = c.dataset("legal_entity").expect("legal_entity");
         for f in [
-            "uscc", "org_name", "entity_type", "legal_rep_name", "legal_rep_id",
-            "registered_capital", "establish_date", "registration_authority", "business_scope",
-            "domicile", "domicile_region_code", "industry_code", "reg_status", "cancel_date",
+            "uscc",
+            "org_name",
+            "entity_type",
+            "legal_rep_name",
+            "legal_rep_id",
+            "registered_capital",
+            "establish_date",
+            "registration_authority",
+            "business_scope",
+            "domicile",
+            "domicile_region_code",
+            "industry_code",
+            "reg_status",
+            "cancel_date",
             "contact_phone",
         ] {
             le.require_field(f).expect(f);
         }
         assert_eq!(c.code_tables["ethnicity"].len(), 58);
-        assert_eq!(person.field("marital_status_code").map(|f| f.share), Some(ShareType::NotShared));
+        assert_eq!(
+            person.field("marital_status_code").map(|f| f.share),
+            Some(ShareType::NotShared)
+        );
     }
 
     #[test]
@@ -612,7 +678,11 @@ mod tests {
         assert_eq!(changes, vec!["+ dataset gdp (2 fields)".to_string()]);
         assert_eq!(diff(&before, &c), changes);
         assert_eq!(
-            c.dataset("gdp").expect("gdp").arrow_schema().field(1).data_type(),
+            c.dataset("gdp")
+                .expect("gdp")
+                .arrow_schema()
+                .field(1)
+                .data_type(),
             &DataType::Decimal128(20, 2)
         );
     }
@@ -622,15 +692,35 @@ mod tests {
         let mut c = Catalog::builtin();
         let before = c.clone();
         let cases = [
-            (r#"{"datasets":[{"name":"x","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"date32","standard":"uscc","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#, "needs type utf8"),
-            (r#"{"datasets":[{"name":"x","label":"x","key":"nope","provider":"p","fields":[{"name":"k","label":"k","type":"utf8","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#, "no field 'nope'"),
-            (r#"{"datasets":[{"name":"x","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"utf8","standard":"code:missing","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#, "code table 'missing'"),
-            (r#"{"datasets":[{"name":"X","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"utf8","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#, "snake_case"),
-            (r#"{"datasets":[{"name":"x","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"money","share":"unconditional","grade":"L1"}]}]}"#, "unknown field type"),
+            (
+                r#"{"datasets":[{"name":"x","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"date32","standard":"uscc","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#,
+                "needs type utf8",
+            ),
+            (
+                r#"{"datasets":[{"name":"x","label":"x","key":"nope","provider":"p","fields":[{"name":"k","label":"k","type":"utf8","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#,
+                "no field 'nope'",
+            ),
+            (
+                r#"{"datasets":[{"name":"x","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"utf8","standard":"code:missing","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#,
+                "code table 'missing'",
+            ),
+            (
+                r#"{"datasets":[{"name":"X","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"utf8","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#,
+                "snake_case",
+            ),
+            (
+                r#"{"datasets":[{"name":"x","label":"x","key":"k","provider":"p","fields":[{"name":"k","label":"k","type":"money","share":"unconditional","grade":"L1"}]}]}"#,
+                "unknown field type",
+            ),
         ];
         for (json, want) in cases {
-            let err = CatalogFile::parse(json, false, "t").and_then(|f| c.apply(f)).expect_err(want);
-            assert!(err.to_string().contains(want), "{err} should mention {want}");
+            let err = CatalogFile::parse(json, false, "t")
+                .and_then(|f| c.apply(f))
+                .expect_err(want);
+            assert!(
+                err.to_string().contains(want),
+                "{err} should mention {want}"
+            );
             assert_eq!(c, before);
         }
     }

@@ -339,7 +339,10 @@ mod tests {
         }
         let c = validate_citizen_id("11010519491231002X", today()).expect("valid");
         assert_eq!(c.sex_code, "2");
-        assert_eq!(c.birth_date, NaiveDate::from_ymd_opt(1949, 12, 31).expect("d"));
+        assert_eq!(
+            c.birth_date,
+            NaiveDate::from_ymd_opt(1949, 12, 31).expect("d")
+        );
     }
 
     #[test]

@@ -86,7 +86,9 @@ impl KeyIndex {
 
     /// Serialise to `path` (written whole, then fsynced).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut body = Vec::with_capacity(16 + self.offsets.len() * 4 + self.bytes.len() + self.rows.len() * 4);
+        let mut body = Vec::with_capacity(
+            16 + self.offsets.len() * 4 + self.bytes.len() + self.rows.len() * 4,
+        );
         body.extend_from_slice(KEY_MAGIC);
         body.extend_from_slice(&(self.rows.len() as u64).to_le_bytes());
         for o in &self.offsets {
@@ -105,7 +107,12 @@ impl KeyIndex {
         let corrupt = || Error::Corrupt(format!("key index {} is malformed", path.display()));
         let n = u64::from_le_bytes(body[8..16].try_into().map_err(|_| corrupt())?) as usize;
         let need = 16usize
-            .checked_add(n.checked_add(1).ok_or_else(corrupt)?.checked_mul(4).ok_or_else(corrupt)?)
+            .checked_add(
+                n.checked_add(1)
+                    .ok_or_else(corrupt)?
+                    .checked_mul(4)
+                    .ok_or_else(corrupt)?,
+            )
             .and_then(|x| x.checked_add(n * 4))
             .ok_or_else(corrupt)?;
         if body.len() < need {
@@ -125,7 +132,11 @@ impl KeyIndex {
         {
             return Err(corrupt());
         }
-        Ok(KeyIndex { offsets, bytes, rows })
+        Ok(KeyIndex {
+            offsets,
+            bytes,
+            rows,
+        })
     }
 }
 
@@ -165,7 +176,9 @@ impl BitmapIndex {
         let corrupt = || Error::Corrupt(format!("bitmap index {} is malformed", path.display()));
         let mut pos = 8usize;
         let mut take = |n: usize| -> Result<&[u8]> {
-            let s = body.get(pos..pos.checked_add(n).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+            let s = body
+                .get(pos..pos.checked_add(n).ok_or_else(corrupt)?)
+                .ok_or_else(corrupt)?;
             pos += n;
             Ok(s)
         };
@@ -173,7 +186,9 @@ impl BitmapIndex {
         let mut bitmaps = BTreeMap::new();
         for _ in 0..count {
             let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-            let value = std::str::from_utf8(take(len)?).map_err(|_| corrupt())?.to_string();
+            let value = std::str::from_utf8(take(len)?)
+                .map_err(|_| corrupt())?
+                .to_string();
             let blen = u64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt())?) as usize;
             let bm = RoaringBitmap::deserialize_from(take(blen)?).map_err(|_| corrupt())?;
             bitmaps.insert(value, bm);
@@ -210,11 +225,17 @@ fn write_with_digest(path: &Path, mut body: Vec<u8>) -> Result<()> {
 fn read_with_digest(path: &Path, magic: &[u8; 8]) -> Result<Vec<u8>> {
     let mut data = std::fs::read(path).at(path)?;
     if data.len() < 16 + 32 || &data[..8] != magic {
-        return Err(Error::Corrupt(format!("{} is not a govshare index file", path.display())));
+        return Err(Error::Corrupt(format!(
+            "{} is not a govshare index file",
+            path.display()
+        )));
     }
     let split = data.len() - 32;
     if blake3::hash(&data[..split]).as_bytes() != &data[split..] {
-        return Err(Error::Corrupt(format!("index {} fails its checksum", path.display())));
+        return Err(Error::Corrupt(format!(
+            "index {} fails its checksum",
+            path.display()
+        )));
     }
     data.truncate(split);
     Ok(data)
@@ -227,14 +248,18 @@ mod tests {
     #[test]
     fn key_index_round_trip_and_lookup() {
         let dir = tempfile::tempdir().expect("tmp");
-        let idx = KeyIndex::build(vec![("b".into(), 2), ("a".into(), 1), ("ccc".into(), 7)]).expect("build");
+        let idx = KeyIndex::build(vec![("b".into(), 2), ("a".into(), 1), ("ccc".into(), 7)])
+            .expect("build");
         let p = dir.path().join("k.idx");
         idx.write(&p).expect("write");
         let back = KeyIndex::read(&p).expect("read");
         assert_eq!(back.get("a"), Some(1));
         assert_eq!(back.get("ccc"), Some(7));
         assert_eq!(back.get("cc"), None);
-        assert_eq!(back.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(), ["a", "b", "ccc"]);
+        assert_eq!(
+            back.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+            ["a", "b", "ccc"]
+        );
         assert!(KeyIndex::build(vec![("a".into(), 1), ("a".into(), 2)]).is_err());
     }
 

@@ -66,10 +66,16 @@ impl Source {
     /// Pick CSV or Parquet by file extension.
     pub fn from_path(path: impl Into<PathBuf>) -> Source {
         let path = path.into();
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+        {
             Source::Parquet(path)
         } else {
-            Source::Csv { path, encoding: Encoding::Auto }
+            Source::Csv {
+                path,
+                encoding: Encoding::Auto,
+            }
         }
     }
 
@@ -220,8 +226,11 @@ impl<R: Read> Read for Decoding<R> {
                 .max_utf8_buffer_length_without_replacement(self.in_len)
                 .unwrap_or(self.in_len * 3 + 16);
             self.out.resize(cap.max(16), 0);
-            let (res, read, written) =
-                self.decoder.decode_to_utf8_without_replacement(&self.input[..self.in_len], &mut self.out, self.eof);
+            let (res, read, written) = self.decoder.decode_to_utf8_without_replacement(
+                &self.input[..self.in_len],
+                &mut self.out,
+                self.eof,
+            );
             if let encoding_rs::DecoderResult::Malformed(_, _) = res {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -250,7 +259,11 @@ impl<R: Read> Read for Decoding<R> {
 
 fn detect_encoding(path: &Path) -> Result<&'static encoding_rs::Encoding> {
     let mut head = Vec::new();
-    File::open(path).at(path)?.take(1 << 20).read_to_end(&mut head).at(path)?;
+    File::open(path)
+        .at(path)?
+        .take(1 << 20)
+        .read_to_end(&mut head)
+        .at(path)?;
     if head.starts_with(b"\xEF\xBB\xBF") {
         return Ok(encoding_rs::UTF_8);
     }
@@ -274,10 +287,17 @@ fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake3::Hasher>>
                 Encoding::Utf8 => encoding_rs::UTF_8,
                 Encoding::Gbk => encoding_rs::GBK,
             };
-            let open = |h: Arc<Mutex<blake3::Hasher>>| -> Result<Decoding<Hashing<BufReader<File>>>> {
-                let f = File::open(path).at(path)?;
-                Ok(Decoding::new(Hashing { inner: BufReader::new(f), hasher: h }, enc))
-            };
+            let open =
+                |h: Arc<Mutex<blake3::Hasher>>| -> Result<Decoding<Hashing<BufReader<File>>>> {
+                    let f = File::open(path).at(path)?;
+                    Ok(Decoding::new(
+                        Hashing {
+                            inner: BufReader::new(f),
+                            hasher: h,
+                        },
+                        enc,
+                    ))
+                };
             // Header only: every column is read as text and typed by the validator, so a bad
             // value rejects one row instead of failing type inference for the whole file.
             let mut header = String::new();
@@ -292,7 +312,11 @@ fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake3::Hasher>>
                 .map_err(|e| Error::invalid(format!("{}: header: {e}", path.display())))?
                 .0;
             let schema = Arc::new(Schema::new(
-                names.fields().iter().map(|f| Field::new(f.name().trim(), DataType::Utf8, true)).collect::<Vec<_>>(),
+                names
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name().trim(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
             ));
             let reader = arrow::csv::ReaderBuilder::new(schema)
                 .with_header(true)
@@ -307,16 +331,22 @@ fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake3::Hasher>>
         Source::Parquet(path) => {
             {
                 let f = File::open(path).at(path)?;
-                let mut h = hasher.lock().map_err(|_| Error::Corrupt("hasher poisoned".into()))?;
+                let mut h = hasher
+                    .lock()
+                    .map_err(|_| Error::Corrupt("hasher poisoned".into()))?;
                 h.update_reader(f).at(path)?;
             }
             let f = File::open(path).at(path)?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(f)?.with_batch_size(CSV_BATCH).build()?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)?
+                .with_batch_size(CSV_BATCH)
+                .build()?;
             Ok((Box::new(reader.map(|b| b.map_err(Error::from))), hasher))
         }
         Source::Batches(batches) => {
             if let Some(first) = batches.first() {
-                let mut h = hasher.lock().map_err(|_| Error::Corrupt("hasher poisoned".into()))?;
+                let mut h = hasher
+                    .lock()
+                    .map_err(|_| Error::Corrupt("hasher poisoned".into()))?;
                 // The digest of Arrow input is that of its IPC stream encoding.
                 let mut w = StreamWriter::try_new(HashSink(&mut h), &first.schema())?;
                 for b in batches {
@@ -362,7 +392,12 @@ struct ClusteredWriter<'d> {
 }
 
 impl<'d> ClusteredWriter<'d> {
-    fn new(def: &'d DatasetDef, dataset_dir: &Path, version: u64, row_group_size: usize) -> Result<Self> {
+    fn new(
+        def: &'d DatasetDef,
+        dataset_dir: &Path,
+        version: u64,
+        row_group_size: usize,
+    ) -> Result<Self> {
         let staging_dir = dataset_dir.join(format!("staging-v{version}"));
         let _ = std::fs::remove_dir_all(&staging_dir); // leftovers of a crashed attempt
         std::fs::create_dir_all(&staging_dir).at(&staging_dir)?;
@@ -393,7 +428,11 @@ impl<'d> ClusteredWriter<'d> {
                     .as_string::<i32>();
                 let mut g: BTreeMap<String, Vec<u32>> = BTreeMap::new();
                 for i in 0..col.len() {
-                    let p = if col.is_null(i) { "__" } else { col.value(i).get(..2).unwrap_or("__") };
+                    let p = if col.is_null(i) {
+                        "__"
+                    } else {
+                        col.value(i).get(..2).unwrap_or("__")
+                    };
                     match g.get_mut(p) {
                         Some(v) => v.push(i as u32),
                         None => {
@@ -415,7 +454,9 @@ impl<'d> ClusteredWriter<'d> {
                 None => {
                     let p = self.staging_dir.join(format!("{bucket}.arrow"));
                     let f = BufWriter::new(File::create(&p).at(&p)?);
-                    self.buckets.entry(bucket).or_insert(FileWriter::try_new(f, &batch.schema())?)
+                    self.buckets
+                        .entry(bucket)
+                        .or_insert(FileWriter::try_new(f, &batch.schema())?)
                 }
             };
             w.write(&part)?;
@@ -425,7 +466,12 @@ impl<'d> ClusteredWriter<'d> {
 
     fn finish(mut self, base: u64, tag: &str) -> Result<Written> {
         let schema = self.def.arrow_schema();
-        let mut out = Written { files: Vec::new(), keys: Vec::new(), bitmaps: BTreeMap::new(), rows: 0 };
+        let mut out = Written {
+            files: Vec::new(),
+            keys: Vec::new(),
+            bitmaps: BTreeMap::new(),
+            rows: 0,
+        };
         let buckets = std::mem::take(&mut self.buckets);
         let mut next = base;
         for (bucket, mut w) in buckets {
@@ -438,15 +484,23 @@ impl<'d> ClusteredWriter<'d> {
             drop(batches);
             let mut sort_cols = Vec::new();
             if let Some(c) = &self.def.cluster_field {
-                sort_cols.push(SortColumn { values: all.column(schema.index_of(c)?).clone(), options: None });
+                sort_cols.push(SortColumn {
+                    values: all.column(schema.index_of(c)?).clone(),
+                    options: None,
+                });
             }
-            sort_cols.push(SortColumn { values: all.column(schema.index_of(&self.def.key)?).clone(), options: None });
+            sort_cols.push(SortColumn {
+                values: all.column(schema.index_of(&self.def.key)?).clone(),
+                options: None,
+            });
             let order = lexsort_to_indices(&sort_cols, None)?;
             let sorted = take_record_batch(&all, &order)?;
             drop(all);
             std::fs::remove_file(&p).at(&p)?;
             if next + sorted.num_rows() as u64 > u32::MAX as u64 {
-                return Err(Error::invalid("a dataset version is limited to 2^32 row ids; compact or split it"));
+                return Err(Error::invalid(
+                    "a dataset version is limited to 2^32 row ids; compact or split it",
+                ));
             }
             let rel = format!("data/v{}-{tag}-{bucket}.parquet", self.version);
             let row_groups = self.write_parquet(&self.dataset_dir.join(&rel), &sorted)?;
@@ -497,20 +551,33 @@ impl<'d> ClusteredWriter<'d> {
         for i in 0..keys.len() {
             out.keys.push((keys.value(i).into(), base + i as u32));
         }
-        for f in self.def.fields.iter().filter(|f| f.index != IndexKind::None) {
+        for f in self
+            .def
+            .fields
+            .iter()
+            .filter(|f| f.index != IndexKind::None)
+        {
             let col = batch
                 .column_by_name(&f.name)
                 .ok_or_else(|| Error::Corrupt(format!("column {} missing", f.name)))?
                 .as_string::<i32>();
             let idx = out.bitmaps.entry(f.name.clone()).or_default();
-            let levels: &[usize] = if f.index == IndexKind::Region { &[2, 4, 6] } else { &[usize::MAX] };
+            let levels: &[usize] = if f.index == IndexKind::Region {
+                &[2, 4, 6]
+            } else {
+                &[usize::MAX]
+            };
             for i in 0..col.len() {
                 if col.is_null(i) {
                     continue;
                 }
                 let v = col.value(i);
                 for &l in levels {
-                    let k = if l == usize::MAX { v } else { v.get(..l).unwrap_or(v) };
+                    let k = if l == usize::MAX {
+                        v
+                    } else {
+                        v.get(..l).unwrap_or(v)
+                    };
                     let id = base + i as u32;
                     match idx.bitmaps.get_mut(k) {
                         // Row ids arrive in increasing order: push appends in O(1).
@@ -520,7 +587,8 @@ impl<'d> ClusteredWriter<'d> {
                             }
                         }
                         None => {
-                            idx.bitmaps.insert(k.to_string(), RoaringBitmap::from_iter([id]));
+                            idx.bitmaps
+                                .insert(k.to_string(), RoaringBitmap::from_iter([id]));
                         }
                     }
                 }
@@ -538,9 +606,19 @@ fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
     let mut w = BufWriter::new(File::create(path).at(path)?);
     writeln!(w, "row,field,reason").at(path)?;
     for r in rejects {
-        writeln!(w, "{},{},\"{}\"", r.row, r.field, r.reason.replace('"', "\"\"")).at(path)?;
+        writeln!(
+            w,
+            "{},{},\"{}\"",
+            r.row,
+            r.field,
+            r.reason.replace('"', "\"\"")
+        )
+        .at(path)?;
     }
-    w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).at(path)
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .at(path)
 }
 
 impl Writer<'_> {
@@ -549,22 +627,34 @@ impl Writer<'_> {
     /// Invalid rows are listed (row, field, reason) in a rejects file under `<store>/rejects/`.
     /// In strict mode any invalid row makes the load commit nothing ([`Error::Rejected`]);
     /// otherwise the valid rows are committed. Either way the previous version is untouched.
-    pub fn load(&mut self, dataset: &str, source: Source, opts: &LoadOptions<'_>) -> Result<LoadReport> {
+    pub fn load(
+        &mut self,
+        dataset: &str,
+        source: Source,
+        opts: &LoadOptions<'_>,
+    ) -> Result<LoadReport> {
         let started_at = Utc::now();
         let store = self.store;
         let catalog_version = store.catalog_version()?;
         let catalog = store.catalog()?;
         let def = catalog.dataset(dataset)?.clone();
         let current = store.current_version(dataset)?;
-        let prev = if current > 0 { Some(store.snapshot_at(dataset, current)?) } else { None };
+        let prev = if current > 0 {
+            Some(store.snapshot_at(dataset, current)?)
+        } else {
+            None
+        };
         if opts.mode == LoadMode::Incremental && prev.is_none() {
             return Err(Error::invalid(format!(
                 "dataset '{dataset}' has no data yet: its first load must be a full load"
             )));
         }
         let version = current + 1;
-        let today = opts.today.unwrap_or_else(|| chrono::Local::now().date_naive());
-        let mut validator = Validator::new(&catalog, &def, today, opts.mode == LoadMode::Incremental);
+        let today = opts
+            .today
+            .unwrap_or_else(|| chrono::Local::now().date_naive());
+        let mut validator =
+            Validator::new(&catalog, &def, today, opts.mode == LoadMode::Incremental);
         let (batches, hasher) = open_source(&source)?;
         let dir = store.dataset_dir(dataset);
         let base = prev.as_ref().map_or(0, |p| p.manifest().total_rows());
@@ -626,11 +716,24 @@ impl Writer<'_> {
                 rejects_file: rejects_file.unwrap_or_default(),
             });
         }
-        let tag = if opts.mode == LoadMode::Full { "full" } else { "delta" };
+        let tag = if opts.mode == LoadMode::Full {
+            "full"
+        } else {
+            "delta"
+        };
         let written = cw.finish(if opts.mode == LoadMode::Full { 0 } else { base }, tag)?;
-        let input_digest = hasher.lock().map_err(|_| Error::Corrupt("hasher poisoned".into()))?.finalize().to_hex().to_string();
+        let input_digest = hasher
+            .lock()
+            .map_err(|_| Error::Corrupt("hasher poisoned".into()))?
+            .finalize()
+            .to_hex()
+            .to_string();
         let mut handover = Handover {
-            provider_dept: if opts.handover.provider_dept.is_empty() { def.provider.clone() } else { opts.handover.provider_dept.clone() },
+            provider_dept: if opts.handover.provider_dept.is_empty() {
+                def.provider.clone()
+            } else {
+                opts.handover.provider_dept.clone()
+            },
             handover_person: opts.handover.handover_person.clone(),
             receiver: opts.handover.receiver.clone(),
             method: opts.handover.method.clone(),
@@ -647,9 +750,22 @@ impl Writer<'_> {
             LoadMode::Full => (Operation::Full, None),
             LoadMode::Incremental => (Operation::Incremental, prev.as_ref()),
         };
-        let manifest = self.assemble(&def, version, catalog_version, operation, written, prev_for_merge, removed, &mut handover)?;
+        let manifest = self.assemble(
+            &def,
+            version,
+            catalog_version,
+            operation,
+            written,
+            prev_for_merge,
+            removed,
+            &mut handover,
+        )?;
         let stats = validator.stats;
-        Ok(LoadReport { manifest, rejects_file, stats })
+        Ok(LoadReport {
+            manifest,
+            rejects_file,
+            stats,
+        })
     }
 
     /// Rewrite the live rows of the current version into clustered files without deletion
@@ -680,7 +796,16 @@ impl Writer<'_> {
             rows_deleted: 0,
         };
         let catalog_version = snap.manifest().catalog_version;
-        self.assemble(&def, version, catalog_version, Operation::Compaction, written, None, RoaringBitmap::new(), &mut handover)
+        self.assemble(
+            &def,
+            version,
+            catalog_version,
+            Operation::Compaction,
+            written,
+            None,
+            RoaringBitmap::new(),
+            &mut handover,
+        )
     }
 
     /// Write indexes and deletion vectors for a new version and commit its manifest.
@@ -713,7 +838,10 @@ impl Writer<'_> {
             }
             for (i, f) in prev.manifest().files.iter().enumerate() {
                 let end = f.row_base as u64 + f.rows;
-                let local: RoaringBitmap = removed_all.range(f.row_base..end as u32).map(|id| id - f.row_base).collect();
+                let local: RoaringBitmap = removed_all
+                    .range(f.row_base..end as u32)
+                    .map(|id| id - f.row_base)
+                    .collect();
                 let mut nf = f.clone();
                 if !local.is_empty() {
                     let mut dv = match &f.deletes {
@@ -728,7 +856,12 @@ impl Writer<'_> {
                 }
                 files.push(nf);
             }
-            keys.extend(old_keys.iter().filter(|(_, id)| !removed_all.contains(*id)).map(|(k, id)| (k.into(), id)));
+            keys.extend(
+                old_keys
+                    .iter()
+                    .filter(|(_, id)| !removed_all.contains(*id))
+                    .map(|(k, id)| (k.into(), id)),
+            );
             for field in prev.manifest().bitmap_indexes.keys() {
                 let old = prev.bitmap_index(field)?;
                 let new = bitmaps.entry(field.clone()).or_default();
@@ -746,7 +879,10 @@ impl Writer<'_> {
         let mut bitmap_indexes = BTreeMap::new();
         for f in def.fields.iter().filter(|f| f.index != IndexKind::None) {
             let rel = format!("index/v{version}/{}.bm", f.name);
-            bitmaps.remove(&f.name).unwrap_or_default().write(&dir.join(&rel))?;
+            bitmaps
+                .remove(&f.name)
+                .unwrap_or_default()
+                .write(&dir.join(&rel))?;
             bitmap_indexes.insert(f.name.clone(), rel);
         }
         failpoint("after-data-files");
@@ -778,7 +914,11 @@ pub fn raw_batches(source: &Source) -> Result<impl Iterator<Item = Result<Record
 
 /// Write batches as CSV (header row; list fields joined with `|`, dates as `YYYY-MM-DD`), in
 /// UTF-8 or GBK — the shape of a provider's export, for tests, benches and `govshare generate`.
-pub fn write_csv(path: &Path, batches: impl IntoIterator<Item = RecordBatch>, encoding: Encoding) -> Result<u64> {
+pub fn write_csv(
+    path: &Path,
+    batches: impl IntoIterator<Item = RecordBatch>,
+    encoding: Encoding,
+) -> Result<u64> {
     use std::io::Write;
     let mut out = BufWriter::new(File::create(path).at(path)?);
     let mut rows = 0u64;
@@ -797,7 +937,10 @@ pub fn write_csv(path: &Path, batches: impl IntoIterator<Item = RecordBatch>, en
                                 l.is_valid(i).then(|| {
                                     let v = l.value(i);
                                     let s = v.as_string::<i32>();
-                                    (0..s.len()).map(|j| s.value(j)).collect::<Vec<_>>().join("|")
+                                    (0..s.len())
+                                        .map(|j| s.value(j))
+                                        .collect::<Vec<_>>()
+                                        .join("|")
                                 })
                             })
                             .collect::<arrow::array::StringArray>(),
@@ -807,12 +950,20 @@ pub fn write_csv(path: &Path, batches: impl IntoIterator<Item = RecordBatch>, en
             })
             .collect();
         let schema = Arc::new(Schema::new(
-            batch.schema().fields().iter().zip(&cols).map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true)).collect::<Vec<_>>(),
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(&cols)
+                .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+                .collect::<Vec<_>>(),
         ));
         let flat = RecordBatch::try_new(schema, cols)?;
         let mut buf = Vec::new();
         {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(header).build(&mut buf);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(header)
+                .build(&mut buf);
             w.write(&flat)?;
         }
         header = false;
@@ -820,16 +971,26 @@ pub fn write_csv(path: &Path, batches: impl IntoIterator<Item = RecordBatch>, en
             None => out.write_all(&buf).at(path)?,
             Some(enc) => {
                 let text = std::str::from_utf8(&buf).map_err(|e| Error::invalid(e.to_string()))?;
-                let mut dst = vec![0u8; enc.max_buffer_length_from_utf8_without_replacement(text.len()).unwrap_or(text.len() * 4)];
-                let (res, _, written) = enc.encode_from_utf8_without_replacement(text, &mut dst, false);
+                let mut dst = vec![
+                    0u8;
+                    enc.max_buffer_length_from_utf8_without_replacement(text.len())
+                        .unwrap_or(text.len() * 4)
+                ];
+                let (res, _, written) =
+                    enc.encode_from_utf8_without_replacement(text, &mut dst, false);
                 if let encoding_rs::EncoderResult::Unmappable(c) = res {
-                    return Err(Error::invalid(format!("character {c:?} cannot be written in GBK")));
+                    return Err(Error::invalid(format!(
+                        "character {c:?} cannot be written in GBK"
+                    )));
                 }
                 out.write_all(&dst[..written]).at(path)?;
             }
         }
         rows += flat.num_rows() as u64;
     }
-    out.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).at(path)?;
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .at(path)?;
     Ok(rows)
 }

@@ -22,14 +22,28 @@ pub struct QualityReport {
 impl std::fmt::Display for QualityReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = &self.stats;
-        writeln!(f, "quality report for dataset '{}': {} rows, {} with errors", self.dataset, s.rows, s.rows_rejected)?;
+        writeln!(
+            f,
+            "quality report for dataset '{}': {} rows, {} with errors",
+            self.dataset, s.rows, s.rows_rejected
+        )?;
         writeln!(f, "{:<24} {:>12} {:>10}", "field", "complete", "valid")?;
         for name in &s.order {
-            writeln!(f, "{:<24} {:>11.2}% {:>9.2}%", name, 100.0 * s.completeness(name), 100.0 * s.validity(name))?;
+            writeln!(
+                f,
+                "{:<24} {:>11.2}% {:>9.2}%",
+                name,
+                100.0 * s.completeness(name),
+                100.0 * s.validity(name)
+            )?;
         }
         writeln!(f, "duplicate keys: {}", s.duplicate_keys)?;
         if s.fields.contains_key("citizen_id") {
-            writeln!(f, "citizen ID vs birth_date mismatches: {}", s.birth_date_mismatch)?;
+            writeln!(
+                f,
+                "citizen ID vs birth_date mismatches: {}",
+                s.birth_date_mismatch
+            )?;
             writeln!(f, "citizen ID vs sex_code mismatches: {}", s.sex_mismatch)?;
         }
         for r in &self.examples {
@@ -40,7 +54,12 @@ impl std::fmt::Display for QualityReport {
 }
 
 /// Validate `source` against `dataset` of `catalog` and report.
-pub fn report(catalog: &Catalog, dataset: &str, source: &Source, today: NaiveDate) -> Result<QualityReport> {
+pub fn report(
+    catalog: &Catalog,
+    dataset: &str,
+    source: &Source,
+    today: NaiveDate,
+) -> Result<QualityReport> {
     let def = catalog.dataset(dataset)?;
     let mut v = Validator::new(catalog, def, today, true);
     let mut examples = Vec::new();
@@ -55,5 +74,9 @@ pub fn report(catalog: &Catalog, dataset: &str, source: &Source, today: NaiveDat
             }
         }
     }
-    Ok(QualityReport { dataset: dataset.to_string(), stats: v.stats, examples })
+    Ok(QualityReport {
+        dataset: dataset.to_string(),
+        stats: v.stats,
+        examples,
+    })
 }

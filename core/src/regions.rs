@@ -20,7 +20,11 @@ pub struct Region {
 impl Region {
     /// The address prefix down to the county, as it is written in addresses.
     pub fn address_prefix(&self) -> String {
-        let pref = if matches!(self.prefecture, "市辖区" | "县") { "" } else { self.prefecture };
+        let pref = if matches!(self.prefecture, "市辖区" | "县") {
+            ""
+        } else {
+            self.prefecture
+        };
         format!("{}{}{}", self.province, pref, self.county)
     }
 }
@@ -36,7 +40,12 @@ pub fn all() -> &'static [Region] {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .filter_map(|l| {
                 let mut it = l.split('\t');
-                Some(Region { code: it.next()?, province: it.next()?, prefecture: it.next()?, county: it.next()? })
+                Some(Region {
+                    code: it.next()?,
+                    province: it.next()?,
+                    prefecture: it.next()?,
+                    county: it.next()?,
+                })
             })
             .collect()
     })
@@ -45,7 +54,9 @@ pub fn all() -> &'static [Region] {
 /// The county with this code.
 pub fn lookup(code: &str) -> Option<&'static Region> {
     let all = all();
-    all.binary_search_by(|r| r.code.cmp(code)).ok().map(|i| &all[i])
+    all.binary_search_by(|r| r.code.cmp(code))
+        .ok()
+        .map(|i| &all[i])
 }
 
 #[cfg(test)]
@@ -61,7 +72,13 @@ mod tests {
             crate::ident::validate_region_code(r.code).expect(r.code);
         }
         assert_eq!(lookup("430623").map(|r| r.county), Some("华容县"));
-        assert_eq!(lookup("451425").map(|r| r.address_prefix()).as_deref(), Some("广西壮族自治区崇左市天等县"));
-        assert_eq!(lookup("110105").map(|r| r.address_prefix()).as_deref(), Some("北京市朝阳区"));
+        assert_eq!(
+            lookup("451425").map(|r| r.address_prefix()).as_deref(),
+            Some("广西壮族自治区崇左市天等县")
+        );
+        assert_eq!(
+            lookup("110105").map(|r| r.address_prefix()).as_deref(),
+            Some("北京市朝阳区")
+        );
     }
 }

@@ -208,10 +208,9 @@ impl DocChain {
     fn current(&self) -> Result<u64> {
         let p = self.pointer();
         match std::fs::read_to_string(&p) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| Error::Corrupt(format!("{} does not hold a version number", p.display()))),
+            Ok(s) => s.trim().parse().map_err(|_| {
+                Error::Corrupt(format!("{} does not hold a version number", p.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(Error::Io { path: p, source: e }),
         }
@@ -239,7 +238,12 @@ impl DocChain {
         let dir = match std::fs::read_dir(&self.dir) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::Io { path: self.dir.clone(), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: self.dir.clone(),
+                    source: e,
+                });
+            }
         };
         for entry in dir {
             let name = entry.at(&self.dir)?.file_name();
@@ -324,7 +328,12 @@ impl Store {
                     root.display()
                 )));
             }
-            Err(e) => return Err(Error::Io { path: marker_path, source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: marker_path,
+                    source: e,
+                });
+            }
         };
         let marker: Marker = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Corrupt(format!("{}: {e}", marker_path.display())))?;
@@ -406,12 +415,14 @@ impl Store {
 
     /// Pin a given version of `dataset`.
     pub fn snapshot_at(&self, dataset: &str, version: u64) -> Result<Snapshot> {
-        let manifest: Manifest = self.manifest_chain(dataset).read(version).map_err(|e| match e {
-            Error::NotFound(_) => Error::NotFound(format!(
-                "dataset '{dataset}' has no version {version} (never committed, or vacuumed)"
-            )),
-            e => e,
-        })?;
+        let manifest: Manifest = self.manifest_chain(dataset).read(version).map_err(
+            |e| match e {
+                Error::NotFound(_) => Error::NotFound(format!(
+                    "dataset '{dataset}' has no version {version} (never committed, or vacuumed)"
+                )),
+                e => e,
+            },
+        )?;
         Ok(Snapshot {
             dir: self.dataset_dir(dataset),
             manifest,
@@ -431,8 +442,13 @@ impl Store {
             .open(&path)
             .at(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Writer { store: self, _lock: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: self.root.clone() }),
+            Ok(()) => Ok(Writer {
+                store: self,
+                _lock: file,
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                path: self.root.clone(),
+            }),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
         }
     }
@@ -461,7 +477,13 @@ impl Writer<'_> {
         self.store
     }
 
-    fn commit_catalog(&mut self, catalog: Catalog, changes: Vec<String>, author: &str, note: &str) -> Result<CatalogVersion> {
+    fn commit_catalog(
+        &mut self,
+        catalog: Catalog,
+        changes: Vec<String>,
+        author: &str,
+        note: &str,
+    ) -> Result<CatalogVersion> {
         let chain = self.store.catalog_chain();
         let version = chain.current()? + 1;
         let cv = CatalogVersion {
@@ -478,9 +500,16 @@ impl Writer<'_> {
 
     /// Apply a catalog file (add or replace datasets and code tables) as a new catalog version.
     /// A file that changes nothing commits nothing and returns the current version.
-    pub fn apply_catalog(&mut self, file: CatalogFile, author: &str, note: &str) -> Result<CatalogVersion> {
+    pub fn apply_catalog(
+        &mut self,
+        file: CatalogFile,
+        author: &str,
+        note: &str,
+    ) -> Result<CatalogVersion> {
         if author.trim().is_empty() {
-            return Err(Error::invalid("a catalog change needs an author (real-name accountability)"));
+            return Err(Error::invalid(
+                "a catalog change needs an author (real-name accountability)",
+            ));
         }
         let current = self.store.catalog_at(self.store.catalog_version()?)?;
         let mut next = current.catalog.clone();
@@ -538,12 +567,21 @@ impl Writer<'_> {
     }
 }
 
-fn remove_unreferenced(base: &Path, dir: &Path, keep: &std::collections::HashSet<String>) -> Result<usize> {
+fn remove_unreferenced(
+    base: &Path,
+    dir: &Path,
+    keep: &std::collections::HashSet<String>,
+) -> Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::Io { path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
     };
     for entry in entries {
         let path = entry.at(dir)?.path();
@@ -552,7 +590,11 @@ fn remove_unreferenced(base: &Path, dir: &Path, keep: &std::collections::HashSet
             let _ = std::fs::remove_dir(&path); // only succeeds when now empty
             continue;
         }
-        let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
         if !keep.contains(&rel) {
             std::fs::remove_file(&path).at(&path)?;
             removed += 1;
@@ -594,7 +636,11 @@ impl Snapshot {
     pub fn deleted(&self) -> Result<RoaringBitmap> {
         let mut out = RoaringBitmap::new();
         for f in &self.manifest.files {
-            out |= self.file_deletes(f)?.into_iter().map(|o| o + f.row_base).collect::<RoaringBitmap>();
+            out |= self
+                .file_deletes(f)?
+                .into_iter()
+                .map(|o| o + f.row_base)
+                .collect::<RoaringBitmap>();
         }
         Ok(out)
     }
@@ -633,7 +679,10 @@ impl Snapshot {
 
     /// The bitmap index of `field`, loaded on first use.
     pub fn bitmap_index(&self, field: &str) -> Result<Arc<BitmapIndex>> {
-        let mut cache = self.bitmaps.lock().map_err(|_| Error::Corrupt("index cache poisoned".into()))?;
+        let mut cache = self
+            .bitmaps
+            .lock()
+            .map_err(|_| Error::Corrupt("index cache poisoned".into()))?;
         if let Some(b) = cache.get(field) {
             return Ok(b.clone());
         }
@@ -641,7 +690,12 @@ impl Snapshot {
             Error::NotFound(format!(
                 "field '{}.{field}' has no bitmap index (indexed: {})",
                 self.manifest.dataset.name,
-                self.manifest.bitmap_indexes.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.manifest
+                    .bitmap_indexes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         let b = Arc::new(BitmapIndex::read(&self.path(rel))?);
@@ -662,7 +716,11 @@ impl Snapshot {
 
     /// Read rows of the version: `rows` (or all), minus deleted rows, as batches with the
     /// given columns (or all). Only the Parquet pages holding selected rows are decoded.
-    pub fn read(&self, rows: Option<&RoaringBitmap>, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+    pub fn read(
+        &self,
+        rows: Option<&RoaringBitmap>,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for f in &self.manifest.files {
             let end = f.row_base as u64 + f.rows;
@@ -692,7 +750,10 @@ impl Snapshot {
                         .iter()
                         .map(|c| {
                             schema.index_of(c).map_err(|_| {
-                                Error::NotFound(format!("dataset '{}' has no field '{c}'", self.manifest.dataset.name))
+                                Error::NotFound(format!(
+                                    "dataset '{}' has no field '{c}'",
+                                    self.manifest.dataset.name
+                                ))
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
@@ -805,8 +866,16 @@ mod tests {
         assert_eq!(s.catalog_version().expect("v"), 1);
         let s = Store::init(dir.path()).expect("re-init");
         assert_eq!(s.catalog_version().expect("v"), 1);
-        assert!(s.catalog().expect("catalog").datasets.contains_key("person"));
-        assert!(matches!(Store::open(dir.path().join("nope")), Err(Error::NotFound(_))));
+        assert!(
+            s.catalog()
+                .expect("catalog")
+                .datasets
+                .contains_key("person")
+        );
+        assert!(matches!(
+            Store::open(dir.path().join("nope")),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]

@@ -24,13 +24,19 @@ use crate::regions::{self, Region};
 
 const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤";
 const GIVEN: &str = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红鹏辉建国文斌宇浩凯健俊帆帅旭宁龙林欣佳怡晨雪琳倩婷颖思雨梓涵子轩一诺然";
-const STREETS: &str = "人民路 解放路 建设路 中山路 胜利街 和平路 文化路 新华街 朝阳路 东风路 青年路 幸福街";
+const STREETS: &str =
+    "人民路 解放路 建设路 中山路 胜利街 和平路 文化路 新华街 朝阳路 东风路 青年路 幸福街";
 const INDUSTRIES: [&str; 16] = [
-    "A0111", "C1310", "C3911", "E4710", "F5124", "G5411", "H6110", "I6510", "K7010", "L7211", "M7320",
-    "P8321", "Q8411", "R8710", "S9221", "F5261",
+    "A0111", "C1310", "C3911", "E4710", "F5124", "G5411", "H6110", "I6510", "K7010", "L7211",
+    "M7320", "P8321", "Q8411", "R8710", "S9221", "F5261",
 ];
 const SCOPES: [&str; 6] = [
-    "技术开发、技术咨询、技术服务", "农产品种植、销售", "建筑工程施工", "日用百货零售", "餐饮服务", "货物进出口",
+    "技术开发、技术咨询、技术服务",
+    "农产品种植、销售",
+    "建筑工程施工",
+    "日用百货零售",
+    "餐饮服务",
+    "货物进出口",
 ];
 const ENTITY_TYPES: [(&str, u32); 6] = [
     ("有限责任公司", 55),
@@ -75,8 +81,15 @@ impl Synth {
         for (rank, &i) in order.iter().enumerate() {
             w[i] = 1.0 / ((rank + 1) as f64).powf(0.6);
         }
-        let weights = WeightedIndex::new(&w).unwrap_or_else(|_| WeightedIndex::new([1.0]).expect("one weight"));
-        Synth { seed, persons, entities, regions: Arc::new(regions), weights: Arc::new(weights) }
+        let weights = WeightedIndex::new(&w)
+            .unwrap_or_else(|_| WeightedIndex::new([1.0]).expect("one weight"));
+        Synth {
+            seed,
+            persons,
+            entities,
+            regions: Arc::new(regions),
+            weights: Arc::new(weights),
+        }
     }
 
     fn rng(&self, table: u64, row: usize, attempt: u32) -> ChaCha8Rng {
@@ -93,7 +106,12 @@ impl Synth {
         let seq: u32 = rng.random_range(0..1000);
         let mut id = format!("{}{}{seq:03}", region.code, birth.format("%Y%m%d"));
         id.push(citizen_id_check(id.as_bytes()));
-        Identity { id, region, birth, male: seq % 2 == 1 }
+        Identity {
+            id,
+            region,
+            birth,
+            male: seq % 2 == 1,
+        }
     }
 
     /// The final citizen IDs of every person, in row order (collisions resolved), and the
@@ -136,21 +154,35 @@ impl Synth {
     }
 
     fn mobile(rng: &mut ChaCha8Rng) -> String {
-        format!("1{}{:09}", rng.random_range(3..10), rng.random_range(0..1_000_000_000u32))
+        format!(
+            "1{}{:09}",
+            rng.random_range(3..10),
+            rng.random_range(0..1_000_000_000u32)
+        )
     }
 
     /// The person table in batches of `batch_size` rows.
     pub fn persons(&self, batch_size: usize) -> impl Iterator<Item = RecordBatch> + '_ {
         let ids = self.identities();
         let batch_size = batch_size.max(1);
-        let schema = Catalog::builtin().dataset("person").map(|d| d.arrow_schema()).ok();
-        (0..self.persons).step_by(batch_size).filter_map(move |start| {
-            let end = (start + batch_size).min(self.persons);
-            self.person_batch(start..end, &ids, schema.clone()?)
-        })
+        let schema = Catalog::builtin()
+            .dataset("person")
+            .map(|d| d.arrow_schema())
+            .ok();
+        (0..self.persons)
+            .step_by(batch_size)
+            .filter_map(move |start| {
+                let end = (start + batch_size).min(self.persons);
+                self.person_batch(start..end, &ids, schema.clone()?)
+            })
     }
 
-    fn person_batch(&self, rows: std::ops::Range<usize>, ids: &[(String, u32)], schema: arrow::datatypes::SchemaRef) -> Option<RecordBatch> {
+    fn person_batch(
+        &self,
+        rows: std::ops::Range<usize>,
+        ids: &[(String, u32)],
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Option<RecordBatch> {
         let n = rows.len();
         let mut cid = StringBuilder::with_capacity(n, n * 18);
         let mut name = StringBuilder::new();
@@ -176,7 +208,11 @@ impl Synth {
             let ident = self.identity(&mut rng);
             let nm = Self::name(&mut rng);
             // Most people live where they were born; a fifth moved their hukou.
-            let home: &Region = if rng.random_bool(0.8) { ident.region } else { self.regions[self.weights.sample(&mut rng)] };
+            let home: &Region = if rng.random_bool(0.8) {
+                ident.region
+            } else {
+                self.regions[self.weights.sample(&mut rng)]
+            };
             cid.append_value(&ident.id);
             name.append_value(&nm);
             if rng.random_bool(0.05) {
@@ -186,25 +222,49 @@ impl Synth {
                 former.append_null();
             }
             sex.append_value(if ident.male { "1" } else { "2" });
-            eth.append_value(if rng.random_bool(0.91) { "01".to_string() } else { format!("{:02}", rng.random_range(2..=56)) });
+            eth.append_value(if rng.random_bool(0.91) {
+                "01".to_string()
+            } else {
+                format!("{:02}", rng.random_range(2..=56))
+            });
             birth.append_value(days(ident.birth));
             bplace.append_value(ident.region.code);
             nat.append_value("CHN");
             hukou.append_value(home.code);
             let ha = Self::address(home, &mut rng);
-            let ra = if rng.random_bool(0.7) { ha.clone() } else { Self::address(self.regions[self.weights.sample(&mut rng)], &mut rng) };
+            let ra = if rng.random_bool(0.7) {
+                ha.clone()
+            } else {
+                Self::address(self.regions[self.weights.sample(&mut rng)], &mut rng)
+            };
             haddr.append_value(&ha);
             raddr.append_value(&ra);
             let age = 2026 - chrono::Datelike::year(&ident.birth);
-            marital.append_value(if age < 22 { "10" } else { ["10", "20", "20", "20", "30", "40"][rng.random_range(0..6)] });
-            edu.append_value(["10", "20", "30", "40", "60", "70", "80", "90"][rng.random_range(0..8)]);
+            marital.append_value(if age < 22 {
+                "10"
+            } else {
+                ["10", "20", "20", "20", "30", "40"][rng.random_range(0..6)]
+            });
+            edu.append_value(
+                ["10", "20", "30", "40", "60", "70", "80", "90"][rng.random_range(0..8)],
+            );
             phone.append_value(Self::mobile(&mut rng));
             let p: f64 = rng.random();
             let (st, dd) = if p < 0.95 {
                 ("正常", None)
             } else if p < 0.98 {
-                let lo = days(ident.birth).max(days(NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default()));
-                ("死亡", Some(rng.random_range(lo..=days(NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default()).max(lo))))
+                let lo = days(ident.birth).max(days(
+                    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default(),
+                ));
+                (
+                    "死亡",
+                    Some(
+                        rng.random_range(
+                            lo..=days(NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default())
+                                .max(lo),
+                        ),
+                    ),
+                )
             } else if p < 0.99 {
                 ("迁出", None)
             } else {
@@ -216,11 +276,24 @@ impl Synth {
             upd.append_value(base_ts + rng.random_range(0..31_536_000_000_000i64));
         }
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(cid.finish()), Arc::new(name.finish()), Arc::new(former.finish()), Arc::new(sex.finish()),
-            Arc::new(eth.finish()), Arc::new(birth.finish()), Arc::new(bplace.finish()), Arc::new(nat.finish()),
-            Arc::new(hukou.finish()), Arc::new(haddr.finish()), Arc::new(raddr.finish()), Arc::new(marital.finish()),
-            Arc::new(edu.finish()), Arc::new(phone.finish()), Arc::new(status.finish()), Arc::new(death.finish()),
-            Arc::new(src.finish()), Arc::new(upd.finish()),
+            Arc::new(cid.finish()),
+            Arc::new(name.finish()),
+            Arc::new(former.finish()),
+            Arc::new(sex.finish()),
+            Arc::new(eth.finish()),
+            Arc::new(birth.finish()),
+            Arc::new(bplace.finish()),
+            Arc::new(nat.finish()),
+            Arc::new(hukou.finish()),
+            Arc::new(haddr.finish()),
+            Arc::new(raddr.finish()),
+            Arc::new(marital.finish()),
+            Arc::new(edu.finish()),
+            Arc::new(phone.finish()),
+            Arc::new(status.finish()),
+            Arc::new(death.finish()),
+            Arc::new(src.finish()),
+            Arc::new(upd.finish()),
         ];
         RecordBatch::try_new(schema, cols).ok()
     }
@@ -228,14 +301,23 @@ impl Synth {
     /// The legal-entity table in batches of `batch_size` rows. Representatives are persons of
     /// [`Synth::persons`] (same seed): their citizen ID and name match that table.
     pub fn entities(&self, batch_size: usize) -> impl Iterator<Item = RecordBatch> + '_ {
-        let ids = if self.persons > 0 { self.identities() } else { Vec::new() };
-        let schema = Catalog::builtin().dataset("legal_entity").map(|d| d.arrow_schema()).ok();
+        let ids = if self.persons > 0 {
+            self.identities()
+        } else {
+            Vec::new()
+        };
+        let schema = Catalog::builtin()
+            .dataset("legal_entity")
+            .map(|d| d.arrow_schema())
+            .ok();
         let mut seen = HashSet::with_capacity(self.entities);
         let batch_size = batch_size.max(1);
-        (0..self.entities).step_by(batch_size).filter_map(move |start| {
-            let end = (start + batch_size).min(self.entities);
-            self.entity_batch(start..end, &ids, &mut seen, schema.clone()?)
-        })
+        (0..self.entities)
+            .step_by(batch_size)
+            .filter_map(move |start| {
+                let end = (start + batch_size).min(self.entities);
+                self.entity_batch(start..end, &ids, &mut seen, schema.clone()?)
+            })
     }
 
     fn entity_batch(
@@ -251,7 +333,9 @@ impl Synth {
         let mut etype = StringBuilder::new();
         let mut rep_name = StringBuilder::new();
         let mut rep_id = StringBuilder::new();
-        let mut capital = Decimal128Builder::with_capacity(n).with_precision_and_scale(18, 4).ok()?;
+        let mut capital = Decimal128Builder::with_capacity(n)
+            .with_precision_and_scale(18, 4)
+            .ok()?;
         let mut est = Date32Builder::with_capacity(n);
         let mut auth = StringBuilder::new();
         let mut scope = StringBuilder::new();
@@ -267,9 +351,17 @@ impl Synth {
             let (code, mut rng) = loop {
                 let mut rng = self.rng(2, j, attempt);
                 let region = self.regions[self.weights.sample(&mut rng)];
-                let mut body: Vec<u8> = (0..8).map(|_| USCC_ALPHABET[rng.random_range(0..31)]).collect();
+                let mut body: Vec<u8> = (0..8)
+                    .map(|_| USCC_ALPHABET[rng.random_range(0..31)])
+                    .collect();
                 let etype_i = type_w.sample(&mut rng);
-                let cat = if ENTITY_TYPES[etype_i].0 == "个体工商户" { b'2' } else if ENTITY_TYPES[etype_i].0 == "农民专业合作社" { b'3' } else { b'1' };
+                let cat = if ENTITY_TYPES[etype_i].0 == "个体工商户" {
+                    b'2'
+                } else if ENTITY_TYPES[etype_i].0 == "农民专业合作社" {
+                    b'3'
+                } else {
+                    b'1'
+                };
                 let mut code = vec![b'9', cat];
                 code.extend_from_slice(region.code.as_bytes());
                 let check = org_code_check(&body)?;
@@ -286,8 +378,17 @@ impl Synth {
                     org.append_value(format!(
                         "{}{}{}",
                         region.county.trim_end_matches(['县', '区', '市']),
-                        ["华信", "宏达", "鑫源", "恒通", "瑞丰", "永兴", "金桥", "新禾"][rng.random_range(0..8)],
-                        ["科技有限公司", "商贸有限公司", "建筑工程有限公司", "农业发展有限公司", "餐饮店", "实业股份有限公司"][rng.random_range(0..6)]
+                        [
+                            "华信", "宏达", "鑫源", "恒通", "瑞丰", "永兴", "金桥", "新禾"
+                        ][rng.random_range(0..8)],
+                        [
+                            "科技有限公司",
+                            "商贸有限公司",
+                            "建筑工程有限公司",
+                            "农业发展有限公司",
+                            "餐饮店",
+                            "实业股份有限公司"
+                        ][rng.random_range(0..6)]
                     ));
                     break (code, rng);
                 }
@@ -305,22 +406,46 @@ impl Synth {
                 rep_id.append_value(&ids[k].0);
             }
             capital.append_value(i128::from(rng.random_range(1..1_000_000i64)) * 100);
-            let e = rng.random_range(days(NaiveDate::from_ymd_opt(1990, 1, 1).unwrap_or_default())..days(NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default()));
+            let e = rng.random_range(
+                days(NaiveDate::from_ymd_opt(1990, 1, 1).unwrap_or_default())
+                    ..days(NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default()),
+            );
             est.append_value(e);
             scope.append_value(SCOPES[rng.random_range(0..SCOPES.len())]);
             industry.append_value(INDUSTRIES[rng.random_range(0..INDUSTRIES.len())]);
             let p: f64 = rng.random();
-            let st = if p < 0.85 { "存续" } else if p < 0.90 { "吊销" } else if p < 0.98 { "注销" } else { "迁出" };
+            let st = if p < 0.85 {
+                "存续"
+            } else if p < 0.90 {
+                "吊销"
+            } else if p < 0.98 {
+                "注销"
+            } else {
+                "迁出"
+            };
             status.append_value(st);
             let end = days(NaiveDate::from_ymd_opt(2026, 6, 30).unwrap_or_default());
-            cancel.append_option(matches!(st, "吊销" | "注销").then(|| rng.random_range(e..end.max(e + 1))));
+            cancel.append_option(
+                matches!(st, "吊销" | "注销").then(|| rng.random_range(e..end.max(e + 1))),
+            );
             phone.append_value(Self::mobile(&mut rng));
         }
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(uscc.finish()), Arc::new(org.finish()), Arc::new(etype.finish()), Arc::new(rep_name.finish()),
-            Arc::new(rep_id.finish()), Arc::new(capital.finish()), Arc::new(est.finish()), Arc::new(auth.finish()),
-            Arc::new(scope.finish()), Arc::new(dom.finish()), Arc::new(dom_code.finish()), Arc::new(industry.finish()),
-            Arc::new(status.finish()), Arc::new(cancel.finish()), Arc::new(phone.finish()),
+            Arc::new(uscc.finish()),
+            Arc::new(org.finish()),
+            Arc::new(etype.finish()),
+            Arc::new(rep_name.finish()),
+            Arc::new(rep_id.finish()),
+            Arc::new(capital.finish()),
+            Arc::new(est.finish()),
+            Arc::new(auth.finish()),
+            Arc::new(scope.finish()),
+            Arc::new(dom.finish()),
+            Arc::new(dom_code.finish()),
+            Arc::new(industry.finish()),
+            Arc::new(status.finish()),
+            Arc::new(cancel.finish()),
+            Arc::new(phone.finish()),
         ];
         RecordBatch::try_new(schema, cols).ok()
     }
@@ -337,7 +462,10 @@ mod tests {
         let a: Vec<RecordBatch> = s.persons(1000).collect();
         let b: Vec<RecordBatch> = Synth::new(7, 3000, 300).persons(1000).collect();
         assert_eq!(a, b);
-        assert_ne!(a, Synth::new(8, 3000, 300).persons(1000).collect::<Vec<_>>());
+        assert_ne!(
+            a,
+            Synth::new(8, 3000, 300).persons(1000).collect::<Vec<_>>()
+        );
         let today = NaiveDate::from_ymd_opt(2026, 11, 22).expect("d");
         let mut person_names = std::collections::HashMap::new();
         for batch in &a {
@@ -356,7 +484,10 @@ mod tests {
             let rep_id = batch.column(4).as_string::<i32>();
             for i in 0..batch.num_rows() {
                 crate::ident::validate_uscc(codes.value(i)).expect("valid uscc");
-                assert_eq!(person_names.get(rep_id.value(i)).map(String::as_str), Some(rep_name.value(i)));
+                assert_eq!(
+                    person_names.get(rep_id.value(i)).map(String::as_str),
+                    Some(rep_name.value(i))
+                );
             }
         }
     }

@@ -70,13 +70,21 @@ impl QualityStats {
     /// Share of rows with a value, per field (1.0 when there are no rows).
     pub fn completeness(&self, field: &str) -> f64 {
         let f = self.fields.get(field).cloned().unwrap_or_default();
-        if self.rows == 0 { 1.0 } else { f.present as f64 / self.rows as f64 }
+        if self.rows == 0 {
+            1.0
+        } else {
+            f.present as f64 / self.rows as f64
+        }
     }
 
     /// Share of present values that are valid, per field.
     pub fn validity(&self, field: &str) -> f64 {
         let f = self.fields.get(field).cloned().unwrap_or_default();
-        if f.present == 0 { 1.0 } else { f.valid as f64 / f.present as f64 }
+        if f.present == 0 {
+            1.0
+        } else {
+            f.valid as f64 / f.present as f64
+        }
     }
 }
 
@@ -106,7 +114,12 @@ pub struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     /// A validator for `def`; `allow_ops` accepts an [`OP_COLUMN`] (incremental loads).
-    pub fn new(catalog: &'a Catalog, def: &'a DatasetDef, today: NaiveDate, allow_ops: bool) -> Self {
+    pub fn new(
+        catalog: &'a Catalog,
+        def: &'a DatasetDef,
+        today: NaiveDate,
+        allow_ops: bool,
+    ) -> Self {
         Validator {
             def,
             catalog,
@@ -115,7 +128,11 @@ impl<'a> Validator<'a> {
             seen: HashMap::new(),
             hashers: (RandomState::new(), RandomState::new()),
             stats: QualityStats {
-                fields: def.fields.iter().map(|f| (f.name.clone(), FieldQuality::default())).collect(),
+                fields: def
+                    .fields
+                    .iter()
+                    .map(|f| (f.name.clone(), FieldQuality::default()))
+                    .collect(),
                 order: def.fields.iter().map(|f| f.name.clone()).collect(),
                 ..Default::default()
             },
@@ -138,7 +155,12 @@ impl<'a> Validator<'a> {
                 return Err(Error::invalid(format!(
                     "input column '{n}' is not a field of dataset '{}' (fields: {})",
                     self.def.name,
-                    self.def.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.def
+                        .fields
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -154,14 +176,22 @@ impl<'a> Validator<'a> {
             }
         }
         if !names.iter().any(|n| n == &self.def.key) {
-            return Err(Error::invalid(format!("input has no key column '{}'", self.def.key)));
+            return Err(Error::invalid(format!(
+                "input has no key column '{}'",
+                self.def.key
+            )));
         }
         Ok(())
     }
 
     /// Validate `batch`, whose first row is input row `first_row` (1-based).
     pub fn check(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Checked> {
-        let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         self.check_columns(&names)?;
         let n = batch.num_rows();
         let mut rejects: Vec<Reject> = Vec::new();
@@ -173,7 +203,11 @@ impl<'a> Validator<'a> {
                 let col = col.as_string::<i32>();
                 (0..n)
                     .map(|i| {
-                        let v = if col.is_null(i) { "" } else { col.value(i).trim() };
+                        let v = if col.is_null(i) {
+                            ""
+                        } else {
+                            col.value(i).trim()
+                        };
                         match v {
                             "" | "upsert" | "U" | "u" => false,
                             "delete" | "D" | "d" => true,
@@ -204,7 +238,11 @@ impl<'a> Validator<'a> {
                 bad[i] = true;
                 if !is_delete[i] || field.name == self.def.key {
                     ok[i] = false;
-                    rejects.push(Reject { row: first_row + i as u64, field: field.name.clone(), reason });
+                    rejects.push(Reject {
+                        row: first_row + i as u64,
+                        field: field.name.clone(),
+                        reason,
+                    });
                 }
             }
             for i in 0..n {
@@ -231,24 +269,28 @@ impl<'a> Validator<'a> {
         // Key uniqueness within the load: the second and later occurrences are rejected.
         let keys = key_col.ok_or_else(|| Error::invalid("key column missing"))?;
         let keys = keys.as_string::<i32>();
-        for i in 0..n {
+        for (i, accepted) in ok.iter_mut().enumerate() {
             if !keys.is_valid(i) {
                 continue;
             }
             let k = keys.value(i);
-            let fp = (u128::from(self.hashers.0.hash_one(k)) << 64) | u128::from(self.hashers.1.hash_one(k));
+            let fp = (u128::from(self.hashers.0.hash_one(k)) << 64)
+                | u128::from(self.hashers.1.hash_one(k));
             let row = first_row + i as u64;
             if let Some(first) = self.seen.get(&fp) {
                 self.stats.duplicate_keys += 1;
-                if ok[i] {
-                    ok[i] = false;
+                if *accepted {
+                    *accepted = false;
                     rejects.push(Reject {
                         row,
                         field: self.def.key.clone(),
-                        reason: format!("duplicate key: the same {} appears at row {first}", self.def.key),
+                        reason: format!(
+                            "duplicate key: the same {} appears at row {first}",
+                            self.def.key
+                        ),
                     });
                 }
-            } else if ok[i] {
+            } else if *accepted {
                 self.seen.insert(fp, row);
             }
         }
@@ -265,13 +307,19 @@ impl<'a> Validator<'a> {
         let rows = filter_record_batch(&typed, &keep)?;
         // Back to the declared nullability: every required field was checked above.
         let rows = RecordBatch::try_new(self.def.arrow_schema(), rows.columns().to_vec())?;
-        Ok(Checked { rows, deletes, rejects })
+        Ok(Checked {
+            rows,
+            deletes,
+            rejects,
+        })
     }
 
     /// Citizen-ID consistency with `birth_date` and `sex_code` (quality report only).
     fn consistency(&mut self, columns: &[ArrayRef], n: usize) {
         let idx = |name: &str| self.def.fields.iter().position(|f| f.name == name);
-        let (Some(ci), Some(bi), Some(si)) = (idx("citizen_id"), idx("birth_date"), idx("sex_code")) else {
+        let (Some(ci), Some(bi), Some(si)) =
+            (idx("citizen_id"), idx("birth_date"), idx("sex_code"))
+        else {
             return;
         };
         let ids = columns[ci].as_string::<i32>();
@@ -281,11 +329,16 @@ impl<'a> Validator<'a> {
             if !ids.is_valid(i) {
                 continue;
             }
-            let Ok(id) = ident::validate_citizen_id(ids.value(i), self.today) else { continue };
+            let Ok(id) = ident::validate_citizen_id(ids.value(i), self.today) else {
+                continue;
+            };
             if births.is_valid(i) && births.value_as_date(i) != Some(id.birth_date) {
                 self.stats.birth_date_mismatch += 1;
             }
-            if sexes.is_valid(i) && matches!(sexes.value(i), "1" | "2") && sexes.value(i) != id.sex_code {
+            if sexes.is_valid(i)
+                && matches!(sexes.value(i), "1" | "2")
+                && sexes.value(i) != id.sex_code
+            {
                 self.stats.sex_mismatch += 1;
             }
         }
@@ -293,16 +346,26 @@ impl<'a> Validator<'a> {
 
     /// Convert one input column to the field's type and check its standard.
     /// Returns the typed column (null where invalid) and the rejections by row index.
-    fn convert(&self, field: &FieldDef, col: &ArrayRef) -> Result<(ArrayRef, Vec<(usize, String)>)> {
+    fn convert(
+        &self,
+        field: &FieldDef,
+        col: &ArrayRef,
+    ) -> Result<(ArrayRef, Vec<(usize, String)>)> {
         let target = field.data_type.arrow();
         let mut errs = Vec::new();
         let typed: ArrayRef = if col.data_type() == &target {
             col.clone()
-        } else if matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+        } else if matches!(
+            col.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
             let text = cast_with_options(col, &DataType::Utf8, &CastOptions::default())?;
             self.parse_text(field, text.as_string::<i32>(), &mut errs)?
         } else {
-            let safe = CastOptions { safe: true, ..Default::default() };
+            let safe = CastOptions {
+                safe: true,
+                ..Default::default()
+            };
             let out = cast_with_options(col, &target, &safe).map_err(|e| {
                 Error::invalid(format!(
                     "column '{}' has type {} which cannot become {}: {e}",
@@ -323,7 +386,12 @@ impl<'a> Validator<'a> {
     }
 
     /// Parse CSV-style text into the field's type; empty or blank text is null.
-    fn parse_text(&self, field: &FieldDef, text: &StringArray, errs: &mut Vec<(usize, String)>) -> Result<ArrayRef> {
+    fn parse_text(
+        &self,
+        field: &FieldDef,
+        text: &StringArray,
+        errs: &mut Vec<(usize, String)>,
+    ) -> Result<ArrayRef> {
         let n = text.len();
         let get = |i: usize| -> Option<&str> {
             if text.is_null(i) {
@@ -335,7 +403,12 @@ impl<'a> Validator<'a> {
         Ok(match field.data_type {
             FieldType::Utf8 => {
                 // Trimmed, blanks as null; no copy when nothing changes.
-                if (0..n).all(|i| text.is_null(i) || { let v = text.value(i); !v.is_empty() && v.trim().len() == v.len() }) {
+                if (0..n).all(|i| {
+                    text.is_null(i) || {
+                        let v = text.value(i);
+                        !v.is_empty() && v.trim().len() == v.len()
+                    }
+                }) {
                     Arc::new(text.clone())
                 } else {
                     Arc::new((0..n).map(get).collect::<StringArray>())
@@ -349,7 +422,10 @@ impl<'a> Validator<'a> {
                             .or_else(|_| NaiveDate::parse_from_str(s, "%Y%m%d"))
                             .ok();
                         if d.is_none() {
-                            errs.push((i, "not a real date (expected YYYY-MM-DD or YYYYMMDD)".into()));
+                            errs.push((
+                                i,
+                                "not a real date (expected YYYY-MM-DD or YYYYMMDD)".into(),
+                            ));
                         }
                         d.map(Date32Type::from_naive_date)
                     })
@@ -373,7 +449,10 @@ impl<'a> Validator<'a> {
             }
             other => {
                 let cleaned: StringArray = (0..n).map(get).collect();
-                let safe = CastOptions { safe: true, ..Default::default() };
+                let safe = CastOptions {
+                    safe: true,
+                    ..Default::default()
+                };
                 let out = cast_with_options(&cleaned, &other.arrow(), &safe)?;
                 for i in 0..n {
                     if cleaned.is_valid(i) && out.is_null(i) {
@@ -385,7 +464,12 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn check_standard(&self, field: &FieldDef, col: ArrayRef, errs: &mut Vec<(usize, String)>) -> Result<ArrayRef> {
+    fn check_standard(
+        &self,
+        field: &FieldDef,
+        col: ArrayRef,
+        errs: &mut Vec<(usize, String)>,
+    ) -> Result<ArrayRef> {
         let today = self.today;
         let failed: std::collections::HashSet<usize> = errs.iter().map(|e| e.0).collect();
         match &field.standard {
@@ -442,7 +526,9 @@ impl<'a> Validator<'a> {
                                 && digits >= 7
                                 && v.bytes().all(|b| b.is_ascii_digit() || b"-+ ".contains(&b)))
                             .then_some(())
-                            .ok_or_else(|| "phone number must be 7-20 digits, '-', '+' or spaces".into())
+                            .ok_or_else(|| {
+                                "phone number must be 7-20 digits, '-', '+' or spaces".into()
+                            })
                         }
                         Standard::IndustryCode => {
                             let b = v.as_bytes();

@@ -12,7 +12,12 @@ fn govshare(store: &std::path::Path, args: &[&str]) -> Output {
 }
 
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -22,12 +27,47 @@ fn init_generate_load_inspect_validate() {
     let store = dir.path().join("store");
     let data = dir.path().join("data");
     ok(&govshare(&store, &["init"]));
-    let out = ok(&govshare(&store, &["generate", "--persons", "2000", "--entities", "200", "--out", data.to_str().expect("p"), "--encoding", "gbk"]));
+    let out = ok(&govshare(
+        &store,
+        &[
+            "generate",
+            "--persons",
+            "2000",
+            "--entities",
+            "200",
+            "--out",
+            data.to_str().expect("p"),
+            "--encoding",
+            "gbk",
+        ],
+    ));
     assert!(out.contains("2000 persons"));
     let person = data.join("person.csv");
-    let out = ok(&govshare(&store, &["load", "person", person.to_str().expect("p"), "--handover-person", "李明", "--receiver", "王芳"]));
-    assert!(out.contains("person version 1: 2000 read, 2000 accepted, 0 rejected"), "{out}");
-    ok(&govshare(&store, &["load", "legal_entity", data.join("legal_entity.csv").to_str().expect("p"), "--strict"]));
+    let out = ok(&govshare(
+        &store,
+        &[
+            "load",
+            "person",
+            person.to_str().expect("p"),
+            "--handover-person",
+            "李明",
+            "--receiver",
+            "王芳",
+        ],
+    ));
+    assert!(
+        out.contains("person version 1: 2000 read, 2000 accepted, 0 rejected"),
+        "{out}"
+    );
+    ok(&govshare(
+        &store,
+        &[
+            "load",
+            "legal_entity",
+            data.join("legal_entity.csv").to_str().expect("p"),
+            "--strict",
+        ],
+    ));
     let out = ok(&govshare(&store, &["catalog", "list"]));
     assert!(out.contains("person") && out.contains("legal_entity"));
     let out = ok(&govshare(&store, &["catalog", "show", "person"]));
@@ -36,9 +76,26 @@ fn init_generate_load_inspect_validate() {
     assert!(out.contains("version 1 by govshare init"));
     let out = ok(&govshare(&store, &["versions", "person"]));
     assert!(out.contains("by 李明 → 王芳"), "{out}");
-    let out = ok(&govshare(&store, &["validate", person.to_str().expect("p"), "--dataset", "person"]));
+    let out = ok(&govshare(
+        &store,
+        &[
+            "validate",
+            person.to_str().expect("p"),
+            "--dataset",
+            "person",
+        ],
+    ));
     assert!(out.contains("2000 rows, 0 with errors"), "{out}");
-    let out = ok(&govshare(&store, &["validate", person.to_str().expect("p"), "--dataset", "person", "--json"]));
+    let out = ok(&govshare(
+        &store,
+        &[
+            "validate",
+            person.to_str().expect("p"),
+            "--dataset",
+            "person",
+            "--json",
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["stats"]["rows"], 2000);
 }
@@ -53,10 +110,16 @@ fn errors_are_messages_with_exit_codes_not_panics() {
     ok(&govshare(&store, &["init"]));
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "citizen_id,name\n\"unterminated,x\n").expect("w");
-    let o = govshare(&store, &["load", "person", bad.to_str().expect("p"), "--strict"]);
+    let o = govshare(
+        &store,
+        &["load", "person", bad.to_str().expect("p"), "--strict"],
+    );
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.starts_with("error:") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.starts_with("error:") && !err.contains("panicked"),
+        "{err}"
+    );
     let o = govshare(&store, &["lookup", "person", "110105194912310021"]);
     assert_eq!(o.status.code(), Some(3));
 }

@@ -10,14 +10,22 @@ pub fn today() -> chrono::NaiveDate {
 }
 
 pub fn opts() -> LoadOptions<'static> {
-    LoadOptions { today: Some(today()), row_group_size: 1024, ..Default::default() }
+    LoadOptions {
+        today: Some(today()),
+        row_group_size: 1024,
+        ..Default::default()
+    }
 }
 
 /// A store with `n` generated persons loaded as version 1.
 pub fn person_store(dir: &Path, n: usize) -> Store {
     let store = Store::init(dir).expect("init");
     let batches: Vec<RecordBatch> = Synth::new(1, n, 0).persons(4096).collect();
-    store.writer().expect("writer").load("person", Source::Batches(batches), &opts()).expect("load");
+    store
+        .writer()
+        .expect("writer")
+        .load("person", Source::Batches(batches), &opts())
+        .expect("load");
     store
 }
 
@@ -34,14 +42,19 @@ pub fn strings(batches: &[RecordBatch], col: &str) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let c = b.column_by_name(col).expect("column").as_string::<i32>();
-            (0..c.len()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+            (0..c.len())
+                .map(|i| c.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
 
 /// Every live key of a snapshot, sorted.
 pub fn keys(s: &Snapshot) -> Vec<String> {
-    let mut k = strings(&s.read(None, Some(&["citizen_id"])).expect("read"), "citizen_id");
+    let mut k = strings(
+        &s.read(None, Some(&["citizen_id"])).expect("read"),
+        "citizen_id",
+    );
     k.sort();
     k
 }

@@ -31,7 +31,13 @@ fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
     let csv = person_csv(dir.path(), 800, 77, Encoding::Utf8);
     for point in ["after-data-files", "before-current-swap"] {
         let out = Command::new(bin())
-            .args(["--store", root.to_str().expect("utf8"), "load", "person", csv.to_str().expect("utf8")])
+            .args([
+                "--store",
+                root.to_str().expect("utf8"),
+                "load",
+                "person",
+                csv.to_str().expect("utf8"),
+            ])
             .env("GOVSHARE_FAILPOINT", point)
             .output()
             .expect("spawn");
@@ -39,16 +45,36 @@ fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
         assert_v1_intact(&store, &before);
     }
     // The crashed writer's lock died with it; leftovers are unreferenced and vacuumable.
-    let r = store.writer().expect("lock is free").vacuum("person", 1).expect("vacuum");
-    assert!(r.files_removed > 0, "leftovers of the crashed loads were found");
+    let r = store
+        .writer()
+        .expect("lock is free")
+        .vacuum("person", 1)
+        .expect("vacuum");
+    assert!(
+        r.files_removed > 0,
+        "leftovers of the crashed loads were found"
+    );
     assert_v1_intact(&store, &before);
     let ok = Command::new(bin())
-        .args(["--store", root.to_str().expect("utf8"), "load", "person", csv.to_str().expect("utf8")])
+        .args([
+            "--store",
+            root.to_str().expect("utf8"),
+            "load",
+            "person",
+            csv.to_str().expect("utf8"),
+        ])
         .output()
         .expect("spawn");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(store.current_version("person").expect("v"), 2);
-    assert_eq!(store.snapshot("person").expect("s").manifest().live_rows, 800);
+    assert_eq!(
+        store.snapshot("person").expect("s").manifest().live_rows,
+        800
+    );
 }
 
 #[test]
@@ -61,7 +87,13 @@ fn sigkill_at_random_moments_during_a_load_never_damages_the_store() {
     let mut killed_midway = 0;
     for delay_ms in [5u64, 40, 120, 250, 500, 900] {
         let mut child = Command::new(bin())
-            .args(["--store", root.to_str().expect("utf8"), "load", "person", csv.to_str().expect("utf8")])
+            .args([
+                "--store",
+                root.to_str().expect("utf8"),
+                "load",
+                "person",
+                csv.to_str().expect("utf8"),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -76,11 +108,17 @@ fn sigkill_at_random_moments_during_a_load_never_damages_the_store() {
             assert_v1_intact(&store, &before);
         } else {
             // The load won the race and committed: it must then be complete.
-            assert_eq!(store.snapshot("person").expect("s").manifest().live_rows, 20_000);
+            assert_eq!(
+                store.snapshot("person").expect("s").manifest().live_rows,
+                20_000
+            );
             break;
         }
     }
-    assert!(killed_midway >= 1, "at least one kill landed before the commit");
+    assert!(
+        killed_midway >= 1,
+        "at least one kill landed before the commit"
+    );
 }
 
 #[test]
@@ -90,7 +128,13 @@ fn readers_do_not_block_and_see_whole_versions_while_a_writer_runs() {
     let store = person_store(&root, 400);
     let csv = person_csv(dir.path(), 20_000, 79, Encoding::Utf8);
     let mut child = Command::new(bin())
-        .args(["--store", root.to_str().expect("utf8"), "load", "person", csv.to_str().expect("utf8")])
+        .args([
+            "--store",
+            root.to_str().expect("utf8"),
+            "load",
+            "person",
+            csv.to_str().expect("utf8"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -111,5 +155,8 @@ fn readers_do_not_block_and_see_whole_versions_while_a_writer_runs() {
     }
     assert!(child.wait().expect("exit").success());
     assert!(saw_locked, "a second writer was refused while the load ran");
-    assert_eq!(store.snapshot("person").expect("s").manifest().live_rows, 20_000);
+    assert_eq!(
+        store.snapshot("person").expect("s").manifest().live_rows,
+        20_000
+    );
 }

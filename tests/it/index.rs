@@ -12,7 +12,11 @@ use crate::common::*;
 
 /// Row ids (by scan order = row-id order) whose `field` satisfies `pred`, computed by reading
 /// every live row; row ids come from the key index so the comparison is id-exact.
-fn scan_ids(s: &govshare_core::Snapshot, field: &str, pred: &dyn Fn(&str) -> bool) -> BTreeSet<u32> {
+fn scan_ids(
+    s: &govshare_core::Snapshot,
+    field: &str,
+    pred: &dyn Fn(&str) -> bool,
+) -> BTreeSet<u32> {
     let batches = s.read(None, Some(&["citizen_id", field])).expect("read");
     let mut out = BTreeSet::new();
     for b in &batches {
@@ -76,21 +80,46 @@ proptest! {
 fn clustering_makes_a_county_scope_touch_few_row_groups() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = govshare_core::Store::init(dir.path()).expect("init");
-    let o = LoadOptions { row_group_size: 1024, today: Some(today()), ..Default::default() };
-    store.writer().expect("w").load("person", Source::Batches(Synth::new(3, 60_000, 0).persons(8192).collect()), &o).expect("load");
+    let o = LoadOptions {
+        row_group_size: 1024,
+        today: Some(today()),
+        ..Default::default()
+    };
+    store
+        .writer()
+        .expect("w")
+        .load(
+            "person",
+            Source::Batches(Synth::new(3, 60_000, 0).persons(8192).collect()),
+            &o,
+        )
+        .expect("load");
     let s = store.snapshot("person").expect("s");
     let total = s.row_groups_total();
     assert!(total >= 59, "60k rows in 1k-row groups");
     // The most populous county: its rows are contiguous, so they span at most
     // ceil(n / 1024) + 1 row groups.
-    let counties: BTreeSet<String> = strings(&s.read(None, Some(&["hukou_region_code"])).expect("r"), "hukou_region_code").into_iter().collect();
+    let counties: BTreeSet<String> = strings(
+        &s.read(None, Some(&["hukou_region_code"])).expect("r"),
+        "hukou_region_code",
+    )
+    .into_iter()
+    .collect();
     let (code, bm) = counties
         .iter()
         .map(|c| (c.clone(), s.scope("hukou_region_code", c).expect("scope")))
         .max_by_key(|(_, b)| b.len())
         .expect("a county");
     let touched = s.row_groups_touched(&bm);
-    assert!(touched as u64 <= bm.len().div_ceil(1024) + 1, "county {code}: {} rows touch {touched} of {total} groups", bm.len());
+    assert!(
+        touched as u64 <= bm.len().div_ceil(1024) + 1,
+        "county {code}: {} rows touch {touched} of {total} groups",
+        bm.len()
+    );
     let (min, max) = (bm.min().expect("min"), bm.max().expect("max"));
-    assert_eq!(u64::from(max - min + 1), bm.len(), "a county's rows are one contiguous run");
+    assert_eq!(
+        u64::from(max - min + 1),
+        bm.len(),
+        "a county's rows are one contiguous run"
+    );
 }

@@ -21,19 +21,51 @@ fn gbk_csv_loads_with_chinese_text_intact() {
     let gbk = person_csv(dir.path(), 500, 3, Encoding::Gbk);
     let utf8 = person_csv(dir.path(), 500, 3, Encoding::Utf8);
     let raw = std::fs::read(&gbk).expect("read");
-    assert!(std::str::from_utf8(&raw).is_err(), "the GBK file really is not UTF-8");
-    let r = store.writer().expect("w").load("person", Source::from_path(&gbk), &opts()).expect("auto-detected GBK");
+    assert!(
+        std::str::from_utf8(&raw).is_err(),
+        "the GBK file really is not UTF-8"
+    );
+    let r = store
+        .writer()
+        .expect("w")
+        .load("person", Source::from_path(&gbk), &opts())
+        .expect("auto-detected GBK");
     assert_eq!(r.manifest.live_rows, 500);
-    let names_gbk = strings(&store.snapshot("person").expect("snap").read(None, Some(&["name"])).expect("read"), "name");
-    store.writer().expect("w").load("person", Source::from_path(&utf8), &opts()).expect("utf8");
-    let names_utf8 = strings(&store.snapshot("person").expect("snap").read(None, Some(&["name"])).expect("read"), "name");
+    let names_gbk = strings(
+        &store
+            .snapshot("person")
+            .expect("snap")
+            .read(None, Some(&["name"]))
+            .expect("read"),
+        "name",
+    );
+    store
+        .writer()
+        .expect("w")
+        .load("person", Source::from_path(&utf8), &opts())
+        .expect("utf8");
+    let names_utf8 = strings(
+        &store
+            .snapshot("person")
+            .expect("snap")
+            .read(None, Some(&["name"]))
+            .expect("read"),
+        "name",
+    );
     assert_eq!(names_gbk, names_utf8);
     assert!(names_gbk.iter().all(|n| n.chars().all(|c| !c.is_ascii())));
     // Declaring UTF-8 for a GBK file is an error naming the byte, not garbage in the store.
     let err = store
         .writer()
         .expect("w")
-        .load("person", Source::Csv { path: gbk, encoding: Encoding::Utf8 }, &opts())
+        .load(
+            "person",
+            Source::Csv {
+                path: gbk,
+                encoding: Encoding::Utf8,
+            },
+            &opts(),
+        )
         .expect_err("not UTF-8");
     assert!(err.to_string().contains("not valid UTF-8"), "{err}");
     assert_eq!(store.current_version("person").expect("v"), 2);
@@ -54,14 +86,36 @@ fn bad_rows_are_rejected_with_row_field_reason_lenient_commits_strict_does_not()
     let err = store
         .writer()
         .expect("w")
-        .load("person", Source::from_path(&csv), &LoadOptions { strict: true, ..opts() })
+        .load(
+            "person",
+            Source::from_path(&csv),
+            &LoadOptions {
+                strict: true,
+                ..opts()
+            },
+        )
         .expect_err("strict refuses");
-    let Error::Rejected { rejected, total, rejects_file } = err else { panic!("wrong error") };
+    let Error::Rejected {
+        rejected,
+        total,
+        rejects_file,
+    } = err
+    else {
+        panic!("wrong error")
+    };
     assert_eq!((rejected, total), (6, 200));
-    assert_eq!(store.current_version("person").expect("v"), 0, "strict load committed nothing");
+    assert_eq!(
+        store.current_version("person").expect("v"),
+        0,
+        "strict load committed nothing"
+    );
     assert!(rejects_file.exists());
 
-    let r = store.writer().expect("w").load("person", Source::from_path(&csv), &opts()).expect("lenient");
+    let r = store
+        .writer()
+        .expect("w")
+        .load("person", Source::from_path(&csv), &opts())
+        .expect("lenient");
     assert_eq!(r.manifest.live_rows, 194);
     assert_eq!(r.manifest.handover.rows_rejected, 6);
     let rejects = std::fs::read_to_string(r.rejects_file.expect("rejects file")).expect("read");
@@ -76,7 +130,12 @@ fn bad_rows_are_rejected_with_row_field_reason_lenient_commits_strict_does_not()
         ("30,hukou_region_code,", "unknown province prefix"),
     ];
     for (prefix, reason) in expect {
-        assert!(lines.iter().any(|l| l.starts_with(prefix) && l.contains(reason)), "missing {prefix} {reason} in\n{rejects}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(prefix) && l.contains(reason)),
+            "missing {prefix} {reason} in\n{rejects}"
+        );
     }
     // The rejects file names rules, never the offending values.
     assert!(!rejects.contains("110105194912310021") && !rejects.contains("12345"));
@@ -90,43 +149,108 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
     let keys_v1 = keys(&v1);
     let (upd, del) = (keys_v1[10].clone(), keys_v1[20].clone());
     // A brand-new person from another seed.
-    let extra = govshare_core::synth::Synth::new(99, 1, 0).persons(1).next().expect("one");
-    let new_key = strings(&[extra.clone()], "citizen_id")[0].clone();
-    let old_row = v1.read(Some(&[v1.lookup(&upd).expect("l").expect("present")].into_iter().collect()), None).expect("read");
+    let extra = govshare_core::synth::Synth::new(99, 1, 0)
+        .persons(1)
+        .next()
+        .expect("one");
+    let new_key = strings(std::slice::from_ref(&extra), "citizen_id")[0].clone();
+    let old_row = v1
+        .read(
+            Some(
+                &[v1.lookup(&upd).expect("l").expect("present")]
+                    .into_iter()
+                    .collect(),
+            ),
+            None,
+        )
+        .expect("read");
     let mut changed = old_row[0].clone();
     let addr_idx = changed.schema().index_of("hukou_address").expect("col");
     let mut cols = changed.columns().to_vec();
-    cols[addr_idx] = std::sync::Arc::new(arrow::array::StringArray::from(vec!["湖南省岳阳市华容县新地址1号"]));
+    cols[addr_idx] = std::sync::Arc::new(arrow::array::StringArray::from(vec![
+        "湖南省岳阳市华容县新地址1号",
+    ]));
     changed = arrow::array::RecordBatch::try_new(changed.schema(), cols).expect("batch");
-    let upserts = arrow::compute::concat_batches(&changed.schema(), &[changed, extra]).expect("concat");
+    let upserts =
+        arrow::compute::concat_batches(&changed.schema(), &[changed, extra]).expect("concat");
     // Deletes ride in the same load through the `_op` column.
     let with_op = |b: &arrow::array::RecordBatch, op: &str| {
-        let mut fields = vec![arrow::datatypes::Field::new("_op", arrow::datatypes::DataType::Utf8, false)];
-        fields.extend(b.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)));
-        let mut cols: Vec<arrow::array::ArrayRef> = vec![std::sync::Arc::new(arrow::array::StringArray::from(vec![op; b.num_rows()]))];
+        let mut fields = vec![arrow::datatypes::Field::new(
+            "_op",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )];
+        fields.extend(
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true)),
+        );
+        let mut cols: Vec<arrow::array::ArrayRef> = vec![std::sync::Arc::new(
+            arrow::array::StringArray::from(vec![op; b.num_rows()]),
+        )];
         cols.extend(b.columns().iter().cloned());
-        arrow::array::RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), cols).expect("op batch")
+        arrow::array::RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+        )
+        .expect("op batch")
     };
-    let del_row = v1.read(Some(&[v1.lookup(&del).expect("l").expect("present")].into_iter().collect()), None).expect("read");
+    let del_row = v1
+        .read(
+            Some(
+                &[v1.lookup(&del).expect("l").expect("present")]
+                    .into_iter()
+                    .collect(),
+            ),
+            None,
+        )
+        .expect("read");
     let input = vec![with_op(&upserts, "upsert"), with_op(&del_row[0], "delete")];
     let r = store
         .writer()
         .expect("w")
-        .load("person", Source::Batches(input), &LoadOptions { mode: LoadMode::Incremental, ..opts() })
+        .load(
+            "person",
+            Source::Batches(input),
+            &LoadOptions {
+                mode: LoadMode::Incremental,
+                ..opts()
+            },
+        )
         .expect("incremental");
     assert_eq!(r.manifest.operation, Operation::Incremental);
-    assert_eq!((r.manifest.handover.rows_accepted, r.manifest.handover.rows_deleted), (2, 1));
+    assert_eq!(
+        (
+            r.manifest.handover.rows_accepted,
+            r.manifest.handover.rows_deleted
+        ),
+        (2, 1)
+    );
     assert_eq!(r.manifest.live_rows, 3000 + 1 - 1);
     // Only a delta file was written; the version-1 files are shared, masked by deletion vectors.
     let v1_files: Vec<_> = v1.manifest().files.iter().map(|f| f.path.clone()).collect();
-    assert!(v1_files.iter().all(|p| r.manifest.files.iter().any(|f| &f.path == p)));
-    assert_eq!(r.manifest.files.iter().map(|f| f.deleted).sum::<u64>(), 2, "old row of the upsert + the delete");
+    assert!(
+        v1_files
+            .iter()
+            .all(|p| r.manifest.files.iter().any(|f| &f.path == p))
+    );
+    assert_eq!(
+        r.manifest.files.iter().map(|f| f.deleted).sum::<u64>(),
+        2,
+        "old row of the upsert + the delete"
+    );
 
     let v2 = store.snapshot("person").expect("v2");
     let v1_again = store.snapshot_at("person", 1).expect("v1 still readable");
     let addr = |s: &govshare_core::Snapshot, k: &str| {
         let id = s.lookup(k).expect("lookup").expect("present");
-        strings(&s.read(Some(&[id].into_iter().collect()), Some(&["hukou_address"])).expect("read"), "hukou_address")[0].clone()
+        strings(
+            &s.read(Some(&[id].into_iter().collect()), Some(&["hukou_address"]))
+                .expect("read"),
+            "hukou_address",
+        )[0]
+        .clone()
     };
     assert_eq!(addr(&v2, &upd), "湖南省岳阳市华容县新地址1号");
     assert_ne!(addr(&v1_again, &upd), "湖南省岳阳市华容县新地址1号");
@@ -149,23 +273,42 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
     let err = store
         .writer()
         .expect("w")
-        .load("person", Source::Batches(vec![missing]), &LoadOptions { mode: LoadMode::Incremental, strict: true, ..opts() })
+        .load(
+            "person",
+            Source::Batches(vec![missing]),
+            &LoadOptions {
+                mode: LoadMode::Incremental,
+                strict: true,
+                ..opts()
+            },
+        )
         .expect_err("no such key any more");
     assert!(matches!(err, Error::Rejected { rejected: 1, .. }));
     assert_eq!(store.current_version("person").expect("v"), 2);
 
     // Compaction folds deletion vectors into new clustered files with identical content.
-    let m = store.writer().expect("w").compact("person").expect("compact");
+    let m = store
+        .writer()
+        .expect("w")
+        .compact("person")
+        .expect("compact");
     assert!(m.files.iter().all(|f| f.deletes.is_none()));
     let v3 = store.snapshot("person").expect("v3");
     assert_eq!(keys(&v3), k2);
     assert_eq!(addr(&v3, &upd), "湖南省岳阳市华容县新地址1号");
 
     // Vacuum keeps the newest version and removes what only older ones used.
-    let report = store.writer().expect("w").vacuum("person", 1).expect("vacuum");
+    let report = store
+        .writer()
+        .expect("w")
+        .vacuum("person", 1)
+        .expect("vacuum");
     assert_eq!(report.versions_removed, vec![1, 2]);
     assert!(report.files_removed > 0);
-    assert!(matches!(store.snapshot_at("person", 1), Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.snapshot_at("person", 1),
+        Err(Error::NotFound(_))
+    ));
     assert_eq!(keys(&store.snapshot("person").expect("v3")), k2);
 }
 
@@ -183,12 +326,31 @@ fn handover_record_and_digest_describe_the_input() {
         },
         ..opts()
     };
-    let r = store.writer().expect("w").load("person", Source::from_path(&csv), &o).expect("load");
+    let r = store
+        .writer()
+        .expect("w")
+        .load("person", Source::from_path(&csv), &o)
+        .expect("load");
     let h = &store.versions("person").expect("versions")[0].handover;
     assert_eq!(h, &r.manifest.handover);
-    assert_eq!((h.handover_person.as_str(), h.receiver.as_str(), h.method.as_str()), ("李明", "王芳", "sftp"));
-    assert_eq!(h.input_digest, blake3::hash(&std::fs::read(&csv).expect("read")).to_hex().to_string());
-    assert_eq!((h.rows_read, h.rows_accepted, h.rows_rejected), (100, 100, 0));
+    assert_eq!(
+        (
+            h.handover_person.as_str(),
+            h.receiver.as_str(),
+            h.method.as_str()
+        ),
+        ("李明", "王芳", "sftp")
+    );
+    assert_eq!(
+        h.input_digest,
+        blake3::hash(&std::fs::read(&csv).expect("read"))
+            .to_hex()
+            .to_string()
+    );
+    assert_eq!(
+        (h.rows_read, h.rows_accepted, h.rows_rejected),
+        (100, 100, 0)
+    );
     assert!(h.completed_at >= h.started_at);
 }
 
@@ -197,31 +359,60 @@ fn parquet_input_and_wrong_columns() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
     let p = dir.path().join("p.parquet");
-    let batches: Vec<_> = govshare_core::synth::Synth::new(4, 300, 0).persons(100).collect();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&p).expect("f"), batches[0].schema(), None).expect("w");
+    let batches: Vec<_> = govshare_core::synth::Synth::new(4, 300, 0)
+        .persons(100)
+        .collect();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&p).expect("f"),
+        batches[0].schema(),
+        None,
+    )
+    .expect("w");
     for b in &batches {
         w.write(b).expect("write");
     }
     w.close().expect("close");
-    let r = store.writer().expect("w").load("person", Source::from_path(&p), &opts()).expect("parquet");
+    let r = store
+        .writer()
+        .expect("w")
+        .load("person", Source::from_path(&p), &opts())
+        .expect("parquet");
     assert_eq!(r.manifest.live_rows, 300);
 
     // A misspelt column fails the whole load with a message naming it; nothing is committed.
     let csv = dir.path().join("typo.csv");
     std::fs::write(&csv, "citizen_id,nmae\n11010519491231002X,张三\n").expect("write");
-    let err = store.writer().expect("w").load("person", Source::from_path(&csv), &opts()).expect_err("typo");
+    let err = store
+        .writer()
+        .expect("w")
+        .load("person", Source::from_path(&csv), &opts())
+        .expect_err("typo");
     assert!(err.to_string().contains("'nmae' is not a field"), "{err}");
     assert_eq!(store.current_version("person").expect("v"), 1);
     // A dataset that does not exist.
-    let err = store.writer().expect("w").load("persons", Source::from_path(&csv), &opts()).expect_err("unknown");
+    let err = store
+        .writer()
+        .expect("w")
+        .load("persons", Source::from_path(&csv), &opts())
+        .expect_err("unknown");
     assert!(matches!(err, Error::NotFound(_)));
     // Incremental before any full load.
     let err = store
         .writer()
         .expect("w")
-        .load("legal_entity", Source::from_path(&csv), &LoadOptions { mode: LoadMode::Incremental, ..opts() })
+        .load(
+            "legal_entity",
+            Source::from_path(&csv),
+            &LoadOptions {
+                mode: LoadMode::Incremental,
+                ..opts()
+            },
+        )
         .expect_err("needs a base");
-    assert!(err.to_string().contains("first load must be a full load"), "{err}");
+    assert!(
+        err.to_string().contains("first load must be a full load"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -229,14 +420,42 @@ fn legal_entities_load_and_reference_persons() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
     let s = govshare_core::synth::Synth::new(11, 2000, 300);
-    store.writer().expect("w").load("person", Source::Batches(s.persons(1000).collect()), &opts()).expect("persons");
-    store.writer().expect("w").load("legal_entity", Source::Batches(s.entities(100).collect()), &opts()).expect("entities");
+    store
+        .writer()
+        .expect("w")
+        .load(
+            "person",
+            Source::Batches(s.persons(1000).collect()),
+            &opts(),
+        )
+        .expect("persons");
+    store
+        .writer()
+        .expect("w")
+        .load(
+            "legal_entity",
+            Source::Batches(s.entities(100).collect()),
+            &opts(),
+        )
+        .expect("entities");
     let persons = store.snapshot("person").expect("p");
     let ents = store.snapshot("legal_entity").expect("e");
     assert_eq!(ents.manifest().live_rows, 300);
-    for rep in strings(&ents.read(None, Some(&["legal_rep_id"])).expect("read"), "legal_rep_id") {
-        assert!(persons.lookup(&rep).expect("lookup").is_some(), "legal rep {rep} is a person");
+    for rep in strings(
+        &ents.read(None, Some(&["legal_rep_id"])).expect("read"),
+        "legal_rep_id",
+    ) {
+        assert!(
+            persons.lookup(&rep).expect("lookup").is_some(),
+            "legal rep {rep} is a person"
+        );
     }
-    let code = strings(&ents.read(Some(&[0u32].into_iter().collect()), Some(&["uscc"])).expect("r"), "uscc")[0].clone();
+    let code = strings(
+        &ents
+            .read(Some(&[0u32].into_iter().collect()), Some(&["uscc"]))
+            .expect("r"),
+        "uscc",
+    )[0]
+    .clone();
     assert_eq!(ents.lookup(&code).expect("l"), Some(0));
 }
