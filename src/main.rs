@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use govshare_core::catalog::{CatalogFile, ShareType};
+use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
 use govshare_core::ingest::{Encoding, HandoverInfo, LoadMode, LoadOptions, Source, write_csv};
+use govshare_core::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
 use govshare_core::store::Manifest;
 use govshare_core::synth::Synth;
 use govshare_core::{Error, Store, quality};
@@ -150,6 +153,32 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         keep: usize,
     },
+    /// Manage departments.
+    Dept {
+        #[command(subcommand)]
+        action: DeptCmd,
+    },
+    /// Manage real-name users.
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+    /// Grants: request (unconditional fields), approve / reject (conditional), revoke, list.
+    Grant {
+        #[command(subcommand)]
+        action: GrantCmd,
+    },
+    /// Run a SQL query as a user, for a declared purpose, under that user's grants.
+    Sql {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code the query is made for.
+        #[arg(long)]
+        purpose: String,
+        /// The query.
+        query: String,
+    },
     /// Guided tour: build a store with synthetic data and show what govshare does.
     Demo {
         /// Persons to generate.
@@ -162,6 +191,135 @@ enum Command {
         #[arg(long, default_value = "govshare-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum DeptCmd {
+    /// Add (or update) a department.
+    Add {
+        /// Code.
+        code: String,
+        /// Name.
+        name: String,
+        /// Region of jurisdiction (GB/T 2260 code).
+        #[arg(long)]
+        region: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Suspend a department: every session of its users is refused from the next query on.
+    Suspend {
+        /// Code.
+        code: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Reactivate a department.
+    Activate {
+        /// Code.
+        code: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// List departments.
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add (or update) a user.
+    Add {
+        /// Account id.
+        id: String,
+        /// Real name.
+        name: String,
+        /// Department code.
+        #[arg(long)]
+        dept: String,
+        /// Roles: consumer, provider-approver, platform-admin, auditor, coordinator.
+        #[arg(long, value_delimiter = ',', default_value = "consumer")]
+        roles: Vec<String>,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Suspend a user.
+    Suspend {
+        /// Account id.
+        id: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(clap::Args)]
+struct GrantArgs {
+    /// Consumer department.
+    #[arg(long)]
+    dept: String,
+    /// Dataset.
+    #[arg(long)]
+    dataset: String,
+    /// Fields, each `name` (clear) or `name:mask` (citizen_id, name, phone, address,
+    /// date_to_year, nullify, pseudonym).
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+    /// Purpose code.
+    #[arg(long)]
+    purpose: String,
+    /// Purpose in words.
+    #[arg(long)]
+    purpose_text: String,
+    /// Region scope (codes at any level).
+    #[arg(long, value_delimiter = ',')]
+    regions: Option<Vec<String>>,
+    /// Subject scope (keys).
+    #[arg(long, value_delimiter = ',')]
+    subjects: Option<Vec<String>>,
+    /// Narrow to these users of the department.
+    #[arg(long, value_delimiter = ',')]
+    users: Vec<String>,
+    /// Validity in days from now.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+    /// Acting user (platform admin for requests, provider approver for decisions).
+    #[arg(long)]
+    by: String,
+}
+
+#[derive(Subcommand)]
+enum GrantCmd {
+    /// Grant unconditional fields on request (platform administrator).
+    Request(GrantArgs),
+    /// Approve a request for conditional fields (provider approver).
+    Approve(GrantArgs),
+    /// Reject a request (provider approver), with a reason.
+    Reject {
+        #[command(flatten)]
+        args: GrantArgs,
+        /// Reason.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a grant.
+    Revoke {
+        /// Grant id.
+        id: u64,
+        /// Who revokes.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List grants.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +358,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::InvalidInput(_) | Error::Rejected { .. } => 2,
                 Error::NotFound(_) => 3,
+                Error::AccessDenied(_) => 5,
                 Error::Locked { .. } => 4,
                 _ => 1,
             })
@@ -374,11 +533,245 @@ fn run(cli: Cli) -> Result<(), Error> {
                 r.versions_removed, r.files_removed
             );
         }
+        Command::Dept { action } => dept_cmd(&Store::open(&cli.store)?, action)?,
+        Command::User { action } => user_cmd(&Store::open(&cli.store)?, action)?,
+        Command::Grant { action } => grant_cmd(&Store::open(&cli.store)?, action)?,
+        Command::Sql {
+            user,
+            purpose,
+            query,
+        } => {
+            let engine = govshare_core::Engine::open(&cli.store)?;
+            let r = engine.session(&user, &purpose)?.sql(&query)?;
+            println!("{}", arrow_pretty(&r.batches)?);
+            println!("({} rows)", r.num_rows());
+        }
         Command::Demo {
             persons,
             entities,
             dir,
         } => demo(&dir, persons, entities)?,
+    }
+    Ok(())
+}
+
+fn parse_role(r: &str) -> Result<Role, Error> {
+    Ok(match r.trim() {
+        "consumer" => Role::Consumer,
+        "provider-approver" | "provider_approver" => Role::ProviderApprover,
+        "platform-admin" | "platform_admin" => Role::PlatformAdmin,
+        "auditor" => Role::Auditor,
+        "coordinator" => Role::Coordinator,
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown role '{other}' (consumer, provider-approver, platform-admin, auditor, coordinator)"
+            )));
+        }
+    })
+}
+
+fn parse_mask(m: &str) -> Result<MaskKind, Error> {
+    serde_json::from_value(serde_json::Value::String(m.to_string()))
+        .map_err(|_| Error::invalid(format!("unknown mask '{m}' (citizen_id, name, phone, address, date_to_year, nullify, pseudonym)")))
+}
+
+impl GrantArgs {
+    fn request(&self) -> Result<GrantRequest, Error> {
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| {
+                Ok(match f.split_once(':') {
+                    None => FieldGrant {
+                        field: f.trim().to_string(),
+                        treatment: Treatment::Clear,
+                    },
+                    Some((n, m)) => FieldGrant {
+                        field: n.trim().to_string(),
+                        treatment: Treatment::Masked(parse_mask(m.trim())?),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let now = chrono::Utc::now();
+        Ok(GrantRequest {
+            consumer_dept: self.dept.clone(),
+            users: self.users.clone(),
+            dataset: self.dataset.clone(),
+            fields,
+            purpose_code: self.purpose.clone(),
+            purpose_text: self.purpose_text.clone(),
+            scope: RowScope {
+                regions: self.regions.clone(),
+                subjects: self.subjects.clone(),
+            },
+            modes: vec![Mode::Query],
+            valid_from: now,
+            valid_until: now + chrono::Duration::days(self.days),
+        })
+    }
+}
+
+fn dept_cmd(store: &Store, action: DeptCmd) -> Result<(), Error> {
+    let set_status = |code: String, by: String, status: PrincipalStatus| -> Result<(), Error> {
+        store
+            .writer()?
+            .update_policy(&by, &format!("department {code} {status:?}"), |p, _| {
+                let d = p
+                    .departments
+                    .get_mut(&code)
+                    .ok_or_else(|| Error::NotFound(format!("department '{code}'")))?;
+                d.status = status;
+                Ok(())
+            })
+    };
+    match action {
+        DeptCmd::Add {
+            code,
+            name,
+            region,
+            by,
+        } => {
+            store
+                .writer()?
+                .update_policy(&by, &format!("add department {code}"), |p, _| {
+                    p.upsert_department(Department {
+                        code: code.clone(),
+                        name,
+                        region,
+                        status: PrincipalStatus::Active,
+                    })
+                })?;
+            println!("department {code} added");
+        }
+        DeptCmd::Suspend { code, by } => set_status(code, by, PrincipalStatus::Suspended)?,
+        DeptCmd::Activate { code, by } => set_status(code, by, PrincipalStatus::Active)?,
+        DeptCmd::List => {
+            for d in store.policy()?.departments.values() {
+                println!(
+                    "{:<12} {:<20} region {} {:?}",
+                    d.code, d.name, d.region, d.status
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user_cmd(store: &Store, action: UserCmd) -> Result<(), Error> {
+    match action {
+        UserCmd::Add {
+            id,
+            name,
+            dept,
+            roles,
+            by,
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| parse_role(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            store
+                .writer()?
+                .update_policy(&by, &format!("add user {id}"), |p, _| {
+                    p.upsert_user(User {
+                        id: id.clone(),
+                        name,
+                        department: dept,
+                        roles,
+                        status: PrincipalStatus::Active,
+                    })
+                })?;
+            println!("user {id} added");
+        }
+        UserCmd::Suspend { id, by } => {
+            store
+                .writer()?
+                .update_policy(&by, &format!("suspend user {id}"), |p, _| {
+                    let u = p
+                        .users
+                        .get_mut(&id)
+                        .ok_or_else(|| Error::NotFound(format!("user '{id}'")))?;
+                    u.status = PrincipalStatus::Suspended;
+                    Ok(())
+                })?;
+            println!("user {id} suspended");
+        }
+        UserCmd::List => {
+            for u in store.policy()?.users.values() {
+                println!(
+                    "{:<12} {:<8} {:<12} {:?} {:?}",
+                    u.id, u.name, u.department, u.roles, u.status
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn grant_cmd(store: &Store, action: GrantCmd) -> Result<(), Error> {
+    let now = chrono::Utc::now();
+    match action {
+        GrantCmd::Request(a) => {
+            let r = a.request()?;
+            let g = store
+                .writer()?
+                .update_policy(&a.by, "grant on request", |p, c| {
+                    p.grant_on_request(c, r, &a.by, now)
+                })?;
+            println!("grant {} created", g.id);
+        }
+        GrantCmd::Approve(a) => {
+            let r = a.request()?;
+            let ap = store
+                .writer()?
+                .update_policy(&a.by, "approve request", |p, c| {
+                    p.decide_request(c, r, &a.by, true, "", now)
+                })?;
+            println!("approval {} created grant {:?}", ap.id, ap.grant);
+        }
+        GrantCmd::Reject { args, reason } => {
+            let r = args.request()?;
+            let ap = store
+                .writer()?
+                .update_policy(&args.by, "reject request", |p, c| {
+                    p.decide_request(c, r, &args.by, false, &reason, now)
+                })?;
+            println!("request rejected (approval record {})", ap.id);
+        }
+        GrantCmd::Revoke { id, by, reason } => {
+            store
+                .writer()?
+                .update_policy(&by, &format!("revoke grant {id}"), |p, _| {
+                    p.revoke(id, &by, &reason, now)
+                })?;
+            println!("grant {id} revoked");
+        }
+        GrantCmd::List => {
+            for g in store.policy()?.grants.values() {
+                let r = &g.request;
+                println!(
+                    "grant {:<4} {} → {} on {} for {} ({}) fields {:?} scope {:?} until {} {:?}{}",
+                    g.id,
+                    r.dataset,
+                    r.consumer_dept,
+                    r.dataset,
+                    r.purpose_code,
+                    r.purpose_text,
+                    r.fields
+                        .iter()
+                        .map(|f| match f.treatment {
+                            Treatment::Clear => f.field.clone(),
+                            Treatment::Masked(m) => format!("{}:{m:?}", f.field),
+                        })
+                        .collect::<Vec<_>>(),
+                    r.scope,
+                    r.valid_until.format("%Y-%m-%d"),
+                    g.origin,
+                    if g.revoked.is_some() { " REVOKED" } else { "" }
+                );
+            }
+        }
     }
     Ok(())
 }

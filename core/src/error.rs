@@ -19,6 +19,12 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The policy refuses: unknown or suspended principal, no valid grant, a field or dataset
+    /// not granted, a forbidden statement. The message says what is missing and how access is
+    /// obtained; it never contains data values.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+
     /// A named thing (dataset, field, version, store) does not exist.
     #[error("not found: {0}")]
     NotFound(String),

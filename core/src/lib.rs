@@ -23,15 +23,20 @@
 //! indexes, [`synth`] generates test data, [`quality`] reports on a file.
 
 pub mod catalog;
+pub mod engine;
 pub mod error;
 pub mod ident;
 pub mod index;
 pub mod ingest;
+pub mod masks;
+pub mod policy;
 pub mod quality;
 pub mod regions;
+pub mod secured;
 pub mod store;
 pub mod synth;
 pub mod validate;
 
+pub use engine::{Engine, QueryResult, Session};
 pub use error::{Error, Result};
 pub use store::{Snapshot, Store, Writer};

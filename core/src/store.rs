@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use roaring::RoaringBitmap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -155,6 +157,21 @@ pub struct CatalogVersion {
     pub changes: Vec<String>,
     /// The whole catalog at this version.
     pub catalog: Catalog,
+}
+
+/// One committed policy version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// Version number.
+    pub version: u64,
+    /// Who made the change.
+    pub author: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// What was done, in words.
+    pub note: String,
+    /// The whole policy at this version.
+    pub policy: crate::policy::Policy,
 }
 
 /// Write `bytes` to `path` durably: temp file, fsync, rename, fsync of the directory.
@@ -358,6 +375,68 @@ impl Store {
         }
     }
 
+    fn policy_chain(&self) -> DocChain {
+        DocChain {
+            dir: self.root.join("policy"),
+            what: "policy",
+        }
+    }
+
+    /// The current policy version number (0 when no principal or grant was ever committed).
+    pub fn policy_version(&self) -> Result<u64> {
+        self.policy_chain().current()
+    }
+
+    /// The current policy (departments, users, grants, approvals); empty before the first
+    /// change, which denies everything.
+    pub fn policy(&self) -> Result<crate::policy::Policy> {
+        let chain = self.policy_chain();
+        match chain.current()? {
+            0 => Ok(crate::policy::Policy::default()),
+            v => Ok(chain.read::<PolicyVersion>(v)?.policy),
+        }
+    }
+
+    /// Every policy version, oldest first.
+    pub fn policy_history(&self) -> Result<Vec<PolicyVersion>> {
+        let chain = self.policy_chain();
+        chain.list()?.into_iter().map(|v| chain.read(v)).collect()
+    }
+
+    /// The store's secret for deriving per-department pseudonym keys; made on first use.
+    pub(crate) fn secret(&self) -> Result<[u8; 32]> {
+        use std::io::Write;
+        let dir = self.root.join("keys");
+        let path = dir.join("pseudonym.secret");
+        if let Ok(b) = std::fs::read(&path) {
+            return b
+                .try_into()
+                .map_err(|_| Error::Corrupt(format!("{} is not 32 bytes", path.display())));
+        }
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let mut secret = [0u8; 32];
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut secret)
+            .map_err(|e| Error::Corrupt(format!("no OS randomness: {e}")))?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(&secret).at(&path)?;
+                f.sync_all().at(&path)?;
+                Ok(secret)
+            }
+            // Another process made it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let b = std::fs::read(&path).at(&path)?;
+                b.try_into()
+                    .map_err(|_| Error::Corrupt(format!("{} is not 32 bytes", path.display())))
+            }
+            Err(e) => Err(Error::Io { path, source: e }),
+        }
+    }
+
     pub(crate) fn dataset_dir(&self, dataset: &str) -> PathBuf {
         self.root.join("datasets").join(dataset)
     }
@@ -518,6 +597,32 @@ impl Writer<'_> {
             return Ok(current);
         }
         self.commit_catalog(next, changes, author, note)
+    }
+
+    /// Change the policy: `f` edits a copy of the current policy; if it succeeds the result is
+    /// committed as a new version by `author`, otherwise nothing changes.
+    pub fn update_policy<T>(
+        &mut self,
+        author: &str,
+        note: &str,
+        f: impl FnOnce(&mut crate::policy::Policy, &Catalog) -> Result<T>,
+    ) -> Result<T> {
+        let chain = self.store.policy_chain();
+        let mut policy = self.store.policy()?;
+        let catalog = self.store.catalog()?;
+        let out = f(&mut policy, &catalog)?;
+        let version = chain.current()? + 1;
+        chain.commit(
+            version,
+            &PolicyVersion {
+                version,
+                author: author.to_string(),
+                created_at: Utc::now(),
+                note: note.to_string(),
+                policy,
+            },
+        )?;
+        Ok(out)
     }
 
     /// Commit a new manifest for its dataset (the data files must already be durable).
@@ -722,56 +827,76 @@ impl Snapshot {
         columns: Option<&[&str]>,
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        for f in &self.manifest.files {
-            let end = f.row_base as u64 + f.rows;
-            let mut local: RoaringBitmap = match rows {
-                Some(r) => r
-                    .range(f.row_base..end.min(u32::MAX as u64 + 1) as u32)
-                    .map(|id| id - f.row_base)
-                    .collect(),
-                None => {
-                    let mut b = RoaringBitmap::new();
-                    b.insert_range(0..f.rows as u32);
-                    b
+        for i in 0..self.manifest.files.len() {
+            if let Some(reader) = self.file_reader(i, rows, columns)? {
+                for b in reader {
+                    out.push(b?);
                 }
-            };
-            local -= self.file_deletes(f)?;
-            if local.is_empty() {
-                continue;
             }
-            let path = self.path(&f.path);
-            let file = File::open(&path).at(&path)?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-            let mask = match columns {
-                None => ProjectionMask::all(),
-                Some(cols) => {
-                    let schema = builder.schema().clone();
-                    let idx = cols
-                        .iter()
-                        .map(|c| {
-                            schema.index_of(c).map_err(|_| {
-                                Error::NotFound(format!(
-                                    "dataset '{}' has no field '{c}'",
-                                    self.manifest.dataset.name
-                                ))
-                            })
+        }
+        Ok(out)
+    }
+
+    /// A reader over one data file of the version, limited to `rows` (global row ids, or all)
+    /// minus deleted rows; `None` when no selected row lives in that file. The selection is
+    /// applied inside the Parquet decoder: unselected rows are never materialised.
+    pub fn file_reader(
+        &self,
+        file: usize,
+        rows: Option<&RoaringBitmap>,
+        columns: Option<&[&str]>,
+    ) -> Result<Option<ParquetRecordBatchReader>> {
+        let f = self
+            .manifest
+            .files
+            .get(file)
+            .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
+        let end = f.row_base as u64 + f.rows;
+        let mut local: RoaringBitmap = match rows {
+            Some(r) => r
+                .range(f.row_base..end.min(u32::MAX as u64 + 1) as u32)
+                .map(|id| id - f.row_base)
+                .collect(),
+            None => {
+                let mut b = RoaringBitmap::new();
+                b.insert_range(0..f.rows as u32);
+                b
+            }
+        };
+        local -= self.file_deletes(f)?;
+        if local.is_empty() {
+            return Ok(None);
+        }
+        let path = self.path(&f.path);
+        let handle = File::open(&path).at(&path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
+        let mask = match columns {
+            None => ProjectionMask::all(),
+            Some(cols) => {
+                let schema = builder.schema().clone();
+                let idx = cols
+                    .iter()
+                    .map(|c| {
+                        schema.index_of(c).map_err(|_| {
+                            Error::NotFound(format!(
+                                "dataset '{}' has no field '{c}'",
+                                self.manifest.dataset.name
+                            ))
                         })
-                        .collect::<Result<Vec<_>>>()?;
-                    ProjectionMask::roots(builder.parquet_schema(), idx)
-                }
-            };
-            let (groups, selection) = selection_for(&local, &f.row_groups);
-            let reader = builder
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                ProjectionMask::roots(builder.parquet_schema(), idx)
+            }
+        };
+        let (groups, selection) = selection_for(&local, &f.row_groups);
+        Ok(Some(
+            builder
                 .with_projection(mask)
                 .with_row_groups(groups)
                 .with_row_selection(selection)
                 .with_batch_size(8192)
-                .build()?;
-            for b in reader {
-                out.push(b?);
-            }
-        }
-        Ok(out)
+                .build()?,
+        ))
     }
 
     /// How many Parquet row groups a read of `rows` would open (clustering makes a region

@@ -1,0 +1,308 @@
+//! Engine and sessions: the read path every binding uses.
+//!
+//! ```
+//! use govshare_core::engine::Engine;
+//! let dir = tempfile::tempdir().expect("tmp");
+//! govshare_core::Store::init(dir.path())?;
+//! let engine = Engine::open(dir.path())?;
+//! // No principal exists yet: the gate fails closed.
+//! assert!(matches!(engine.session("u1", "P01"), Err(govshare_core::Error::AccessDenied(_))));
+//! # Ok::<(), govshare_core::Error>(())
+//! ```
+//!
+//! Every query goes through [`Session::sql`]: it reads the *current* policy (so a suspension
+//! or revocation takes effect on the next query of every open session), asks the gate
+//! ([`crate::policy::Policy::decide`]) for a decision, and builds a DataFusion context for that
+//! decision only — one [`SecuredTable`] per granted dataset, nothing else registered, a closed
+//! SQL surface. The context, its plans and its scope bitmaps are dropped with the query, so
+//! nothing computed for one principal is ever served to another.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::masks::department_key;
+use crate::policy::{Decision, Mode, how_to_obtain};
+use crate::secured::SecuredTable;
+use crate::store::Store;
+
+/// An open store with the runtime that executes its queries. Cheap to clone; share one per
+/// process.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Store,
+    runtime: tokio::runtime::Runtime,
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.inner.store.root().display())
+    }
+}
+
+/// The result of a query: its schema and batches.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Total rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+impl Engine {
+    /// Open the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
+        let store = Store::open(path)?;
+        let secret = store.secret()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("govshare")
+            .build()
+            .map_err(|e| Error::Io {
+                path: store.root().to_path_buf(),
+                source: e,
+            })?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                store,
+                runtime,
+                secret,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Open a session for `user` acting for `purpose`. Fails at once when the gate would deny
+    /// every query (unknown or suspended principal, no valid grant for the purpose).
+    pub fn session(&self, user: &str, purpose: &str) -> Result<Session> {
+        let s = Session {
+            engine: self.clone(),
+            user: user.to_string(),
+            purpose: purpose.to_string(),
+        };
+        s.decision()?;
+        Ok(s)
+    }
+}
+
+/// A principal acting for a declared purpose. Every query re-checks the policy.
+#[derive(Debug, Clone)]
+pub struct Session {
+    engine: Engine,
+    user: String,
+    purpose: String,
+}
+
+/// Statements a session may never run, however they are spelt (DataFusion's SQL options cover
+/// DDL/DML/SET; these cover what they do not).
+fn refuse_plan(plan: &LogicalPlan) -> Result<()> {
+    match plan {
+        LogicalPlan::Analyze(_) => Err(Error::AccessDenied(
+            "EXPLAIN ANALYZE is not allowed: its run-time counters can reveal rows outside the scope".into(),
+        )),
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_) => {
+            Err(Error::AccessDenied("only queries are allowed: no DDL, DML, COPY or SET".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Session {
+    /// The user.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The declared purpose.
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
+    /// The decision the gate makes now for this session.
+    pub fn decision(&self) -> Result<Decision> {
+        let store = self.engine.store();
+        let policy = store.policy()?;
+        let catalog = store.catalog()?;
+        policy.decide(&catalog, &self.user, &self.purpose, Mode::Query, Utc::now())
+    }
+
+    /// The datasets and fields this session may see, as (dataset, schema) pairs.
+    pub fn visible(&self) -> Result<Vec<(String, SchemaRef)>> {
+        let decision = self.decision()?;
+        let (_, tables) = self.context(&decision)?;
+        Ok(tables
+            .into_iter()
+            .map(|(n, t)| (n, datafusion::catalog::TableProvider::schema(t.as_ref())))
+            .collect())
+    }
+
+    fn context(
+        &self,
+        decision: &Decision,
+    ) -> Result<(SessionContext, Vec<(String, Arc<SecuredTable>)>)> {
+        let store = self.engine.store();
+        let key = department_key(&self.engine.inner.secret, &decision.department);
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2)
+            .with_default_catalog_and_schema("govshare", "public");
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            // Closed surface: no table functions (generate_series, range, file readers) and
+            // no CREATE EXTERNAL TABLE factories; URL tables are never enabled.
+            .with_table_functions(HashMap::new())
+            .with_table_factories(HashMap::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let mut tables = Vec::new();
+        for (name, access) in &decision.datasets {
+            let snap = match store.snapshot(name) {
+                Ok(s) => Arc::new(s),
+                // Granted but never loaded: the dataset is simply empty of data; not visible.
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let table = Arc::new(SecuredTable::new(snap, access, key)?);
+            ctx.register_table(name.as_str(), table.clone())
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            tables.push((name.clone(), table));
+        }
+        Ok((ctx, tables))
+    }
+
+    /// Run one SQL query under the current policy.
+    pub fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let decision = self.decision()?;
+        let (ctx, _tables) = self.context(&decision)?;
+        let catalog = self.engine.store().catalog()?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.engine.inner.runtime.block_on(async {
+            let df = ctx
+                .sql_with_options(sql, options)
+                .await
+                .map_err(|e| translate(e, &catalog, &decision))?;
+            refuse_plan(df.logical_plan())?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let batches = df
+                .collect()
+                .await
+                .map_err(|e| translate(e, &catalog, &decision))?;
+            Ok(QueryResult { schema, batches })
+        })
+    }
+}
+
+/// Turn a DataFusion planning error into the error a user can act on. A name that resolves to
+/// nothing because it was not granted becomes an access denial naming dataset, field, share
+/// type and the way to obtain it. Messages carry names only, never values.
+fn translate(e: DataFusionError, catalog: &Catalog, decision: &Decision) -> Error {
+    let msg = e.to_string();
+    if let Some(field) = missing_field(&e) {
+        for (name, def) in &catalog.datasets {
+            if let Some(f) = def.field(&field) {
+                let granted = decision
+                    .datasets
+                    .get(name)
+                    .is_some_and(|a| a.fields.iter().any(|(n, _)| n == &field));
+                if !granted {
+                    return Error::AccessDenied(format!(
+                        "field {name}.{field} ({}) is not granted to department '{}' for purpose '{}'; it is {}",
+                        f.label,
+                        decision.department,
+                        decision.purpose,
+                        how_to_obtain(f.share)
+                    ));
+                }
+            }
+        }
+        return Error::invalid(format!(
+            "no column named '{field}' among the granted fields"
+        ));
+    }
+    if let Some(table) = missing_table(&msg) {
+        if let Ok(def) = catalog.dataset(&table) {
+            return Error::AccessDenied(format!(
+                "dataset {} ({}) is not granted to department '{}' for purpose '{}'; apply to {} through the platform",
+                def.name, def.label, decision.department, decision.purpose, def.provider
+            ));
+        }
+        return Error::NotFound(format!("no table '{table}' among the granted datasets"));
+    }
+    match e {
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+            Error::invalid(msg)
+        }
+        DataFusionError::NotImplemented(m) => {
+            if m.contains("DDL")
+                || m.contains("DML")
+                || m.contains("Statement")
+                || m.to_lowercase().contains("not supported")
+            {
+                Error::AccessDenied(format!("only queries are allowed: {m}"))
+            } else {
+                Error::invalid(m)
+            }
+        }
+        other => Error::invalid(other.to_string()),
+    }
+}
+
+fn missing_field(e: &DataFusionError) -> Option<String> {
+    use datafusion::common::SchemaError;
+    match e {
+        DataFusionError::SchemaError(se, _) => match se.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => Some(field.name.clone()),
+            _ => None,
+        },
+        DataFusionError::Context(_, inner) => missing_field(inner),
+        DataFusionError::Diagnostic(_, inner) => missing_field(inner),
+        _ => None,
+    }
+}
+
+fn missing_table(msg: &str) -> Option<String> {
+    // "table 'govshare.public.person' not found"
+    let start = msg.find("table '")? + 7;
+    let rest = &msg[start..];
+    let end = rest.find('\'')?;
+    if !rest[end..].starts_with("' not found") {
+        return None;
+    }
+    Some(
+        rest[..end]
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}

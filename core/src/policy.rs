@@ -1,0 +1,532 @@
+//! Principals, grants and the gate.
+//!
+//! The [`Policy`] document (departments, real-name users, grants, approvals) is versioned in
+//! the store like the catalog. [`Policy::decide`] is **the one policy decision point**: every
+//! read path asks it, per query, what a user acting for a purpose may see; it fails closed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, DatasetDef, MaskKind, ShareType};
+use crate::error::{Error, Result};
+
+/// Lifecycle of a department or user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalStatus {
+    /// May act.
+    #[default]
+    Active,
+    /// Suspended (003 §20): every query fails from the next one on.
+    Suspended,
+}
+
+/// A department (政务部门).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Department {
+    /// Code, unique.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Region of jurisdiction (GB/T 2260 code).
+    pub region: String,
+    /// Status.
+    pub status: PrincipalStatus,
+}
+
+/// Roles a real-name user can hold; approve / operate / verify stay separate (003 §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Queries data under its department's grants.
+    Consumer,
+    /// Approves or rejects requests for its department's conditional data.
+    ProviderApprover,
+    /// Runs the platform: catalog, principals, grants on request.
+    PlatformAdmin,
+    /// Reads the audit trail.
+    Auditor,
+    /// Resolves disputes; may reclassify items.
+    Coordinator,
+}
+
+/// A real-name user (accounts are personal, 000 §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Account id.
+    pub id: String,
+    /// Real name.
+    pub name: String,
+    /// Department code.
+    pub department: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Status.
+    pub status: PrincipalStatus,
+}
+
+/// How a granted field is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Treatment {
+    /// As stored.
+    Clear,
+    /// Through the named mask.
+    Masked(MaskKind),
+}
+
+/// One field of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldGrant {
+    /// Field name.
+    pub field: String,
+    /// Clear or masked.
+    pub treatment: Treatment,
+}
+
+/// Which rows a grant covers. `None` on a dimension means no restriction on it; both are
+/// intersected when both are given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowScope {
+    /// Region codes (province, city or county level) of the dataset's cluster field.
+    pub regions: Option<Vec<String>>,
+    /// Explicit subject keys (citizen IDs, USCCs).
+    pub subjects: Option<Vec<String>>,
+}
+
+/// Service modes (000 §19, 002 §20). Only `query` is served today; the others are recorded on
+/// grants now so their services can enforce them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// SQL queries.
+    Query,
+    /// Yes/no verification.
+    Verify,
+    /// Bulk export.
+    Export,
+    /// Change push.
+    Push,
+    /// Aggregates only.
+    Aggregate,
+}
+
+/// Where a grant came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A request for unconditional fields, opened at once.
+    Request,
+    /// An approval by the providing department.
+    Approval(u64),
+}
+
+/// What a consumer department asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// Consumer department.
+    pub consumer_dept: String,
+    /// Narrow to these users (empty: every user of the department).
+    pub users: Vec<String>,
+    /// Dataset.
+    pub dataset: String,
+    /// Fields and the treatment asked for.
+    pub fields: Vec<FieldGrant>,
+    /// Purpose code.
+    pub purpose_code: String,
+    /// Purpose in words (000 §20: purpose, objects, scope, fields).
+    pub purpose_text: String,
+    /// Rows.
+    pub scope: RowScope,
+    /// Service modes.
+    pub modes: Vec<Mode>,
+    /// Start of validity.
+    pub valid_from: DateTime<Utc>,
+    /// End of validity (exclusive).
+    pub valid_until: DateTime<Utc>,
+}
+
+/// A grant in force (or revoked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Id.
+    pub id: u64,
+    /// What was granted.
+    pub request: GrantRequest,
+    /// How it came about.
+    pub origin: Origin,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Revocation, if any: (by, at, reason).
+    pub revoked: Option<(String, DateTime<Utc>, String)>,
+}
+
+/// A provider's decision on a request for conditional data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Id.
+    pub id: u64,
+    /// The request decided on.
+    pub request: GrantRequest,
+    /// Approver (a provider-approver of the providing department).
+    pub approver: String,
+    /// Approved or not.
+    pub approved: bool,
+    /// Reason (required for a rejection).
+    pub reason: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// The grant it created.
+    pub grant: Option<u64>,
+}
+
+/// The policy document: principals, grants, approvals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Departments by code.
+    pub departments: BTreeMap<String, Department>,
+    /// Users by id.
+    pub users: BTreeMap<String, User>,
+    /// Grants by id.
+    pub grants: BTreeMap<u64, Grant>,
+    /// Approvals by id.
+    pub approvals: BTreeMap<u64, Approval>,
+    /// Next id for grants and approvals.
+    pub next_id: u64,
+}
+
+/// What one dataset looks like to a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetAccess {
+    /// The grant it comes from.
+    pub grant_id: u64,
+    /// Granted fields in catalog order, with treatment.
+    pub fields: Vec<(String, Treatment)>,
+    /// Rows.
+    pub scope: RowScope,
+}
+
+/// The outcome of [`Policy::decide`]: the user, department, purpose and per-dataset access.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// User id.
+    pub user: String,
+    /// Department code.
+    pub department: String,
+    /// Purpose code.
+    pub purpose: String,
+    /// Access per dataset name.
+    pub datasets: BTreeMap<String, DatasetAccess>,
+}
+
+fn denied(msg: impl Into<String>) -> Error {
+    Error::AccessDenied(msg.into())
+}
+
+/// How access to a field is obtained, for error messages.
+pub fn how_to_obtain(share: ShareType) -> &'static str {
+    match share {
+        ShareType::Unconditional => {
+            "an unconditional item: request it from the platform administrator and it is granted at once"
+        }
+        ShareType::Conditional => {
+            "a conditional item: apply to the providing department, whose approver decides within the statutory working days"
+        }
+        ShareType::NotShared => {
+            "a not-shared item: it cannot be granted; it must first be reclassified through coordination (002 §21)"
+        }
+    }
+}
+
+impl Policy {
+    fn active_user(&self, user: &str) -> Result<(&User, &Department)> {
+        let u = self
+            .users
+            .get(user)
+            .ok_or_else(|| denied(format!("unknown user '{user}'")))?;
+        if u.status != PrincipalStatus::Active {
+            return Err(denied(format!("user '{user}' is suspended")));
+        }
+        let d = self.departments.get(&u.department).ok_or_else(|| {
+            denied(format!(
+                "user '{user}' belongs to unknown department '{}'",
+                u.department
+            ))
+        })?;
+        if d.status != PrincipalStatus::Active {
+            return Err(denied(format!("department '{}' is suspended", d.code)));
+        }
+        Ok((u, d))
+    }
+
+    /// The decision for `user` acting for `purpose` in `mode` at `now`. Fails closed: unknown
+    /// or suspended principals and the absence of any valid grant are denials.
+    pub fn decide(
+        &self,
+        catalog: &Catalog,
+        user: &str,
+        purpose: &str,
+        mode: Mode,
+        now: DateTime<Utc>,
+    ) -> Result<Decision> {
+        let (u, d) = self.active_user(user)?;
+        if !u.roles.contains(&Role::Consumer) {
+            return Err(denied(format!("user '{user}' has no consumer role")));
+        }
+        let mut datasets: BTreeMap<String, DatasetAccess> = BTreeMap::new();
+        // Newest valid grant per dataset wins: a decision never merges grants, so it never
+        // shows more than one grant allows.
+        for g in self.grants.values().rev() {
+            let r = &g.request;
+            let valid = g.revoked.is_none()
+                && r.consumer_dept == d.code
+                && (r.users.is_empty() || r.users.iter().any(|x| x == user))
+                && r.purpose_code == purpose
+                && r.modes.contains(&mode)
+                && r.valid_from <= now
+                && now < r.valid_until;
+            if !valid || datasets.contains_key(&r.dataset) {
+                continue;
+            }
+            let Ok(def) = catalog.dataset(&r.dataset) else {
+                continue;
+            };
+            // Catalog order; fields no longer in the catalog are dropped (fail closed).
+            let fields = def
+                .fields
+                .iter()
+                .filter_map(|f| {
+                    r.fields
+                        .iter()
+                        .find(|g| g.field == f.name)
+                        .map(|g| (f.name.clone(), g.treatment))
+                })
+                .collect();
+            datasets.insert(
+                r.dataset.clone(),
+                DatasetAccess {
+                    grant_id: g.id,
+                    fields,
+                    scope: r.scope.clone(),
+                },
+            );
+        }
+        if datasets.is_empty() {
+            return Err(denied(format!(
+                "department '{}' holds no valid {mode:?} grant for purpose '{purpose}' (expired, revoked, or never granted)",
+                d.code
+            )));
+        }
+        Ok(Decision {
+            user: user.into(),
+            department: d.code.clone(),
+            purpose: purpose.into(),
+            datasets,
+        })
+    }
+
+    fn check_request(&self, catalog: &Catalog, r: &GrantRequest) -> Result<DatasetDef> {
+        let d = self
+            .departments
+            .get(&r.consumer_dept)
+            .ok_or_else(|| Error::NotFound(format!("department '{}'", r.consumer_dept)))?;
+        if d.status != PrincipalStatus::Active {
+            return Err(denied(format!("department '{}' is suspended", d.code)));
+        }
+        for u in &r.users {
+            let user = self
+                .users
+                .get(u)
+                .ok_or_else(|| Error::NotFound(format!("user '{u}'")))?;
+            if user.department != r.consumer_dept {
+                return Err(Error::invalid(format!(
+                    "user '{u}' is not in department '{}'",
+                    r.consumer_dept
+                )));
+            }
+        }
+        let def = catalog.dataset(&r.dataset)?.clone();
+        if r.fields.is_empty() {
+            return Err(Error::invalid("a grant needs at least one field"));
+        }
+        if r.purpose_code.trim().is_empty() || r.purpose_text.trim().is_empty() {
+            return Err(Error::invalid(
+                "a grant needs a purpose code and a stated purpose (000 §20)",
+            ));
+        }
+        if r.modes.is_empty() {
+            return Err(Error::invalid("a grant needs at least one service mode"));
+        }
+        if r.valid_until <= r.valid_from {
+            return Err(Error::invalid("valid_until must be after valid_from"));
+        }
+        if let Some(regions) = &r.scope.regions {
+            if def.cluster_field.is_none() {
+                return Err(Error::invalid(format!(
+                    "dataset '{}' has no region field to scope by",
+                    def.name
+                )));
+            }
+            for code in regions {
+                crate::index::region_prefix(code)?;
+            }
+        }
+        for fg in &r.fields {
+            let f = def.require_field(&fg.field)?;
+            if f.share == ShareType::NotShared {
+                return Err(denied(format!(
+                    "{}.{} is {}",
+                    def.name,
+                    f.name,
+                    how_to_obtain(ShareType::NotShared)
+                )));
+            }
+            if let Treatment::Masked(m) = fg.treatment
+                && !crate::masks::applicable(m, &f.data_type.arrow())
+            {
+                return Err(Error::invalid(format!(
+                    "mask {m:?} does not apply to {}.{} ({})",
+                    def.name, f.name, f.data_type
+                )));
+            }
+        }
+        Ok(def)
+    }
+
+    /// Grant a request at once. Only unconditional fields qualify; each field gets at least
+    /// its catalog default mask (a request for clear is masked by default where the catalog
+    /// says so).
+    pub fn grant_on_request(
+        &mut self,
+        catalog: &Catalog,
+        mut r: GrantRequest,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Grant> {
+        let (admin, _) = self.active_user(by)?;
+        if !admin.roles.contains(&Role::PlatformAdmin) {
+            return Err(denied(format!(
+                "user '{by}' is not a platform administrator"
+            )));
+        }
+        let def = self.check_request(catalog, &r)?;
+        for fg in &mut r.fields {
+            let f = def.require_field(&fg.field)?;
+            if f.share == ShareType::Conditional {
+                return Err(denied(format!(
+                    "{}.{} is {}",
+                    def.name,
+                    f.name,
+                    how_to_obtain(ShareType::Conditional)
+                )));
+            }
+            if fg.treatment == Treatment::Clear && f.mask != MaskKind::Clear {
+                fg.treatment = Treatment::Masked(f.mask);
+            }
+        }
+        Ok(self.insert_grant(r, Origin::Request, by, now))
+    }
+
+    fn insert_grant(
+        &mut self,
+        request: GrantRequest,
+        origin: Origin,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Grant {
+        self.next_id += 1;
+        let g = Grant {
+            id: self.next_id,
+            request,
+            origin,
+            created_by: by.into(),
+            created_at: now,
+            revoked: None,
+        };
+        self.grants.insert(g.id, g.clone());
+        g
+    }
+
+    /// Decide on a request as a provider-approver of the dataset's providing department.
+    /// Approving creates the grant as asked (clear fields included); rejecting needs a reason.
+    pub fn decide_request(
+        &mut self,
+        catalog: &Catalog,
+        r: GrantRequest,
+        approver: &str,
+        approve: bool,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
+        let (a, dept) = self.active_user(approver)?;
+        let def = catalog.dataset(&r.dataset)?;
+        if !a.roles.contains(&Role::ProviderApprover)
+            || dept.name != def.provider && dept.code != def.provider
+        {
+            return Err(denied(format!(
+                "user '{approver}' is not a provider-approver of '{}', which provides '{}'",
+                def.provider, def.name
+            )));
+        }
+        if !approve && reason.trim().is_empty() {
+            return Err(Error::invalid("a rejection must give its reason"));
+        }
+        if approve {
+            self.check_request(catalog, &r)?;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let grant = approve.then(|| {
+            self.insert_grant(r.clone(), Origin::Approval(id), approver, now)
+                .id
+        });
+        let ap = Approval {
+            id,
+            request: r,
+            approver: approver.into(),
+            approved: approve,
+            reason: reason.into(),
+            decided_at: now,
+            grant,
+        };
+        self.approvals.insert(id, ap.clone());
+        Ok(ap)
+    }
+
+    /// Revoke a grant; takes effect on the next query of every session.
+    pub fn revoke(&mut self, grant: u64, by: &str, reason: &str, now: DateTime<Utc>) -> Result<()> {
+        let g = self
+            .grants
+            .get_mut(&grant)
+            .ok_or_else(|| Error::NotFound(format!("grant {grant}")))?;
+        g.revoked = Some((by.into(), now, reason.into()));
+        Ok(())
+    }
+
+    /// Add or replace a department.
+    pub fn upsert_department(&mut self, d: Department) -> Result<()> {
+        if d.code.trim().is_empty() || d.name.trim().is_empty() {
+            return Err(Error::invalid("a department needs a code and a name"));
+        }
+        crate::ident::validate_region_code(&d.region)
+            .map_err(|e| Error::invalid(format!("department region: {e}")))?;
+        self.departments.insert(d.code.clone(), d);
+        Ok(())
+    }
+
+    /// Add or replace a user.
+    pub fn upsert_user(&mut self, u: User) -> Result<()> {
+        if u.id.trim().is_empty() || u.name.trim().is_empty() {
+            return Err(Error::invalid("a user needs an id and a real name"));
+        }
+        if !self.departments.contains_key(&u.department) {
+            return Err(Error::NotFound(format!("department '{}'", u.department)));
+        }
+        self.users.insert(u.id.clone(), u);
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The secured table and its scan: what a session's SQL reads instead of Parquet.
+//!
+//! A [`SecuredTable`] exposes **only the granted fields**, masked ones with their masked type,
+//! so a denied field cannot be named anywhere in a query. Its [`SecuredScanExec`] is a *leaf*
+//! of the physical plan: the Parquet reading, the row-scope barrier and the masks all happen
+//! inside it, out of reach of DataFusion's optimizer. So:
+//! - out-of-scope rows are never decoded — the roaring scope becomes a Parquet row selection
+//!   (no user expression can ever see them: no error, cast or timing oracle);
+//! - masks are applied before any batch leaves the node, so predicates, joins, grouping and
+//!   functions above see masked values only;
+//! - no filter is pushed into it (`Unsupported` for every filter, and, as a leaf without
+//!   children, no physical filter or dynamic-filter pushdown can reach the Parquet reader), so
+//!   no predicate touches raw statistics, page indexes or bloom filters;
+//! - its statistics are unknown, so no COUNT/MIN/MAX/LIMIT is answered from file metadata;
+//! - its EXPLAIN line names dataset, version and fields, never scope contents or row counts.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session as DfSession, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Statistics, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use roaring::RoaringBitmap;
+
+use crate::catalog::{IndexKind, MaskKind};
+use crate::error::{Error, Result};
+use crate::masks;
+use crate::policy::{DatasetAccess, RowScope, Treatment};
+use crate::store::Snapshot;
+
+/// The rows of `snap` a scope covers: live rows ∩ regions ∩ subjects.
+pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
+    let mut rows = snap.live_rows()?;
+    if let Some(regions) = &scope.regions {
+        let def = snap.dataset();
+        let field = def
+            .cluster_field
+            .as_deref()
+            .filter(|f| def.field(f).is_some_and(|d| d.index == IndexKind::Region))
+            .ok_or_else(|| {
+                Error::AccessDenied(format!("dataset '{}' cannot be scoped by region", def.name))
+            })?;
+        let mut in_regions = RoaringBitmap::new();
+        for code in regions {
+            in_regions |= snap.scope(field, code)?;
+        }
+        rows &= in_regions;
+    }
+    if let Some(subjects) = &scope.subjects {
+        let keys = snap.key_index()?;
+        let listed: RoaringBitmap = subjects.iter().filter_map(|k| keys.get(k)).collect();
+        rows &= listed;
+    }
+    Ok(rows)
+}
+
+/// A dataset as one decision may see it.
+#[derive(Debug)]
+pub struct SecuredTable {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    snapshot: Arc<Snapshot>,
+    /// Granted fields in schema order: (column name in the data files, mask).
+    columns: Vec<(String, MaskKind)>,
+    schema: SchemaRef,
+    rows: RoaringBitmap,
+    pseudonym_key: [u8; 32],
+}
+
+impl SecuredTable {
+    /// Build the table for `access` over `snapshot`; the scope bitmap is computed here, for
+    /// this decision only, and dropped with it.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        access: &DatasetAccess,
+        pseudonym_key: [u8; 32],
+    ) -> Result<SecuredTable> {
+        let def = snapshot.dataset();
+        let mut columns = Vec::new();
+        let mut fields = Vec::new();
+        for (name, treatment) in &access.fields {
+            // A field granted but absent from this data version is simply not there.
+            let Some(f) = def.field(name) else { continue };
+            let raw = f.data_type.arrow();
+            let mask = match treatment {
+                Treatment::Clear => MaskKind::Clear,
+                Treatment::Masked(m) => *m,
+            };
+            if !masks::applicable(mask, &raw) {
+                return Err(Error::AccessDenied(format!(
+                    "mask {mask:?} cannot apply to {}.{name}",
+                    def.name
+                )));
+            }
+            let nullable = f.nullable || mask != MaskKind::Clear;
+            fields.push(Field::new(name, masks::output_type(mask, &raw), nullable));
+            columns.push((name.clone(), mask));
+        }
+        let rows = scope_rows(&snapshot, &access.scope)?;
+        Ok(SecuredTable {
+            inner: Arc::new(Inner {
+                snapshot,
+                columns,
+                schema: Arc::new(Schema::new(fields)),
+                rows,
+                pseudonym_key,
+            }),
+        })
+    }
+
+    /// Rows in scope (for the audit of subjects read, and tests).
+    pub fn scope_len(&self) -> u64 {
+        self.inner.rows.len()
+    }
+}
+
+#[async_trait]
+impl TableProvider for SecuredTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Every predicate runs above the barrier, on masked values, after the scope.
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        None
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projection: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.inner.columns.len()).collect());
+        let schema = project_schema(&self.inner.schema, Some(&projection))?;
+        // One partition per data file that holds in-scope rows.
+        let files: Vec<usize> = self
+            .inner
+            .snapshot
+            .manifest()
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                let end = (f.row_base as u64 + f.rows).min(u32::MAX as u64) as u32;
+                self.inner.rows.range(f.row_base..end).next().is_some()
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(files.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(SecuredScanExec {
+            inner: self.inner.clone(),
+            projection,
+            schema,
+            files,
+            limit,
+            props: Arc::new(props),
+        }))
+    }
+}
+
+/// The scan leaf: Parquet read with the scope as row selection, then masks.
+#[derive(Debug)]
+pub struct SecuredScanExec {
+    inner: Arc<Inner>,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    files: Vec<usize>,
+    limit: Option<usize>,
+    props: Arc<PlanProperties>,
+}
+
+impl DisplayAs for SecuredScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let snap = &self.inner.snapshot;
+        let cols: Vec<String> = self
+            .projection
+            .iter()
+            .map(|&i| {
+                let (name, mask) = &self.inner.columns[i];
+                if *mask == MaskKind::Clear {
+                    name.clone()
+                } else {
+                    format!("{name}:{mask:?}")
+                }
+            })
+            .collect();
+        // Deliberately no scope contents, row counts or file names.
+        write!(
+            f,
+            "SecuredScan: dataset={} version={} fields=[{}]",
+            snap.dataset().name,
+            snap.version(),
+            cols.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for SecuredScanExec {
+    fn name(&self) -> &str {
+        "SecuredScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "SecuredScanExec has no children".into(),
+            ))
+        }
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> DfResult<Arc<Statistics>> {
+        // Unknown on purpose: file statistics include out-of-scope rows and raw values.
+        Ok(Arc::new(Statistics::new_unknown(&self.schema)))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let schema = self.schema.clone();
+        let Some(&file) = self.files.get(partition) else {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        };
+        let inner = self.inner.clone();
+        let names: Vec<&str> = self
+            .projection
+            .iter()
+            .map(|&i| inner.columns[i].0.as_str())
+            .collect();
+        // With no column wanted (COUNT(*)), read the narrowest one for row counts only.
+        let no_cols = names.is_empty();
+        let read_cols: Vec<&str> = if no_cols {
+            vec![inner.snapshot.dataset().key.as_str()]
+        } else {
+            names
+        };
+        let reader = inner
+            .snapshot
+            .file_reader(file, Some(&inner.rows), Some(&read_cols))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let masks_: Vec<MaskKind> = self
+            .projection
+            .iter()
+            .map(|&i| inner.columns[i].1)
+            .collect();
+        let key = inner.pseudonym_key;
+        let out_schema = schema.clone();
+        let mut remaining = self.limit.unwrap_or(usize::MAX);
+        let iter = reader.into_iter().flatten().map_while(move |b| {
+            if remaining == 0 {
+                return None;
+            }
+            let r = (|| -> DfResult<RecordBatch> {
+                let b = b.map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+                let n = b.num_rows().min(remaining);
+                let b = b.slice(0, n);
+                remaining -= n;
+                let cols: Vec<ArrayRef> = if no_cols {
+                    Vec::new()
+                } else {
+                    b.columns()
+                        .iter()
+                        .zip(&masks_)
+                        .map(|(c, m)| {
+                            masks::apply(*m, c, &key)
+                                .map_err(|e| DataFusionError::External(Box::new(e)))
+                        })
+                        .collect::<DfResult<_>>()?
+                };
+                Ok(RecordBatch::try_new_with_options(
+                    out_schema.clone(),
+                    cols,
+                    &RecordBatchOptions::new().with_row_count(Some(n)),
+                )?)
+            })();
+            Some(r)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(iter),
+        )))
+    }
+}
