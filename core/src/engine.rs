@@ -24,10 +24,12 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
+use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -54,6 +56,9 @@ impl std::fmt::Debug for Engine {
         write!(f, "Engine({})", self.inner.store.root().display())
     }
 }
+
+/// The secured tables registered for one decision, by dataset name.
+type SecuredTables = Vec<(String, Arc<SecuredTable>)>;
 
 /// The result of a query: its schema and batches.
 #[derive(Debug, Clone)]
@@ -119,6 +124,43 @@ pub struct Session {
     purpose: String,
 }
 
+/// The allowlist: a session runs queries (and EXPLAIN of queries, and SHOW over its own
+/// information_schema) — nothing else, whatever DataFusion would otherwise accept.
+fn only_queries(stmt: &DfStatement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::Statement as Sql;
+    let refuse = |what: &str| {
+        Err(Error::AccessDenied(format!(
+            "only queries are allowed; {what} is refused"
+        )))
+    };
+    let analyze = || {
+        Err(Error::AccessDenied(
+            "EXPLAIN ANALYZE is not allowed: its run-time counters can reveal rows outside the scope".into(),
+        ))
+    };
+    match stmt {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Sql::Query(_) | Sql::ShowTables { .. } | Sql::ShowColumns { .. } => Ok(()),
+            Sql::Explain { analyze: true, .. } => analyze(),
+            Sql::Explain { statement, .. } => {
+                only_queries(&DfStatement::Statement(statement.clone()))
+            }
+            other => refuse(
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("this statement"),
+            ),
+        },
+        DfStatement::Explain(e) if e.options.analyze => analyze(),
+        DfStatement::Explain(e) => only_queries(&e.statement),
+        DfStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE"),
+        DfStatement::CopyTo(_) => refuse("COPY"),
+        DfStatement::Reset(_) => refuse("RESET"),
+    }
+}
+
 /// Statements a session may never run, however they are spelt (DataFusion's SQL options cover
 /// DDL/DML/SET; these cover what they do not).
 fn refuse_plan(plan: &LogicalPlan) -> Result<()> {
@@ -165,7 +207,7 @@ impl Session {
     fn context(
         &self,
         decision: &Decision,
-    ) -> Result<(SessionContext, Vec<(String, Arc<SecuredTable>)>)> {
+    ) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, &decision.department);
         let config = SessionConfig::new()
@@ -206,7 +248,13 @@ impl Session {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let stmt = ctx
+            .state()
+            .sql_to_statement(sql, &Dialect::Generic)
+            .map_err(|e| translate(e, &catalog, &decision))?;
+        only_queries(&stmt)?;
         self.engine.inner.runtime.block_on(async {
+            // The SQL options refuse the same again, as a second line.
             let df = ctx
                 .sql_with_options(sql, options)
                 .await
@@ -257,6 +305,16 @@ fn translate(e: DataFusionError, catalog: &Catalog, decision: &Decision) -> Erro
             ));
         }
         return Error::NotFound(format!("no table '{table}' among the granted datasets"));
+    }
+    // SQLOptions' refusals of DDL, DML (COPY included) and statements (SET, PREPARE...).
+    for kind in [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ] {
+        if msg.contains(kind) {
+            return Error::AccessDenied(format!("only queries are allowed ({kind})"));
+        }
     }
     match e {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {

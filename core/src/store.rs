@@ -845,7 +845,7 @@ impl Snapshot {
         file: usize,
         rows: Option<&RoaringBitmap>,
         columns: Option<&[&str]>,
-    ) -> Result<Option<ParquetRecordBatchReader>> {
+    ) -> Result<Option<FileRows>> {
         let f = self
             .manifest
             .files
@@ -870,6 +870,7 @@ impl Snapshot {
         let path = self.path(&f.path);
         let handle = File::open(&path).at(&path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
+        let mut order = None;
         let mask = match columns {
             None => ProjectionMask::all(),
             Some(cols) => {
@@ -885,18 +886,28 @@ impl Snapshot {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
+                // The decoder yields columns in file order; put them back in the order asked.
+                let mut sorted = idx.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let o: Vec<usize> = idx
+                    .iter()
+                    .map(|i| sorted.iter().position(|s| s == i).unwrap_or(0))
+                    .collect();
+                if o.iter().enumerate().any(|(a, b)| a != *b) || o.len() != sorted.len() {
+                    order = Some(o);
+                }
                 ProjectionMask::roots(builder.parquet_schema(), idx)
             }
         };
         let (groups, selection) = selection_for(&local, &f.row_groups);
-        Ok(Some(
-            builder
-                .with_projection(mask)
-                .with_row_groups(groups)
-                .with_row_selection(selection)
-                .with_batch_size(8192)
-                .build()?,
-        ))
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_batch_size(8192)
+            .build()?;
+        Ok(Some(FileRows { reader, order }))
     }
 
     /// How many Parquet row groups a read of `rows` would open (clustering makes a region
@@ -919,6 +930,24 @@ impl Snapshot {
     /// Total row groups of the version.
     pub fn row_groups_total(&self) -> usize {
         self.manifest.files.iter().map(|f| f.row_groups.len()).sum()
+    }
+}
+
+/// The selected rows of one data file, batch by batch, columns in the order requested.
+pub struct FileRows {
+    reader: ParquetRecordBatchReader,
+    order: Option<Vec<usize>>,
+}
+
+impl Iterator for FileRows {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.reader.next()?;
+        Some(match &self.order {
+            None => b,
+            Some(o) => b.and_then(|b| b.project(o)),
+        })
     }
 }
 

@@ -1,0 +1,362 @@
+//! Access-control behaviour across policy changes, grants' rules, and principals: what the
+//! one-query-at-a-time .slt files cannot show.
+
+use chrono::{Duration, Utc};
+use govshare_core::catalog::MaskKind;
+use govshare_core::engine::Engine;
+use govshare_core::ingest::{LoadOptions, Source};
+use govshare_core::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
+use govshare_core::synth::Synth;
+use govshare_core::{Error, Store};
+
+use crate::security::render;
+
+fn small_store(dir: &std::path::Path) -> Store {
+    let store = Store::init(dir).expect("init");
+    let s = Synth::new(9, 500, 80);
+    store
+        .writer()
+        .expect("w")
+        .load(
+            "person",
+            Source::Batches(s.persons(500).collect()),
+            &LoadOptions::default(),
+        )
+        .expect("p");
+    store
+        .writer()
+        .expect("w")
+        .load(
+            "legal_entity",
+            Source::Batches(s.entities(80).collect()),
+            &LoadOptions::default(),
+        )
+        .expect("e");
+    store
+        .writer()
+        .expect("w")
+        .update_policy("root", "setup", |p, _| {
+            for (code, name) in [
+                ("PLAT", "平台"),
+                ("PSB", "省公安厅"),
+                ("AMR", "省市场监督管理局"),
+                ("A", "甲局"),
+                ("B", "乙局"),
+            ] {
+                p.upsert_department(Department {
+                    code: code.into(),
+                    name: name.into(),
+                    region: "430000".into(),
+                    status: PrincipalStatus::Active,
+                })?;
+            }
+            for (id, d, r) in [
+                ("admin", "PLAT", Role::PlatformAdmin),
+                ("psb", "PSB", Role::ProviderApprover),
+                ("amr", "AMR", Role::ProviderApprover),
+                ("a", "A", Role::Consumer),
+                ("a2", "A", Role::Consumer),
+                ("b", "B", Role::Consumer),
+            ] {
+                p.upsert_user(User {
+                    id: id.into(),
+                    name: id.into(),
+                    department: d.into(),
+                    roles: vec![r],
+                    status: PrincipalStatus::Active,
+                })?;
+            }
+            Ok(())
+        })
+        .expect("policy");
+    store
+}
+
+fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> GrantRequest {
+    let now = Utc::now();
+    GrantRequest {
+        consumer_dept: dept.into(),
+        users: vec![],
+        dataset: dataset.into(),
+        fields: fields
+            .iter()
+            .map(|(f, t)| FieldGrant {
+                field: f.to_string(),
+                treatment: *t,
+            })
+            .collect(),
+        purpose_code: "P".into(),
+        purpose_text: "测试".into(),
+        scope: RowScope::default(),
+        modes: vec![Mode::Query],
+        valid_from: now - Duration::minutes(1),
+        valid_until: now + Duration::days(1),
+    }
+}
+
+fn approve(store: &Store, r: GrantRequest, approver: &str) -> u64 {
+    store
+        .writer()
+        .expect("w")
+        .update_policy(approver, "approve", |p, c| {
+            p.decide_request(c, r, approver, true, "", Utc::now())
+        })
+        .expect("approve")
+        .grant
+        .expect("grant")
+}
+
+#[test]
+fn suspension_and_revocation_take_effect_on_the_next_query_of_an_open_session() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let g = approve(
+        &store,
+        request("A", "person", &[("sex_code", Treatment::Clear)]),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("session");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM person").expect("q").num_rows(),
+        1
+    );
+
+    let set_dept = |st: PrincipalStatus| {
+        store
+            .writer()
+            .expect("w")
+            .update_policy("admin", "status", |p, _| {
+                p.departments.get_mut("A").expect("A").status = st;
+                Ok(())
+            })
+    };
+    set_dept(PrincipalStatus::Suspended).expect("suspend");
+    let err = s
+        .sql("SELECT count(*) FROM person")
+        .expect_err("suspended department");
+    assert!(
+        matches!(&err, Error::AccessDenied(m) if m.contains("suspended")),
+        "{err}"
+    );
+    assert!(engine.session("a", "P").is_err(), "no new session either");
+    set_dept(PrincipalStatus::Active).expect("reactivate");
+    s.sql("SELECT count(*) FROM person").expect("back");
+
+    store
+        .writer()
+        .expect("w")
+        .update_policy("admin", "suspend user", |p, _| {
+            p.users.get_mut("a").expect("a").status = PrincipalStatus::Suspended;
+            Ok(())
+        })
+        .expect("suspend user");
+    assert!(matches!(s.sql("SELECT 1"), Err(Error::AccessDenied(_))));
+    // Another user of the same department is unaffected.
+    engine
+        .session("a2", "P")
+        .expect("a2")
+        .sql("SELECT count(*) FROM person")
+        .expect("a2 query");
+
+    store
+        .writer()
+        .expect("w")
+        .update_policy("admin", "revoke", |p, _| {
+            p.revoke(g, "admin", "done", Utc::now())
+        })
+        .expect("revoke");
+    let err = engine
+        .session("a2", "P")
+        .expect_err("revoked grant: no valid grant left");
+    assert!(err.to_string().contains("no valid"), "{err}");
+}
+
+#[test]
+fn grant_rules_follow_share_types_and_default_masks() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let on_request = |r: GrantRequest, by: &str| {
+        store
+            .writer()
+            .expect("w")
+            .update_policy(by, "request", |p, c| {
+                p.grant_on_request(c, r, by, Utc::now())
+            })
+    };
+    // Not shared: never, whoever asks; the refusal says it must be reclassified.
+    let err = on_request(
+        request("A", "person", &[("marital_status_code", Treatment::Clear)]),
+        "admin",
+    )
+    .expect_err("not shared");
+    assert!(err.to_string().contains("reclassified"), "{err}");
+    let err = store
+        .writer()
+        .expect("w")
+        .update_policy("psb", "approve", |p, c| {
+            p.decide_request(
+                c,
+                request("A", "person", &[("marital_status_code", Treatment::Clear)]),
+                "psb",
+                true,
+                "",
+                Utc::now(),
+            )
+        })
+        .expect_err("not even by approval");
+    assert!(err.to_string().contains("reclassified"), "{err}");
+    // Conditional: not on request.
+    let err = on_request(
+        request("A", "person", &[("name", Treatment::Clear)]),
+        "admin",
+    )
+    .expect_err("conditional");
+    assert!(err.to_string().contains("conditional"), "{err}");
+    // Only a platform admin grants on request; only the providing department's approver approves.
+    assert!(
+        on_request(
+            request("A", "legal_entity", &[("uscc", Treatment::Clear)]),
+            "a"
+        )
+        .is_err()
+    );
+    let err = store
+        .writer()
+        .expect("w")
+        .update_policy("amr", "approve", |p, c| {
+            p.decide_request(
+                c,
+                request("A", "person", &[("name", Treatment::Clear)]),
+                "amr",
+                true,
+                "",
+                Utc::now(),
+            )
+        })
+        .expect_err("wrong provider");
+    assert!(err.to_string().contains("provider-approver"), "{err}");
+    // A rejection needs its reason, and is recorded without a grant.
+    assert!(
+        store
+            .writer()
+            .expect("w")
+            .update_policy("psb", "reject", |p, c| p.decide_request(
+                c,
+                request("A", "person", &[("name", Treatment::Clear)]),
+                "psb",
+                false,
+                " ",
+                Utc::now()
+            ))
+            .is_err()
+    );
+    let ap = store
+        .writer()
+        .expect("w")
+        .update_policy("psb", "reject", |p, c| {
+            p.decide_request(
+                c,
+                request("A", "person", &[("name", Treatment::Clear)]),
+                "psb",
+                false,
+                "目的不明确",
+                Utc::now(),
+            )
+        })
+        .expect("reject");
+    assert!(!ap.approved && ap.grant.is_none());
+    // On request, a field with a default mask is masked even when asked clear.
+    let g = on_request(
+        request(
+            "A",
+            "legal_entity",
+            &[
+                ("uscc", Treatment::Clear),
+                ("legal_rep_name", Treatment::Clear),
+            ],
+        ),
+        "admin",
+    )
+    .expect("request");
+    assert_eq!(
+        g.request.fields[1].treatment,
+        Treatment::Masked(MaskKind::Name)
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let r = engine
+        .session("a", "P")
+        .expect("s")
+        .sql("SELECT legal_rep_name FROM legal_entity")
+        .expect("q");
+    assert!(render(&r.batches).iter().all(|n| n.ends_with('*')));
+    // The policy is versioned: the setup, the reasoned rejection and the grant on request are
+    // versions; every refused change above committed nothing.
+    let history = store.policy_history().expect("history");
+    assert_eq!(
+        history.iter().map(|v| v.note.as_str()).collect::<Vec<_>>(),
+        ["setup", "reject", "request"]
+    );
+}
+
+#[test]
+fn pseudonyms_cannot_be_joined_across_departments_and_nothing_is_shared_between_principals() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    for d in ["A", "B"] {
+        approve(
+            &store,
+            request(
+                d,
+                "legal_entity",
+                &[
+                    ("uscc", Treatment::Clear),
+                    ("legal_rep_id", Treatment::Masked(MaskKind::Pseudonym)),
+                ],
+            ),
+            "amr",
+        );
+    }
+    let mut narrow = request("B", "person", &[("sex_code", Treatment::Clear)]);
+    narrow.scope.regions = Some(vec!["110000".into()]);
+    approve(&store, narrow, "psb");
+    approve(
+        &store,
+        request("A", "person", &[("sex_code", Treatment::Clear)]),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let (a, b) = (
+        engine.session("a", "P").expect("a"),
+        engine.session("b", "P").expect("b"),
+    );
+    let q = "SELECT uscc, legal_rep_id FROM legal_entity ORDER BY uscc";
+    let (ra, rb) = (
+        render(&a.sql(q).expect("a").batches),
+        render(&b.sql(q).expect("b").batches),
+    );
+    assert_eq!(ra.len(), rb.len());
+    for (x, y) in ra.iter().zip(&rb) {
+        let (ux, px) = x.split_once(" | ").expect("cols");
+        let (uy, py) = y.split_once(" | ").expect("cols");
+        assert_eq!(ux, uy);
+        assert_ne!(
+            px, py,
+            "the same person has different pseudonyms in A and B"
+        );
+    }
+    // Stable within a department, so A can still count distinct representatives.
+    assert_eq!(ra, render(&a.sql(q).expect("again").batches));
+    // Interleaved queries of two principals with different scopes never mix.
+    let count = |s: &govshare_core::Session| {
+        render(&s.sql("SELECT count(*) FROM person").expect("count").batches)
+    };
+    let (ca, cb) = (count(&a), count(&b));
+    for _ in 0..3 {
+        assert_eq!(count(&b), cb);
+        assert_eq!(count(&a), ca);
+    }
+    assert_ne!(ca, cb);
+}
