@@ -18,11 +18,16 @@ use govshare_core::Engine;
 use govshare_core::Store;
 use govshare_core::catalog::ShareType;
 use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::policy::{Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User};
+use govshare_core::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
 use govshare_core::synth::Synth;
 
 fn rows() -> usize {
-    std::env::var("GOVSHARE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+    std::env::var("GOVSHARE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
 }
 
 fn setup(dir: &std::path::Path, n: usize) -> (Engine, String) {
@@ -30,29 +35,68 @@ fn setup(dir: &std::path::Path, n: usize) -> (Engine, String) {
     store
         .writer()
         .expect("w")
-        .load("person", Source::Batches(Synth::new(42, n, 0).persons(64 * 1024).collect()), &LoadOptions::default())
+        .load(
+            "person",
+            Source::Batches(Synth::new(42, n, 0).persons(64 * 1024).collect()),
+            &LoadOptions::default(),
+        )
         .expect("load");
     let snap = store.snapshot("person").expect("snap");
     let idx = snap.bitmap_index("hukou_region_code").expect("idx");
-    let county = idx.bitmaps.iter().filter(|(k, _)| k.len() == 6).max_by_key(|(_, b)| b.len()).map(|(k, _)| k.clone()).expect("county");
+    let county = idx
+        .bitmaps
+        .iter()
+        .filter(|(k, _)| k.len() == 6)
+        .max_by_key(|(_, b)| b.len())
+        .map(|(k, _)| k.clone())
+        .expect("county");
     let def = snap.dataset().clone();
     store
         .writer()
         .expect("w")
         .update_policy("bench", "bench principals", |p, c| {
             for (code, name) in [("PSB", "省公安厅"), ("D", "bench dept")] {
-                p.upsert_department(Department { code: code.into(), name: name.into(), region: "430000".into(), status: PrincipalStatus::Active })?;
+                p.upsert_department(Department {
+                    code: code.into(),
+                    name: name.into(),
+                    region: "430000".into(),
+                    status: PrincipalStatus::Active,
+                })?;
             }
-            p.upsert_user(User { id: "appr".into(), name: "appr".into(), department: "PSB".into(), roles: vec![Role::ProviderApprover], status: PrincipalStatus::Active })?;
-            p.upsert_user(User { id: "u".into(), name: "u".into(), department: "D".into(), roles: vec![Role::Consumer], status: PrincipalStatus::Active })?;
+            p.upsert_user(User {
+                id: "appr".into(),
+                name: "appr".into(),
+                department: "PSB".into(),
+                roles: vec![Role::ProviderApprover],
+                status: PrincipalStatus::Active,
+            })?;
+            p.upsert_user(User {
+                id: "u".into(),
+                name: "u".into(),
+                department: "D".into(),
+                roles: vec![Role::Consumer],
+                status: PrincipalStatus::Active,
+            })?;
             let fields: Vec<FieldGrant> = def
                 .fields
                 .iter()
                 .filter(|f| f.share != ShareType::NotShared)
-                .map(|f| FieldGrant { field: f.name.clone(), treatment: Treatment::Clear })
+                .map(|f| FieldGrant {
+                    field: f.name.clone(),
+                    treatment: Treatment::Clear,
+                })
                 .collect();
             let now = Utc::now();
-            for (purpose, scope) in [("ALL", RowScope::default()), ("CTY", RowScope { regions: Some(vec![county.clone()]), subjects: None })] {
+            for (purpose, scope) in [
+                ("ALL", RowScope::default()),
+                (
+                    "CTY",
+                    RowScope {
+                        regions: Some(vec![county.clone()]),
+                        subjects: None,
+                    },
+                ),
+            ] {
                 let r = GrantRequest {
                     consumer_dept: "D".into(),
                     users: vec![],
@@ -79,41 +123,74 @@ fn secured(c: &mut Criterion) {
     let (engine, county) = setup(dir.path(), n);
     let all = engine.session("u", "ALL").expect("session");
     let cty = engine.session("u", "CTY").expect("session");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("rt");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("rt");
     let raw = SessionContext::new();
     let data = dir.path().join("datasets/person/data");
-    rt.block_on(raw.register_parquet("person", data.to_str().expect("utf8"), ParquetReadOptions::default())).expect("register");
-    let run_raw = |q: &str| rt.block_on(async { raw.sql(q).await.expect("plan").collect().await.expect("run") });
+    rt.block_on(raw.register_parquet(
+        "person",
+        data.to_str().expect("utf8"),
+        ParquetReadOptions::default(),
+    ))
+    .expect("register");
+    let run_raw = |q: &str| {
+        rt.block_on(async {
+            raw.sql(q)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run")
+        })
+    };
 
-    let q1 = "SELECT sex_code, count(*), min(birth_date), max(birth_date) FROM person GROUP BY sex_code";
+    let q1 =
+        "SELECT sex_code, count(*), min(birth_date), max(birth_date) FROM person GROUP BY sex_code";
     let q2 = "SELECT citizen_id, name, hukou_address FROM person WHERE birth_date >= DATE '2000-01-01' AND sex_code = '2'";
     let q3 = "SELECT sex_code, count(*) FROM person GROUP BY sex_code";
-    let q3_raw = format!("SELECT sex_code, count(*) FROM person WHERE hukou_region_code = '{county}' GROUP BY sex_code");
+    let q3_raw = format!(
+        "SELECT sex_code, count(*) FROM person WHERE hukou_region_code = '{county}' GROUP BY sex_code"
+    );
     let q0 = "SELECT citizen_id FROM person WHERE 1 = 0";
     // Same answers, or the comparison means nothing.
-    assert_eq!(all.sql(q2).expect("q2").num_rows(), run_raw(q2).iter().map(|b| b.num_rows()).sum::<usize>());
+    assert_eq!(
+        all.sql(q2).expect("q2").num_rows(),
+        run_raw(q2).iter().map(|b| b.num_rows()).sum::<usize>()
+    );
 
     let mut g = c.benchmark_group(format!("full_scan_aggregate/{n}"));
     g.sample_size(10);
-    g.bench_function("secured", |b| b.iter(|| black_box(all.sql(q1).expect("q1"))));
+    g.bench_function("secured", |b| {
+        b.iter(|| black_box(all.sql(q1).expect("q1")))
+    });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q1))));
     g.finish();
 
     let mut g = c.benchmark_group(format!("filter_project/{n}"));
     g.sample_size(10);
-    g.bench_function("secured", |b| b.iter(|| black_box(all.sql(q2).expect("q2"))));
+    g.bench_function("secured", |b| {
+        b.iter(|| black_box(all.sql(q2).expect("q2")))
+    });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q2))));
     g.finish();
 
     let mut g = c.benchmark_group(format!("county_scope/{n}"));
     g.sample_size(20);
-    g.bench_function("secured_county_grant", |b| b.iter(|| black_box(cty.sql(q3).expect("q3"))));
-    g.bench_function("raw_where_county", |b| b.iter(|| black_box(run_raw(&q3_raw))));
+    g.bench_function("secured_county_grant", |b| {
+        b.iter(|| black_box(cty.sql(q3).expect("q3")))
+    });
+    g.bench_function("raw_where_county", |b| {
+        b.iter(|| black_box(run_raw(&q3_raw)))
+    });
     g.bench_function("raw_full_table", |b| b.iter(|| black_box(run_raw(q3))));
     g.finish();
 
     let mut g = c.benchmark_group("planning");
-    g.bench_function("secured", |b| b.iter(|| black_box(all.sql(q0).expect("q0"))));
+    g.bench_function("secured", |b| {
+        b.iter(|| black_box(all.sql(q0).expect("q0")))
+    });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q0))));
     g.finish();
 }

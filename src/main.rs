@@ -1135,10 +1135,170 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
             chrono_today()
         )?
     );
+    access_demo(dir, &store, county)?;
     println!(
-        "\nDone. Explore with: govshare --store {} catalog show person | versions person | lookup person {key}",
+        "\nDone. Explore with: govshare --store {} catalog show person | versions person | grant list | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
         dir.display()
     );
+    Ok(())
+}
+
+/// Step 7 of the demo: departments, users, grants, and the same queries as three principals.
+fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<(), Error> {
+    step(
+        "7. Access control: departments, real-name users, grants — the same queries as three principals",
+    );
+    let now = chrono::Utc::now();
+    let province = format!("{}0000", &county[..2]);
+    store.writer()?.update_policy(
+        "demo",
+        "departments, users and grants of the demo",
+        |p, c| {
+            for (code, name, region) in [
+                ("PLAT", "省大数据中心", province.as_str()),
+                ("PSB", "省公安厅", province.as_str()),
+                ("AMR", "省市场监督管理局", province.as_str()),
+                ("CIVIL", "省民政厅", province.as_str()),
+                ("HRSS", "县人力资源和社会保障局", county),
+                ("TAX", "省税务局", province.as_str()),
+            ] {
+                p.upsert_department(Department {
+                    code: code.into(),
+                    name: name.into(),
+                    region: region.into(),
+                    status: PrincipalStatus::Active,
+                })?;
+            }
+            for (id, name, dept, role) in [
+                ("admin", "周平台", "PLAT", Role::PlatformAdmin),
+                ("psb_appr", "赵审批", "PSB", Role::ProviderApprover),
+                ("amr_appr", "钱审批", "AMR", Role::ProviderApprover),
+                ("zhang", "张民政", "CIVIL", Role::Consumer),
+                ("li", "李人社", "HRSS", Role::Consumer),
+                ("wang", "王税务", "TAX", Role::Consumer),
+            ] {
+                p.upsert_user(User {
+                    id: id.into(),
+                    name: name.into(),
+                    department: dept.into(),
+                    roles: vec![role],
+                    status: PrincipalStatus::Active,
+                })?;
+            }
+            let grant = |dept: &str,
+                         dataset: &str,
+                         purpose: &str,
+                         text: &str,
+                         fields: &[(&str, Option<MaskKind>)],
+                         regions: Option<Vec<String>>| GrantRequest {
+                consumer_dept: dept.into(),
+                users: vec![],
+                dataset: dataset.into(),
+                fields: fields
+                    .iter()
+                    .map(|(f, m)| FieldGrant {
+                        field: f.to_string(),
+                        treatment: m.map_or(Treatment::Clear, Treatment::Masked),
+                    })
+                    .collect(),
+                purpose_code: purpose.into(),
+                purpose_text: text.into(),
+                scope: RowScope {
+                    regions,
+                    subjects: None,
+                },
+                modes: vec![Mode::Query],
+                valid_from: now,
+                valid_until: now + chrono::Duration::days(365),
+            };
+            let ident = [
+                ("citizen_id", None),
+                ("name", None),
+                ("birth_date", None),
+                ("hukou_region_code", None),
+                ("hukou_address", None),
+                ("mobile_phone", Some(MaskKind::Phone)),
+            ];
+            p.decide_request(
+                c,
+                grant(
+                    "CIVIL",
+                    "person",
+                    "P01",
+                    "最低生活保障资格审核",
+                    &ident,
+                    Some(vec![province.clone()]),
+                ),
+                "psb_appr",
+                true,
+                "",
+                now,
+            )?;
+            let masked = [
+                ("citizen_id", Some(MaskKind::CitizenId)),
+                ("name", Some(MaskKind::Name)),
+                ("birth_date", Some(MaskKind::DateToYear)),
+                ("hukou_region_code", None),
+                ("hukou_address", Some(MaskKind::Address)),
+                ("mobile_phone", Some(MaskKind::Phone)),
+            ];
+            p.decide_request(
+                c,
+                grant(
+                    "HRSS",
+                    "person",
+                    "P02",
+                    "就业登记核查",
+                    &masked,
+                    Some(vec![county.to_string()]),
+                ),
+                "psb_appr",
+                true,
+                "",
+                now,
+            )?;
+            p.grant_on_request(
+                c,
+                grant(
+                    "TAX",
+                    "legal_entity",
+                    "P03",
+                    "税务登记比对",
+                    &[
+                        ("uscc", None),
+                        ("org_name", None),
+                        ("registered_capital", None),
+                        ("domicile_region_code", None),
+                    ],
+                    None,
+                ),
+                "admin",
+                now,
+            )?;
+            Ok(())
+        },
+    )?;
+    println!(
+        "zhang (省民政厅, P01): person in province {province}, identity in clear, phone masked"
+    );
+    println!("li    (县人社局, P02):  person in county {county}, identity masked");
+    println!("wang  (省税务局, P03):  legal_entity only");
+    let engine = govshare_core::Engine::open(dir)?;
+    let queries = [
+        "SELECT citizen_id, name, birth_date, hukou_address, mobile_phone FROM person ORDER BY citizen_id LIMIT 3",
+        "SELECT count(*) AS persons FROM person",
+        "SELECT marital_status_code FROM person LIMIT 1",
+    ];
+    for q in queries {
+        println!("\n$ {q}");
+        for (user, purpose) in [("zhang", "P01"), ("li", "P02"), ("wang", "P03")] {
+            print!("-- as {user}/{purpose}: ");
+            match engine.session(user, purpose).and_then(|s| s.sql(q)) {
+                Ok(r) => println!("\n{}", arrow_pretty(&r.batches)?),
+                Err(e) => println!("{e}"),
+            }
+        }
+    }
     Ok(())
 }
 

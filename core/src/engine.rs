@@ -204,10 +204,7 @@ impl Session {
             .collect())
     }
 
-    fn context(
-        &self,
-        decision: &Decision,
-    ) -> Result<(SessionContext, SecuredTables)> {
+    fn context(&self, decision: &Decision) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, &decision.department);
         let config = SessionConfig::new()

@@ -104,7 +104,7 @@ pub fn mask_str(mask: MaskKind, v: &str) -> String {
                         best = Some(cut);
                     }
                 }
-                if i > 60 {
+                if i > 240 {
                     break;
                 }
             }
@@ -195,6 +195,14 @@ mod tests {
             "北京市朝阳区"
         );
         assert_eq!(mask_str(MaskKind::Address, "某地某路1号"), "***");
+        // Long names (autonomous regions and prefectures) are kept whole down to the county.
+        assert_eq!(
+            mask_str(
+                MaskKind::Address,
+                "新疆维吾尔自治区克孜勒苏柯尔克孜自治州阿图什市人民路5号"
+            ),
+            "新疆维吾尔自治区克孜勒苏柯尔克孜自治州阿图什市"
+        );
     }
 
     #[test]
