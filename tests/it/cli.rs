@@ -123,3 +123,162 @@ fn errors_are_messages_with_exit_codes_not_panics() {
     let o = govshare(&store, &["lookup", "person", "110105194912310021"]);
     assert_eq!(o.status.code(), Some(3));
 }
+
+#[test]
+fn access_control_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    ok(&govshare(&store, &["init"]));
+    ok(&govshare(
+        &store,
+        &[
+            "generate",
+            "--persons",
+            "1000",
+            "--entities",
+            "0",
+            "--out",
+            data.to_str().expect("p"),
+        ],
+    ));
+    ok(&govshare(
+        &store,
+        &[
+            "load",
+            "person",
+            data.join("person.csv").to_str().expect("p"),
+        ],
+    ));
+    for args in [
+        vec![
+            "dept",
+            "add",
+            "PSB",
+            "省公安厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "dept",
+            "add",
+            "CIVIL",
+            "民政厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "appr",
+            "赵审批",
+            "--dept",
+            "PSB",
+            "--roles",
+            "provider-approver",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "civ",
+            "张民政",
+            "--dept",
+            "CIVIL",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "approve",
+            "--by",
+            "appr",
+            "--dept",
+            "CIVIL",
+            "--dataset",
+            "person",
+            "--fields",
+            "citizen_id:citizen_id,sex_code",
+            "--purpose",
+            "P01",
+            "--purpose-text",
+            "低保审核",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let out = ok(&govshare(
+        &store,
+        &[
+            "sql",
+            "--user",
+            "civ",
+            "--purpose",
+            "P01",
+            "SELECT citizen_id FROM person LIMIT 2",
+        ],
+    ));
+    assert!(
+        out.contains("********") && out.contains("(2 rows)"),
+        "{out}"
+    );
+    let o = govshare(
+        &store,
+        &[
+            "sql",
+            "--user",
+            "civ",
+            "--purpose",
+            "P01",
+            "SELECT name FROM person",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "access denied has its own exit code"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("person.name"));
+    let o = govshare(
+        &store,
+        &[
+            "grant",
+            "request",
+            "--by",
+            "appr",
+            "--dept",
+            "CIVIL",
+            "--dataset",
+            "person",
+            "--fields",
+            "marital_status_code",
+            "--purpose",
+            "P01",
+            "--purpose-text",
+            "x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5));
+    ok(&govshare(
+        &store,
+        &["dept", "suspend", "CIVIL", "--by", "root"],
+    ));
+    let o = govshare(
+        &store,
+        &[
+            "sql",
+            "--user",
+            "civ",
+            "--purpose",
+            "P01",
+            "SELECT count(*) FROM person",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5));
+    assert!(ok(&govshare(&store, &["grant", "list"])).contains("低保审核"));
+}
