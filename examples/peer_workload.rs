@@ -1,0 +1,212 @@
+//! The peers' workload (`../shared/peers/run_peers.py`) on govshare, with access control on,
+//! over the peers' own Parquet file — for side-by-side numbers with DuckDB and PostgreSQL.
+//!
+//! ```sh
+//! cargo run --release --example peer_workload -- DATA_DIR [REPEATS]
+//! ```
+//! Loads `DATA_DIR/person.parquet` into `DATA_DIR/govshare-store` (once), reclassifies
+//! `marital_status_code` to conditional (the peers' q5 filters on it; in govshare's catalog it
+//! is not shared, so a coordinator's reclassification is what a real deployment would need),
+//! grants two principals the peers' "secured" shape — citizen_id, name and mobile_phone masked,
+//! sex_code, birth_date, hukou_region_code, education_code, marital_status_code clear — one
+//! national, one scoped to county `SCOPE_COUNTY` (default 451425), and prints the median of
+//! REPEATS warm runs per query, like `run_peers.py`.
+
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
+use govshare_core::ingest::{LoadOptions, Source};
+use govshare_core::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
+use govshare_core::{Engine, Store};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let data = std::path::PathBuf::from(
+        args.get(1)
+            .ok_or("usage: peer_workload DATA_DIR [REPEATS]")?,
+    );
+    let repeats: usize = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(5);
+    let county = std::env::var("SCOPE_COUNTY").unwrap_or_else(|_| "451425".into());
+    let root = data.join("govshare-store");
+    let store = Store::init(&root)?;
+    if store.current_version("person")? == 0 {
+        let t = Instant::now();
+        let r = store.writer()?.load(
+            "person",
+            Source::Parquet(data.join("person.parquet")),
+            &LoadOptions::default(),
+        )?;
+        println!(
+            "loaded {} rows ({} rejected) in {:.1}s: {:.0} rows/s",
+            r.manifest.live_rows,
+            r.manifest.handover.rows_rejected,
+            t.elapsed().as_secs_f64(),
+            r.manifest.live_rows as f64 / t.elapsed().as_secs_f64()
+        );
+        let mut catalog = store.catalog()?;
+        let person = catalog
+            .datasets
+            .get_mut("person")
+            .ok_or("no person dataset")?;
+        for f in &mut person.fields {
+            if f.name == "marital_status_code" {
+                f.share = ShareType::Conditional;
+            }
+        }
+        let file = CatalogFile {
+            datasets: vec![person.clone()],
+            code_tables: Default::default(),
+        };
+        store.writer()?.apply_catalog(
+            file,
+            "coordinator",
+            "reclassify marital_status_code for the benchmark",
+        )?;
+        store
+            .writer()?
+            .update_policy("bench", "peer principals", |p, c| {
+                for (code, name) in [("PSB", "省公安厅"), ("D", "consumer")] {
+                    p.upsert_department(Department {
+                        code: code.into(),
+                        name: name.into(),
+                        region: "450000".into(),
+                        status: PrincipalStatus::Active,
+                    })?;
+                }
+                p.upsert_user(User {
+                    id: "appr".into(),
+                    name: "appr".into(),
+                    department: "PSB".into(),
+                    roles: vec![Role::ProviderApprover],
+                    status: PrincipalStatus::Active,
+                })?;
+                p.upsert_user(User {
+                    id: "u".into(),
+                    name: "u".into(),
+                    department: "D".into(),
+                    roles: vec![Role::Consumer],
+                    status: PrincipalStatus::Active,
+                })?;
+                let mut fields: Vec<FieldGrant> = [
+                    "sex_code",
+                    "birth_date",
+                    "hukou_region_code",
+                    "education_code",
+                    "marital_status_code",
+                ]
+                .iter()
+                .map(|f| FieldGrant {
+                    field: f.to_string(),
+                    treatment: Treatment::Clear,
+                })
+                .collect();
+                for (f, m) in [
+                    ("citizen_id", MaskKind::CitizenId),
+                    ("name", MaskKind::Name),
+                    ("mobile_phone", MaskKind::Phone),
+                ] {
+                    fields.push(FieldGrant {
+                        field: f.into(),
+                        treatment: Treatment::Masked(m),
+                    });
+                }
+                let now = Utc::now();
+                for (purpose, regions) in [("ALL", None), ("COUNTY", Some(vec![county.clone()]))] {
+                    let r = GrantRequest {
+                        consumer_dept: "D".into(),
+                        users: vec![],
+                        dataset: "person".into(),
+                        fields: fields.clone(),
+                        purpose_code: purpose.into(),
+                        purpose_text: "peer workload".into(),
+                        scope: RowScope {
+                            regions,
+                            subjects: None,
+                        },
+                        modes: vec![Mode::Query],
+                        valid_from: now - Duration::days(1),
+                        valid_until: now + Duration::days(30),
+                    };
+                    p.decide_request(c, r, "appr", true, "", now)?;
+                }
+                Ok(())
+            })?;
+    }
+    let engine = Engine::open(&root)?;
+    let all = engine.session("u", "ALL")?;
+    let cty = engine.session("u", "COUNTY")?;
+    let queries = [
+        (
+            "q1_full_agg",
+            &all,
+            "SELECT substr(hukou_region_code,1,2) AS prov, sex_code, count(*) AS n, min(birth_date) AS oldest FROM person GROUP BY 1,2",
+        ),
+        (
+            "q2_filter_project",
+            &all,
+            "SELECT citizen_id, name, birth_date FROM person WHERE birth_date BETWEEN DATE '1990-01-01' AND DATE '1990-01-31' AND sex_code = '2'",
+        ),
+        (
+            "q3_scoped_agg",
+            &cty,
+            "SELECT education_code, count(*) AS n FROM person GROUP BY 1",
+        ),
+        (
+            "q5_scoped_masked_list",
+            &cty,
+            "SELECT citizen_id, name, mobile_phone FROM person WHERE marital_status_code = '20'",
+        ),
+    ];
+    for (name, session, sql) in queries {
+        session.sql(sql)?; // warm
+        let mut times = Vec::with_capacity(repeats);
+        let mut rows = 0;
+        for _ in 0..repeats {
+            let t = Instant::now();
+            rows = session.sql(sql)?.num_rows();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{:9} {:8} {name:24} {:10.2} ms  rows={rows}",
+            "govshare",
+            "secured",
+            times[times.len() / 2]
+        );
+    }
+    // The point lookup through the key index (what the peers' secured views cannot do without
+    // a clear key): key → row id → one row, as the administrative read.
+    let snap = store.snapshot("person")?;
+    let key = {
+        let b = snap.read(
+            Some(&[12345u32].into_iter().collect()),
+            Some(&["citizen_id"]),
+        )?;
+        arrow::array::AsArray::as_string::<i32>(b[0].column(0))
+            .value(0)
+            .to_string()
+    };
+    let mut times = Vec::new();
+    for _ in 0..repeats.max(5) {
+        let t = Instant::now();
+        let id = snap.lookup(&key)?.ok_or("key")?;
+        let rows = snap.read(
+            Some(&[id].into_iter().collect()),
+            Some(&["name", "hukou_region_code"]),
+        )?;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{:9} {:8} {:24} {:10.2} ms  rows=1",
+        "govshare",
+        "keyindex",
+        "q4_point",
+        times[times.len() / 2]
+    );
+    Ok(())
+}
