@@ -236,8 +236,18 @@ impl Session {
         Ok((ctx, tables))
     }
 
-    /// Run one SQL query under the current policy.
+    /// Run one SQL query under the current policy and collect its result.
     pub fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let stream = self.sql_stream(sql)?;
+        let schema = stream.schema();
+        let batches = stream.collect::<Result<Vec<_>>>()?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Plan one SQL query under the current policy and return its result as a stream of
+    /// batches (an Arrow `RecordBatchReader`), for results too large to collect. Access is
+    /// decided before the first batch; the stream holds the query's context until dropped.
+    pub fn sql_stream(&self, sql: &str) -> Result<QueryStream> {
         let decision = self.decision()?;
         let (ctx, _tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog()?;
@@ -258,12 +268,66 @@ impl Session {
                 .map_err(|e| translate(e, &catalog, &decision))?;
             refuse_plan(df.logical_plan())?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df
-                .collect()
+            let stream = df
+                .execute_stream()
                 .await
                 .map_err(|e| translate(e, &catalog, &decision))?;
-            Ok(QueryResult { schema, batches })
+            Ok(QueryStream {
+                engine: self.engine.clone(),
+                schema,
+                stream,
+            })
         })
+    }
+}
+
+/// The batches of a running query; implements `Iterator` and arrow's `RecordBatchReader`.
+pub struct QueryStream {
+    engine: Engine,
+    schema: SchemaRef,
+    stream: datafusion::execution::SendableRecordBatchStream,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueryStream({:?})", self.schema)
+    }
+}
+
+impl QueryStream {
+    /// The result schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Iterator for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures::StreamExt;
+        let next = self.engine.inner.runtime.block_on(self.stream.next())?;
+        Some(next.map_err(|e| Error::invalid(e.to_string())))
+    }
+}
+
+impl Iterator for QueryStreamArrow {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next()
+            .map(|r| r.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))))
+    }
+}
+
+/// A [`QueryStream`] seen as arrow's `RecordBatchReader` (errors as `ArrowError`), ready for
+/// the Arrow C stream interface.
+pub struct QueryStreamArrow(pub QueryStream);
+
+impl arrow::array::RecordBatchReader for QueryStreamArrow {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema.clone()
     }
 }
 

@@ -360,3 +360,36 @@ fn pseudonyms_cannot_be_joined_across_departments_and_nothing_is_shared_between_
     }
     assert_ne!(ca, cb);
 }
+
+#[test]
+fn streamed_results_equal_collected_results_and_read_as_arrow() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    approve(
+        &store,
+        request(
+            "A",
+            "person",
+            &[
+                ("citizen_id", Treatment::Masked(MaskKind::CitizenId)),
+                ("sex_code", Treatment::Clear),
+            ],
+        ),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("s");
+    let q = "SELECT citizen_id, sex_code FROM person";
+    let collected = render(&s.sql(q).expect("sql").batches);
+    let reader = govshare_core::engine::QueryStreamArrow(s.sql_stream(q).expect("stream"));
+    let schema = arrow::array::RecordBatchReader::schema(&reader);
+    assert_eq!(schema.field(0).name(), "citizen_id");
+    let streamed: Vec<_> = reader.map(|b| b.expect("batch")).collect();
+    assert_eq!(render(&streamed), collected);
+    assert_eq!(collected.len(), 500);
+    // Access is decided before the first batch: a denied query fails at once.
+    assert!(matches!(
+        s.sql_stream("SELECT name FROM person"),
+        Err(Error::AccessDenied(_))
+    ));
+}
