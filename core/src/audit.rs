@@ -193,7 +193,7 @@ fn prev_segment_head(segs: &[(u64, PathBuf)]) -> Result<String> {
     let line = data
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .last()
+        .next_back()
         .unwrap_or_default();
     parse_line(line)
         .map(|(h, _)| h)
