@@ -192,8 +192,7 @@ fn prev_segment_head(segs: &[(u64, PathBuf)]) -> Result<String> {
     let data = std::fs::read(p).at(p)?;
     let line = data
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .next_back()
+        .rfind(|l| !l.is_empty())
         .unwrap_or_default();
     parse_line(line)
         .map(|(h, _)| h)
