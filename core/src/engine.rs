@@ -31,7 +31,13 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 
+use std::time::Instant;
+
+use datafusion::execution::SendableRecordBatchStream;
+
+use crate::audit::AuditLog;
 use crate::catalog::Catalog;
+use crate::policy::Treatment;
 use crate::error::{Error, Result};
 use crate::masks::department_key;
 use crate::policy::{Decision, Mode, how_to_obtain};
@@ -47,6 +53,7 @@ pub struct Engine {
 
 struct EngineInner {
     store: Store,
+    audit: Arc<AuditLog>,
     runtime: tokio::runtime::Runtime,
     secret: [u8; 32],
 }
@@ -81,6 +88,7 @@ impl Engine {
     pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
         let store = Store::open(path)?;
         let secret = store.secret()?;
+        let audit = store.audit()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("govshare")
@@ -92,6 +100,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 store,
+                audit,
                 runtime,
                 secret,
             }),
@@ -248,13 +257,65 @@ impl Session {
     /// batches (an Arrow `RecordBatchReader`), for results too large to collect. Access is
     /// decided before the first batch; the stream holds the query's context until dropped.
     pub fn sql_stream(&self, sql: &str) -> Result<QueryStream> {
+        let started = Instant::now();
+        let audit = &self.engine.inner.audit;
+        match self.plan(sql) {
+            Ok((decision, tables, schema, stream)) => {
+                let datasets: serde_json::Map<String, serde_json::Value> = tables
+                    .iter()
+                    .map(|(name, t)| {
+                        let access = &decision.datasets[name];
+                        (
+                            name.clone(),
+                            serde_json::json!({
+                                "grant": access.grant_id,
+                                "version": t.snapshot().version(),
+                                "fields": access.fields.iter().map(|(f, tr)| match tr {
+                                    Treatment::Clear => f.clone(),
+                                    Treatment::Masked(m) => format!("{f}:{m:?}"),
+                                }).collect::<Vec<_>>(),
+                            }),
+                        )
+                    })
+                    .collect();
+                // Durable before the caller can pull a single batch; no record, no results.
+                let seq = audit.append(
+                    "query",
+                    &self.user,
+                    serde_json::json!({
+                        "sql": sql,
+                        "purpose": self.purpose,
+                        "department": decision.department,
+                        "datasets": datasets,
+                        "outcome": "allowed",
+                    }),
+                )?;
+                let digest = arrow::ipc::writer::StreamWriter::try_new(HashWriter(blake3::Hasher::new()), &schema)?;
+                Ok(QueryStream {
+                    engine: self.engine.clone(),
+                    schema,
+                    stream,
+                    audit: Some(QueryAudit { seq, user: self.user.clone(), tables, started, rows: 0, digest }),
+                })
+            }
+            Err(e) => {
+                let kind = if matches!(e, Error::AccessDenied(_)) { "denied" } else { "failed" };
+                audit.append(
+                    "query",
+                    &self.user,
+                    serde_json::json!({ "sql": sql, "purpose": self.purpose, "outcome": kind, "reason": e.to_string() }),
+                )?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Decide, build the context, check and plan `sql`, start execution.
+    fn plan(&self, sql: &str) -> Result<(Decision, SecuredTables, SchemaRef, SendableRecordBatchStream)> {
         let decision = self.decision()?;
-        let (ctx, _tables) = self.context(&decision)?;
+        let (ctx, tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog()?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let stmt = ctx
             .state()
             .sql_to_statement(sql, &Dialect::Generic)
@@ -268,15 +329,8 @@ impl Session {
                 .map_err(|e| translate(e, &catalog, &decision))?;
             refuse_plan(df.logical_plan())?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let stream = df
-                .execute_stream()
-                .await
-                .map_err(|e| translate(e, &catalog, &decision))?;
-            Ok(QueryStream {
-                engine: self.engine.clone(),
-                schema,
-                stream,
-            })
+            let stream = df.execute_stream().await.map_err(|e| translate(e, &catalog, &decision))?;
+            Ok((decision, tables, schema, stream))
         })
     }
 }
@@ -285,7 +339,86 @@ impl Session {
 pub struct QueryStream {
     engine: Engine,
     schema: SchemaRef,
-    stream: datafusion::execution::SendableRecordBatchStream,
+    stream: SendableRecordBatchStream,
+    audit: Option<QueryAudit>,
+}
+
+/// What the completion record of a query needs, gathered while it streams.
+struct QueryAudit {
+    seq: u64,
+    user: String,
+    tables: SecuredTables,
+    started: Instant,
+    rows: u64,
+    digest: arrow::ipc::writer::StreamWriter<HashWriter>,
+}
+
+/// Hashes what is written to it (the result's Arrow IPC encoding, for the result digest).
+struct HashWriter(blake3::Hasher);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl QueryStream {
+    /// Append the completion record: rows, result digest, duration, and the subjects read —
+    /// per dataset, the row ids the secured scan emitted, kept as a roaring bitmap file whose
+    /// digest is on the chain.
+    fn finish(&mut self, outcome: &str) -> Result<()> {
+        let Some(mut a) = self.audit.take() else { return Ok(()) };
+        a.digest.finish()?;
+        let digest = a.digest.into_inner()?.0.finalize().to_hex().to_string();
+        let store = self.engine.store();
+        let dir = store.root().join("audit").join("subjects");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
+        let mut subjects = serde_json::Map::new();
+        for (name, t) in &a.tables {
+            let read = t.emitted();
+            if read.is_empty() {
+                continue;
+            }
+            let file = format!("q{}-{name}.bm", a.seq);
+            let mut bytes = Vec::with_capacity(read.serialized_size());
+            read.serialize_into(&mut bytes).map_err(|e| Error::Io { path: dir.join(&file), source: e })?;
+            crate::store::write_durable(&dir.join(&file), &bytes)?;
+            subjects.insert(
+                name.clone(),
+                serde_json::json!({
+                    "version": t.snapshot().version(),
+                    "rows_read": read.len(),
+                    "bitmap": file,
+                    "bitmap_blake3": blake3::hash(&bytes).to_hex().to_string(),
+                }),
+            );
+        }
+        self.engine.inner.audit.append(
+            "query_end",
+            &a.user,
+            serde_json::json!({
+                "query": a.seq,
+                "outcome": outcome,
+                "rows": a.rows,
+                "result_blake3": digest,
+                "duration_ms": a.started.elapsed().as_secs_f64() * 1000.0,
+                "subjects": subjects,
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        // A stream dropped before its end still gets its completion record; an error here has
+        // nobody left to report to, and the opening record is already durable.
+        let _ = self.finish("abandoned");
+    }
 }
 
 impl std::fmt::Debug for QueryStream {
@@ -306,8 +439,23 @@ impl Iterator for QueryStream {
 
     fn next(&mut self) -> Option<Self::Item> {
         use futures::StreamExt;
-        let next = self.engine.inner.runtime.block_on(self.stream.next())?;
-        Some(next.map_err(|e| Error::invalid(e.to_string())))
+        match self.engine.inner.runtime.block_on(self.stream.next()) {
+            Some(Ok(batch)) => {
+                if let Some(a) = self.audit.as_mut() {
+                    a.rows += batch.num_rows() as u64;
+                    if let Err(e) = a.digest.write(&batch) {
+                        return Some(Err(e.into()));
+                    }
+                }
+                Some(Ok(batch))
+            }
+            Some(Err(e)) => {
+                let _ = self.finish("failed");
+                Some(Err(Error::invalid(e.to_string())))
+            }
+            // End of results: the completion record must be written, or the caller hears why.
+            None => self.finish("completed").err().map(Err),
+        }
     }
 }
 

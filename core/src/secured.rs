@@ -81,6 +81,8 @@ struct Inner {
     schema: SchemaRef,
     rows: RoaringBitmap,
     pseudonym_key: [u8; 32],
+    /// Row ids this table's scans have emitted: the subjects "read" (see `engine`).
+    emitted: std::sync::Mutex<RoaringBitmap>,
 }
 
 impl SecuredTable {
@@ -120,13 +122,24 @@ impl SecuredTable {
                 schema: Arc::new(Schema::new(fields)),
                 rows,
                 pseudonym_key,
+                emitted: std::sync::Mutex::new(RoaringBitmap::new()),
             }),
         })
     }
 
-    /// Rows in scope (for the audit of subjects read, and tests).
+    /// Rows in scope (for tests and reports).
     pub fn scope_len(&self) -> u64 {
         self.inner.rows.len()
+    }
+
+    /// The row ids the scans of this table emitted so far.
+    pub fn emitted(&self) -> RoaringBitmap {
+        self.inner.emitted.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// The data version read.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.inner.snapshot
     }
 }
 
@@ -309,6 +322,16 @@ impl ExecutionPlan for SecuredScanExec {
         let key = inner.pseudonym_key;
         let out_schema = schema.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
+        // The reader yields the file's selected rows in row-id order, so the k-th row emitted
+        // is the k-th id of (scope ∩ file − deletions).
+        let meta = &inner.snapshot.manifest().files[file];
+        let end = (meta.row_base as u64 + meta.rows).min(u32::MAX as u64) as u32;
+        let mut ids = {
+            let mut sel: RoaringBitmap = inner.rows.range(meta.row_base..end).collect();
+            sel -= inner.snapshot.deleted().map_err(|e| DataFusionError::External(Box::new(e)))?;
+            sel.into_iter()
+        };
+        let collector = inner.clone();
         let iter = reader.into_iter().flatten().map_while(move |b| {
             if remaining == 0 {
                 return None;
@@ -318,6 +341,9 @@ impl ExecutionPlan for SecuredScanExec {
                 let n = b.num_rows().min(remaining);
                 let b = b.slice(0, n);
                 remaining -= n;
+                if let Ok(mut e) = collector.emitted.lock() {
+                    e.extend(ids.by_ref().take(n));
+                }
                 let cols: Vec<ArrayRef> = if no_cols {
                     Vec::new()
                 } else {

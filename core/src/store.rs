@@ -437,6 +437,28 @@ impl Store {
         }
     }
 
+    /// The store's audit trail (one open log per store and process, shared by every engine
+    /// and writer, so appends are group-committed together).
+    pub fn audit(&self) -> Result<Arc<crate::audit::AuditLog>> {
+        use std::sync::Weak;
+        static OPEN: Mutex<Vec<(PathBuf, Weak<crate::audit::AuditLog>)>> = Mutex::new(Vec::new());
+        let dir = self.root.join("audit");
+        let key = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut open = OPEN.lock().map_err(|_| Error::Corrupt("audit registry poisoned".into()))?;
+        open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(log) = open.iter().find(|(k, _)| k == &key).and_then(|(_, w)| w.upgrade()) {
+            return Ok(log);
+        }
+        let log = Arc::new(crate::audit::AuditLog::open(dir)?);
+        open.push((key, Arc::downgrade(&log)));
+        Ok(log)
+    }
+
+    /// Append an administrative record (who did what) to the audit trail.
+    pub(crate) fn record(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<u64> {
+        self.audit()?.append(kind, actor, body)
+    }
+
     pub(crate) fn dataset_dir(&self, dataset: &str) -> PathBuf {
         self.root.join("datasets").join(dataset)
     }
@@ -574,6 +596,11 @@ impl Writer<'_> {
             catalog,
         };
         chain.commit(version, &cv)?;
+        self.store.record(
+            "catalog",
+            author,
+            serde_json::json!({ "catalog_version": version, "note": note, "changes": cv.changes }),
+        )?;
         Ok(cv)
     }
 
@@ -610,7 +637,14 @@ impl Writer<'_> {
         let chain = self.store.policy_chain();
         let mut policy = self.store.policy()?;
         let catalog = self.store.catalog()?;
-        let out = f(&mut policy, &catalog)?;
+        let out = match f(&mut policy, &catalog) {
+            Ok(o) => o,
+            Err(e) => {
+                // Refused administrative acts are decisions too.
+                self.store.record("policy_denied", author, serde_json::json!({ "note": note, "reason": e.to_string() }))?;
+                return Err(e);
+            }
+        };
         let version = chain.current()? + 1;
         chain.commit(
             version,
@@ -622,6 +656,7 @@ impl Writer<'_> {
                 policy,
             },
         )?;
+        self.store.record("policy", author, serde_json::json!({ "policy_version": version, "note": note }))?;
         Ok(out)
     }
 
@@ -635,7 +670,19 @@ impl Writer<'_> {
                 manifest.version
             )));
         }
-        chain.commit(manifest.version, manifest)
+        chain.commit(manifest.version, manifest)?;
+        self.store.record(
+            "load",
+            &manifest.handover.handover_person,
+            serde_json::json!({
+                "dataset": manifest.dataset.name,
+                "version": manifest.version,
+                "operation": manifest.operation,
+                "live_rows": manifest.live_rows,
+                "handover": manifest.handover,
+            }),
+        )?;
+        Ok(())
     }
 
     /// Remove all but the newest `keep` versions of `dataset` (at least 1), and every file no
@@ -668,6 +715,11 @@ impl Writer<'_> {
         for sub in ["data", "deletes", "index"] {
             report.files_removed += remove_unreferenced(&dir, &dir.join(sub), &referenced)?;
         }
+        self.store.record(
+            "vacuum",
+            "govshare",
+            serde_json::json!({ "dataset": dataset, "versions_removed": report.versions_removed, "files_removed": report.files_removed }),
+        )?;
         Ok(report)
     }
 }
