@@ -179,6 +179,11 @@ enum Command {
         /// The query.
         query: String,
     },
+    /// The audit trail: verify, tail, checkpoint, who-accessed.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
     /// Guided tour: build a store with synthetic data and show what govshare does.
     Demo {
         /// Persons to generate.
@@ -190,6 +195,29 @@ enum Command {
         /// Where the demo store is built (recreated on each run).
         #[arg(long, default_value = "govshare-demo")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain; report the first altered, missing, reordered or truncated record.
+    Verify {
+        /// A checkpoint file kept from `audit checkpoint` (JSON).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// The last records.
+    Tail {
+        /// How many.
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+    },
+    /// Print the chain head as JSON, for an external party to keep.
+    Checkpoint,
+    /// Every department, time and purpose whose query read this citizen ID or USCC.
+    WhoAccessed {
+        /// The subject's key.
+        key: String,
     },
 }
 
@@ -546,11 +574,94 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", arrow_pretty(&r.batches)?);
             println!("({} rows)", r.num_rows());
         }
+        Command::Audit { action } => audit_cmd(&cli.store, action)?,
         Command::Demo {
             persons,
             entities,
             dir,
         } => demo(&dir, persons, entities)?,
+    }
+    Ok(())
+}
+
+fn audit_cmd(store: &Path, action: AuditCmd) -> Result<(), Error> {
+    use govshare_core::audit::{Checkpoint, Verdict, verify};
+    let s = Store::open(store)?;
+    let dir = s.root().join("audit");
+    match action {
+        AuditCmd::Verify { checkpoint } => {
+            let cp: Option<Checkpoint> =
+                match checkpoint {
+                    None => None,
+                    Some(p) => {
+                        let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
+                            path: p.clone(),
+                            source: e,
+                        })?;
+                        Some(serde_json::from_str(&text).map_err(|e| {
+                            Error::invalid(format!("checkpoint {}: {e}", p.display()))
+                        })?)
+                    }
+                };
+            match verify(&dir, cp.as_ref())? {
+                Verdict::Intact { records, head } => println!(
+                    "audit trail intact: {records} records, head {} {}",
+                    head.seq, head.hash
+                ),
+                Verdict::Broken {
+                    segment,
+                    line,
+                    seq,
+                    problem,
+                } => {
+                    return Err(Error::Corrupt(format!(
+                        "audit trail broken at record {seq} ({}, line {line}): {problem}",
+                        segment.display()
+                    )));
+                }
+            }
+        }
+        AuditCmd::Tail { n } => {
+            let records = s.audit()?.records()?;
+            for r in &records[records.len().saturating_sub(n)..] {
+                println!(
+                    "{} {} {:<14} {:<10} {}",
+                    r.seq,
+                    r.time.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    r.kind,
+                    r.actor,
+                    r.body
+                );
+            }
+        }
+        AuditCmd::Checkpoint => {
+            let cp = s.audit()?.checkpoint()?;
+            println!(
+                "{}",
+                serde_json::to_string(&cp).map_err(|e| Error::invalid(e.to_string()))?
+            );
+        }
+        AuditCmd::WhoAccessed { key } => {
+            let engine = govshare_core::Engine::open(store)?;
+            let hits = engine.who_accessed(&key)?;
+            if hits.is_empty() {
+                println!("no recorded query read {key}");
+            }
+            for a in hits {
+                println!(
+                    "{} {} dept {} user {} purpose {} — {} v{} (query #{}: {})",
+                    a.time.format("%Y-%m-%d %H:%M:%S"),
+                    "read",
+                    a.department,
+                    a.user,
+                    a.purpose,
+                    a.dataset,
+                    a.version,
+                    a.query_seq,
+                    a.sql
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -1135,7 +1246,31 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
             chrono_today()
         )?
     );
-    access_demo(dir, &store, county)?;
+    let subject = access_demo(dir, &store, county)?;
+    step("8. The audit trail: every decision on a hash chain; who accessed a person");
+    let engine = govshare_core::Engine::open(dir)?;
+    match govshare_core::audit::verify(&dir.join("audit"), None)? {
+        govshare_core::audit::Verdict::Intact { records, head } => println!(
+            "chain intact: {records} records, head #{} {}…",
+            head.seq,
+            &head.hash[..16]
+        ),
+        other => println!("chain BROKEN: {other:?}"),
+    }
+    audit_cmd(dir, AuditCmd::Tail { n: 4 })?;
+    println!("\n$ govshare audit who-accessed <a citizen ID in county {county}>");
+    for a in engine.who_accessed(&subject)? {
+        println!(
+            "  {} dept {} user {} purpose {} read {} v{} — {}",
+            a.time.format("%H:%M:%S"),
+            a.department,
+            a.user,
+            a.purpose,
+            a.dataset,
+            a.version,
+            a.sql
+        );
+    }
     println!(
         "\nDone. Explore with: govshare --store {} catalog show person | versions person | grant list | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
         dir.display()
@@ -1144,7 +1279,8 @@ fn demo(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
 }
 
 /// Step 7 of the demo: departments, users, grants, and the same queries as three principals.
-fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<(), Error> {
+/// Returns the citizen ID of a person in the county, for the who-accessed example.
+fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error> {
     step(
         "7. Access control: departments, real-name users, grants — the same queries as three principals",
     );
@@ -1299,7 +1435,16 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<(), Error> {
             }
         }
     }
-    Ok(())
+    let snap = store.snapshot("person")?;
+    let row = snap
+        .scope("hukou_region_code", county)?
+        .min()
+        .ok_or_else(|| Error::NotFound("nobody in the county".into()))?;
+    let b = snap.read(Some(&[row].into_iter().collect()), Some(&["citizen_id"]))?;
+    use arrow::array::AsArray;
+    Ok(b.first()
+        .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+        .unwrap_or_default())
 }
 
 fn flip_check(line: &str) -> String {

@@ -37,9 +37,9 @@ use datafusion::execution::SendableRecordBatchStream;
 
 use crate::audit::AuditLog;
 use crate::catalog::Catalog;
-use crate::policy::Treatment;
 use crate::error::{Error, Result};
 use crate::masks::department_key;
+use crate::policy::Treatment;
 use crate::policy::{Decision, Mode, how_to_obtain};
 use crate::secured::SecuredTable;
 use crate::store::Store;
@@ -66,6 +66,27 @@ impl std::fmt::Debug for Engine {
 
 /// The secured tables registered for one decision, by dataset name.
 type SecuredTables = Vec<(String, Arc<SecuredTable>)>;
+
+/// One access to a subject, from the audit trail.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Access {
+    /// Sequence number of the query's opening record.
+    pub query_seq: u64,
+    /// When the query completed.
+    pub time: chrono::DateTime<Utc>,
+    /// Real-name user.
+    pub user: String,
+    /// Department.
+    pub department: String,
+    /// Declared purpose.
+    pub purpose: String,
+    /// Dataset read.
+    pub dataset: String,
+    /// Data version read.
+    pub version: u64,
+    /// The query text.
+    pub sql: String,
+}
 
 /// The result of a query: its schema and batches.
 #[derive(Debug, Clone)]
@@ -107,6 +128,95 @@ impl Engine {
         })
     }
 
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Who accessed this subject (a citizen ID or USCC): every completed query whose secured
+    /// scan emitted the subject's row — after the row scope and deletions, before any of the
+    /// query's own filters (which all run above the scan). That is the documented meaning of
+    /// "read": a row that left the barrier was read, whether or not it reached the result.
+    pub fn who_accessed(&self, key: &str) -> Result<Vec<Access>> {
+        let store = self.store();
+        let records = self.inner.audit.records()?;
+        let opened: std::collections::HashMap<u64, &crate::audit::Record> = records
+            .iter()
+            .filter(|r| r.kind == "query")
+            .map(|r| (r.seq, r))
+            .collect();
+        let mut rows_by_version: std::collections::HashMap<(String, u64), Option<u32>> =
+            Default::default();
+        let mut out = Vec::new();
+        for r in records.iter().filter(|r| r.kind == "query_end") {
+            let Some(subjects) = r.body.get("subjects").and_then(|s| s.as_object()) else {
+                continue;
+            };
+            for (dataset, info) in subjects {
+                let version = info.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+                let row = match rows_by_version.entry((dataset.clone(), version)) {
+                    std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let id = match store.snapshot_at(dataset, version) {
+                            Ok(snap) => snap.lookup(key)?,
+                            // A vacuumed version can no longer map keys to rows.
+                            Err(Error::NotFound(_)) => None,
+                            Err(e) => return Err(e),
+                        };
+                        *v.insert(id)
+                    }
+                };
+                let Some(row) = row else { continue };
+                let file = info
+                    .get("bitmap")
+                    .and_then(|b| b.as_str())
+                    .unwrap_or_default();
+                let path = store.root().join("audit").join("subjects").join(file);
+                let bytes = std::fs::read(&path).map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                let want = info
+                    .get("bitmap_blake3")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default();
+                if blake3::hash(&bytes).to_hex().as_str() != want {
+                    return Err(Error::Corrupt(format!(
+                        "subject bitmap {} does not match its audit record {}",
+                        path.display(),
+                        r.seq
+                    )));
+                }
+                let bm = roaring::RoaringBitmap::deserialize_from(&bytes[..])
+                    .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+                if bm.contains(row) {
+                    let q = r
+                        .body
+                        .get("query")
+                        .and_then(|q| q.as_u64())
+                        .and_then(|q| opened.get(&q));
+                    let field = |k: &str| {
+                        q.and_then(|q| q.body.get(k))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    out.push(Access {
+                        query_seq: q.map_or(0, |q| q.seq),
+                        time: r.time,
+                        user: r.actor.clone(),
+                        department: field("department"),
+                        purpose: field("purpose"),
+                        dataset: dataset.clone(),
+                        version,
+                        sql: field("sql"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -115,22 +225,40 @@ impl Engine {
     /// Open a session for `user` acting for `purpose`. Fails at once when the gate would deny
     /// every query (unknown or suspended principal, no valid grant for the purpose).
     pub fn session(&self, user: &str, purpose: &str) -> Result<Session> {
-        let s = Session {
+        let outcome = decide(self, user, purpose);
+        let body = match &outcome {
+            Ok(d) => {
+                serde_json::json!({ "purpose": purpose, "department": d.department, "outcome": "allowed" })
+            }
+            Err(e) => {
+                serde_json::json!({ "purpose": purpose, "outcome": "denied", "reason": e.to_string() })
+            }
+        };
+        self.inner.audit.append("session_open", user, body)?;
+        outcome?;
+        Ok(Session {
             engine: self.clone(),
             user: user.to_string(),
             purpose: purpose.to_string(),
-        };
-        s.decision()?;
-        Ok(s)
+        })
     }
 }
 
-/// A principal acting for a declared purpose. Every query re-checks the policy.
-#[derive(Debug, Clone)]
+/// A principal acting for a declared purpose. Every query re-checks the policy. Opening and
+/// dropping a session are both on the audit trail.
+#[derive(Debug)]
 pub struct Session {
     engine: Engine,
     user: String,
     purpose: String,
+}
+
+/// The gate, asked with the current policy and catalog.
+fn decide(engine: &Engine, user: &str, purpose: &str) -> Result<Decision> {
+    let store = engine.store();
+    let policy = store.policy()?;
+    let catalog = store.catalog()?;
+    policy.decide(&catalog, user, purpose, Mode::Query, Utc::now())
 }
 
 /// The allowlist: a session runs queries (and EXPLAIN of queries, and SHOW over its own
@@ -184,6 +312,18 @@ fn refuse_plan(plan: &LogicalPlan) -> Result<()> {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Nobody is left to hear an error here; the trail's own failure latch makes the next
+        // query of any session fail instead.
+        let _ = self.engine.inner.audit.append(
+            "session_close",
+            &self.user,
+            serde_json::json!({ "purpose": self.purpose }),
+        );
+    }
+}
+
 impl Session {
     /// The user.
     pub fn user(&self) -> &str {
@@ -197,10 +337,7 @@ impl Session {
 
     /// The decision the gate makes now for this session.
     pub fn decision(&self) -> Result<Decision> {
-        let store = self.engine.store();
-        let policy = store.policy()?;
-        let catalog = store.catalog()?;
-        policy.decide(&catalog, &self.user, &self.purpose, Mode::Query, Utc::now())
+        decide(&self.engine, &self.user, &self.purpose)
     }
 
     /// The datasets and fields this session may see, as (dataset, schema) pairs.
@@ -290,16 +427,30 @@ impl Session {
                         "outcome": "allowed",
                     }),
                 )?;
-                let digest = arrow::ipc::writer::StreamWriter::try_new(HashWriter(blake3::Hasher::new()), &schema)?;
+                let digest = arrow::ipc::writer::StreamWriter::try_new(
+                    HashWriter(blake3::Hasher::new()),
+                    &schema,
+                )?;
                 Ok(QueryStream {
                     engine: self.engine.clone(),
                     schema,
                     stream,
-                    audit: Some(QueryAudit { seq, user: self.user.clone(), tables, started, rows: 0, digest }),
+                    audit: Some(QueryAudit {
+                        seq,
+                        user: self.user.clone(),
+                        tables,
+                        started,
+                        rows: 0,
+                        digest,
+                    }),
                 })
             }
             Err(e) => {
-                let kind = if matches!(e, Error::AccessDenied(_)) { "denied" } else { "failed" };
+                let kind = if matches!(e, Error::AccessDenied(_)) {
+                    "denied"
+                } else {
+                    "failed"
+                };
                 audit.append(
                     "query",
                     &self.user,
@@ -311,11 +462,22 @@ impl Session {
     }
 
     /// Decide, build the context, check and plan `sql`, start execution.
-    fn plan(&self, sql: &str) -> Result<(Decision, SecuredTables, SchemaRef, SendableRecordBatchStream)> {
+    fn plan(
+        &self,
+        sql: &str,
+    ) -> Result<(
+        Decision,
+        SecuredTables,
+        SchemaRef,
+        SendableRecordBatchStream,
+    )> {
         let decision = self.decision()?;
         let (ctx, tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog()?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let stmt = ctx
             .state()
             .sql_to_statement(sql, &Dialect::Generic)
@@ -329,7 +491,10 @@ impl Session {
                 .map_err(|e| translate(e, &catalog, &decision))?;
             refuse_plan(df.logical_plan())?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let stream = df.execute_stream().await.map_err(|e| translate(e, &catalog, &decision))?;
+            let stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| translate(e, &catalog, &decision))?;
             Ok((decision, tables, schema, stream))
         })
     }
@@ -371,12 +536,17 @@ impl QueryStream {
     /// per dataset, the row ids the secured scan emitted, kept as a roaring bitmap file whose
     /// digest is on the chain.
     fn finish(&mut self, outcome: &str) -> Result<()> {
-        let Some(mut a) = self.audit.take() else { return Ok(()) };
+        let Some(mut a) = self.audit.take() else {
+            return Ok(());
+        };
         a.digest.finish()?;
         let digest = a.digest.into_inner()?.0.finalize().to_hex().to_string();
         let store = self.engine.store();
         let dir = store.root().join("audit").join("subjects");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
         let mut subjects = serde_json::Map::new();
         for (name, t) in &a.tables {
             let read = t.emitted();
@@ -385,7 +555,10 @@ impl QueryStream {
             }
             let file = format!("q{}-{name}.bm", a.seq);
             let mut bytes = Vec::with_capacity(read.serialized_size());
-            read.serialize_into(&mut bytes).map_err(|e| Error::Io { path: dir.join(&file), source: e })?;
+            read.serialize_into(&mut bytes).map_err(|e| Error::Io {
+                path: dir.join(&file),
+                source: e,
+            })?;
             crate::store::write_durable(&dir.join(&file), &bytes)?;
             subjects.insert(
                 name.clone(),

@@ -134,7 +134,11 @@ impl SecuredTable {
 
     /// The row ids the scans of this table emitted so far.
     pub fn emitted(&self) -> RoaringBitmap {
-        self.inner.emitted.lock().map(|g| g.clone()).unwrap_or_default()
+        self.inner
+            .emitted
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     /// The data version read.
@@ -328,7 +332,10 @@ impl ExecutionPlan for SecuredScanExec {
         let end = (meta.row_base as u64 + meta.rows).min(u32::MAX as u64) as u32;
         let mut ids = {
             let mut sel: RoaringBitmap = inner.rows.range(meta.row_base..end).collect();
-            sel -= inner.snapshot.deleted().map_err(|e| DataFusionError::External(Box::new(e)))?;
+            sel -= inner
+                .snapshot
+                .deleted()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             sel.into_iter()
         };
         let collector = inner.clone();

@@ -444,9 +444,15 @@ impl Store {
         static OPEN: Mutex<Vec<(PathBuf, Weak<crate::audit::AuditLog>)>> = Mutex::new(Vec::new());
         let dir = self.root.join("audit");
         let key = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
-        let mut open = OPEN.lock().map_err(|_| Error::Corrupt("audit registry poisoned".into()))?;
+        let mut open = OPEN
+            .lock()
+            .map_err(|_| Error::Corrupt("audit registry poisoned".into()))?;
         open.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(log) = open.iter().find(|(k, _)| k == &key).and_then(|(_, w)| w.upgrade()) {
+        if let Some(log) = open
+            .iter()
+            .find(|(k, _)| k == &key)
+            .and_then(|(_, w)| w.upgrade())
+        {
             return Ok(log);
         }
         let log = Arc::new(crate::audit::AuditLog::open(dir)?);
@@ -641,7 +647,11 @@ impl Writer<'_> {
             Ok(o) => o,
             Err(e) => {
                 // Refused administrative acts are decisions too.
-                self.store.record("policy_denied", author, serde_json::json!({ "note": note, "reason": e.to_string() }))?;
+                self.store.record(
+                    "policy_denied",
+                    author,
+                    serde_json::json!({ "note": note, "reason": e.to_string() }),
+                )?;
                 return Err(e);
             }
         };
@@ -656,7 +666,11 @@ impl Writer<'_> {
                 policy,
             },
         )?;
-        self.store.record("policy", author, serde_json::json!({ "policy_version": version, "note": note }))?;
+        self.store.record(
+            "policy",
+            author,
+            serde_json::json!({ "policy_version": version, "note": note }),
+        )?;
         Ok(out)
     }
 

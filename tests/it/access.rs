@@ -13,7 +13,7 @@ use govshare_core::{Error, Store};
 
 use crate::security::render;
 
-fn small_store(dir: &std::path::Path) -> Store {
+pub fn small_store(dir: &std::path::Path) -> Store {
     let store = Store::init(dir).expect("init");
     let s = Synth::new(9, 500, 80);
     store
@@ -74,7 +74,7 @@ fn small_store(dir: &std::path::Path) -> Store {
     store
 }
 
-fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> GrantRequest {
+pub fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> GrantRequest {
     let now = Utc::now();
     GrantRequest {
         consumer_dept: dept.into(),
@@ -96,7 +96,7 @@ fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> GrantRequ
     }
 }
 
-fn approve(store: &Store, r: GrantRequest, approver: &str) -> u64 {
+pub fn approve(store: &Store, r: GrantRequest, approver: &str) -> u64 {
     store
         .writer()
         .expect("w")

@@ -16,3 +16,5 @@ mod cli;
 mod security;
 // Lifecycle attacks the .slt files cannot express: changes between queries of one session.
 mod access;
+// The audit trail: records per decision, fail closed, crash safety, who-accessed.
+mod audit;
