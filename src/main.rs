@@ -649,9 +649,8 @@ fn audit_cmd(store: &Path, action: AuditCmd) -> Result<(), Error> {
             }
             for a in hits {
                 println!(
-                    "{} {} dept {} user {} purpose {} — {} v{} (query #{}: {})",
+                    "{} read by dept {} user {} purpose {} — {} v{} (query #{}: {})",
                     a.time.format("%Y-%m-%d %H:%M:%S"),
-                    "read",
                     a.department,
                     a.user,
                     a.purpose,
