@@ -27,11 +27,11 @@ fn delta(
     before: &BTreeMap<String, usize>,
     after: &BTreeMap<String, usize>,
 ) -> BTreeMap<String, usize> {
+    let was = |k: &String| *before.get(k).unwrap_or(&0);
     after
         .iter()
-        .filter_map(|(k, v)| {
-            (v > before.get(k).unwrap_or(&0)).then(|| (k.clone(), v - before.get(k).unwrap_or(&0)))
-        })
+        .filter(|(k, v)| **v > was(k))
+        .map(|(k, v)| (k.clone(), v - was(k)))
         .collect()
 }
 
