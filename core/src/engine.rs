@@ -217,6 +217,144 @@ impl Engine {
         Ok(out)
     }
 
+    /// Query the audit trail with SQL as table `audit_log` (seq, time, kind, actor,
+    /// department, purpose, sql, outcome, body). An auditor sees every record; any other active
+    /// user only the records of their own department. The same closed surface applies, and
+    /// the query itself is recorded.
+    pub fn audit_sql(&self, user: &str, sql: &str) -> Result<QueryResult> {
+        use arrow::array::{StringArray, UInt64Array};
+        let policy = self.store().policy()?;
+        let u = policy.users.get(user);
+        let active = u.is_some_and(|u| {
+            u.status == crate::policy::PrincipalStatus::Active
+                && policy
+                    .departments
+                    .get(&u.department)
+                    .is_some_and(|d| d.status == crate::policy::PrincipalStatus::Active)
+        });
+        let Some(u) = u.filter(|_| active) else {
+            let e = Error::AccessDenied(format!(
+                "user '{user}' is unknown, or they or their department are suspended"
+            ));
+            self.inner.audit.append(
+                "audit_query",
+                user,
+                serde_json::json!({ "sql": sql, "outcome": "denied", "reason": e.to_string() }),
+            )?;
+            return Err(e);
+        };
+        let auditor = u.roles.contains(&crate::policy::Role::Auditor);
+        let dept_of = |actor: &str| {
+            policy
+                .users
+                .get(actor)
+                .map(|x| x.department.clone())
+                .unwrap_or_default()
+        };
+        let records = self.inner.audit.records()?;
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let dept = r
+                    .body
+                    .get("department")
+                    .and_then(|d| d.as_str())
+                    .map(String::from)
+                    .unwrap_or_else(|| dept_of(&r.actor));
+                (r, dept)
+            })
+            .filter(|(_, d)| auditor || d == &u.department)
+            .collect();
+        let text = |f: &dyn Fn(&crate::audit::Record, &String) -> Option<String>| -> StringArray {
+            rows.iter().map(|(r, d)| f(r, d)).collect()
+        };
+        let field = |k: &'static str| {
+            move |r: &crate::audit::Record, _: &String| {
+                r.body.get(k).and_then(|v| v.as_str()).map(String::from)
+            }
+        };
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            [
+                "seq",
+                "time",
+                "kind",
+                "actor",
+                "department",
+                "purpose",
+                "sql",
+                "outcome",
+                "body",
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                arrow::datatypes::Field::new(
+                    *n,
+                    if i == 0 {
+                        arrow::datatypes::DataType::UInt64
+                    } else {
+                        arrow::datatypes::DataType::Utf8
+                    },
+                    true,
+                )
+            })
+            .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(rows.iter().map(|(r, _)| r.seq).collect::<UInt64Array>()),
+                Arc::new(text(&|r, _| Some(r.time.to_rfc3339()))),
+                Arc::new(text(&|r, _| Some(r.kind.clone()))),
+                Arc::new(text(&|r, _| Some(r.actor.clone()))),
+                Arc::new(text(&|_, d| Some(d.clone()))),
+                Arc::new(text(&field("purpose"))),
+                Arc::new(text(&field("sql"))),
+                Arc::new(text(&field("outcome"))),
+                Arc::new(text(&|r, _| Some(r.body.to_string()))),
+            ],
+        )?;
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let ctx = closed_context();
+        ctx.register_table("audit_log", Arc::new(table))
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let result: Result<QueryResult> = (|| {
+            let stmt = ctx
+                .state()
+                .sql_to_statement(sql, &Dialect::Generic)
+                .map_err(|e| Error::invalid(e.to_string()))?;
+            only_queries(&stmt)?;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            self.inner.runtime.block_on(async {
+                let df = ctx
+                    .sql_with_options(sql, options)
+                    .await
+                    .map_err(|e| Error::invalid(e.to_string()))?;
+                refuse_plan(df.logical_plan())?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df
+                    .collect()
+                    .await
+                    .map_err(|e| Error::invalid(e.to_string()))?;
+                Ok(QueryResult { schema, batches })
+            })
+        })();
+        let body = match &result {
+            Ok(r) => {
+                serde_json::json!({ "sql": sql, "outcome": "allowed", "scope": if auditor { "all" } else { "own department" }, "rows": r.num_rows() })
+            }
+            Err(e) => {
+                serde_json::json!({ "sql": sql, "outcome": "denied", "reason": e.to_string() })
+            }
+        };
+        self.inner.audit.append("audit_query", user, body)?;
+        result
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -251,6 +389,23 @@ pub struct Session {
     engine: Engine,
     user: String,
     purpose: String,
+}
+
+/// A DataFusion context with the closed surface: no table functions (generate_series, range,
+/// file readers), no CREATE EXTERNAL TABLE factories, URL tables never enabled, and an
+/// information_schema that lists only what is registered for this one decision.
+fn closed_context() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_target_partitions(2)
+        .with_default_catalog_and_schema("govshare", "public");
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_table_functions(HashMap::new())
+        .with_table_factories(HashMap::new())
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// The gate, asked with the current policy and catalog.
@@ -353,19 +508,7 @@ impl Session {
     fn context(&self, decision: &Decision) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, &decision.department);
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_target_partitions(2)
-            .with_default_catalog_and_schema("govshare", "public");
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            // Closed surface: no table functions (generate_series, range, file readers) and
-            // no CREATE EXTERNAL TABLE factories; URL tables are never enabled.
-            .with_table_functions(HashMap::new())
-            .with_table_factories(HashMap::new())
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = closed_context();
         let mut tables = Vec::new();
         for (name, access) in &decision.datasets {
             let snap = match store.snapshot(name) {
