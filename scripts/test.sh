@@ -15,8 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests (unit, integration, doc)"
 cargo test --workspace --locked
 
-step "benches compile"
-cargo check --benches --locked
+step "benches and examples compile"
+# Built in the test profile, so they reuse the artifacts of the test build above.
+cargo test --benches --examples --no-run --locked
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
