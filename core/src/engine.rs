@@ -692,7 +692,7 @@ impl QueryStream {
         })?;
         let mut subjects = serde_json::Map::new();
         for (name, t) in &a.tables {
-            let read = t.emitted();
+            let read = t.emitted()?;
             if read.is_empty() {
                 continue;
             }

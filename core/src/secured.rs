@@ -67,6 +67,22 @@ pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
     Ok(rows)
 }
 
+/// The rows of one data file a scan selects: scope ∩ file − deletions, in row-id order.
+fn file_selection(inner: &Inner, file: usize) -> Result<RoaringBitmap> {
+    let meta = inner
+        .snapshot
+        .manifest()
+        .files
+        .get(file)
+        .ok_or_else(|| Error::Corrupt(format!("no data file {file}")))?;
+    let end = (meta.row_base as u64 + meta.rows).min(u32::MAX as u64) as u32;
+    let mut sel = RoaringBitmap::new();
+    sel.insert_range(meta.row_base..end);
+    sel &= &inner.rows;
+    sel -= inner.snapshot.deleted()?;
+    Ok(sel)
+}
+
 /// A dataset as one decision may see it.
 #[derive(Debug)]
 pub struct SecuredTable {
@@ -81,8 +97,10 @@ struct Inner {
     schema: SchemaRef,
     rows: RoaringBitmap,
     pseudonym_key: [u8; 32],
-    /// Row ids this table's scans have emitted: the subjects "read" (see `engine`).
-    emitted: std::sync::Mutex<RoaringBitmap>,
+    /// Rows emitted so far per data file: the subjects "read" (see `engine`). Counts, not
+    /// ids: a file's rows leave in row-id order, so the first k of its selection are exactly
+    /// the rows emitted, and the bitmap is derived once, when the query ends.
+    emitted: std::sync::Mutex<std::collections::BTreeMap<usize, u64>>,
 }
 
 impl SecuredTable {
@@ -122,7 +140,7 @@ impl SecuredTable {
                 schema: Arc::new(Schema::new(fields)),
                 rows,
                 pseudonym_key,
-                emitted: std::sync::Mutex::new(RoaringBitmap::new()),
+                emitted: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             }),
         })
     }
@@ -133,12 +151,25 @@ impl SecuredTable {
     }
 
     /// The row ids the scans of this table emitted so far.
-    pub fn emitted(&self) -> RoaringBitmap {
-        self.inner
+    pub fn emitted(&self) -> Result<RoaringBitmap> {
+        let counts = self
+            .inner
             .emitted
             .lock()
             .map(|g| g.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let mut out = RoaringBitmap::new();
+        for (file, count) in counts {
+            let mut sel = file_selection(&self.inner, file)?;
+            if count < sel.len() {
+                // Keep the first `count` ids: everything below the count-th one.
+                if let Some(cut) = sel.select(count as u32) {
+                    sel.remove_range(cut..);
+                }
+            }
+            out |= sel;
+        }
+        Ok(out)
     }
 
     /// The data version read.
@@ -326,18 +357,6 @@ impl ExecutionPlan for SecuredScanExec {
         let key = inner.pseudonym_key;
         let out_schema = schema.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
-        // The reader yields the file's selected rows in row-id order, so the k-th row emitted
-        // is the k-th id of (scope ∩ file − deletions).
-        let meta = &inner.snapshot.manifest().files[file];
-        let end = (meta.row_base as u64 + meta.rows).min(u32::MAX as u64) as u32;
-        let mut ids = {
-            let mut sel: RoaringBitmap = inner.rows.range(meta.row_base..end).collect();
-            sel -= inner
-                .snapshot
-                .deleted()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            sel.into_iter()
-        };
         let collector = inner.clone();
         let iter = reader.into_iter().flatten().map_while(move |b| {
             if remaining == 0 {
@@ -349,7 +368,7 @@ impl ExecutionPlan for SecuredScanExec {
                 let b = b.slice(0, n);
                 remaining -= n;
                 if let Ok(mut e) = collector.emitted.lock() {
-                    e.extend(ids.by_ref().take(n));
+                    *e.entry(file).or_default() += n as u64;
                 }
                 let cols: Vec<ArrayRef> = if no_cols {
                     Vec::new()
