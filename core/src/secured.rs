@@ -67,7 +67,8 @@ pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
     Ok(rows)
 }
 
-/// The rows of one data file a scan selects: scope ∩ file − deletions, in row-id order.
+/// The rows of one data file a scan selects, in row-id order. `inner.rows` is already the
+/// scope ∩ live rows (see [`scope_rows`]), so deletions need no second pass here.
 fn file_selection(inner: &Inner, file: usize) -> Result<RoaringBitmap> {
     let meta = inner
         .snapshot
@@ -79,7 +80,6 @@ fn file_selection(inner: &Inner, file: usize) -> Result<RoaringBitmap> {
     let mut sel = RoaringBitmap::new();
     sel.insert_range(meta.row_base..end);
     sel &= &inner.rows;
-    sel -= inner.snapshot.deleted()?;
     Ok(sel)
 }
 
