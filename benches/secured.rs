@@ -8,6 +8,11 @@
 //! Groups: `full_scan_aggregate`, `filter_project`, `county_scope` (secured with a county
 //! grant vs raw with the equivalent WHERE vs raw over the whole table), and `planning`
 //! (a query the optimizer empties, so only decision + context + planning are timed).
+//!
+//! Each group has three columns where it makes sense: `secured` (the engine: decision, secured
+//! scan, two durable audit records), `secured_no_audit` (the same decision and secured scan
+//! registered in a plain DataFusion context by this bench — the engine itself has no unaudited
+//! path), and `raw_datafusion`. `secured` − `secured_no_audit` is the audit's cost.
 
 use std::hint::black_box;
 
@@ -21,6 +26,7 @@ use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::policy::{
     Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
 };
+use govshare_core::secured::SecuredTable;
 use govshare_core::synth::Synth;
 
 fn rows() -> usize {
@@ -135,6 +141,31 @@ fn secured(c: &mut Criterion) {
         ParquetReadOptions::default(),
     ))
     .expect("register");
+    // Secured without audit: what `Session::sql` does minus the two audit appends (and minus
+    // the digest of the result, which only the audit needs).
+    let store = engine.store();
+    let run_unaudited = |purpose: &str, q: &str| {
+        let policy = store.policy().expect("policy");
+        let catalog = store.catalog().expect("catalog");
+        let decision = policy
+            .decide(&catalog, "u", purpose, Mode::Query, Utc::now())
+            .expect("decide");
+        let snap = std::sync::Arc::new(store.snapshot("person").expect("snap"));
+        let table = SecuredTable::new(snap, &decision.datasets["person"], [7; 32]).expect("table");
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(2),
+        );
+        ctx.register_table("person", std::sync::Arc::new(table))
+            .expect("register");
+        rt.block_on(async {
+            ctx.sql(q)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run")
+        })
+    };
     let run_raw = |q: &str| {
         rt.block_on(async {
             raw.sql(q)
@@ -155,15 +186,22 @@ fn secured(c: &mut Criterion) {
     );
     let q0 = "SELECT citizen_id FROM person WHERE 1 = 0";
     // Same answers, or the comparison means nothing.
+    let rows_of = |b: Vec<datafusion::arrow::array::RecordBatch>| -> usize {
+        b.iter().map(|b| b.num_rows()).sum()
+    };
+    assert_eq!(all.sql(q2).expect("q2").num_rows(), rows_of(run_raw(q2)));
     assert_eq!(
         all.sql(q2).expect("q2").num_rows(),
-        run_raw(q2).iter().map(|b| b.num_rows()).sum::<usize>()
+        rows_of(run_unaudited("ALL", q2))
     );
 
     let mut g = c.benchmark_group(format!("full_scan_aggregate/{n}"));
     g.sample_size(10);
     g.bench_function("secured", |b| {
         b.iter(|| black_box(all.sql(q1).expect("q1")))
+    });
+    g.bench_function("secured_no_audit", |b| {
+        b.iter(|| black_box(run_unaudited("ALL", q1)))
     });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q1))));
     g.finish();
@@ -173,6 +211,9 @@ fn secured(c: &mut Criterion) {
     g.bench_function("secured", |b| {
         b.iter(|| black_box(all.sql(q2).expect("q2")))
     });
+    g.bench_function("secured_no_audit", |b| {
+        b.iter(|| black_box(run_unaudited("ALL", q2)))
+    });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q2))));
     g.finish();
 
@@ -180,6 +221,9 @@ fn secured(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("secured_county_grant", |b| {
         b.iter(|| black_box(cty.sql(q3).expect("q3")))
+    });
+    g.bench_function("secured_county_no_audit", |b| {
+        b.iter(|| black_box(run_unaudited("CTY", q3)))
     });
     g.bench_function("raw_where_county", |b| {
         b.iter(|| black_box(run_raw(&q3_raw)))
@@ -190,6 +234,9 @@ fn secured(c: &mut Criterion) {
     let mut g = c.benchmark_group("planning");
     g.bench_function("secured", |b| {
         b.iter(|| black_box(all.sql(q0).expect("q0")))
+    });
+    g.bench_function("secured_no_audit", |b| {
+        b.iter(|| black_box(run_unaudited("ALL", q0)))
     });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q0))));
     g.finish();

@@ -219,6 +219,21 @@ enum AuditCmd {
         /// The subject's key.
         key: String,
     },
+    /// Move closed segments into Parquet archives (they stay on the chain and verifiable).
+    Archive {
+        /// Who does it (recorded).
+        #[arg(long)]
+        by: String,
+    },
+    /// Delete archived records older than the retention (never younger ones).
+    Purge {
+        /// Retention in years; at least 3 (the regulations' minimum).
+        #[arg(long, default_value_t = govshare_core::audit::Retention::MIN_YEARS)]
+        retention_years: u32,
+        /// Who does it (recorded).
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -639,6 +654,24 @@ fn audit_cmd(store: &Path, action: AuditCmd) -> Result<(), Error> {
             println!(
                 "{}",
                 serde_json::to_string(&cp).map_err(|e| Error::invalid(e.to_string()))?
+            );
+        }
+        AuditCmd::Archive { by } => {
+            let written = s.audit()?.archive(&by)?;
+            println!("archived {} segment(s)", written.len());
+            for p in written {
+                println!("  {}", p.display());
+            }
+        }
+        AuditCmd::Purge {
+            retention_years,
+            by,
+        } => {
+            let retention = govshare_core::audit::Retention::years(retention_years)?;
+            let n = s.audit()?.purge_expired(retention, &by)?;
+            println!(
+                "purged {n} record(s) older than {} years",
+                retention.in_years()
             );
         }
         AuditCmd::WhoAccessed { key } => {

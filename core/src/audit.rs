@@ -11,12 +11,24 @@
 //! processes an OS lock (`audit/LOCK`) serialises commits, and a process re-reads the chain
 //! head when another one has appended since. A torn tail found on open (a crash mid-write) is
 //! moved to a quarantine file and recorded on the chain — never silently dropped.
+//!
+//! **Retention and archiving.** Closed segments can be archived ([`AuditLog::archive`]) into
+//! `arch-<first seq>.parquet`: one row per record with its hash and the exact JSON that was
+//! hashed, so the chain verifies across `.log` and `.parquet` segments alike, and auditors can
+//! read the archive with any Parquet tool. Records are kept for a [`Retention`] of at least
+//! three years (the regulations' minimum, also the default); [`AuditLog::purge_expired`] is the
+//! only way to delete records and removes only archived segments whose *newest* record is older
+//! than the retention. A purge is itself a record on the chain, and the `ANCHOR` file it leaves
+//! (the last purged sequence number and hash) is only accepted by [`verify`] when that record
+//! backs it — deleting younger segments and forging an anchor is detected.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
+use arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +63,63 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Its hash (hex).
     pub hash: String,
+}
+
+/// How long records are kept before [`AuditLog::purge_expired`] may delete them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    years: u32,
+}
+
+impl Retention {
+    /// The regulations' minimum (000 §23: logs are kept at least three years).
+    pub const MIN_YEARS: u32 = 3;
+
+    /// A retention of `years`; fewer than [`Retention::MIN_YEARS`] is refused.
+    pub fn years(years: u32) -> Result<Retention> {
+        if years < Self::MIN_YEARS {
+            return Err(Error::invalid(format!(
+                "audit retention of {years} years is below the required minimum of {} years",
+                Self::MIN_YEARS
+            )));
+        }
+        Ok(Retention { years })
+    }
+
+    /// The number of years.
+    pub fn in_years(&self) -> u32 {
+        self.years
+    }
+
+    /// Records at or after this instant are within retention at `now`.
+    fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_sub_months(chrono::Months::new(12 * self.years))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            years: Self::MIN_YEARS,
+        }
+    }
+}
+
+/// The clock records are stamped with. Tests skew it to make records "old"; nothing else can.
+#[cfg(not(test))]
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+#[cfg(test)]
+thread_local! {
+    static CLOCK_SKEW: std::cell::Cell<chrono::TimeDelta> = const { std::cell::Cell::new(chrono::TimeDelta::zero()) };
+}
+
+#[cfg(test)]
+fn now() -> DateTime<Utc> {
+    Utc::now() + CLOCK_SKEW.with(|c| c.get())
 }
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -92,6 +161,26 @@ fn segment_name(first: u64) -> String {
     format!("seg-{first:012}.log")
 }
 
+fn archive_name(first: u64) -> String {
+    format!("arch-{first:012}.parquet")
+}
+
+fn is_archive(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "parquet")
+}
+
+/// Where the chain starts after a purge: the last purged record.
+fn read_anchor(dir: &Path) -> Result<Option<Checkpoint>> {
+    let p = dir.join("ANCHOR");
+    match std::fs::read_to_string(&p) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io { path: p, source: e }),
+    }
+}
+
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -110,16 +199,113 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let Some(first) = name
+        let first = name
             .strip_prefix("seg-")
             .and_then(|r| r.strip_suffix(".log"))
-            .and_then(|n| n.parse().ok())
-        {
+            .or_else(|| {
+                name.strip_prefix("arch-")
+                    .and_then(|r| r.strip_suffix(".parquet"))
+            })
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
             out.push((first, p));
         }
     }
-    out.sort();
+    // A segment present as both `.log` and `.parquet` is an archive interrupted before the log
+    // was removed: the log is the original and wins (sorted first, kept by the dedup).
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(is_archive(&a.1).cmp(&is_archive(&b.1))));
+    out.dedup_by_key(|(first, _)| *first);
+    // Segments wholly before the purge anchor are leftovers of an interrupted purge.
+    if let Some(anchor) = read_anchor(dir)? {
+        out.retain(|(first, _)| *first > anchor.seq);
+    }
     Ok(out)
+}
+
+/// The schema of an archived segment.
+fn archive_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::UInt64, false),
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("actor", DataType::Utf8, false),
+        Field::new("hash", DataType::Utf8, false),
+        // The exact JSON that was hashed: verification needs its bytes, not a re-encoding.
+        Field::new("record", DataType::Utf8, false),
+    ]))
+}
+
+/// A segment's lines (`HASH JSON\n`), from a `.log` as it is or rebuilt from an archive.
+fn read_segment(path: &Path) -> Result<Vec<u8>> {
+    if !is_archive(path) {
+        return std::fs::read(path).at(path);
+    }
+    let file = File::open(path).at(path)?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_projection(parquet::arrow::ProjectionMask::all())
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| -> Result<&StringArray> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("{}: archive lacks column {name}", path.display()))
+                })
+        };
+        let (hash, record) = (col("hash")?, col("record")?);
+        for i in 0..batch.num_rows() {
+            out.extend_from_slice(hash.value(i).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(record.value(i).as_bytes());
+            out.push(b'\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Write the lines of a `.log` segment as a Parquet archive (to `dest`, fsynced).
+fn write_archive(lines: &[u8], dest: &Path) -> Result<()> {
+    let (mut seq, mut time, mut kind, mut actor, mut hash, mut record) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let (h, r) = parse_line(line)
+            .ok_or_else(|| Error::Corrupt(format!("malformed record before {}", dest.display())))?;
+        let json = std::str::from_utf8(&line[65..])
+            .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?;
+        seq.push(r.seq);
+        time.push(r.time.timestamp_micros());
+        kind.push(r.kind);
+        actor.push(r.actor);
+        hash.push(h);
+        record.push(json.to_string());
+    }
+    let batch = RecordBatch::try_new(
+        archive_schema(),
+        vec![
+            Arc::new(UInt64Array::from(seq)),
+            Arc::new(TimestampMicrosecondArray::from(time).with_timezone("UTC")),
+            Arc::new(StringArray::from(kind)),
+            Arc::new(StringArray::from(actor)),
+            Arc::new(StringArray::from(hash)),
+            Arc::new(StringArray::from(record)),
+        ],
+    )?;
+    let file = File::create(dest).at(dest)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    w.write(&batch)?;
+    let file = w.into_inner()?;
+    file.sync_all().at(dest)?;
+    Ok(())
 }
 
 /// Parse one line into (hash, record); `None` when it is not a well-formed record line.
@@ -155,7 +341,7 @@ fn read_head(dir: &Path) -> Result<(Head, Option<u64>)> {
             None,
         ));
     };
-    let data = std::fs::read(&path).at(&path)?;
+    let data = read_segment(&path)?;
     let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
     let torn = (complete < data.len()).then_some(complete as u64);
     let body = &data[..complete];
@@ -165,7 +351,7 @@ fn read_head(dir: &Path) -> Result<(Head, Option<u64>)> {
         .map_or(0, |p| p + 1);
     let (seq, hash) = if complete == 0 {
         // An empty segment follows the previous one: its head is the previous segment's.
-        (first - 1, prev_segment_head(&segs)?)
+        (first - 1, prev_segment_head(dir, &segs)?)
     } else {
         let (hash, rec) = parse_line(&body[last..complete - 1]).ok_or_else(|| {
             Error::Corrupt(format!("last record of {} is malformed", path.display()))
@@ -184,12 +370,12 @@ fn read_head(dir: &Path) -> Result<(Head, Option<u64>)> {
     ))
 }
 
-fn prev_segment_head(segs: &[(u64, PathBuf)]) -> Result<String> {
+fn prev_segment_head(dir: &Path, segs: &[(u64, PathBuf)]) -> Result<String> {
     if segs.len() < 2 {
-        return Ok(ZERO.into());
+        return Ok(read_anchor(dir)?.map_or_else(|| ZERO.into(), |a| a.hash));
     }
     let (_, p) = &segs[segs.len() - 2];
-    let data = std::fs::read(p).at(p)?;
+    let data = read_segment(p)?;
     let line = data
         .split(|&b| b == b'\n')
         .rfind(|l| !l.is_empty())
@@ -386,7 +572,7 @@ impl AuditLog {
             }
             let rec = Record {
                 seq,
-                time: Utc::now(),
+                time: now(),
                 prev: head.hash.clone(),
                 kind,
                 actor,
@@ -436,12 +622,117 @@ impl AuditLog {
         })
     }
 
+    /// Archive every closed segment (all but the one being appended to) as Parquet. Each
+    /// archive is written, fsynced and read back byte-for-byte equal before its `.log` is
+    /// removed; an interruption leaves the `.log` authoritative. The act is recorded. Returns
+    /// the archives written.
+    pub fn archive(&self, actor: &str) -> Result<Vec<PathBuf>> {
+        let mut written = Vec::new();
+        {
+            let _lock = self.os_lock()?;
+            let segs = segments(&self.dir)?;
+            for (first, path) in segs.iter().take(segs.len().saturating_sub(1)) {
+                if is_archive(path) {
+                    continue;
+                }
+                let lines = std::fs::read(path).at(path)?;
+                let dest = self.dir.join(archive_name(*first));
+                // Not a segment name until renamed (`segments` ignores it), but read as Parquet.
+                let tmp = self.dir.join(format!("arch-{first:012}.tmp.parquet"));
+                write_archive(&lines, &tmp)?;
+                if read_segment(&tmp)? != lines {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(Error::Corrupt(format!(
+                        "archive of {} does not read back identically; the log is kept",
+                        path.display()
+                    )));
+                }
+                std::fs::rename(&tmp, &dest).at(&dest)?;
+                crate::store::sync_dir(&dest)?;
+                std::fs::remove_file(path).at(path)?;
+                crate::store::sync_dir(path)?;
+                written.push(dest);
+            }
+        }
+        if !written.is_empty() {
+            let names: Vec<String> = written
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            self.append("archive", actor, serde_json::json!({ "archives": names }))?;
+        }
+        Ok(written)
+    }
+
+    /// Delete archived segments whose newest record is older than `retention` — the only way
+    /// records ever leave the trail. Segments go strictly from the oldest on, stopping at the
+    /// first one that is not archived or not expired, so the rest of the chain stays whole.
+    /// The purge is recorded first, then the `ANCHOR` is moved, then the files are removed.
+    /// Returns the number of records deleted.
+    pub fn purge_expired(&self, retention: Retention, actor: &str) -> Result<u64> {
+        let cutoff = retention.cutoff(now());
+        let segs = segments(&self.dir)?;
+        let mut doomed = Vec::new();
+        let mut through: Option<(u64, String)> = None;
+        for (i, (_, path)) in segs.iter().enumerate() {
+            // The head segment is never archived, so it is never purged.
+            if i + 1 == segs.len() || !is_archive(path) {
+                break;
+            }
+            let data = read_segment(path)?;
+            let Some((hash, newest)) = data
+                .split(|&b| b == b'\n')
+                .rfind(|l| !l.is_empty())
+                .and_then(parse_line)
+            else {
+                break;
+            };
+            if newest.time >= cutoff {
+                break;
+            }
+            through = Some((newest.seq, hash));
+            doomed.push(path.clone());
+        }
+        let Some((seq, hash)) = through else {
+            return Ok(0);
+        };
+        let first = read_anchor(&self.dir)?.map_or(1, |a| a.seq + 1);
+        self.append(
+            "purge",
+            actor,
+            serde_json::json!({
+                "through_seq": seq,
+                "through_hash": hash,
+                "records": seq + 1 - first,
+                "retention_years": retention.in_years(),
+                "cutoff": cutoff,
+            }),
+        )?;
+        let anchor = self.dir.join("ANCHOR");
+        let tmp = self.dir.join("ANCHOR.tmp");
+        let text = serde_json::to_string(&Checkpoint { seq, hash }).map_err(|e| Error::Serde {
+            what: "audit anchor".into(),
+            message: e.to_string(),
+        })?;
+        {
+            let mut f = File::create(&tmp).at(&tmp)?;
+            f.write_all(text.as_bytes()).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+        }
+        std::fs::rename(&tmp, &anchor).at(&anchor)?;
+        crate::store::sync_dir(&anchor)?;
+        for p in &doomed {
+            std::fs::remove_file(p).at(p)?;
+        }
+        crate::store::sync_dir(&anchor)?;
+        Ok(seq + 1 - first)
+    }
+
     /// Every record, in order (for tails, queries and reports).
     pub fn records(&self) -> Result<Vec<Record>> {
         let mut out = Vec::new();
         for (_, p) in segments(&self.dir)? {
-            let mut data = Vec::new();
-            File::open(&p).at(&p)?.read_to_end(&mut data).at(&p)?;
+            let data = read_segment(&p)?;
             for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let (_, r) = parse_line(line).ok_or_else(|| {
                     Error::Corrupt(format!("malformed record in {}", p.display()))
@@ -479,12 +770,17 @@ pub enum Verdict {
 /// Walk the chain in `dir` and report the first altered, missing, reordered or truncated
 /// record; with `checkpoint`, also that the chain reaches it with the same hash.
 pub fn verify(dir: &Path, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
-    let mut prev = ZERO.to_string();
-    let mut expect = 1u64;
+    let anchor = read_anchor(dir)?;
+    let mut prev = anchor
+        .as_ref()
+        .map_or_else(|| ZERO.to_string(), |a| a.hash.clone());
+    let mut expect = anchor.as_ref().map_or(1, |a| a.seq + 1);
+    // An anchor counts only when a purge record on the chain names it.
+    let mut anchor_backed = anchor.is_none();
     let mut last_seg = PathBuf::new();
     let mut last_line = 0;
     for (first, path) in segments(dir)? {
-        let data = std::fs::read(&path).at(&path)?;
+        let data = read_segment(&path)?;
         let broken = |line: u64, seq: u64, problem: String| Verdict::Broken {
             segment: path.clone(),
             line,
@@ -561,6 +857,13 @@ pub fn verify(dir: &Path, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
                     "differs from the kept checkpoint (rewritten)".into(),
                 ));
             }
+            if let Some(a) = &anchor
+                && rec.kind == "purge"
+                && rec.body["through_seq"] == a.seq
+                && rec.body["through_hash"] == a.hash.as_str()
+            {
+                anchor_backed = true;
+            }
             prev = hash;
             expect += 1;
         }
@@ -568,6 +871,16 @@ pub fn verify(dir: &Path, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
         last_line = line_no;
     }
     let records = expect - 1;
+    if !anchor_backed {
+        return Ok(Verdict::Broken {
+            segment: dir.join("ANCHOR"),
+            line: 1,
+            seq: anchor.as_ref().map_or(1, |a| a.seq + 1),
+            problem: "the trail starts after a purge anchor that no purge record backs \
+                      (records were deleted outside the retention rules)"
+                .into(),
+        });
+    }
     if let Some(cp) = checkpoint
         && cp.seq > records
     {
@@ -757,5 +1070,129 @@ mod tests {
         let (seq, problem) = broken_at(dir.path(), None);
         assert_eq!(seq, 1);
         assert!(problem.contains("missing"), "{problem}");
+    }
+
+    fn skew_clock(by: chrono::TimeDelta) {
+        CLOCK_SKEW.with(|c| c.set(by));
+    }
+
+    #[test]
+    fn retention_below_three_years_is_refused() {
+        assert!(Retention::years(2).is_err());
+        assert_eq!(Retention::default().in_years(), 3);
+        assert_eq!(Retention::years(5).expect("5").in_years(), 5);
+    }
+
+    #[test]
+    fn archived_segments_verify_and_read_like_logs_and_tampering_is_found() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = AuditLog::open_with(dir.path(), 10).expect("open");
+        for i in 0..25 {
+            log.append("q", "u", serde_json::json!({ "i": i }))
+                .expect("append");
+        }
+        let before = log.records().expect("records");
+        let written = log.archive("ops").expect("archive");
+        assert_eq!(written.len(), 2, "the two closed segments, never the head");
+        assert!(!seg(dir.path()).exists());
+        let after = log.records().expect("records");
+        assert_eq!(&after[..25], &before[..]);
+        assert_eq!(after[25].kind, "archive");
+        assert!(matches!(
+            verify(dir.path(), None).expect("v"),
+            Verdict::Intact { records: 26, .. }
+        ));
+        // Archiving again finds nothing new; appends continue on the same chain after reopen.
+        drop(log);
+        let log = AuditLog::open_with(dir.path(), 10).expect("reopen");
+        assert!(log.archive("ops").expect("archive").is_empty());
+        log.append("q", "u", serde_json::json!(26)).expect("append");
+        assert!(matches!(
+            verify(dir.path(), None).expect("v"),
+            Verdict::Intact { records: 27, .. }
+        ));
+        // Change one record inside the second archive (record 13) and rewrite the file.
+        let arch = dir.path().join(archive_name(11));
+        let lines = read_segment(&arch).expect("read");
+        let text = String::from_utf8(lines).expect("utf8");
+        let altered = text.replacen("\"i\":12", "\"i\":99", 1);
+        assert_ne!(altered, text);
+        write_archive(altered.as_bytes(), &arch).expect("rewrite");
+        let (seq, problem) = broken_at(dir.path(), None);
+        assert_eq!(seq, 13);
+        assert!(problem.contains("altered"), "{problem}");
+    }
+
+    #[test]
+    fn purge_deletes_only_archived_records_older_than_retention() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = AuditLog::open_with(dir.path(), 10).expect("open");
+        // Records 1..=20 written "four years ago", 21..=25 two years ago, the rest now.
+        skew_clock(-chrono::TimeDelta::days(4 * 366));
+        for i in 0..20 {
+            log.append("q", "u", serde_json::json!(i)).expect("append");
+        }
+        skew_clock(-chrono::TimeDelta::days(2 * 365));
+        for i in 20..25 {
+            log.append("q", "u", serde_json::json!(i)).expect("append");
+        }
+        skew_clock(chrono::TimeDelta::zero());
+        for i in 25..32 {
+            log.append("q", "u", serde_json::json!(i)).expect("append");
+        }
+        // Nothing is archived yet: nothing may go, however old.
+        assert_eq!(
+            log.purge_expired(Retention::default(), "ops").expect("p"),
+            0
+        );
+        log.archive("ops").expect("archive");
+        // Segments: 1..=10 and 11..=20 (4 years old), 21..=30 (newest record: now), head.
+        // A longer retention keeps everything.
+        assert_eq!(
+            log.purge_expired(Retention::years(5).expect("5"), "ops")
+                .expect("p"),
+            0
+        );
+        assert_eq!(
+            log.purge_expired(Retention::default(), "ops").expect("p"),
+            20
+        );
+        assert!(!dir.path().join(archive_name(1)).exists());
+        assert!(!dir.path().join(archive_name(11)).exists());
+        assert!(dir.path().join(archive_name(21)).exists());
+        let recs = log.records().expect("records");
+        assert_eq!(recs.first().map(|r| r.seq), Some(21));
+        let purge = recs.iter().find(|r| r.kind == "purge").expect("recorded");
+        assert_eq!(purge.body["through_seq"], 20);
+        assert_eq!(purge.body["records"], 20);
+        match verify(dir.path(), None).expect("v") {
+            Verdict::Intact { records, .. } => assert_eq!(records, recs.last().expect("l").seq),
+            v => panic!("{v:?}"),
+        }
+        // Purging again deletes nothing: what is left is within retention.
+        assert_eq!(
+            log.purge_expired(Retention::default(), "ops").expect("p"),
+            0
+        );
+        // An attacker deletes the next (young) archive and forges the anchor past it: no purge
+        // record backs that anchor, so verification fails.
+        let lines = read_segment(&dir.path().join(archive_name(21))).expect("read");
+        let last = lines
+            .split(|&b| b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .and_then(parse_line)
+            .expect("last");
+        std::fs::remove_file(dir.path().join(archive_name(21))).expect("rm");
+        std::fs::write(
+            dir.path().join("ANCHOR"),
+            serde_json::to_string(&Checkpoint {
+                seq: last.1.seq,
+                hash: last.0,
+            })
+            .expect("json"),
+        )
+        .expect("forge");
+        let (_, problem) = broken_at(dir.path(), None);
+        assert!(problem.contains("no purge record"), "{problem}");
     }
 }

@@ -122,6 +122,22 @@ fn errors_are_messages_with_exit_codes_not_panics() {
     );
     let o = govshare(&store, &["lookup", "person", "110105194912310021"]);
     assert_eq!(o.status.code(), Some(3));
+    // A retention below the legal minimum is refused before anything is touched; a purge
+    // within retention deletes nothing and is not an error.
+    let o = govshare(
+        &store,
+        &["audit", "purge", "--retention-years", "2", "--by", "ops"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("minimum of 3 years"));
+    let out = ok(&govshare(&store, &["audit", "purge", "--by", "ops"]));
+    assert!(
+        out.contains("purged 0 record(s) older than 3 years"),
+        "{out}"
+    );
+    let out = ok(&govshare(&store, &["audit", "archive", "--by", "ops"]));
+    assert!(out.contains("archived 0 segment(s)"), "{out}");
+    ok(&govshare(&store, &["audit", "verify"]));
 }
 
 #[test]
