@@ -576,9 +576,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 r.versions_removed, r.files_removed
             );
         }
-        Command::Dept { action } => dept_cmd(&Store::open(&cli.store)?, action)?,
-        Command::User { action } => user_cmd(&Store::open(&cli.store)?, action)?,
-        Command::Grant { action } => grant_cmd(&Store::open(&cli.store)?, action)?,
+        Command::Dept { action } => dept_cmd(&cli.store, action)?,
+        Command::User { action } => user_cmd(&cli.store, action)?,
+        Command::Grant { action } => grant_cmd(&cli.store, action)?,
         Command::Sql {
             user,
             purpose,
@@ -755,19 +755,8 @@ impl GrantArgs {
     }
 }
 
-fn dept_cmd(store: &Store, action: DeptCmd) -> Result<(), Error> {
-    let set_status = |code: String, by: String, status: PrincipalStatus| -> Result<(), Error> {
-        store
-            .writer()?
-            .update_policy(&by, &format!("department {code} {status:?}"), |p, _| {
-                let d = p
-                    .departments
-                    .get_mut(&code)
-                    .ok_or_else(|| Error::NotFound(format!("department '{code}'")))?;
-                d.status = status;
-                Ok(())
-            })
-    };
+fn dept_cmd(store: &Path, action: DeptCmd) -> Result<(), Error> {
+    let engine = || govshare_core::Engine::open(store);
     match action {
         DeptCmd::Add {
             code,
@@ -775,22 +764,25 @@ fn dept_cmd(store: &Store, action: DeptCmd) -> Result<(), Error> {
             region,
             by,
         } => {
-            store
-                .writer()?
-                .update_policy(&by, &format!("add department {code}"), |p, _| {
-                    p.upsert_department(Department {
-                        code: code.clone(),
-                        name,
-                        region,
-                        status: PrincipalStatus::Active,
-                    })
-                })?;
+            engine()?.upsert_department(
+                &by,
+                Department {
+                    code: code.clone(),
+                    name,
+                    region,
+                    status: PrincipalStatus::Active,
+                },
+            )?;
             println!("department {code} added");
         }
-        DeptCmd::Suspend { code, by } => set_status(code, by, PrincipalStatus::Suspended)?,
-        DeptCmd::Activate { code, by } => set_status(code, by, PrincipalStatus::Active)?,
+        DeptCmd::Suspend { code, by } => {
+            engine()?.set_department_status(&by, &code, PrincipalStatus::Suspended)?
+        }
+        DeptCmd::Activate { code, by } => {
+            engine()?.set_department_status(&by, &code, PrincipalStatus::Active)?
+        }
         DeptCmd::List => {
-            for d in store.policy()?.departments.values() {
+            for d in Store::open(store)?.policy()?.departments.values() {
                 println!(
                     "{:<12} {:<20} region {} {:?}",
                     d.code, d.name, d.region, d.status
@@ -801,7 +793,7 @@ fn dept_cmd(store: &Store, action: DeptCmd) -> Result<(), Error> {
     Ok(())
 }
 
-fn user_cmd(store: &Store, action: UserCmd) -> Result<(), Error> {
+fn user_cmd(store: &Path, action: UserCmd) -> Result<(), Error> {
     match action {
         UserCmd::Add {
             id,
@@ -814,34 +806,28 @@ fn user_cmd(store: &Store, action: UserCmd) -> Result<(), Error> {
                 .iter()
                 .map(|r| parse_role(r))
                 .collect::<Result<Vec<_>, _>>()?;
-            store
-                .writer()?
-                .update_policy(&by, &format!("add user {id}"), |p, _| {
-                    p.upsert_user(User {
-                        id: id.clone(),
-                        name,
-                        department: dept,
-                        roles,
-                        status: PrincipalStatus::Active,
-                    })
-                })?;
+            govshare_core::Engine::open(store)?.upsert_user(
+                &by,
+                User {
+                    id: id.clone(),
+                    name,
+                    department: dept,
+                    roles,
+                    status: PrincipalStatus::Active,
+                },
+            )?;
             println!("user {id} added");
         }
         UserCmd::Suspend { id, by } => {
-            store
-                .writer()?
-                .update_policy(&by, &format!("suspend user {id}"), |p, _| {
-                    let u = p
-                        .users
-                        .get_mut(&id)
-                        .ok_or_else(|| Error::NotFound(format!("user '{id}'")))?;
-                    u.status = PrincipalStatus::Suspended;
-                    Ok(())
-                })?;
+            govshare_core::Engine::open(store)?.set_user_status(
+                &by,
+                &id,
+                PrincipalStatus::Suspended,
+            )?;
             println!("user {id} suspended");
         }
         UserCmd::List => {
-            for u in store.policy()?.users.values() {
+            for u in Store::open(store)?.policy()?.users.values() {
                 println!(
                     "{:<12} {:<8} {:<12} {:?} {:?}",
                     u.id, u.name, u.department, u.roles, u.status
@@ -852,46 +838,27 @@ fn user_cmd(store: &Store, action: UserCmd) -> Result<(), Error> {
     Ok(())
 }
 
-fn grant_cmd(store: &Store, action: GrantCmd) -> Result<(), Error> {
-    let now = chrono::Utc::now();
+fn grant_cmd(store: &Path, action: GrantCmd) -> Result<(), Error> {
+    let engine = || govshare_core::Engine::open(store);
     match action {
         GrantCmd::Request(a) => {
-            let r = a.request()?;
-            let g = store
-                .writer()?
-                .update_policy(&a.by, "grant on request", |p, c| {
-                    p.grant_on_request(c, r, &a.by, now)
-                })?;
+            let g = engine()?.request_grant(&a.by, a.request()?)?;
             println!("grant {} created", g.id);
         }
         GrantCmd::Approve(a) => {
-            let r = a.request()?;
-            let ap = store
-                .writer()?
-                .update_policy(&a.by, "approve request", |p, c| {
-                    p.decide_request(c, r, &a.by, true, "", now)
-                })?;
+            let ap = engine()?.decide_request(&a.by, a.request()?, true, "")?;
             println!("approval {} created grant {:?}", ap.id, ap.grant);
         }
         GrantCmd::Reject { args, reason } => {
-            let r = args.request()?;
-            let ap = store
-                .writer()?
-                .update_policy(&args.by, "reject request", |p, c| {
-                    p.decide_request(c, r, &args.by, false, &reason, now)
-                })?;
+            let ap = engine()?.decide_request(&args.by, args.request()?, false, &reason)?;
             println!("request rejected (approval record {})", ap.id);
         }
         GrantCmd::Revoke { id, by, reason } => {
-            store
-                .writer()?
-                .update_policy(&by, &format!("revoke grant {id}"), |p, _| {
-                    p.revoke(id, &by, &reason, now)
-                })?;
+            engine()?.revoke_grant(&by, id, &reason)?;
             println!("grant {id} revoked");
         }
         GrantCmd::List => {
-            for g in store.policy()?.grants.values() {
+            for g in Store::open(store)?.policy()?.grants.values() {
                 let r = &g.request;
                 println!(
                     "grant {:<4} {} → {} on {} for {} ({}) fields {:?} scope {:?} until {} {:?}{}",

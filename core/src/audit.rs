@@ -745,7 +745,8 @@ impl AuditLog {
 }
 
 /// What [`verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// The whole chain is intact (and contains the checkpoint, when one was given).
     Intact {

@@ -22,6 +22,7 @@
 //! checks rows, [`ingest`] loads, [`store`] versions and reads, [`index`] holds key and bitmap
 //! indexes, [`synth`] generates test data, [`quality`] reports on a file.
 
+pub mod admin;
 pub mod audit;
 pub mod catalog;
 pub mod engine;
