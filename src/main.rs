@@ -176,6 +176,9 @@ enum Command {
         /// Purpose code the query is made for.
         #[arg(long)]
         purpose: String,
+        /// Print the rows as CSV (with a header) instead of a table.
+        #[arg(long)]
+        csv: bool,
         /// The query.
         query: String,
     },
@@ -582,12 +585,22 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Sql {
             user,
             purpose,
+            csv,
             query,
         } => {
             let engine = govshare_core::Engine::open(&cli.store)?;
             let r = engine.session(&user, &purpose)?.sql(&query)?;
-            println!("{}", arrow_pretty(&r.batches)?);
-            println!("({} rows)", r.num_rows());
+            if csv {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(std::io::stdout().lock());
+                for b in &r.batches {
+                    w.write(b)?;
+                }
+            } else {
+                println!("{}", arrow_pretty(&r.batches)?);
+                println!("({} rows)", r.num_rows());
+            }
         }
         Command::Audit { action } => audit_cmd(&cli.store, action)?,
         Command::Demo {

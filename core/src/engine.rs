@@ -88,6 +88,27 @@ pub struct Access {
     pub sql: String,
 }
 
+/// A dataset as a session sees it ([`Session::catalog`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VisibleDataset {
+    /// Dataset name (the SQL table name).
+    pub dataset: String,
+    /// The granted fields, in schema order.
+    pub fields: Vec<VisibleField>,
+}
+
+/// One granted field ([`Session::catalog`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VisibleField {
+    /// Column name.
+    pub name: String,
+    /// Arrow type as delivered (after masking), e.g. `Utf8`, `Date32`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether nulls may appear (always for masked fields).
+    pub nullable: bool,
+}
+
 /// The result of a query: its schema and batches.
 #[derive(Debug, Clone)]
 pub struct QueryResult {
@@ -505,6 +526,27 @@ impl Session {
             .collect())
     }
 
+    /// The catalog as this session may see it now: each visible dataset with its granted
+    /// fields (masked fields with their masked type) — what the bindings list.
+    pub fn catalog(&self) -> Result<Vec<VisibleDataset>> {
+        Ok(self
+            .visible()?
+            .into_iter()
+            .map(|(dataset, schema)| VisibleDataset {
+                dataset,
+                fields: schema
+                    .fields()
+                    .iter()
+                    .map(|f| VisibleField {
+                        name: f.name().clone(),
+                        data_type: f.data_type().to_string(),
+                        nullable: f.is_nullable(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
     fn context(&self, decision: &Decision) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, &decision.department);
@@ -750,12 +792,50 @@ impl QueryStream {
     }
 }
 
-impl Iterator for QueryStream {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl QueryStream {
+    /// The next batch like [`Iterator::next`], but asking `interrupted` every few
+    /// milliseconds while the engine works; when it answers `true` the wait stops with
+    /// [`Error::Interrupted`] (drop the stream to cancel the query). Bindings use this to let
+    /// Ctrl-C through while a long query runs without holding their interpreter's lock.
+    pub fn next_interruptible(
+        &mut self,
+        mut interrupted: impl FnMut() -> bool,
+    ) -> Option<Result<RecordBatch>> {
         use futures::StreamExt;
-        match self.engine.inner.runtime.block_on(self.stream.next()) {
+        use std::task::{Context, Poll, Wake, Waker};
+        /// Wakes the polling thread when DataFusion has made progress.
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        // Polled on this thread inside the runtime's context, so the tasks the plan spawns run
+        // on the runtime's workers as with `block_on`.
+        let _runtime = self.engine.inner.runtime.enter();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let item = loop {
+            match self.stream.poll_next_unpin(&mut cx) {
+                Poll::Ready(item) => break item,
+                Poll::Pending => {
+                    if interrupted() {
+                        return Some(Err(Error::Interrupted));
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(20));
+                }
+            }
+        };
+        self.on_item(item)
+    }
+
+    /// Account for one item of the plan's stream: digest and count a batch, write the
+    /// completion record at the end or on failure.
+    fn on_item(
+        &mut self,
+        item: Option<std::result::Result<RecordBatch, DataFusionError>>,
+    ) -> Option<Result<RecordBatch>> {
+        match item {
             Some(Ok(batch)) => {
                 if let Some(a) = self.audit.as_mut() {
                     a.rows += batch.num_rows() as u64;
@@ -772,6 +852,16 @@ impl Iterator for QueryStream {
             // End of results: the completion record must be written, or the caller hears why.
             None => self.finish("completed").err().map(Err),
         }
+    }
+}
+
+impl Iterator for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures::StreamExt;
+        let item = self.engine.inner.runtime.block_on(self.stream.next());
+        self.on_item(item)
     }
 }
 

@@ -57,6 +57,10 @@ pub enum Error {
     #[error("store is corrupt: {0}")]
     Corrupt(String),
 
+    /// The caller interrupted a running query (e.g. Ctrl-C in Python); its stream should be
+    /// dropped, which cancels the work and records the query as abandoned.
+    #[error("the query was interrupted")]
+    Interrupted,
     /// File system error, with the path involved.
     #[error("I/O error on {}: {source}", path.display())]
     Io {

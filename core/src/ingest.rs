@@ -97,8 +97,10 @@ pub enum LoadMode {
     Incremental,
 }
 
-/// Who delivered the data, for the handover record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who delivered the data, for the handover record. Missing fields take their defaults when
+/// it is read from JSON (as the bindings do).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct HandoverInfo {
     /// Providing department (defaults to the dataset's provider when empty).
     pub provider_dept: String,

@@ -1,0 +1,308 @@
+//! The C ABI from C: `ffi/examples/query.c` and `ffi/tests/c/test_api.c` are compiled with the
+//! system C compiler against `libgovshare.so` and run (the test program under valgrind when
+//! it is installed, failing on any memory error or definite leak). The security cases in
+//! `ffi/tests/c/cases.txt` must give the same rows and errors through C as through Rust.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{Duration, Utc};
+use govshare_core::catalog::MaskKind;
+use govshare_core::ingest::{Encoding, LoadOptions, Source, write_csv};
+use govshare_core::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
+use govshare_core::synth::Synth;
+use govshare_core::{Engine, Store};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/<profile>`, where cargo put `libgovshare.so` beside this test's `deps/` directory.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn compile(src: &Path, out: &Path) {
+    let lib = lib_dir();
+    assert!(
+        lib.join("libgovshare.so").exists(),
+        "libgovshare.so not found in {}",
+        lib.display()
+    );
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+        .arg("-I")
+        .arg(manifest_dir().join("include"))
+        .arg(src)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lgovshare", "-o"])
+        .arg(out)
+        .status()
+        .expect("run the C compiler (cc)");
+    assert!(status.success(), "compiling {} failed", src.display());
+}
+
+fn fields(names: &[&str], masks: &[(&str, MaskKind)]) -> Vec<FieldGrant> {
+    let mut v: Vec<FieldGrant> = names
+        .iter()
+        .map(|n| FieldGrant {
+            field: n.to_string(),
+            treatment: Treatment::Clear,
+        })
+        .collect();
+    v.extend(masks.iter().map(|(n, m)| FieldGrant {
+        field: n.to_string(),
+        treatment: Treatment::Masked(*m),
+    }));
+    v
+}
+
+/// A store with persons and the principals of the cases: alice (CIVIL) with grants FULL,
+/// MASK (masked identity) and CTY (one county); bob (TAX) with none.
+fn fixture(dir: &Path) -> PathBuf {
+    let root = dir.join("store");
+    let store = Store::init(&root).expect("init");
+    store
+        .writer()
+        .expect("writer")
+        .load(
+            "person",
+            Source::Batches(Synth::new(9, 1500, 0).persons(512).collect()),
+            &LoadOptions {
+                row_group_size: 256,
+                ..Default::default()
+            },
+        )
+        .expect("load");
+    let idx = store
+        .snapshot("person")
+        .expect("snap")
+        .bitmap_index("hukou_region_code")
+        .expect("idx");
+    let county = idx
+        .bitmaps
+        .iter()
+        .filter(|(k, _)| k.len() == 6)
+        .max_by_key(|(_, b)| b.len())
+        .map(|(k, _)| k.clone())
+        .expect("county");
+    let engine = Engine::open(&root).expect("engine");
+    for (code, name) in [
+        ("PSB", "省公安厅"),
+        ("CIVIL", "省民政厅"),
+        ("TAX", "省税务局"),
+    ] {
+        engine
+            .upsert_department(
+                "root",
+                Department {
+                    code: code.into(),
+                    name: name.into(),
+                    region: "430000".into(),
+                    status: PrincipalStatus::Active,
+                },
+            )
+            .expect("dept");
+    }
+    for (id, dept, role) in [
+        ("appr", "PSB", Role::ProviderApprover),
+        ("alice", "CIVIL", Role::Consumer),
+        ("bob", "TAX", Role::Consumer),
+    ] {
+        engine
+            .upsert_user(
+                "root",
+                User {
+                    id: id.into(),
+                    name: format!("{id} 实名"),
+                    department: dept.into(),
+                    roles: vec![role],
+                    status: PrincipalStatus::Active,
+                },
+            )
+            .expect("user");
+    }
+    let identity = ["citizen_id", "name", "sex_code", "hukou_region_code"];
+    let grants = [
+        ("FULL", fields(&identity, &[]), RowScope::default()),
+        (
+            "MASK",
+            fields(
+                &["sex_code"],
+                &[
+                    ("citizen_id", MaskKind::CitizenId),
+                    ("name", MaskKind::Name),
+                    ("mobile_phone", MaskKind::Phone),
+                ],
+            ),
+            RowScope::default(),
+        ),
+        (
+            "CTY",
+            fields(&identity, &[]),
+            RowScope {
+                regions: Some(vec![county]),
+                subjects: None,
+            },
+        ),
+    ];
+    let now = Utc::now();
+    for (purpose, fields, scope) in grants {
+        let request = GrantRequest {
+            consumer_dept: "CIVIL".into(),
+            users: vec![],
+            dataset: "person".into(),
+            fields,
+            purpose_code: purpose.into(),
+            purpose_text: format!("{purpose} 测试用途"),
+            scope,
+            modes: vec![Mode::Query],
+            valid_from: now - Duration::days(1),
+            valid_until: now + Duration::days(30),
+        };
+        engine
+            .decide_request("appr", request, true, "")
+            .expect("grant");
+    }
+    root
+}
+
+/// What the Rust API gives for each case, in the C program's output format.
+fn rust_outcomes(store: &Path, cases: &str) -> String {
+    let engine = Engine::open(store).expect("engine");
+    let mut out = String::new();
+    let opts = FormatOptions::default().with_null("NULL");
+    let cases = cases
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    for (n, line) in cases.enumerate() {
+        let mut parts = line.splitn(3, '|');
+        let (user, purpose, sql) = (
+            parts.next().expect("user"),
+            parts.next().expect("purpose"),
+            parts.next().expect("sql"),
+        );
+        let result = engine.session(user, purpose).and_then(|s| s.sql(sql));
+        match result {
+            Ok(r) => {
+                out.push_str(&format!("CASE {n} GS_OK\n"));
+                for b in &r.batches {
+                    let cols: Vec<ArrayFormatter> = b
+                        .columns()
+                        .iter()
+                        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("fmt"))
+                        .collect();
+                    for row in 0..b.num_rows() {
+                        let cells: Vec<String> =
+                            cols.iter().map(|c| c.value(row).to_string()).collect();
+                        out.push_str(&cells.join("\t"));
+                        out.push('\n');
+                    }
+                }
+            }
+            Err(e) => {
+                let name = govshare::status_of(&e).name().to_string_lossy();
+                out.push_str(&format!("CASE {n} {name}\nMSG {e}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn c_example_and_c_test_program() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = fixture(dir.path());
+    let cases_path = manifest_dir().join("tests/c/cases.txt");
+    let cases = std::fs::read_to_string(&cases_path).expect("cases");
+    let expected = rust_outcomes(&store, &cases);
+    let csv = dir.path().join("persons.csv");
+    write_csv(&csv, Synth::new(3, 300, 0).persons(300), Encoding::Utf8).expect("csv");
+
+    // The integrator's example: a query that works, and one that is denied (exit code 5).
+    let example = dir.path().join("query");
+    compile(&manifest_dir().join("examples/query.c"), &example);
+    let run = |sql: &str| {
+        Command::new(&example)
+            .arg(&store)
+            .args(["alice", "FULL", sql])
+            .output()
+            .expect("run example")
+    };
+    let ok = run("SELECT citizen_id, sex_code FROM person ORDER BY citizen_id LIMIT 3");
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("citizen_id\tsex_code\n") && text.contains("(3 rows)"),
+        "{text}"
+    );
+    let denied = run("SELECT marital_status_code FROM person");
+    let text = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains("denied: access denied: field person.marital_status_code"),
+        "{text}"
+    );
+
+    // The test program, under valgrind when available.
+    let test = dir.path().join("test_api");
+    compile(&manifest_dir().join("tests/c/test_api.c"), &test);
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let valgrind = Command::new("valgrind").arg("--version").output().is_ok();
+    let mut cmd = if valgrind {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--show-leak-kinds=definite,indirect",
+            "--suppressions",
+        ])
+        .arg(manifest_dir().join("tests/c/valgrind.supp"))
+        .arg(&test);
+        c
+    } else {
+        Command::new(&test)
+    };
+    let out = cmd
+        .arg(&store)
+        .arg(&cases_path)
+        .arg(&csv)
+        .arg(&scratch)
+        .output()
+        .expect("run test_api");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "test_api failed ({:?}):\n{stdout}\n{stderr}",
+        out.status.code()
+    );
+    assert!(stdout.contains("OK all"), "{stdout}");
+    if valgrind {
+        assert!(
+            stderr.contains("ERROR SUMMARY: 0 errors"),
+            "valgrind: {stderr}"
+        );
+    }
+    // Same rows and errors through C as through Rust.
+    let c_cases: String = stdout
+        .split_inclusive('\n')
+        .take_while(|l| !l.starts_with("OK cases"))
+        .collect();
+    assert_eq!(c_cases, expected);
+    // The cases cover allowed, masked, scoped and denied outcomes.
+    for kind in ["GS_OK", "GS_ACCESS_DENIED"] {
+        assert!(expected.contains(kind), "{expected}");
+    }
+}

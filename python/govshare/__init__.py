@@ -1,0 +1,373 @@
+"""govshare: query government base data under field-level access control.
+
+Every query runs as a real-name user for a declared purpose and sees exactly the fields and
+rows that user's department was granted (masked where the grant says so); every decision is
+on a tamper-evident audit trail. Results are Apache Arrow data.
+
+>>> import govshare
+>>> with govshare.connect(demo_store, user="analyst", purpose="STATS") as s:
+...     t = s.sql("SELECT sex_code, count(*) AS n FROM person GROUP BY sex_code").to_arrow()
+>>> t.column_names
+['sex_code', 'n']
+>>> sum(t["n"].to_pylist())
+200
+
+A field outside the grant is refused with a message that says how to obtain it:
+
+>>> with govshare.connect(demo_store, user="analyst", purpose="STATS") as s:
+...     s.sql("SELECT name FROM person")
+Traceback (most recent call last):
+  ...
+govshare._internal.AccessDenied: access denied: field person.name (姓名) is not granted to department 'STAT' for purpose 'STATS'; it is conditional: apply to the providing department, whose approver decides
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json as _json
+import os as _os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as _pa
+
+from govshare import _internal
+from govshare.exceptions import (
+    AccessDenied,
+    GovshareError,
+    IntegrityError,
+    InvalidInput,
+    Locked,
+    NotFound,
+    Rejected,
+)
+
+__version__: str = _internal.__version__
+
+__all__ = [
+    "AccessDenied",
+    "Engine",
+    "GovshareError",
+    "IntegrityError",
+    "InvalidInput",
+    "Locked",
+    "NotFound",
+    "Rejected",
+    "Result",
+    "Session",
+    "connect",
+    "grant_request",
+    "init_store",
+    "write_synthetic",
+]
+
+_Path = str | _os.PathLike[str]
+
+
+def _str(value: object, name: str) -> str:
+    """Refuse a non-string argument with the built-in TypeError, before it reaches the engine."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    return value
+
+
+def init_store(path: _Path) -> None:
+    """Create an empty store at ``path`` (a store already there is left as it is)."""
+    _internal.init_store(_os.fspath(path))
+
+
+def write_synthetic(
+    directory: _Path, persons: int = 1000, entities: int = 100, seed: int = 1
+) -> tuple[str, str]:
+    """Write synthetic ``person.csv`` and ``legal_entity.csv`` (valid IDs, real region codes).
+
+    Deterministic for a seed; returns the two paths, ready for :meth:`Engine.load`.
+    """
+    p, e = _internal.write_synthetic(_os.fspath(directory), persons, entities, seed)
+    return str(p), str(e)
+
+
+def grant_request(
+    consumer_dept: str,
+    dataset: str,
+    fields: dict[str, str | None] | Sequence[str],
+    purpose_code: str,
+    purpose_text: str,
+    *,
+    regions: Sequence[str] | None = None,
+    subjects: Sequence[str] | None = None,
+    users: Sequence[str] = (),
+    days: int = 365,
+) -> dict[str, Any]:
+    """Build a grant request for :meth:`Engine.request_grant` / :meth:`Engine.approve`.
+
+    ``fields`` lists field names in clear, or maps each name to a mask (``"name"``,
+    ``"citizen_id"``, ``"phone"``, ``"address"``, ``"date_to_year"``, ``"nullify"``,
+    ``"pseudonym"``) or ``None`` for clear. ``regions`` / ``subjects`` narrow the rows.
+
+    >>> r = grant_request("STAT", "person", {"sex_code": None, "name": "name"}, "P1", "demo")
+    >>> r["fields"]
+    [{'field': 'sex_code', 'treatment': 'clear'}, {'field': 'name', 'treatment': {'masked': 'name'}}]
+    """
+    if isinstance(fields, dict):
+        items = list(fields.items())
+    else:
+        items = [(f, None) for f in fields]
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return {
+        "consumer_dept": consumer_dept,
+        "users": list(users),
+        "dataset": dataset,
+        "fields": [
+            {"field": f, "treatment": "clear" if m is None else {"masked": m}} for f, m in items
+        ],
+        "purpose_code": purpose_code,
+        "purpose_text": purpose_text,
+        "scope": {
+            "regions": None if regions is None else list(regions),
+            "subjects": None if subjects is None else list(subjects),
+        },
+        "modes": ["query"],
+        "valid_from": (now - _dt.timedelta(minutes=5)).isoformat(),
+        "valid_until": (now + _dt.timedelta(days=days)).isoformat(),
+    }
+
+
+class Result:
+    """The result of one query, read once.
+
+    Convert with :meth:`to_arrow`, :meth:`to_pandas` or :meth:`to_polars`, iterate over
+    ``pyarrow.RecordBatch`` objects, or hand it to any Arrow consumer through the PyCapsule
+    stream protocol (``pyarrow.table(result)``, ``polars.from_arrow``, ``duckdb``), which reads
+    it without copies and without the GIL. The query's completion is recorded when it has been
+    read to the end, closed, or garbage-collected.
+    """
+
+    def __init__(self, raw: _internal.RawStream) -> None:
+        self._raw = raw
+
+    @property
+    def schema(self) -> _pa.Schema:
+        """The result's Arrow schema."""
+        return _pa.schema(self._raw)
+
+    def __iter__(self) -> Iterator[_pa.RecordBatch]:
+        """Batches as they arrive; the GIL is released while the engine works and Ctrl-C
+        cancels the query (``KeyboardInterrupt``)."""
+        while (batch := self._raw.next_batch()) is not None:
+            yield _pa.record_batch(batch)
+
+    def to_arrow(self) -> _pa.Table:
+        """All rows as a ``pyarrow.Table`` (interruptible with Ctrl-C)."""
+        schema = self.schema
+        return _pa.Table.from_batches(list(self), schema=schema)
+
+    def to_pandas(self) -> Any:
+        """All rows as a ``pandas.DataFrame`` (needs pandas)."""
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        """All rows as a ``polars.DataFrame`` (needs polars)."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        """The Arrow PyCapsule stream protocol: hands the remaining batches over, once."""
+        return self._raw.__arrow_c_stream__(requested_schema)
+
+    def __arrow_c_schema__(self) -> object:
+        """The Arrow PyCapsule schema protocol."""
+        return self._raw.__arrow_c_schema__()
+
+    def close(self) -> None:
+        """Stop reading; a running query is cancelled and recorded as abandoned."""
+        self._raw.close()
+
+    def __enter__(self) -> Result:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Session:
+    """A real-name user acting for a declared purpose.
+
+    Every query re-checks the policy: a grant revoked or a user suspended while the session is
+    open takes effect at the next query. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, raw: _internal.RawSession) -> None:
+        self._raw = raw
+
+    @property
+    def user(self) -> str:
+        """The real-name user id."""
+        return self._raw.user
+
+    @property
+    def purpose(self) -> str:
+        """The declared purpose code."""
+        return self._raw.purpose
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._raw.closed
+
+    def sql(self, query: str) -> Result:
+        """Run one SQL query (read-only) under the session's grants.
+
+        Access is decided, and the query recorded on the audit trail, before this returns.
+
+        >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
+        ...     s.sql("SELECT count(*) AS n FROM person").to_arrow()["n"][0].as_py()
+        200
+        """
+        return Result(self._raw.sql(_str(query, "query")))
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """The datasets and fields this session may see now (masked fields with their masked
+        type).
+
+        >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
+        ...     [f["name"] for f in s.catalog()[0]["fields"]]
+        ['sex_code', 'hukou_region_code']
+        """
+        return _json.loads(self._raw.catalog_json())
+
+    def close(self) -> None:
+        """End the session (recorded on the audit trail). Closing twice is harmless."""
+        self._raw.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine:
+    """An open store: sessions, administration, and the audit trail. Thread-safe.
+
+    Administrative calls take ``by``, the acting real-name user, which is recorded; who may do
+    what follows the platform's rules (a platform admin grants unconditional fields on
+    request; the providing department's approver approves or rejects conditional ones).
+    """
+
+    def __init__(self, path: _Path) -> None:
+        self._raw = _internal.RawEngine(_os.fspath(path))
+
+    def session(self, user: str, purpose: str) -> Session:
+        """Open a session; fails at once with :class:`AccessDenied` when nothing would be
+        allowed (unknown or suspended user, no valid grant for the purpose)."""
+        return Session(self._raw.session(_str(user, "user"), _str(purpose, "purpose")))
+
+    def add_department(self, code: str, name: str, region: str, *, by: str) -> None:
+        """Add (or replace) a department with its region of jurisdiction (GB/T 2260 code)."""
+        d = {"code": code, "name": name, "region": region, "status": "active"}
+        self._raw.upsert_department(_str(by, "by"), _json.dumps(d))
+
+    def set_department_active(self, code: str, active: bool, *, by: str) -> None:
+        """Suspend (``active=False``) or reactivate a department."""
+        self._raw.set_department_active(_str(by, "by"), _str(code, "code"), bool(active))
+
+    def add_user(
+        self, user_id: str, name: str, department: str, roles: Sequence[str], *, by: str
+    ) -> None:
+        """Add (or replace) a real-name user. Roles: ``consumer``, ``provider_approver``,
+        ``platform_admin``, ``auditor``, ``coordinator``."""
+        if isinstance(roles, str):
+            raise TypeError("roles must be a sequence of role names, not a str")
+        u = {
+            "id": user_id,
+            "name": name,
+            "department": department,
+            "roles": list(roles),
+            "status": "active",
+        }
+        self._raw.upsert_user(_str(by, "by"), _json.dumps(u))
+
+    def set_user_active(self, user_id: str, active: bool, *, by: str) -> None:
+        """Suspend (``active=False``) or reactivate a user."""
+        self._raw.set_user_active(_str(by, "by"), _str(user_id, "user_id"), bool(active))
+
+    def request_grant(self, request: dict[str, Any], *, by: str) -> int:
+        """Grant on request (unconditional fields, by a platform admin); returns the grant id.
+        Build ``request`` with :func:`grant_request`."""
+        return self._raw.request_grant(_str(by, "by"), _json.dumps(request))
+
+    def approve(self, request: dict[str, Any], *, by: str) -> int:
+        """Approve a request as the providing department's approver; returns the new grant id."""
+        grant = self._raw.decide_request(_str(by, "by"), _json.dumps(request), True, "")
+        assert grant is not None  # an approval always creates a grant
+        return grant
+
+    def reject(self, request: dict[str, Any], *, by: str, reason: str) -> None:
+        """Reject a request, with the reason on record."""
+        self._raw.decide_request(_str(by, "by"), _json.dumps(request), False, _str(reason, "reason"))
+
+    def revoke(self, grant_id: int, *, by: str, reason: str) -> None:
+        """Revoke a grant; sessions relying on it are refused from their next query on."""
+        self._raw.revoke_grant(_str(by, "by"), grant_id, _str(reason, "reason"))
+
+    def policy(self) -> dict[str, Any]:
+        """Departments, users, grants and approvals as a dict."""
+        return _json.loads(self._raw.policy_json())
+
+    def load(
+        self,
+        dataset: str,
+        path: _Path,
+        *,
+        incremental: bool = False,
+        strict: bool = False,
+        handover: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Load a CSV or Parquet file into ``dataset`` and return the load summary (version,
+        live rows, handover record with counts, rejects file)."""
+        h = None if handover is None else _json.dumps(handover)
+        summary = self._raw.load(
+            _str(dataset, "dataset"), _os.fspath(path), bool(incremental), bool(strict), h
+        )
+        return _json.loads(summary)
+
+    def verify_audit(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Walk the audit trail's hash chain (against a kept checkpoint, when given).
+
+        Returns ``{"verdict": "intact", "records": n, "head": {...}}``; a broken chain raises
+        :class:`IntegrityError` naming the first bad record.
+        """
+        cp = None if checkpoint is None else _json.dumps(checkpoint)
+        verdict = _json.loads(self._raw.audit_verify(cp))
+        if verdict["verdict"] != "intact":
+            raise IntegrityError(
+                f"audit trail broken at record {verdict['seq']} "
+                f"({verdict['segment']}, line {verdict['line']}): {verdict['problem']}"
+            )
+        return verdict
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The chain head ``{"seq", "hash"}`` for an external party to keep."""
+        return _json.loads(self._raw.audit_checkpoint())
+
+    def who_accessed(self, key: str) -> list[dict[str, Any]]:
+        """Every recorded query that read this citizen ID or USCC: user, department, purpose,
+        time, dataset version and SQL."""
+        return _json.loads(self._raw.who_accessed(_str(key, "key")))
+
+    def audit_sql(self, user: str, query: str) -> Result:
+        """Query the audit trail (table ``audit_log``) as ``user``: auditors see every record,
+        anyone else only their department's."""
+        return Result(self._raw.audit_sql(_str(user, "user"), _str(query, "query")))
+
+
+def connect(path: _Path, *, user: str, purpose: str) -> Session:
+    """Open the store at ``path`` and a session for ``user`` acting for ``purpose``.
+
+    >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
+    ...     s.user, s.purpose
+    ('analyst', 'STATS')
+    """
+    return Engine(path).session(user, purpose)

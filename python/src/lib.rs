@@ -1,0 +1,511 @@
+//! `govshare._internal`: the native half of the Python package.
+//!
+//! A thin layer over [`govshare_core`]: each method converts its arguments, calls core with the
+//! GIL released, and maps errors onto the exception classes below; structured arguments and
+//! results cross as JSON text that the pure-Python package (`govshare/`) builds and parses.
+//! Results leave as Arrow data through the PyCapsule interface (`__arrow_c_stream__`,
+//! `__arrow_c_array__`, `__arrow_c_schema__`), so no copy is made and no pyarrow version is
+//! linked in. The Arrow C structures come from arrow's own `ffi` module; a capsule is three
+//! lines of pyo3, so no further crate is needed for it.
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, TryLockError};
+
+use arrow::array::{RecordBatch, StructArray};
+use arrow::datatypes::SchemaRef;
+use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use arrow::ffi_stream::FFI_ArrowArrayStream;
+use govshare_core::audit::Checkpoint;
+use govshare_core::engine::{QueryStream, QueryStreamArrow};
+use govshare_core::ingest::{Encoding, HandoverInfo, write_csv};
+use govshare_core::policy::{Department, GrantRequest, PrincipalStatus, User};
+use govshare_core::synth::Synth;
+use govshare_core::{Engine, Error, Session};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyTuple};
+
+create_exception!(
+    _internal,
+    GovshareError,
+    PyException,
+    "Base class of every error govshare raises."
+);
+create_exception!(
+    _internal,
+    AccessDenied,
+    GovshareError,
+    "The policy refuses: the message names what is missing and how access is obtained."
+);
+create_exception!(
+    _internal,
+    InvalidInput,
+    GovshareError,
+    "The request is malformed: bad SQL, an unknown column, invalid data."
+);
+create_exception!(
+    _internal,
+    NotFound,
+    GovshareError,
+    "A named thing (store, dataset, user, grant, file) does not exist."
+);
+create_exception!(
+    _internal,
+    IntegrityError,
+    GovshareError,
+    "The store or the audit trail is corrupt or fails verification."
+);
+create_exception!(
+    _internal,
+    Locked,
+    GovshareError,
+    "Another writer holds the store's lock; retry later."
+);
+create_exception!(
+    _internal,
+    Rejected,
+    GovshareError,
+    "A strict load found invalid rows and committed nothing."
+);
+
+/// The exception a core error is raised as (same message as Rust's `Display`).
+fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::AccessDenied(_) => AccessDenied::new_err(msg),
+        Error::InvalidInput(_) => InvalidInput::new_err(msg),
+        Error::NotFound(_) => NotFound::new_err(msg),
+        Error::Corrupt(_) => IntegrityError::new_err(msg),
+        Error::Locked { .. } => Locked::new_err(msg),
+        Error::Rejected { .. } => Rejected::new_err(msg),
+        Error::Interrupted => pyo3::exceptions::PyKeyboardInterrupt::new_err(msg),
+        _ => GovshareError::new_err(msg),
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> PyResult<T> {
+    serde_json::from_str(text).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
+}
+
+fn to_json(v: &impl serde::Serialize) -> PyResult<String> {
+    serde_json::to_string(v).map_err(|e| GovshareError::new_err(e.to_string()))
+}
+
+fn status(active: bool) -> PrincipalStatus {
+    if active {
+        PrincipalStatus::Active
+    } else {
+        PrincipalStatus::Suspended
+    }
+}
+
+/// Create an empty store at `path` (a store already there is left as it is).
+#[pyfunction]
+fn init_store(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| govshare_core::Store::init(&path).map(|_| ()))
+        .map_err(to_py)
+}
+
+/// Write deterministic synthetic `person.csv` and `legal_entity.csv` into `dir` (for demos,
+/// tests and trying govshare out); returns the two paths.
+#[pyfunction]
+fn write_synthetic(
+    py: Python<'_>,
+    dir: PathBuf,
+    persons: usize,
+    entities: usize,
+    seed: u64,
+) -> PyResult<(PathBuf, PathBuf)> {
+    py.detach(|| {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let synth = Synth::new(seed, persons, entities);
+        let p = dir.join("person.csv");
+        let e = dir.join("legal_entity.csv");
+        write_csv(&p, synth.persons(64 * 1024), Encoding::Utf8)?;
+        write_csv(&e, synth.entities(64 * 1024), Encoding::Utf8)?;
+        Ok((p, e))
+    })
+    .map_err(to_py)
+}
+
+/// An open store (`Engine` in Rust). Thread-safe.
+#[pyclass(frozen, module = "govshare._internal")]
+struct RawEngine {
+    engine: Engine,
+}
+
+#[pymethods]
+impl RawEngine {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let engine = py.detach(|| Engine::open(&path)).map_err(to_py)?;
+        Ok(RawEngine { engine })
+    }
+
+    fn session(&self, py: Python<'_>, user: &str, purpose: &str) -> PyResult<RawSession> {
+        let session = py
+            .detach(|| self.engine.session(user, purpose))
+            .map_err(to_py)?;
+        Ok(RawSession {
+            session: Mutex::new(Some(Arc::new(session))),
+        })
+    }
+
+    fn upsert_department(&self, py: Python<'_>, by: &str, department_json: &str) -> PyResult<()> {
+        let d: Department = json(department_json, "department")?;
+        py.detach(|| self.engine.upsert_department(by, d))
+            .map_err(to_py)
+    }
+
+    fn set_department_active(
+        &self,
+        py: Python<'_>,
+        by: &str,
+        code: &str,
+        active: bool,
+    ) -> PyResult<()> {
+        py.detach(|| self.engine.set_department_status(by, code, status(active)))
+            .map_err(to_py)
+    }
+
+    fn upsert_user(&self, py: Python<'_>, by: &str, user_json: &str) -> PyResult<()> {
+        let u: User = json(user_json, "user")?;
+        py.detach(|| self.engine.upsert_user(by, u)).map_err(to_py)
+    }
+
+    fn set_user_active(&self, py: Python<'_>, by: &str, id: &str, active: bool) -> PyResult<()> {
+        py.detach(|| self.engine.set_user_status(by, id, status(active)))
+            .map_err(to_py)
+    }
+
+    fn request_grant(&self, py: Python<'_>, by: &str, request_json: &str) -> PyResult<u64> {
+        let r: GrantRequest = json(request_json, "grant request")?;
+        py.detach(|| self.engine.request_grant(by, r))
+            .map(|g| g.id)
+            .map_err(to_py)
+    }
+
+    fn decide_request(
+        &self,
+        py: Python<'_>,
+        by: &str,
+        request_json: &str,
+        approve: bool,
+        reason: &str,
+    ) -> PyResult<Option<u64>> {
+        let r: GrantRequest = json(request_json, "grant request")?;
+        py.detach(|| self.engine.decide_request(by, r, approve, reason))
+            .map(|a| a.grant)
+            .map_err(to_py)
+    }
+
+    fn revoke_grant(&self, py: Python<'_>, by: &str, grant_id: u64, reason: &str) -> PyResult<()> {
+        py.detach(|| self.engine.revoke_grant(by, grant_id, reason))
+            .map_err(to_py)
+    }
+
+    fn policy_json(&self, py: Python<'_>) -> PyResult<String> {
+        let p = py.detach(|| self.engine.policy()).map_err(to_py)?;
+        to_json(&p)
+    }
+
+    #[pyo3(signature = (dataset, path, incremental, strict, handover_json=None))]
+    fn load(
+        &self,
+        py: Python<'_>,
+        dataset: &str,
+        path: PathBuf,
+        incremental: bool,
+        strict: bool,
+        handover_json: Option<&str>,
+    ) -> PyResult<String> {
+        let handover: HandoverInfo = match handover_json {
+            Some(j) => json(j, "handover")?,
+            None => HandoverInfo::default(),
+        };
+        let summary = py
+            .detach(|| {
+                self.engine
+                    .load_file(dataset, &path, incremental, strict, handover)
+            })
+            .map_err(to_py)?;
+        to_json(&summary)
+    }
+
+    #[pyo3(signature = (checkpoint_json=None))]
+    fn audit_verify(&self, py: Python<'_>, checkpoint_json: Option<&str>) -> PyResult<String> {
+        let cp: Option<Checkpoint> = checkpoint_json.map(|j| json(j, "checkpoint")).transpose()?;
+        let v = py
+            .detach(|| self.engine.verify_audit(cp.as_ref()))
+            .map_err(to_py)?;
+        to_json(&v)
+    }
+
+    fn audit_checkpoint(&self, py: Python<'_>) -> PyResult<String> {
+        let cp = py
+            .detach(|| self.engine.audit().checkpoint())
+            .map_err(to_py)?;
+        to_json(&cp)
+    }
+
+    fn who_accessed(&self, py: Python<'_>, key: &str) -> PyResult<String> {
+        let hits = py.detach(|| self.engine.who_accessed(key)).map_err(to_py)?;
+        to_json(&hits)
+    }
+
+    fn audit_sql(&self, py: Python<'_>, user: &str, sql: &str) -> PyResult<RawStream> {
+        let r = py
+            .detach(|| self.engine.audit_sql(user, sql))
+            .map_err(to_py)?;
+        Ok(RawStream::new(
+            r.schema,
+            Source::Collected(r.batches.into_iter()),
+        ))
+    }
+}
+
+/// A user acting for a purpose (`Session` in Rust). Thread-safe; `close` ends it.
+#[pyclass(frozen, module = "govshare._internal")]
+struct RawSession {
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl RawSession {
+    fn get(&self) -> PyResult<Arc<Session>> {
+        self.session
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("session state poisoned"))?
+            .clone()
+            .ok_or_else(|| GovshareError::new_err("the session is closed"))
+    }
+}
+
+#[pymethods]
+impl RawSession {
+    #[getter]
+    fn user(&self) -> PyResult<String> {
+        Ok(self.get()?.user().to_string())
+    }
+
+    #[getter]
+    fn purpose(&self) -> PyResult<String> {
+        Ok(self.get()?.purpose().to_string())
+    }
+
+    fn sql(&self, py: Python<'_>, sql: &str) -> PyResult<RawStream> {
+        let session = self.get()?;
+        let stream = py.detach(|| session.sql_stream(sql)).map_err(to_py)?;
+        Ok(RawStream::new(stream.schema(), Source::Query(stream)))
+    }
+
+    fn catalog_json(&self, py: Python<'_>) -> PyResult<String> {
+        let session = self.get()?;
+        let c = py.detach(|| session.catalog()).map_err(to_py)?;
+        to_json(&c)
+    }
+
+    fn close(&self) -> PyResult<()> {
+        // The session ends (and is recorded) when the last query using it lets go.
+        self.session
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("session state poisoned"))?
+            .take();
+        Ok(())
+    }
+
+    #[getter]
+    fn closed(&self) -> PyResult<bool> {
+        Ok(self
+            .session
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("session state poisoned"))?
+            .is_none())
+    }
+}
+
+/// Where a result's batches come from.
+enum Source {
+    /// A running query (its completion is recorded when it ends or is dropped).
+    Query(QueryStream),
+    /// An already collected result (audit queries).
+    Collected(std::vec::IntoIter<RecordBatch>),
+}
+
+/// The batches of one result, read once: batch by batch (`next_batch`, interruptible with
+/// Ctrl-C) or handed over whole as an Arrow C stream (`__arrow_c_stream__`).
+#[pyclass(frozen, module = "govshare._internal")]
+struct RawStream {
+    schema: SchemaRef,
+    source: Mutex<Option<Source>>,
+}
+
+impl RawStream {
+    fn new(schema: SchemaRef, source: Source) -> Self {
+        RawStream {
+            schema,
+            source: Mutex::new(Some(source)),
+        }
+    }
+
+    /// The source, without waiting: a stream read from two threads at once is a usage error,
+    /// and waiting here while holding the GIL could deadlock with the reader that needs it.
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Source>>> {
+        match self.source.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(
+                "this result is being read by another thread",
+            )),
+            Err(TryLockError::Poisoned(_)) => Err(PyRuntimeError::new_err("result poisoned")),
+        }
+    }
+}
+
+const SCHEMA_CAPSULE: &CStr = c"arrow_schema";
+const ARRAY_CAPSULE: &CStr = c"arrow_array";
+const STREAM_CAPSULE: &CStr = c"arrow_array_stream";
+
+fn schema_capsule<'py>(py: Python<'py>, schema: &SchemaRef) -> PyResult<Bound<'py, PyCapsule>> {
+    let ffi = FFI_ArrowSchema::try_from(schema.as_ref())
+        .map_err(|e| GovshareError::new_err(e.to_string()))?;
+    PyCapsule::new_with_value(py, ffi, SCHEMA_CAPSULE)
+}
+
+#[pymethods]
+impl RawStream {
+    /// The result schema, as an Arrow schema capsule.
+    #[pyo3(signature = ())]
+    fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        schema_capsule(py, &self.schema)
+    }
+
+    /// Hand the remaining batches over as an Arrow C stream (read once). The consumer pulls
+    /// them without the GIL. `requested_schema` is accepted and ignored, as the protocol
+    /// allows.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema;
+        let source = self
+            .lock()?
+            .take()
+            .ok_or_else(|| GovshareError::new_err("this result has already been read"))?;
+        let reader: Box<dyn arrow::array::RecordBatchReader + Send> = match source {
+            Source::Query(q) => Box::new(QueryStreamArrow(q)),
+            Source::Collected(it) => Box::new(arrow::array::RecordBatchIterator::new(
+                it.map(Ok),
+                self.schema.clone(),
+            )),
+        };
+        PyCapsule::new_with_value(py, FFI_ArrowArrayStream::new(reader), STREAM_CAPSULE)
+    }
+
+    /// The next batch (an object with `__arrow_c_array__`), or None at the end. The GIL is
+    /// released while the engine works, and Ctrl-C interrupts: the query is cancelled and
+    /// `KeyboardInterrupt` raised.
+    fn next_batch(&self, py: Python<'_>) -> PyResult<Option<RawBatch>> {
+        let mut guard = self.lock()?;
+        let Some(source) = guard.as_mut() else {
+            return Err(GovshareError::new_err(
+                "this result has already been read or closed",
+            ));
+        };
+        let item = match source {
+            Source::Collected(it) => it.next().map(Ok),
+            Source::Query(q) => {
+                let mut signal: Option<PyErr> = None;
+                let item = py.detach(|| {
+                    q.next_interruptible(|| {
+                        Python::attach(|py| match py.check_signals() {
+                            Ok(()) => false,
+                            Err(e) => {
+                                signal = Some(e);
+                                true
+                            }
+                        })
+                    })
+                });
+                if let Some(e) = signal {
+                    // Dropping the stream cancels the query and records it as abandoned.
+                    *guard = None;
+                    return Err(e);
+                }
+                item
+            }
+        };
+        match item {
+            Some(Ok(batch)) => Ok(Some(RawBatch { batch })),
+            Some(Err(e)) => {
+                *guard = None;
+                Err(to_py(e))
+            }
+            None => {
+                *guard = None;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stop reading; a running query is cancelled (and recorded as abandoned).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let source = self.lock()?.take();
+        // The completion record is written on drop: do it without the GIL.
+        py.detach(move || drop(source));
+        Ok(())
+    }
+}
+
+/// One record batch, exported through `__arrow_c_array__`.
+#[pyclass(frozen, module = "govshare._internal")]
+struct RawBatch {
+    batch: RecordBatch,
+}
+
+#[pymethods]
+impl RawBatch {
+    #[getter]
+    fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema;
+        let schema = schema_capsule(py, &self.batch.schema())?;
+        let data = StructArray::from(self.batch.clone()).into();
+        let array = PyCapsule::new_with_value(py, FFI_ArrowArray::new(&data), ARRAY_CAPSULE)?;
+        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+}
+
+/// The native module.
+#[pymodule]
+fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(init_store, m)?)?;
+    m.add_function(wrap_pyfunction!(write_synthetic, m)?)?;
+    m.add_class::<RawEngine>()?;
+    m.add_class::<RawSession>()?;
+    m.add_class::<RawStream>()?;
+    m.add_class::<RawBatch>()?;
+    m.add("GovshareError", py.get_type::<GovshareError>())?;
+    m.add("AccessDenied", py.get_type::<AccessDenied>())?;
+    m.add("InvalidInput", py.get_type::<InvalidInput>())?;
+    m.add("NotFound", py.get_type::<NotFound>())?;
+    m.add("IntegrityError", py.get_type::<IntegrityError>())?;
+    m.add("Locked", py.get_type::<Locked>())?;
+    m.add("Rejected", py.get_type::<Rejected>())?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+"""Misuse raises exceptions; nothing crashes the interpreter."""
+
+import pytest
+
+import govshare
+from govshare import GovshareError, NotFound
+
+
+def test_closed_session_raises(store):
+    s = govshare.connect(store["path"], user="analyst", purpose="STATS")
+    s.close()
+    s.close()  # harmless
+    assert s.closed
+    with pytest.raises(GovshareError, match="closed"):
+        s.sql("SELECT sex_code FROM person")
+    with pytest.raises(GovshareError, match="closed"):
+        s.catalog()
+
+
+def test_wrong_types_and_none_raise_type_error(store):
+    with govshare.connect(store["path"], user="analyst", purpose="STATS") as s:
+        with pytest.raises(TypeError):
+            s.sql(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            s.sql(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            s._raw.sql(b"SELECT 1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        govshare.connect(None, user="analyst", purpose="STATS")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        govshare.connect(store["path"], user=None, purpose="STATS")  # type: ignore[arg-type]
+    e = govshare.Engine(store["path"])
+    with pytest.raises(TypeError):
+        e.add_user("x", "x", "STAT", "consumer", by="root")
+    with pytest.raises(TypeError):
+        e.revoke("1", by="admin", reason="r")  # type: ignore[arg-type]
+
+
+def test_bad_values_raise_value_error_or_invalid_input(store):
+    e = govshare.Engine(store["path"])
+    with pytest.raises(ValueError, match="user"):
+        e.add_user("x", "x", "STAT", ["no-such-role"], by="root")
+    with pytest.raises(ValueError, match="checkpoint"):
+        e._raw.audit_verify("{not json")
+    with govshare.connect(store["path"], user="analyst", purpose="STATS") as s:
+        with pytest.raises(govshare.InvalidInput):
+            s.sql("SELEC sex_code FROM person")
+        with pytest.raises(govshare.InvalidInput):
+            s.sql("SELECT 1 / 0 FROM person").to_arrow()
+
+
+def test_missing_store_and_files_raise_not_found(store, tmp_path):
+    with pytest.raises(NotFound):
+        govshare.Engine(tmp_path / "nope")
+    e = govshare.Engine(store["path"])
+    with pytest.raises(NotFound):
+        e.load("person", tmp_path / "missing.csv")
+
+
+def test_closing_a_result_early_and_reading_after_close(store):
+    with govshare.connect(store["path"], user="analyst", purpose="STATS") as s:
+        r = s.sql("SELECT sex_code FROM person")
+        r.close()
+        with pytest.raises(GovshareError):
+            r.to_arrow()
+        with govshare.Result(s._raw.sql("SELECT sex_code FROM person")) as r2:
+            next(iter(r2))
