@@ -5,7 +5,7 @@ Principals (departments in brackets):
 - analyst [STAT]: purpose STATS, unconditional fields sex_code and hukou_region_code;
 - civil [CIVIL]: FULL (identity in clear), CHECK (name and phone masked), PROV (FULL's fields,
   rows of one province only);
-- other [CIVIL] without grants; auditor [PLAT].
+- other [CIVIL] shares the CIVIL grants (grants are per department); auditor [PLAT].
 """
 
 from __future__ import annotations

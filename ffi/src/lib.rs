@@ -22,6 +22,8 @@
 // The C boundary cannot be crossed without raw pointers; every `unsafe` here is an
 // `extern "C"` entry point whose contract is in its `# Safety` section.
 #![allow(unsafe_code)]
+// The exported types carry their C names (`gs_engine`), which the header shows as they are.
+#![allow(non_camel_case_types)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -221,7 +223,7 @@ impl<T> Registry<T> {
 }
 
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = const { RefCell::new(CString::new(Vec::new()).ok().unwrap_or_default()) };
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
 fn to_cstring(s: String) -> CString {

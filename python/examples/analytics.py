@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
                        sum(CASE WHEN sex_code = '2' THEN 1 ELSE 0 END) AS female,
                        count(*) AS total
                 FROM person
-                WHERE person_status = '1'
+                WHERE person_status = '正常'
                 GROUP BY province
                 ORDER BY total DESC
                 LIMIT 10

@@ -18,7 +18,7 @@ A field outside the grant is refused with a message that says how to obtain it:
 ...     s.sql("SELECT name FROM person")
 Traceback (most recent call last):
   ...
-govshare._internal.AccessDenied: access denied: field person.name (姓名) is not granted to department 'STAT' for purpose 'STATS'; it is conditional: apply to the providing department, whose approver decides
+_internal.AccessDenied: access denied: field person.name (姓名) is not granted to department 'STAT' for purpose 'STATS'; it is a conditional item: apply to the providing department, whose approver decides ...
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_not_shared_field_and_ungranted_dataset_are_denied(store):
 
 def test_no_session_without_a_grant_for_the_purpose(store):
     with pytest.raises(AccessDenied):
-        govshare.connect(store["path"], user="other", purpose="FULL")
+        govshare.connect(store["path"], user="analyst", purpose="FULL")
     with pytest.raises(AccessDenied):
         govshare.connect(store["path"], user="nobody", purpose="FULL")
     with pytest.raises(AccessDenied):

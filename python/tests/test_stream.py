@@ -25,7 +25,7 @@ def test_pycapsule_stream_into_pyarrow_polars_and_duckdb(store):
         assert df.height == 200 * 200
         duckdb = pytest.importorskip("duckdb")
         r = s.sql("SELECT sex_code FROM person")
-        n = duckdb.sql("SELECT count(*) FROM r").fetchone()[0]
+        n = duckdb.sql("SELECT count(*) FROM r").fetchall()[0][0]
         assert n == 200
 
 
