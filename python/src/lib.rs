@@ -300,7 +300,10 @@ impl RawSession {
     fn sql(&self, py: Python<'_>, sql: &str) -> PyResult<RawStream> {
         let session = self.get()?;
         let stream = py.detach(|| session.sql_stream(sql)).map_err(to_py)?;
-        Ok(RawStream::new(stream.schema(), Source::Query(stream)))
+        Ok(RawStream::new(
+            stream.schema(),
+            Source::Query(Box::new(stream)),
+        ))
     }
 
     fn catalog_json(&self, py: Python<'_>) -> PyResult<String> {
@@ -330,8 +333,9 @@ impl RawSession {
 
 /// Where a result's batches come from.
 enum Source {
-    /// A running query (its completion is recorded when it ends or is dropped).
-    Query(QueryStream),
+    /// A running query (its completion is recorded when it ends or is dropped). Boxed: the
+    /// stream carries its digest state and is far larger than the other variant.
+    Query(Box<QueryStream>),
     /// An already collected result (audit queries).
     Collected(std::vec::IntoIter<RecordBatch>),
 }
@@ -398,7 +402,7 @@ impl RawStream {
             .take()
             .ok_or_else(|| GovshareError::new_err("this result has already been read"))?;
         let reader: Box<dyn arrow::array::RecordBatchReader + Send> = match source {
-            Source::Query(q) => Box::new(QueryStreamArrow(q)),
+            Source::Query(q) => Box::new(QueryStreamArrow(*q)),
             Source::Collected(it) => Box::new(arrow::array::RecordBatchIterator::new(
                 it.map(Ok),
                 self.schema.clone(),
