@@ -833,7 +833,9 @@ fn check_segment(
         };
         let line = &rest[..end];
         rest = &rest[end + 1..];
-        let hash = line.get(..64).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let hash = line
+            .get(..64)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
         let json = line.get(65..).filter(|_| line.get(64) == Some(&b' '));
         let (Some(hash), Some(json)) = (hash, json) else {
             return broken(
