@@ -1,3 +1,24 @@
+/*
+ * govshare.h: the C ABI of govshare (libgovshare), an embedded query engine for government
+ * data sharing with field-level access control and a tamper-evident audit trail.
+ *
+ * Conventions for every function below:
+ * - Status: every fallible function returns a gs_status (GS_OK = 0; values never change).
+ *   The message of a failure is kept for the calling thread on the handle used
+ *   (gs_engine_errmsg, gs_session_errmsg) and in gs_last_error(); messages are borrowed and
+ *   valid until the calling thread's next call on that handle (or its close).
+ * - Handles: gs_engine and gs_session are opaque, thread-safe, closed with gs_engine_close /
+ *   gs_session_close (both accept NULL). A NULL, closed or unknown handle is refused with
+ *   GS_INVALID_HANDLE; it is never dereferenced.
+ * - Strings: arguments are NUL-terminated UTF-8 borrowed for the call (NULL or invalid UTF-8
+ *   gives GS_INVALID_ARGUMENT). Strings returned through char ** are owned by the caller and
+ *   freed with gs_string_free. On failure, handle and string out-parameters are set to NULL;
+ *   numeric ones and streams are left untouched; nothing needs cleaning up after a failure.
+ * - Results: queries return a struct ArrowArrayStream owned by the caller; release it when done
+ *   (this records the query's completion on the audit trail).
+ * - No panic crosses the boundary (GS_PANIC reports one).
+ */
+
 #ifndef GOVSHARE_H
 #define GOVSHARE_H
 
