@@ -931,101 +931,83 @@ fn last_link(data: &[u8]) -> Option<(String, u64)> {
 pub fn verify(dir: &Path, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
     let anchor = read_anchor(dir)?;
     let segs = segments(dir)?;
-    let mut datas = Vec::with_capacity(segs.len());
-    for (_, path) in &segs {
-        datas.push(read_segment(path)?);
-    }
-    // Where each segment must start: after the anchor (or the beginning), then after the
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 2);
+    // Where the next segment must start: after the anchor (or the beginning), then after the
     // previous segment's last record as that segment claims it.
-    let mut starts = Vec::with_capacity(segs.len());
     let mut prev = anchor
         .as_ref()
         .map_or_else(|| ZERO.to_string(), |a| a.hash.clone());
     let mut expect = anchor.as_ref().map_or(1, |a| a.seq + 1);
-    for data in &datas {
-        starts.push((prev.clone(), expect));
-        // An empty segment passes the chain on unchanged; an unreadable last line is that
-        // segment's own problem, found by its check (the next one then starts anywhere).
-        if data.is_empty() {
-            continue;
-        }
-        match last_link(data) {
-            Some((hash, seq)) => {
-                prev = hash;
-                expect = seq + 1;
+    let mut records = anchor.as_ref().map_or(0, |a| a.seq);
+    let mut head_hash = prev.clone();
+    let mut anchor_backed = anchor.is_none();
+    let mut last_seg = PathBuf::new();
+    let mut last_line = 0;
+    // A window of segments at a time, one thread each: memory stays at `workers` segments
+    // however long the trail is.
+    for window in segs.chunks(workers) {
+        let mut jobs = Vec::with_capacity(window.len());
+        for (first, path) in window {
+            let data = read_segment(path)?;
+            let start = (prev.clone(), expect);
+            // An empty segment passes the chain on unchanged; an unreadable last line is that
+            // segment's own problem, found by its check (the next one then starts anywhere).
+            if !data.is_empty() {
+                (prev, expect) = last_link(&data).map_or((String::new(), 0), |(h, s)| (h, s + 1));
             }
-            None => {
-                prev = String::new();
-                expect = 0;
-            }
+            jobs.push((*first, path, start.0, start.1, data));
         }
-    }
-    let checks: Vec<SegmentCheck> = {
-        let jobs: Vec<_> = segs.iter().zip(&datas).zip(starts).collect();
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 2);
-        let chunk = jobs.len().div_ceil(workers).max(1);
-        let anchor = anchor.as_ref();
-        std::thread::scope(|scope| {
+        let checks: Vec<SegmentCheck> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
-                .chunks(chunk)
-                .map(|part| {
+                .iter()
+                .map(|(first, path, start_prev, start_seq, data)| {
+                    let anchor = anchor.as_ref();
                     scope.spawn(move || {
-                        part.iter()
-                            .map(|(((first, path), data), (prev, expect))| {
-                                check_segment(
-                                    path,
-                                    *first,
-                                    data,
-                                    prev.clone(),
-                                    *expect,
-                                    checkpoint,
-                                    anchor,
-                                )
-                            })
-                            .collect::<Vec<_>>()
+                        check_segment(
+                            path,
+                            *first,
+                            data,
+                            start_prev.clone(),
+                            *start_seq,
+                            checkpoint,
+                            anchor,
+                        )
                     })
                 })
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| {
+                .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        vec![SegmentCheck::Broken(Verdict::Broken {
+                        SegmentCheck::Broken(Verdict::Broken {
                             segment: dir.to_path_buf(),
                             line: 0,
                             seq: 0,
                             problem: "verification thread failed".into(),
-                        })]
+                        })
                     })
                 })
                 .collect()
-        })
-    };
-    let mut records = anchor.as_ref().map_or(0, |a| a.seq);
-    let mut head_hash = anchor
-        .as_ref()
-        .map_or_else(|| ZERO.to_string(), |a| a.hash.clone());
-    let mut anchor_backed = anchor.is_none();
-    let mut last_seg = PathBuf::new();
-    let mut last_line = 0;
-    for (check, (_, path)) in checks.into_iter().zip(&segs) {
-        match check {
-            SegmentCheck::Broken(v) => return Ok(v),
-            SegmentCheck::Ok {
-                last_hash,
-                last_seq,
-                lines,
-                backs_anchor,
-            } => {
-                if lines > 0 {
-                    records = last_seq;
-                    head_hash = last_hash;
+        });
+        for (check, (_, path)) in checks.into_iter().zip(window) {
+            match check {
+                SegmentCheck::Broken(v) => return Ok(v),
+                SegmentCheck::Ok {
+                    last_hash,
+                    last_seq,
+                    lines,
+                    backs_anchor,
+                } => {
+                    if lines > 0 {
+                        records = last_seq;
+                        head_hash = last_hash;
+                    }
+                    anchor_backed |= backs_anchor;
+                    last_seg = path.clone();
+                    last_line = lines;
                 }
-                anchor_backed |= backs_anchor;
-                last_seg = path.clone();
-                last_line = lines;
             }
         }
     }
