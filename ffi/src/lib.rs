@@ -303,6 +303,24 @@ unsafe fn put_string(out: *mut *mut c_char, value: String) {
     unsafe { *out = to_cstring(value).into_raw() };
 }
 
+/// Compute a result string and write it to `*out` (set to NULL first, so a failure leaves
+/// NULL there): the shape of every `char **out_json` function.
+///
+/// # Safety
+/// `out` is NULL (refused) or a writable `char **`.
+unsafe fn json_out(
+    out: *mut *mut c_char,
+    f: impl FnOnce() -> Result<String, Failure>,
+) -> Result<(), Failure> {
+    non_null(out, "out_json")?;
+    // SAFETY: checked non-NULL, writable per contract.
+    unsafe { *out = std::ptr::null_mut() };
+    let text = f()?;
+    // SAFETY: as above.
+    unsafe { put_string(out, text) };
+    Ok(())
+}
+
 fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string(value).map_err(|e| Failure {
         status: gs_status::GS_INTERNAL,
@@ -598,13 +616,8 @@ pub unsafe extern "C" fn gs_session_catalog(
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_session(session, |h| {
-        non_null(out_json, "out_json")?;
-        // SAFETY: checked.
-        unsafe { *out_json = std::ptr::null_mut() };
-        let visible = h.session.catalog()?;
-        // SAFETY: checked.
-        unsafe { put_string(out_json, to_json(&visible)?) };
-        Ok(())
+        // SAFETY: per contract.
+        unsafe { json_out(out_json, || to_json(&h.session.catalog()?)) }
     })
 }
 
@@ -782,13 +795,8 @@ pub unsafe extern "C" fn gs_engine_policy(
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_engine(engine, |h| {
-        non_null(out_json, "out_json")?;
-        // SAFETY: checked.
-        unsafe { *out_json = std::ptr::null_mut() };
-        let text = to_json(&h.engine.policy()?)?;
-        // SAFETY: checked.
-        unsafe { put_string(out_json, text) };
-        Ok(())
+        // SAFETY: per contract.
+        unsafe { json_out(out_json, || to_json(&h.engine.policy()?)) }
     })
 }
 
@@ -811,31 +819,28 @@ pub unsafe extern "C" fn gs_engine_load(
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_engine(engine, |h| {
-        non_null(out_json, "out_json")?;
-        // SAFETY: checked.
-        unsafe { *out_json = std::ptr::null_mut() };
-        // SAFETY: per contract.
-        let (dataset, path, handover) = unsafe {
-            (
-                arg(dataset, "dataset")?,
-                arg(path, "path")?,
-                opt_arg(handover_json, "handover_json")?,
-            )
-        };
-        let handover: HandoverInfo = match handover {
-            Some(j) => json_arg(j, "handover_json")?,
-            None => HandoverInfo::default(),
-        };
-        let summary = h.engine.load_file(
-            dataset,
-            std::path::Path::new(path),
-            incremental,
-            strict,
-            handover,
-        )?;
-        // SAFETY: checked.
-        unsafe { put_string(out_json, to_json(&summary)?) };
-        Ok(())
+        // SAFETY: per contract (string arguments and `out_json`).
+        unsafe {
+            json_out(out_json, || {
+                let (dataset, path, handover) = (
+                    arg(dataset, "dataset")?,
+                    arg(path, "path")?,
+                    opt_arg(handover_json, "handover_json")?,
+                );
+                let handover: HandoverInfo = match handover {
+                    Some(j) => json_arg(j, "handover_json")?,
+                    None => HandoverInfo::default(),
+                };
+                let summary = h.engine.load_file(
+                    dataset,
+                    std::path::Path::new(path),
+                    incremental,
+                    strict,
+                    handover,
+                )?;
+                to_json(&summary)
+            })
+        }
     })
 }
 
@@ -885,13 +890,8 @@ pub unsafe extern "C" fn gs_engine_audit_checkpoint(
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_engine(engine, |h| {
-        non_null(out_json, "out_json")?;
-        // SAFETY: checked.
-        unsafe { *out_json = std::ptr::null_mut() };
-        let text = to_json(&h.engine.audit().checkpoint()?)?;
-        // SAFETY: checked.
-        unsafe { put_string(out_json, text) };
-        Ok(())
+        // SAFETY: per contract.
+        unsafe { json_out(out_json, || to_json(&h.engine.audit().checkpoint()?)) }
     })
 }
 
@@ -908,15 +908,12 @@ pub unsafe extern "C" fn gs_engine_who_accessed(
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_engine(engine, |h| {
-        non_null(out_json, "out_json")?;
-        // SAFETY: checked.
-        unsafe { *out_json = std::ptr::null_mut() };
-        // SAFETY: per contract.
-        let key = unsafe { arg(key, "key") }?;
-        let text = to_json(&h.engine.who_accessed(key)?)?;
-        // SAFETY: checked.
-        unsafe { put_string(out_json, text) };
-        Ok(())
+        // SAFETY: per contract (`key` and `out_json`).
+        unsafe {
+            json_out(out_json, || {
+                to_json(&h.engine.who_accessed(arg(key, "key")?)?)
+            })
+        }
     })
 }
 
