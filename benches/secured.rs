@@ -21,12 +21,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use govshare_core::Engine;
 use govshare_core::Store;
-use govshare_core::catalog::ShareType;
-use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::policy::{
+use govshare_core::access::policy::{
     Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
 };
-use govshare_core::secured::SecuredTable;
+use govshare_core::access::secured::SecuredTable;
+use govshare_core::catalog::ShareType;
+use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::synth::Synth;
 
 fn rows() -> usize {

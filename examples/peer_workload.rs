@@ -15,11 +15,11 @@
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
-use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::policy::{
+use govshare_core::access::policy::{
     Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
 };
+use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
+use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::{Engine, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -197,29 +197,10 @@ impl BitmapIndex {
     }
 }
 
-/// Normalise a region scope code to the prefix its bitmap is stored under:
-/// `430000` → `43`, `430600` → `4306`, `430623` → `430623`; 2- and 4-digit prefixes pass through.
-pub fn region_prefix(code: &str) -> Result<&str> {
-    let ok = code.bytes().all(|b| b.is_ascii_digit());
-    match code.len() {
-        2 | 4 if ok => Ok(code),
-        6 if ok => Ok(if &code[2..] == "0000" {
-            &code[..2]
-        } else if &code[4..] == "00" {
-            &code[..4]
-        } else {
-            code
-        }),
-        _ => Err(Error::invalid(format!(
-            "region scope '{code}' must be a GB/T 2260 code (6 digits) or a 2/4-digit prefix"
-        ))),
-    }
-}
-
 fn write_with_digest(path: &Path, mut body: Vec<u8>) -> Result<()> {
     let digest = blake3::hash(&body);
     body.extend_from_slice(digest.as_bytes());
-    crate::store::write_durable(path, &body)
+    crate::durable::write_durable(path, &body)
 }
 
 fn read_with_digest(path: &Path, magic: &[u8; 8]) -> Result<Vec<u8>> {
@@ -277,13 +258,5 @@ mod tests {
         assert!(matches!(BitmapIndex::read(&p), Err(Error::Corrupt(_))));
         std::fs::write(&p, b"short").expect("write");
         assert!(matches!(BitmapIndex::read(&p), Err(Error::Corrupt(_))));
-    }
-
-    #[test]
-    fn region_prefixes() {
-        assert_eq!(region_prefix("430000").expect("p"), "43");
-        assert_eq!(region_prefix("430600").expect("c"), "4306");
-        assert_eq!(region_prefix("430623").expect("x"), "430623");
-        assert!(region_prefix("43062").is_err());
     }
 }

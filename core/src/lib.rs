@@ -18,23 +18,28 @@
 //! # Ok::<(), govshare_core::Error>(())
 //! ```
 //!
-//! Modules: [`ident`] validates identifiers, [`catalog`] describes datasets, [`validate`]
-//! checks rows, [`ingest`] loads, [`store`] versions and reads, [`index`] holds key and bitmap
-//! indexes, [`synth`] generates test data, [`quality`] reports on a file.
+//! The crate is layered; each layer imports only the ones below it (ARCHITECTURE.md, and the
+//! `layers` test that checks it):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | engine | [`engine`] (engine, sessions, closed SQL surface, result stream, administrative acts, audit queries) |
+//! | access | [`access`] ([`access::policy`], [`access::secured`], [`access::masks`]) |
+//! | storage | [`store`], [`ingest`], [`index`], [`quality`] |
+//! | records | [`audit`] |
+//! | base | [`error`], [`durable`], [`ident`], [`regions`], [`catalog`], [`validate`], [`synth`] |
 
-pub mod admin;
+pub mod access;
 pub mod audit;
 pub mod catalog;
+pub(crate) mod durable;
 pub mod engine;
 pub mod error;
 pub mod ident;
 pub mod index;
 pub mod ingest;
-pub mod masks;
-pub mod policy;
 pub mod quality;
 pub mod regions;
-pub mod secured;
 pub mod store;
 pub mod synth;
 pub mod validate;

@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use crate::error::{Error, Result};
+
 /// One county-level division.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
@@ -59,6 +61,25 @@ pub fn lookup(code: &str) -> Option<&'static Region> {
         .map(|i| &all[i])
 }
 
+/// Normalise a region scope code to the prefix its bitmap is stored under:
+/// `430000` → `43`, `430600` → `4306`, `430623` → `430623`; 2- and 4-digit prefixes pass through.
+pub fn region_prefix(code: &str) -> Result<&str> {
+    let ok = code.bytes().all(|b| b.is_ascii_digit());
+    match code.len() {
+        2 | 4 if ok => Ok(code),
+        6 if ok => Ok(if &code[2..] == "0000" {
+            &code[..2]
+        } else if &code[4..] == "00" {
+            &code[..4]
+        } else {
+            code
+        }),
+        _ => Err(Error::invalid(format!(
+            "region scope '{code}' must be a GB/T 2260 code (6 digits) or a 2/4-digit prefix"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +101,13 @@ mod tests {
             lookup("110105").map(|r| r.address_prefix()).as_deref(),
             Some("北京市朝阳区")
         );
+    }
+
+    #[test]
+    fn region_prefixes() {
+        assert_eq!(region_prefix("430000").expect("p"), "43");
+        assert_eq!(region_prefix("430600").expect("c"), "4306");
+        assert_eq!(region_prefix("430623").expect("x"), "430623");
+        assert!(region_prefix("43062").is_err());
     }
 }

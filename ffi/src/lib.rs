@@ -35,11 +35,11 @@ use std::thread::ThreadId;
 
 use arrow::array::RecordBatchIterator;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
+use govshare_core::access::policy::{Department, GrantRequest, PrincipalStatus, User};
 use govshare_core::audit::{Checkpoint, Verdict};
 use govshare_core::engine::QueryStreamArrow;
 use govshare_core::error::Error;
 use govshare_core::ingest::HandoverInfo;
-use govshare_core::policy::{Department, GrantRequest, PrincipalStatus, User};
 use govshare_core::{Engine, Session};
 
 /// The outcome of a call. Values are part of the ABI: they are never renumbered or reused.

@@ -8,11 +8,11 @@ use std::process::Command;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Duration, Utc};
-use govshare_core::catalog::MaskKind;
-use govshare_core::ingest::{Encoding, LoadOptions, Source, write_csv};
-use govshare_core::policy::{
+use govshare_core::access::policy::{
     Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
 };
+use govshare_core::catalog::MaskKind;
+use govshare_core::ingest::{Encoding, LoadOptions, Source, write_csv};
 use govshare_core::synth::Synth;
 use govshare_core::{Engine, Store};
 

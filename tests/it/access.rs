@@ -2,12 +2,12 @@
 //! one-query-at-a-time .slt files cannot show.
 
 use chrono::{Duration, Utc};
+use govshare_core::access::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
 use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
-};
 use govshare_core::synth::Synth;
 use govshare_core::{Error, Store};
 

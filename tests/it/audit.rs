@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
+use govshare_core::access::policy::{RowScope, Treatment};
 use govshare_core::audit::{AuditLog, Verdict, verify};
 use govshare_core::catalog::CatalogFile;
 use govshare_core::engine::Engine;
 use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::policy::{RowScope, Treatment};
 use govshare_core::synth::Synth;
 use govshare_core::{Error, Store};
 
@@ -392,12 +392,12 @@ fn auditors_query_the_trail_with_sql_departments_see_only_their_own() {
         .writer()
         .expect("w")
         .update_policy("root", "auditor", |p, _| {
-            p.upsert_user(govshare_core::policy::User {
+            p.upsert_user(govshare_core::access::policy::User {
                 id: "aud".into(),
                 name: "审计员".into(),
                 department: "PLAT".into(),
-                roles: vec![govshare_core::policy::Role::Auditor],
-                status: govshare_core::policy::PrincipalStatus::Active,
+                roles: vec![govshare_core::access::policy::Role::Auditor],
+                status: govshare_core::access::policy::PrincipalStatus::Active,
             })
         })
         .expect("auditor");

@@ -29,13 +29,13 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Duration, Utc};
 use datafusion::prelude::SessionContext;
+use govshare_core::access::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
+use govshare_core::access::secured::SecuredTable;
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
 use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
-};
-use govshare_core::secured::SecuredTable;
 use govshare_core::synth::Synth;
 use govshare_core::{Error, Store};
 
@@ -424,7 +424,7 @@ fn build() -> Fixture {
     let raw = SessionContext::new();
     for name in ["person", "legal_entity"] {
         let snap = Arc::new(store.snapshot(name).expect("snap"));
-        let all = govshare_core::policy::DatasetAccess {
+        let all = govshare_core::access::policy::DatasetAccess {
             grant_id: 0,
             fields: snap
                 .dataset()

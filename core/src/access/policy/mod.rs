@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, DatasetDef, MaskKind, ShareType};
 use crate::error::{Error, Result};
 
+mod versions;
+pub use versions::PolicyVersion;
+
 /// Lifecycle of a department or user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -372,7 +375,7 @@ impl Policy {
                 )));
             }
             for code in regions {
-                crate::index::region_prefix(code)?;
+                crate::regions::region_prefix(code)?;
             }
         }
         for fg in &r.fields {
@@ -386,7 +389,7 @@ impl Policy {
                 )));
             }
             if let Treatment::Masked(m) = fg.treatment
-                && !crate::masks::applicable(m, &f.data_type.arrow())
+                && !crate::access::masks::applicable(m, &f.data_type.arrow())
             {
                 return Err(Error::invalid(format!(
                     "mask {m:?} does not apply to {}.{} ({})",

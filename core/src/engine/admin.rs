@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::access::policy::{
+    Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, User,
+};
 use crate::audit::{Checkpoint, Verdict};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{HandoverInfo, LoadMode, LoadOptions, Source};
-use crate::policy::{Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, User};
 use crate::store::Handover;
 
 /// What a load committed, in a form every binding can print or serialise.
@@ -56,7 +58,7 @@ impl Engine {
         status: PrincipalStatus,
     ) -> Result<()> {
         let note = format!("department {code} {status:?}");
-        self.store().writer()?.update_policy(by, &note, |p, _| {
+        self.writer()?.update_policy(by, &note, |p, _| {
             let d = p
                 .departments
                 .get_mut(code)
@@ -77,7 +79,7 @@ impl Engine {
     /// Suspend or reactivate a user.
     pub fn set_user_status(&self, by: &str, id: &str, status: PrincipalStatus) -> Result<()> {
         let note = format!("user {id} {status:?}");
-        self.store().writer()?.update_policy(by, &note, |p, _| {
+        self.writer()?.update_policy(by, &note, |p, _| {
             let u = p
                 .users
                 .get_mut(id)
@@ -111,7 +113,7 @@ impl Engine {
         } else {
             "reject request"
         };
-        self.store().writer()?.update_policy(by, note, |p, c| {
+        self.writer()?.update_policy(by, note, |p, c| {
             p.decide_request(c, request, by, approve, reason, Utc::now())
         })
     }
@@ -149,10 +151,14 @@ impl Engine {
             handover,
             ..Default::default()
         };
-        let report = self
-            .store()
-            .writer()?
-            .load(dataset, Source::from_path(path), &opts)?;
+        self.load(dataset, Source::from_path(path), &opts)
+    }
+
+    /// Load `source` into `dataset` with full control of the options (encoding, progress,
+    /// row group size): one writer transaction on this engine's trail. [`Engine::load_file`]
+    /// and the command line both come here.
+    pub fn load(&self, dataset: &str, source: Source, opts: &LoadOptions) -> Result<LoadSummary> {
+        let report = self.writer()?.load(dataset, source, opts)?;
         Ok(LoadSummary {
             dataset: dataset.to_string(),
             version: report.manifest.version,

@@ -35,10 +35,10 @@ use datafusion::physical_plan::{
 };
 use roaring::RoaringBitmap;
 
+use crate::access::masks;
+use crate::access::policy::{DatasetAccess, RowScope, Treatment};
 use crate::catalog::{IndexKind, MaskKind};
 use crate::error::{Error, Result};
-use crate::masks;
-use crate::policy::{DatasetAccess, RowScope, Treatment};
 use crate::store::Snapshot;
 
 /// The rows of `snap` a scope covers: live rows ∩ regions ∩ subjects.

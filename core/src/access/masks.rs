@@ -3,7 +3,7 @@
 //! values (view semantics).
 //!
 //! ```
-//! use govshare_core::masks::{mask_str, output_type};
+//! use govshare_core::access::masks::{mask_str, output_type};
 //! use govshare_core::catalog::MaskKind;
 //! assert_eq!(mask_str(MaskKind::CitizenId, "11010519491231002X"), "110105********002X");
 //! assert_eq!(mask_str(MaskKind::Name, "张三丰"), "张**");

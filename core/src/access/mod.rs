@@ -1,0 +1,11 @@
+//! The access layer: who may see what, decided once per query, and the scan that enforces it.
+//!
+//! - [`policy`]: principals, roles, grants and the one decision point, [`policy::Policy::decide`];
+//! - [`secured`]: the secured table and its leaf scan (row-scope barrier, masks applied inside);
+//! - [`masks`]: the masked values themselves.
+//!
+//! Everything here may import storage and the base modules; nothing below imports it.
+
+pub mod masks;
+pub mod policy;
+pub mod secured;

@@ -1,0 +1,383 @@
+//! The tamper-evident audit trail.
+//!
+//! Every record is one line `HASH JSON\n` in a segment file `audit/seg-<first seq>.log`, where
+//! `JSON` holds the sequence number, time, kind, actor, body and the hash of the previous
+//! record, and `HASH = blake3(previous hash ‖ JSON)`. [`verify`] walks the chain across
+//! segments and names the first record that is altered, missing, out of order, or where the
+//! file is truncated — also against a [`Checkpoint`] kept elsewhere.
+//!
+//! Appends are group-committed: concurrent appenders queue their lines, one of them writes and
+//! fsyncs the whole batch, and every appender returns only once its record is durable. Across
+//! processes an OS lock (`audit/LOCK`) serialises commits, and a process re-reads the chain
+//! head when another one has appended since. A torn tail found on open (a crash mid-write) is
+//! moved to a quarantine file and recorded on the chain — never silently dropped.
+//!
+//! **Retention and archiving.** Closed segments can be archived ([`AuditLog::archive`]) into
+//! `arch-<first seq>.parquet`: one row per record with its hash and the exact JSON that was
+//! hashed, so the chain verifies across `.log` and `.parquet` segments alike, and auditors can
+//! read the archive with any Parquet tool. Records are kept for a [`Retention`] of at least
+//! three years (the regulations' minimum, also the default); [`AuditLog::purge_expired`] is the
+//! only way to delete records and removes only archived segments whose *newest* record is older
+//! than the retention. A purge is itself a record on the chain, and the `ANCHOR` file it leaves
+//! (the last purged sequence number and hash) is only accepted by [`verify`] when that record
+//! backs it — deleting younger segments and forging an anchor is detected.
+
+mod archive;
+mod segment;
+#[cfg(test)]
+mod tests;
+mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+pub use archive::Retention;
+use segment::{Head, chain_hash, parse_line, read_head, read_segment, segment_name, segments};
+pub use verify::{Verdict, verify};
+
+/// Records per segment before a new segment file is started.
+pub const SEGMENT_RECORDS: u64 = 100_000;
+
+/// The part of a record the hash covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// When it was appended.
+    pub time: DateTime<Utc>,
+    /// Hash (hex) of the previous record; 64 zeros for the first.
+    pub prev: String,
+    /// What kind of decision or act: `session_open`, `query`, `query_end`, `denied`,
+    /// `policy`, `catalog`, `load`, `recovery`, ...
+    pub kind: String,
+    /// The real-name user (or system component) acting.
+    pub actor: String,
+    /// Kind-specific content.
+    pub body: serde_json::Value,
+}
+
+/// A chain head an external party can keep: verification against it detects truncation and
+/// rewriting of everything up to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Sequence number of the head.
+    pub seq: u64,
+    /// Its hash (hex).
+    pub hash: String,
+}
+
+/// The clock records are stamped with. Tests skew it to make records "old"; nothing else can.
+#[cfg(not(test))]
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+#[cfg(test)]
+thread_local! {
+    static CLOCK_SKEW: std::cell::Cell<chrono::TimeDelta> = const { std::cell::Cell::new(chrono::TimeDelta::zero()) };
+}
+
+#[cfg(test)]
+fn now() -> DateTime<Utc> {
+    Utc::now() + CLOCK_SKEW.with(|c| c.get())
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+struct State {
+    head: Head,
+    pending: Vec<u8>,
+    pending_last: u64,
+    durable: u64,
+    /// The sequence number each committed ticket was written under, until its appender takes
+    /// it: tickets count this process's appends, sequence numbers the chain's (another process
+    /// may have appended in between), and callers refer to records by sequence number.
+    seqs: std::collections::HashMap<u64, u64>,
+    committing: bool,
+    failed: Option<String>,
+}
+
+/// An open audit trail. Share one per process (`Arc`).
+pub struct AuditLog {
+    dir: PathBuf,
+    segment_records: u64,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({})", self.dir.display())
+    }
+}
+
+impl AuditLog {
+    /// Open (or create) the trail in `dir`. A torn tail is quarantined and recorded.
+    pub fn open(dir: impl AsRef<Path>) -> Result<AuditLog> {
+        Self::open_with(dir, SEGMENT_RECORDS)
+    }
+
+    /// [`AuditLog::open`] with segments of `segment_records` records.
+    pub fn open_with(dir: impl AsRef<Path>, segment_records: u64) -> Result<AuditLog> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let log = AuditLog {
+            dir: dir.clone(),
+            segment_records: segment_records.max(1),
+            state: Mutex::new(State {
+                head: Head {
+                    seq: 0,
+                    hash: ZERO.into(),
+                    segment: dir.join(segment_name(1)),
+                    segment_first: 1,
+                    len: 0,
+                },
+                pending: Vec::new(),
+                pending_last: 0,
+                durable: 0,
+                seqs: std::collections::HashMap::new(),
+                committing: false,
+                failed: None,
+            }),
+            cond: Condvar::new(),
+        };
+        let lock = log.os_lock()?;
+        let (head, torn) = read_head(&dir)?;
+        let mut recovered = None;
+        if let Some(at) = torn {
+            let q = dir.join(format!(
+                "torn-{}-{}.bin",
+                head.segment_first,
+                Utc::now().format("%Y%m%dT%H%M%S%.f")
+            ));
+            let data = std::fs::read(&head.segment).at(&head.segment)?;
+            std::fs::write(&q, &data[at as usize..]).at(&q)?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&head.segment)
+                .at(&head.segment)?;
+            f.set_len(at).at(&head.segment)?;
+            f.sync_all().at(&head.segment)?;
+            recovered = Some((at, data.len() as u64 - at, q));
+        }
+        {
+            let mut st = log.lock_state()?;
+            st.durable = head.seq;
+            st.pending_last = head.seq;
+            st.head = head;
+        }
+        drop(lock);
+        if let Some((at, bytes, q)) = recovered {
+            log.append(
+                "recovery",
+                "govshare",
+                serde_json::json!({
+                    "torn_tail_offset": at,
+                    "torn_tail_bytes": bytes,
+                    "quarantined_to": q.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "note": "an interrupted write left a partial record; it was moved aside, not dropped",
+                }),
+            )?;
+        }
+        Ok(log)
+    }
+
+    /// The directory of the trail.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn os_lock(&self) -> Result<File> {
+        let p = self.dir.join("LOCK");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .at(&p)?;
+        f.lock().at(&p)?;
+        Ok(f)
+    }
+
+    fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Corrupt("audit state poisoned".into()))
+    }
+
+    /// Append one record and return its sequence number once it is durable (fsynced). Fails
+    /// — and every later append fails — if the trail cannot be written: callers fail closed.
+    pub fn append(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<u64> {
+        let mut st = self.lock_state()?;
+        if let Some(f) = &st.failed {
+            return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
+        }
+        // The record is chained when it is written (another process may have appended since),
+        // so only the body is queued here.
+        let body = serde_json::to_string(&(kind, actor, body)).map_err(|e| Error::Serde {
+            what: "audit record".into(),
+            message: e.to_string(),
+        })?;
+        st.pending.extend_from_slice(body.as_bytes());
+        st.pending.push(b'\n');
+        st.pending_last += 1;
+        let ticket = st.pending_last;
+        loop {
+            if st.durable >= ticket {
+                return st.seqs.remove(&ticket).ok_or_else(|| {
+                    Error::Corrupt(format!("audit append {ticket} lost its sequence number"))
+                });
+            }
+            if let Some(f) = &st.failed {
+                return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
+            }
+            if !st.committing {
+                st.committing = true;
+                let batch = std::mem::take(&mut st.pending);
+                let first_ticket = st.durable + 1;
+                let last_ticket = st.pending_last;
+                drop(st);
+                let res = self.commit(&batch, first_ticket, last_ticket);
+                st = self.lock_state()?;
+                st.committing = false;
+                match res {
+                    Ok(first_seq) => {
+                        st.seqs.extend(
+                            (first_ticket..=last_ticket)
+                                .map(|t| (t, first_seq + (t - first_ticket))),
+                        );
+                        st.durable = last_ticket;
+                    }
+                    Err(e) => st.failed = Some(e.to_string()),
+                }
+                self.cond.notify_all();
+            } else {
+                st = self
+                    .cond
+                    .wait(st)
+                    .map_err(|_| Error::Corrupt("audit state poisoned".into()))?;
+            }
+        }
+    }
+
+    /// Chain and write a batch of queued bodies, then fsync. Tickets are this process's
+    /// numbering; the sequence numbers written follow the chain head on disk. Returns the
+    /// sequence number of the batch's first record.
+    fn commit(&self, batch: &[u8], first_ticket: u64, last_ticket: u64) -> Result<u64> {
+        let _lock = self.os_lock()?;
+        let mut head = {
+            let st = self.lock_state()?;
+            Head {
+                seq: st.head.seq,
+                hash: st.head.hash.clone(),
+                segment: st.head.segment.clone(),
+                segment_first: st.head.segment_first,
+                len: st.head.len,
+            }
+        };
+        let on_disk = std::fs::metadata(&head.segment)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let newer = segments(&self.dir)?.last().map(|(f, _)| *f).unwrap_or(1) != head.segment_first;
+        if on_disk != head.len || newer {
+            head = read_head(&self.dir)?.0; // another process appended
+        }
+        let ticket_offset = head.seq as i128 - (first_ticket as i128 - 1);
+        let first_seq = head.seq + 1;
+        let mut out: Vec<u8> = Vec::with_capacity(batch.len() * 2);
+        let mut file_changes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        for (i, line) in batch
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let (kind, actor, body): (String, String, serde_json::Value) =
+                serde_json::from_slice(line).map_err(|e| Error::Serde {
+                    what: "audit record".into(),
+                    message: e.to_string(),
+                })?;
+            let seq = head.seq + 1;
+            debug_assert_eq!(
+                seq as i128,
+                first_ticket as i128 + i as i128 + ticket_offset
+            );
+            if seq - head.segment_first >= self.segment_records {
+                file_changes.push((head.segment.clone(), std::mem::take(&mut out)));
+                head.segment_first = seq;
+                head.segment = self.dir.join(segment_name(seq));
+                head.len = 0;
+            }
+            let rec = Record {
+                seq,
+                time: now(),
+                prev: head.hash.clone(),
+                kind,
+                actor,
+                body,
+            };
+            let json = serde_json::to_vec(&rec).map_err(|e| Error::Serde {
+                what: "audit record".into(),
+                message: e.to_string(),
+            })?;
+            let hash = chain_hash(&head.hash, &json);
+            out.extend_from_slice(hash.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(&json);
+            out.push(b'\n');
+            head.seq = seq;
+            head.hash = hash;
+        }
+        let _ = last_ticket;
+        file_changes.push((head.segment.clone(), out));
+        for (path, bytes) in file_changes {
+            if bytes.is_empty() {
+                continue;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .at(&path)?;
+            f.write_all(&bytes).at(&path)?;
+            f.sync_data().at(&path)?;
+            if path == head.segment {
+                head.len = f.seek(SeekFrom::End(0)).at(&path)?;
+            }
+        }
+        crate::durable::sync_dir(&head.segment)?;
+        self.lock_state()?.head = head;
+        Ok(first_seq)
+    }
+
+    /// The current chain head, to be kept by an external party.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let _lock = self.os_lock()?;
+        let (head, _) = read_head(&self.dir)?;
+        Ok(Checkpoint {
+            seq: head.seq,
+            hash: head.hash,
+        })
+    }
+
+    /// Every record, in order (for tails, queries and reports).
+    pub fn records(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for (_, p) in segments(&self.dir)? {
+            let data = read_segment(&p)?;
+            for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let (_, r) = parse_line(line).ok_or_else(|| {
+                    Error::Corrupt(format!("malformed record in {}", p.display()))
+                })?;
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

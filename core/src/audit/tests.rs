@@ -1,0 +1,317 @@
+//! Unit tests of the trail: chaining, tamper detection, torn tails, rollover, retention.
+
+use super::archive::write_archive;
+use super::segment::archive_name;
+use super::*;
+use std::sync::Arc;
+
+fn filled(n: usize) -> (tempfile::TempDir, AuditLog) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = AuditLog::open(dir.path()).expect("open");
+    for i in 0..n {
+        log.append("query", "u1", serde_json::json!({ "i": i }))
+            .expect("append");
+    }
+    (dir, log)
+}
+
+fn seg(dir: &Path) -> PathBuf {
+    dir.join(segment_name(1))
+}
+
+fn broken_at(dir: &Path, cp: Option<&Checkpoint>) -> (u64, String) {
+    match verify(dir, cp).expect("verify") {
+        Verdict::Broken { seq, problem, .. } => (seq, problem),
+        v => panic!("not detected: {v:?}"),
+    }
+}
+
+#[test]
+fn intact_chain_verifies_and_concurrent_appends_get_distinct_seqs() {
+    let (dir, log) = filled(10);
+    let log = Arc::new(log);
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        log.append("query", "t", serde_json::json!({ "t": t, "i": i }))
+                            .expect("a")
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("join"))
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 200);
+    match verify(dir.path(), None).expect("verify") {
+        Verdict::Intact { records, .. } => assert_eq!(records, 210),
+        v => panic!("{v:?}"),
+    }
+    assert_eq!(log.records().expect("records").len(), 210);
+}
+
+#[test]
+fn every_single_byte_flip_is_detected_at_its_record() {
+    let (dir, _log) = filled(5);
+    let p = seg(dir.path());
+    let orig = std::fs::read(&p).expect("read");
+    let line_of = |off: usize| orig[..off].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    for off in 0..orig.len() {
+        let mut d = orig.clone();
+        d[off] ^= 0x01;
+        std::fs::write(&p, &d).expect("write");
+        let (seq, _) = broken_at(dir.path(), None);
+        // A flipped newline merges or splits records: the damage shows at that record or
+        // the next one; anything else must be pinned to its own record.
+        let want = line_of(off);
+        if orig[off] == b'\n' {
+            assert!(seq == want || seq == want + 1, "offset {off}: seq {seq}");
+        } else {
+            assert_eq!(seq, want, "offset {off}");
+        }
+    }
+}
+
+#[test]
+fn deletion_swap_and_truncation_are_detected_with_position() {
+    let (dir, log) = filled(6);
+    let cp = log.checkpoint().expect("checkpoint");
+    let p = seg(dir.path());
+    let orig = std::fs::read_to_string(&p).expect("read");
+    let lines: Vec<&str> = orig.lines().collect();
+    let write =
+        |ls: &[&str], tail: &str| std::fs::write(&p, ls.join("\n") + "\n" + tail).expect("w");
+    let mut del = lines.clone();
+    del.remove(2);
+    write(&del, "");
+    let (seq, problem) = broken_at(dir.path(), None);
+    assert_eq!(seq, 3);
+    assert!(problem.contains("missing"), "{problem}");
+    let mut swap = lines.clone();
+    swap.swap(3, 4);
+    write(&swap, "");
+    let (seq, problem) = broken_at(dir.path(), None);
+    assert_eq!(seq, 4);
+    assert!(
+        problem.contains("out of order") || problem.contains("missing"),
+        "{problem}"
+    );
+    write(&lines[..5], &lines[5][..20]);
+    let (seq, problem) = broken_at(dir.path(), None);
+    assert_eq!(seq, 6);
+    assert!(problem.contains("truncated"), "{problem}");
+    // Cutting whole records off the end is invisible without a checkpoint, caught with one.
+    write(&lines[..4], "");
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { .. }
+    ));
+    let (seq, problem) = broken_at(dir.path(), Some(&cp));
+    assert_eq!(seq, 5);
+    assert!(problem.contains("checkpoint"), "{problem}");
+}
+
+#[test]
+fn torn_tail_is_quarantined_and_recorded_on_open() {
+    let (dir, log) = filled(3);
+    drop(log);
+    let p = seg(dir.path());
+    let mut f = OpenOptions::new().append(true).open(&p).expect("open");
+    f.write_all(b"0123abc {\"seq\":4,").expect("write");
+    drop(f);
+    let log = AuditLog::open(dir.path()).expect("reopen");
+    let recs = log.records().expect("records");
+    assert_eq!(recs.len(), 4);
+    assert_eq!(recs[3].kind, "recovery");
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { records: 4, .. }
+    ));
+    assert!(std::fs::read_dir(dir.path()).expect("dir").any(|e| {
+        e.expect("e")
+            .file_name()
+            .to_string_lossy()
+            .starts_with("torn-")
+    }));
+}
+
+#[test]
+fn segments_roll_over_and_chain_across() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = AuditLog::open_with(dir.path(), 10).expect("open");
+    for i in 0..25 {
+        log.append("q", "u", serde_json::json!(i)).expect("append");
+    }
+    assert_eq!(segments(dir.path()).expect("segs").len(), 3);
+    // Reopened, the head is found in the last segment and the chain continues.
+    drop(log);
+    let log = AuditLog::open_with(dir.path(), 10).expect("reopen");
+    log.append("q", "u", serde_json::json!(25)).expect("append");
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { records: 26, .. }
+    ));
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { .. }
+    ));
+    // Deleting the first segment is a missing range.
+    std::fs::remove_file(seg(dir.path())).expect("rm");
+    let (seq, problem) = broken_at(dir.path(), None);
+    assert_eq!(seq, 1);
+    assert!(problem.contains("missing"), "{problem}");
+}
+
+fn skew_clock(by: chrono::TimeDelta) {
+    CLOCK_SKEW.with(|c| c.set(by));
+}
+
+#[test]
+fn retention_below_three_years_is_refused() {
+    assert!(Retention::years(2).is_err());
+    assert_eq!(Retention::default().in_years(), 3);
+    assert_eq!(Retention::years(5).expect("5").in_years(), 5);
+}
+
+#[test]
+fn archived_segments_verify_and_read_like_logs_and_tampering_is_found() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = AuditLog::open_with(dir.path(), 10).expect("open");
+    for i in 0..25 {
+        log.append("q", "u", serde_json::json!({ "i": i }))
+            .expect("append");
+    }
+    let before = log.records().expect("records");
+    let written = log.archive("ops").expect("archive");
+    assert_eq!(written.len(), 2, "the two closed segments, never the head");
+    assert!(!seg(dir.path()).exists());
+    let after = log.records().expect("records");
+    assert_eq!(&after[..25], &before[..]);
+    assert_eq!(after[25].kind, "archive");
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { records: 26, .. }
+    ));
+    // Archiving again finds nothing new; appends continue on the same chain after reopen.
+    drop(log);
+    let log = AuditLog::open_with(dir.path(), 10).expect("reopen");
+    assert!(log.archive("ops").expect("archive").is_empty());
+    log.append("q", "u", serde_json::json!(26)).expect("append");
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { records: 27, .. }
+    ));
+    // Change one record inside the second archive (record 13) and rewrite the file.
+    let arch = dir.path().join(archive_name(11));
+    let lines = read_segment(&arch).expect("read");
+    let text = String::from_utf8(lines).expect("utf8");
+    let altered = text.replacen("\"i\":12", "\"i\":99", 1);
+    assert_ne!(altered, text);
+    write_archive(altered.as_bytes(), &arch).expect("rewrite");
+    let (seq, problem) = broken_at(dir.path(), None);
+    assert_eq!(seq, 13);
+    assert!(problem.contains("altered"), "{problem}");
+}
+
+#[test]
+fn purge_deletes_only_archived_records_older_than_retention() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = AuditLog::open_with(dir.path(), 10).expect("open");
+    // Records 1..=20 written "four years ago", 21..=25 two years ago, the rest now.
+    skew_clock(-chrono::TimeDelta::days(4 * 366));
+    for i in 0..20 {
+        log.append("q", "u", serde_json::json!(i)).expect("append");
+    }
+    skew_clock(-chrono::TimeDelta::days(2 * 365));
+    for i in 20..25 {
+        log.append("q", "u", serde_json::json!(i)).expect("append");
+    }
+    skew_clock(chrono::TimeDelta::zero());
+    for i in 25..32 {
+        log.append("q", "u", serde_json::json!(i)).expect("append");
+    }
+    // Nothing is archived yet: nothing may go, however old.
+    assert_eq!(
+        log.purge_expired(Retention::default(), "ops").expect("p"),
+        0
+    );
+    log.archive("ops").expect("archive");
+    // Segments: 1..=10 and 11..=20 (4 years old), 21..=30 (newest record: now), head.
+    // A longer retention keeps everything.
+    assert_eq!(
+        log.purge_expired(Retention::years(5).expect("5"), "ops")
+            .expect("p"),
+        0
+    );
+    assert_eq!(
+        log.purge_expired(Retention::default(), "ops").expect("p"),
+        20
+    );
+    assert!(!dir.path().join(archive_name(1)).exists());
+    assert!(!dir.path().join(archive_name(11)).exists());
+    assert!(dir.path().join(archive_name(21)).exists());
+    let recs = log.records().expect("records");
+    assert_eq!(recs.first().map(|r| r.seq), Some(21));
+    let purge = recs.iter().find(|r| r.kind == "purge").expect("recorded");
+    assert_eq!(purge.body["through_seq"], 20);
+    assert_eq!(purge.body["records"], 20);
+    match verify(dir.path(), None).expect("v") {
+        Verdict::Intact { records, .. } => assert_eq!(records, recs.last().expect("l").seq),
+        v => panic!("{v:?}"),
+    }
+    // Purging again deletes nothing: what is left is within retention.
+    assert_eq!(
+        log.purge_expired(Retention::default(), "ops").expect("p"),
+        0
+    );
+    // An attacker deletes the next (young) archive and forges the anchor past it: no purge
+    // record backs that anchor, so verification fails.
+    let lines = read_segment(&dir.path().join(archive_name(21))).expect("read");
+    let last = lines
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .and_then(parse_line)
+        .expect("last");
+    std::fs::remove_file(dir.path().join(archive_name(21))).expect("rm");
+    std::fs::write(
+        dir.path().join("ANCHOR"),
+        serde_json::to_string(&Checkpoint {
+            seq: last.1.seq,
+            hash: last.0,
+        })
+        .expect("json"),
+    )
+    .expect("forge");
+    let (_, problem) = broken_at(dir.path(), None);
+    assert!(problem.contains("no purge record"), "{problem}");
+}
+
+/// Two open logs on one trail (two processes, or an engine and a standalone writer): each
+/// append returns the sequence number its record was written under, which is what completion
+/// records and who-accessed refer to.
+#[test]
+fn append_returns_the_chain_sequence_number_with_two_open_logs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = AuditLog::open(dir.path()).expect("a");
+    let b = AuditLog::open(dir.path()).expect("b");
+    let mut got = Vec::new();
+    for i in 0..6 {
+        let log = if i % 3 == 0 { &a } else { &b };
+        got.push(
+            log.append("query", "u", serde_json::json!({ "i": i }))
+                .expect("append"),
+        );
+    }
+    assert_eq!(got, vec![1, 2, 3, 4, 5, 6]);
+    let recs = a.records().expect("records");
+    for (seq, r) in got.iter().zip(&recs) {
+        assert_eq!(*seq, r.seq);
+    }
+}

@@ -1,0 +1,142 @@
+//! Engine and sessions: the read path every binding uses.
+//!
+//! ```
+//! use govshare_core::engine::Engine;
+//! let dir = tempfile::tempdir().expect("tmp");
+//! govshare_core::Store::init(dir.path())?;
+//! let engine = Engine::open(dir.path())?;
+//! // No principal exists yet: the gate fails closed.
+//! assert!(matches!(engine.session("u1", "P01"), Err(govshare_core::Error::AccessDenied(_))));
+//! # Ok::<(), govshare_core::Error>(())
+//! ```
+//!
+//! Every query goes through [`Session::sql`]: it reads the *current* policy (so a suspension
+//! or revocation takes effect on the next query of every open session), asks the gate
+//! ([`crate::access::policy::Policy::decide`]) for a decision, and builds a DataFusion context for that
+//! decision only — one [`SecuredTable`] per granted dataset, nothing else registered, a closed
+//! SQL surface. The context, its plans and its scope bitmaps are dropped with the query, so
+//! nothing computed for one principal is ever served to another.
+
+mod admin;
+mod session;
+mod stream;
+mod surface;
+mod trail;
+mod translate;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::access::secured::SecuredTable;
+use crate::audit::AuditLog;
+use crate::error::{Error, Result};
+use crate::store::{Store, Writer};
+
+pub use admin::LoadSummary;
+pub use session::{Session, VisibleDataset, VisibleField};
+pub use stream::{QueryStream, QueryStreamArrow};
+pub use trail::Access;
+
+/// An open store with the runtime that executes its queries. Cheap to clone; share one per
+/// process.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Store,
+    audit: Arc<AuditLog>,
+    runtime: tokio::runtime::Runtime,
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.inner.store.root().display())
+    }
+}
+
+/// The secured tables registered for one decision, by dataset name.
+pub(crate) type SecuredTables = Vec<(String, Arc<SecuredTable>)>;
+
+/// The result of a query: its schema and batches.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Total rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+impl Engine {
+    /// Open the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
+        let store = Store::open(path)?;
+        let secret = store.secret()?;
+        let audit = Arc::new(AuditLog::open(store.audit_dir())?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("govshare")
+            .build()
+            .map_err(|e| Error::Io {
+                path: store.root().to_path_buf(),
+                source: e,
+            })?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                store,
+                audit,
+                runtime,
+                secret,
+            }),
+        })
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Open a session for `user` acting for `purpose`. Fails at once when the gate would deny
+    /// every query (unknown or suspended principal, no valid grant for the purpose).
+    pub fn session(&self, user: &str, purpose: &str) -> Result<Session> {
+        let outcome = session::decide(self, user, purpose);
+        let body = match &outcome {
+            Ok(d) => {
+                serde_json::json!({ "purpose": purpose, "department": d.department, "outcome": "allowed" })
+            }
+            Err(e) => {
+                serde_json::json!({ "purpose": purpose, "outcome": "denied", "reason": e.to_string() })
+            }
+        };
+        self.inner.audit.append("session_open", user, body)?;
+        outcome?;
+        Ok(Session {
+            engine: self.clone(),
+            user: user.to_string(),
+            purpose: purpose.to_string(),
+        })
+    }
+
+    /// Take the store's writer lock; the writer records its acts on this engine's trail, so
+    /// administrative acts and queries of one process are group-committed together.
+    pub fn writer(&self) -> Result<Writer<'_>> {
+        self.store().writer_with(self.inner.audit.clone())
+    }
+}

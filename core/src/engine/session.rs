@@ -1,0 +1,239 @@
+//! Sessions: a principal acting for a declared purpose. Each query asks the gate, builds a
+//! context holding only that decision's secured tables, plans through the closed surface and
+//! starts the audited stream.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+
+use crate::access::masks::department_key;
+use crate::access::policy::{Decision, Mode, Treatment};
+use crate::access::secured::SecuredTable;
+use crate::error::{Error, Result};
+
+use super::stream::{QueryAudit, QueryStream};
+use super::surface;
+use super::translate::translate;
+use super::{Engine, QueryResult, SecuredTables};
+
+/// A dataset as a session sees it ([`Session::catalog`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VisibleDataset {
+    /// Dataset name (the SQL table name).
+    pub dataset: String,
+    /// The granted fields, in schema order.
+    pub fields: Vec<VisibleField>,
+}
+
+/// One granted field ([`Session::catalog`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VisibleField {
+    /// Column name.
+    pub name: String,
+    /// Arrow type as delivered (after masking), e.g. `Utf8`, `Date32`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether nulls may appear (always for masked fields).
+    pub nullable: bool,
+}
+
+/// A principal acting for a declared purpose. Every query re-checks the policy. Opening and
+/// dropping a session are both on the audit trail.
+#[derive(Debug)]
+pub struct Session {
+    pub(super) engine: Engine,
+    pub(super) user: String,
+    pub(super) purpose: String,
+}
+
+/// The gate, asked with the current policy and catalog.
+pub(super) fn decide(engine: &Engine, user: &str, purpose: &str) -> Result<Decision> {
+    let store = engine.store();
+    let policy = store.policy()?;
+    let catalog = store.catalog()?;
+    policy.decide(&catalog, user, purpose, Mode::Query, Utc::now())
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Nobody is left to hear an error here; the trail's own failure latch makes the next
+        // query of any session fail instead.
+        let _ = self.engine.inner.audit.append(
+            "session_close",
+            &self.user,
+            serde_json::json!({ "purpose": self.purpose }),
+        );
+    }
+}
+
+impl Session {
+    /// The user.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The declared purpose.
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
+    /// The decision the gate makes now for this session.
+    pub fn decision(&self) -> Result<Decision> {
+        decide(&self.engine, &self.user, &self.purpose)
+    }
+
+    /// The datasets and fields this session may see, as (dataset, schema) pairs.
+    pub fn visible(&self) -> Result<Vec<(String, SchemaRef)>> {
+        let decision = self.decision()?;
+        let (_, tables) = self.context(&decision)?;
+        Ok(tables
+            .into_iter()
+            .map(|(n, t)| (n, datafusion::catalog::TableProvider::schema(t.as_ref())))
+            .collect())
+    }
+
+    /// The catalog as this session may see it now: each visible dataset with its granted
+    /// fields (masked fields with their masked type) — what the bindings list.
+    pub fn catalog(&self) -> Result<Vec<VisibleDataset>> {
+        Ok(self
+            .visible()?
+            .into_iter()
+            .map(|(dataset, schema)| VisibleDataset {
+                dataset,
+                fields: schema
+                    .fields()
+                    .iter()
+                    .map(|f| VisibleField {
+                        name: f.name().clone(),
+                        data_type: f.data_type().to_string(),
+                        nullable: f.is_nullable(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn context(&self, decision: &Decision) -> Result<(SessionContext, SecuredTables)> {
+        let store = self.engine.store();
+        let key = department_key(&self.engine.inner.secret, &decision.department);
+        let ctx = surface::closed_context();
+        let mut tables = Vec::new();
+        for (name, access) in &decision.datasets {
+            let snap = match store.snapshot(name) {
+                Ok(s) => Arc::new(s),
+                // Granted but never loaded: the dataset is simply empty of data; not visible.
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let table = Arc::new(SecuredTable::new(snap, access, key)?);
+            ctx.register_table(name.as_str(), table.clone())
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            tables.push((name.clone(), table));
+        }
+        Ok((ctx, tables))
+    }
+
+    /// Run one SQL query under the current policy and collect its result.
+    pub fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let stream = self.sql_stream(sql)?;
+        let schema = stream.schema();
+        let batches = stream.collect::<Result<Vec<_>>>()?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Plan one SQL query under the current policy and return its result as a stream of
+    /// batches (an Arrow `RecordBatchReader`), for results too large to collect. Access is
+    /// decided before the first batch; the stream holds the query's context until dropped.
+    pub fn sql_stream(&self, sql: &str) -> Result<QueryStream> {
+        let started = Instant::now();
+        let audit = &self.engine.inner.audit;
+        match self.plan(sql) {
+            Ok((decision, tables, schema, stream)) => {
+                let datasets: serde_json::Map<String, serde_json::Value> = tables
+                    .iter()
+                    .map(|(name, t)| {
+                        let access = &decision.datasets[name];
+                        (
+                            name.clone(),
+                            serde_json::json!({
+                                "grant": access.grant_id,
+                                "version": t.snapshot().version(),
+                                "fields": access.fields.iter().map(|(f, tr)| match tr {
+                                    Treatment::Clear => f.clone(),
+                                    Treatment::Masked(m) => format!("{f}:{m:?}"),
+                                }).collect::<Vec<_>>(),
+                            }),
+                        )
+                    })
+                    .collect();
+                // Durable before the caller can pull a single batch; no record, no results.
+                let seq = audit.append(
+                    "query",
+                    &self.user,
+                    serde_json::json!({
+                        "sql": sql,
+                        "purpose": self.purpose,
+                        "department": decision.department,
+                        "datasets": datasets,
+                        "outcome": "allowed",
+                    }),
+                )?;
+                let digest =
+                    arrow::ipc::writer::StreamWriter::try_new(blake3::Hasher::new(), &schema)?;
+                Ok(QueryStream {
+                    engine: self.engine.clone(),
+                    schema,
+                    stream,
+                    audit: Some(QueryAudit {
+                        seq,
+                        user: self.user.clone(),
+                        tables,
+                        started,
+                        rows: 0,
+                        digest,
+                    }),
+                })
+            }
+            Err(e) => {
+                let kind = if matches!(e, Error::AccessDenied(_)) {
+                    "denied"
+                } else {
+                    "failed"
+                };
+                audit.append(
+                    "query",
+                    &self.user,
+                    serde_json::json!({ "sql": sql, "purpose": self.purpose, "outcome": kind, "reason": e.to_string() }),
+                )?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Decide, build the context, check and plan `sql`, start execution.
+    fn plan(
+        &self,
+        sql: &str,
+    ) -> Result<(
+        Decision,
+        SecuredTables,
+        SchemaRef,
+        SendableRecordBatchStream,
+    )> {
+        let decision = self.decision()?;
+        let (ctx, tables) = self.context(&decision)?;
+        let catalog = self.engine.store().catalog()?;
+        let (schema, stream) = self.engine.inner.runtime.block_on(async {
+            let translate = |e| translate(e, &catalog, &decision);
+            let df = surface::plan(&ctx, sql, &translate).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let stream = df.execute_stream().await.map_err(translate)?;
+            Ok::<_, Error>((schema, stream))
+        })?;
+        Ok((decision, tables, schema, stream))
+    }
+}

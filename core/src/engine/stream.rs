@@ -1,0 +1,197 @@
+//! The result stream of a query: batches pulled through the runtime (or polled so a binding
+//! can interrupt), counted and digested, and the completion record written at the end, on
+//! failure or when the stream is dropped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+
+use crate::error::{Error, Result};
+
+use super::{Engine, SecuredTables};
+
+/// The batches of a running query; implements `Iterator` and arrow's `RecordBatchReader`.
+pub struct QueryStream {
+    pub(super) engine: Engine,
+    pub(super) schema: SchemaRef,
+    pub(super) stream: SendableRecordBatchStream,
+    pub(super) audit: Option<QueryAudit>,
+}
+
+/// What the completion record of a query needs, gathered while it streams.
+pub(super) struct QueryAudit {
+    pub(super) seq: u64,
+    pub(super) user: String,
+    pub(super) tables: SecuredTables,
+    pub(super) started: Instant,
+    pub(super) rows: u64,
+    pub(super) digest: arrow::ipc::writer::StreamWriter<blake3::Hasher>,
+}
+
+impl QueryStream {
+    /// Append the completion record: rows, result digest, duration, and the subjects read —
+    /// per dataset, the row ids the secured scan emitted, kept as a roaring bitmap file whose
+    /// digest is on the chain.
+    fn finish(&mut self, outcome: &str) -> Result<()> {
+        let Some(mut a) = self.audit.take() else {
+            return Ok(());
+        };
+        a.digest.finish()?;
+        let digest = a.digest.into_inner()?.finalize().to_hex().to_string();
+        let store = self.engine.store();
+        let dir = store.root().join("audit").join("subjects");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let mut subjects = serde_json::Map::new();
+        for (name, t) in &a.tables {
+            let read = t.emitted()?;
+            if read.is_empty() {
+                continue;
+            }
+            let file = format!("q{}-{name}.bm", a.seq);
+            let bytes = crate::durable::write_bitmap(&dir.join(&file), &read)?;
+            subjects.insert(
+                name.clone(),
+                serde_json::json!({
+                    "version": t.snapshot().version(),
+                    "rows_read": read.len(),
+                    "bitmap": file,
+                    "bitmap_blake3": blake3::hash(&bytes).to_hex().to_string(),
+                }),
+            );
+        }
+        self.engine.inner.audit.append(
+            "query_end",
+            &a.user,
+            serde_json::json!({
+                "query": a.seq,
+                "outcome": outcome,
+                "rows": a.rows,
+                "result_blake3": digest,
+                "duration_ms": a.started.elapsed().as_secs_f64() * 1000.0,
+                "subjects": subjects,
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        // A stream dropped before its end still gets its completion record; an error here has
+        // nobody left to report to, and the opening record is already durable.
+        let _ = self.finish("abandoned");
+    }
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueryStream({:?})", self.schema)
+    }
+}
+
+impl QueryStream {
+    /// The result schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl QueryStream {
+    /// The next batch like [`Iterator::next`], but asking `interrupted` every few
+    /// milliseconds while the engine works; when it answers `true` the wait stops with
+    /// [`Error::Interrupted`] (drop the stream to cancel the query). Bindings use this to let
+    /// Ctrl-C through while a long query runs without holding their interpreter's lock.
+    pub fn next_interruptible(
+        &mut self,
+        mut interrupted: impl FnMut() -> bool,
+    ) -> Option<Result<RecordBatch>> {
+        use futures::StreamExt;
+        use std::task::{Context, Poll, Wake, Waker};
+        /// Wakes the polling thread when DataFusion has made progress.
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        // Polled on this thread inside the runtime's context, so the tasks the plan spawns run
+        // on the runtime's workers as with `block_on`.
+        let _runtime = self.engine.inner.runtime.enter();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let item = loop {
+            match self.stream.poll_next_unpin(&mut cx) {
+                Poll::Ready(item) => break item,
+                Poll::Pending => {
+                    if interrupted() {
+                        return Some(Err(Error::Interrupted));
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(20));
+                }
+            }
+        };
+        self.on_item(item)
+    }
+
+    /// Account for one item of the plan's stream: digest and count a batch, write the
+    /// completion record at the end or on failure.
+    fn on_item(
+        &mut self,
+        item: Option<std::result::Result<RecordBatch, DataFusionError>>,
+    ) -> Option<Result<RecordBatch>> {
+        match item {
+            Some(Ok(batch)) => {
+                if let Some(a) = self.audit.as_mut() {
+                    a.rows += batch.num_rows() as u64;
+                    if let Err(e) = a.digest.write(&batch) {
+                        return Some(Err(e.into()));
+                    }
+                }
+                Some(Ok(batch))
+            }
+            Some(Err(e)) => {
+                let _ = self.finish("failed");
+                Some(Err(Error::invalid(e.to_string())))
+            }
+            // End of results: the completion record must be written, or the caller hears why.
+            None => self.finish("completed").err().map(Err),
+        }
+    }
+}
+
+impl Iterator for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures::StreamExt;
+        let item = self.engine.inner.runtime.block_on(self.stream.next());
+        self.on_item(item)
+    }
+}
+
+impl Iterator for QueryStreamArrow {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next()
+            .map(|r| r.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))))
+    }
+}
+
+/// A [`QueryStream`] seen as arrow's `RecordBatchReader` (errors as `ArrowError`), ready for
+/// the Arrow C stream interface.
+pub struct QueryStreamArrow(pub QueryStream);
+
+impl arrow::array::RecordBatchReader for QueryStreamArrow {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema.clone()
+    }
+}

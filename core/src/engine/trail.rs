@@ -1,0 +1,241 @@
+//! The audit queries: who accessed a subject, and the trail itself as table `audit_log`
+//! through the closed SQL surface. They live with the engine, not with the trail, because they
+//! need the store (key → row id per version) and the query pipeline.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+
+use super::surface;
+use super::{Engine, QueryResult};
+
+/// One access to a subject, from the audit trail.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Access {
+    /// Sequence number of the query's opening record.
+    pub query_seq: u64,
+    /// When the query completed.
+    pub time: chrono::DateTime<Utc>,
+    /// Real-name user.
+    pub user: String,
+    /// Department.
+    pub department: String,
+    /// Declared purpose.
+    pub purpose: String,
+    /// Dataset read.
+    pub dataset: String,
+    /// Data version read.
+    pub version: u64,
+    /// The query text.
+    pub sql: String,
+}
+
+impl Engine {
+    /// Who accessed this subject (a citizen ID or USCC): every completed query whose secured
+    /// scan emitted the subject's row — after the row scope and deletions, before any of the
+    /// query's own filters (which all run above the scan). That is the documented meaning of
+    /// "read": a row that left the barrier was read, whether or not it reached the result.
+    pub fn who_accessed(&self, key: &str) -> Result<Vec<Access>> {
+        let store = self.store();
+        let records = self.inner.audit.records()?;
+        let opened: std::collections::HashMap<u64, &crate::audit::Record> = records
+            .iter()
+            .filter(|r| r.kind == "query")
+            .map(|r| (r.seq, r))
+            .collect();
+        let mut rows_by_version: std::collections::HashMap<(String, u64), Option<u32>> =
+            Default::default();
+        let mut out = Vec::new();
+        for r in records.iter().filter(|r| r.kind == "query_end") {
+            let Some(subjects) = r.body.get("subjects").and_then(|s| s.as_object()) else {
+                continue;
+            };
+            for (dataset, info) in subjects {
+                let version = info.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+                let row = match rows_by_version.entry((dataset.clone(), version)) {
+                    std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let id = match store.snapshot_at(dataset, version) {
+                            Ok(snap) => snap.lookup(key)?,
+                            // A vacuumed version can no longer map keys to rows.
+                            Err(Error::NotFound(_)) => None,
+                            Err(e) => return Err(e),
+                        };
+                        *v.insert(id)
+                    }
+                };
+                let Some(row) = row else { continue };
+                let file = info
+                    .get("bitmap")
+                    .and_then(|b| b.as_str())
+                    .unwrap_or_default();
+                let path = store.root().join("audit").join("subjects").join(file);
+                let bytes = std::fs::read(&path).map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                let want = info
+                    .get("bitmap_blake3")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default();
+                if blake3::hash(&bytes).to_hex().as_str() != want {
+                    return Err(Error::Corrupt(format!(
+                        "subject bitmap {} does not match its audit record {}",
+                        path.display(),
+                        r.seq
+                    )));
+                }
+                let bm = roaring::RoaringBitmap::deserialize_from(&bytes[..])
+                    .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+                if bm.contains(row) {
+                    let q = r
+                        .body
+                        .get("query")
+                        .and_then(|q| q.as_u64())
+                        .and_then(|q| opened.get(&q));
+                    let field = |k: &str| {
+                        q.and_then(|q| q.body.get(k))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    out.push(Access {
+                        query_seq: q.map_or(0, |q| q.seq),
+                        time: r.time,
+                        user: r.actor.clone(),
+                        department: field("department"),
+                        purpose: field("purpose"),
+                        dataset: dataset.clone(),
+                        version,
+                        sql: field("sql"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Query the audit trail with SQL as table `audit_log` (seq, time, kind, actor,
+    /// department, purpose, sql, outcome, body). An auditor sees every record; any other active
+    /// user only the records of their own department. The same closed surface applies, and
+    /// the query itself is recorded.
+    pub fn audit_sql(&self, user: &str, sql: &str) -> Result<QueryResult> {
+        use arrow::array::{StringArray, UInt64Array};
+        let policy = self.store().policy()?;
+        let u = policy.users.get(user);
+        let active = u.is_some_and(|u| {
+            u.status == crate::access::policy::PrincipalStatus::Active
+                && policy
+                    .departments
+                    .get(&u.department)
+                    .is_some_and(|d| d.status == crate::access::policy::PrincipalStatus::Active)
+        });
+        let Some(u) = u.filter(|_| active) else {
+            let e = Error::AccessDenied(format!(
+                "user '{user}' is unknown, or they or their department are suspended"
+            ));
+            self.inner.audit.append(
+                "audit_query",
+                user,
+                serde_json::json!({ "sql": sql, "outcome": "denied", "reason": e.to_string() }),
+            )?;
+            return Err(e);
+        };
+        let auditor = u.roles.contains(&crate::access::policy::Role::Auditor);
+        let dept_of = |actor: &str| {
+            policy
+                .users
+                .get(actor)
+                .map(|x| x.department.clone())
+                .unwrap_or_default()
+        };
+        let records = self.inner.audit.records()?;
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let dept = r
+                    .body
+                    .get("department")
+                    .and_then(|d| d.as_str())
+                    .map(String::from)
+                    .unwrap_or_else(|| dept_of(&r.actor));
+                (r, dept)
+            })
+            .filter(|(_, d)| auditor || d == &u.department)
+            .collect();
+        let text = |f: &dyn Fn(&crate::audit::Record, &String) -> Option<String>| -> StringArray {
+            rows.iter().map(|(r, d)| f(r, d)).collect()
+        };
+        let field = |k: &'static str| {
+            move |r: &crate::audit::Record, _: &String| {
+                r.body.get(k).and_then(|v| v.as_str()).map(String::from)
+            }
+        };
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            [
+                "seq",
+                "time",
+                "kind",
+                "actor",
+                "department",
+                "purpose",
+                "sql",
+                "outcome",
+                "body",
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                arrow::datatypes::Field::new(
+                    *n,
+                    if i == 0 {
+                        arrow::datatypes::DataType::UInt64
+                    } else {
+                        arrow::datatypes::DataType::Utf8
+                    },
+                    true,
+                )
+            })
+            .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(rows.iter().map(|(r, _)| r.seq).collect::<UInt64Array>()),
+                Arc::new(text(&|r, _| Some(r.time.to_rfc3339()))),
+                Arc::new(text(&|r, _| Some(r.kind.clone()))),
+                Arc::new(text(&|r, _| Some(r.actor.clone()))),
+                Arc::new(text(&|_, d| Some(d.clone()))),
+                Arc::new(text(&field("purpose"))),
+                Arc::new(text(&field("sql"))),
+                Arc::new(text(&field("outcome"))),
+                Arc::new(text(&|r, _| Some(r.body.to_string()))),
+            ],
+        )?;
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let ctx = surface::closed_context();
+        ctx.register_table("audit_log", Arc::new(table))
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let translate = |e: datafusion::error::DataFusionError| Error::invalid(e.to_string());
+        let result: Result<QueryResult> = self.inner.runtime.block_on(async {
+            let df = surface::plan(&ctx, sql, &translate).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(translate)?;
+            Ok(QueryResult { schema, batches })
+        });
+        let body = match &result {
+            Ok(r) => {
+                serde_json::json!({ "sql": sql, "outcome": "allowed", "scope": if auditor { "all" } else { "own department" }, "rows": r.num_rows() })
+            }
+            Err(e) => {
+                serde_json::json!({ "sql": sql, "outcome": "denied", "reason": e.to_string() })
+            }
+        };
+        self.inner.audit.append("audit_query", user, body)?;
+        result
+    }
+}

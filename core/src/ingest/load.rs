@@ -1,0 +1,304 @@
+//! Loads and compaction as writer transactions: validate, cluster, index, commit the
+//! manifest with its handover record.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use roaring::RoaringBitmap;
+
+use crate::catalog::{DatasetDef, IndexKind};
+use crate::durable::{failpoint, read_bitmap, write_bitmap};
+use crate::error::{Error, IoContext, Result};
+use crate::index::KeyIndex;
+use crate::store::{Handover, Manifest, Operation, Writer};
+use crate::validate::{Reject, Validator};
+
+use super::cluster::{ClusteredWriter, Written, write_rejects};
+use super::source::open_source;
+use super::{LoadMode, LoadOptions, LoadReport, Source};
+
+impl Writer<'_> {
+    /// Load `source` into `dataset` as a new version.
+    ///
+    /// Invalid rows are listed (row, field, reason) in a rejects file under `<store>/rejects/`.
+    /// In strict mode any invalid row makes the load commit nothing ([`Error::Rejected`]);
+    /// otherwise the valid rows are committed. Either way the previous version is untouched.
+    pub fn load(
+        &mut self,
+        dataset: &str,
+        source: Source,
+        opts: &LoadOptions<'_>,
+    ) -> Result<LoadReport> {
+        let started_at = Utc::now();
+        let store = self.store;
+        let catalog_version = store.catalog_version()?;
+        let catalog = store.catalog()?;
+        let def = catalog.dataset(dataset)?.clone();
+        let current = store.current_version(dataset)?;
+        let prev = if current > 0 {
+            Some(store.snapshot_at(dataset, current)?)
+        } else {
+            None
+        };
+        if opts.mode == LoadMode::Incremental && prev.is_none() {
+            return Err(Error::invalid(format!(
+                "dataset '{dataset}' has no data yet: its first load must be a full load"
+            )));
+        }
+        let version = current + 1;
+        let today = opts
+            .today
+            .unwrap_or_else(|| chrono::Local::now().date_naive());
+        let mut validator =
+            Validator::new(&catalog, &def, today, opts.mode == LoadMode::Incremental);
+        let (batches, hasher) = open_source(&source)?;
+        let dir = store.dataset_dir(dataset);
+        let base = prev.as_ref().map_or(0, |p| p.manifest().total_rows());
+        let mut cw = ClusteredWriter::new(&def, &dir, version, opts.row_group_size)?;
+        let mut rejects = Vec::new();
+        let mut deletes = Vec::new();
+        let mut read = 0u64;
+        for batch in batches {
+            let batch = batch?;
+            let checked = validator.check(&batch, read + 1)?;
+            read += batch.num_rows() as u64;
+            cw.push(&checked.rows)?;
+            rejects.extend(checked.rejects);
+            deletes.extend(checked.deletes);
+            if let Some(p) = opts.progress {
+                p(read);
+            }
+        }
+        // Incremental: which existing rows the upserts replace and the deletes remove.
+        let mut removed = RoaringBitmap::new();
+        let mut rows_deleted = 0u64;
+        if let Some(prev) = prev.as_ref().filter(|_| opts.mode == LoadMode::Incremental) {
+            let kidx = prev.key_index()?;
+            for (row, key) in &deletes {
+                match kidx.get(key) {
+                    Some(id) => {
+                        removed.insert(id);
+                        rows_deleted += 1;
+                    }
+                    None => rejects.push(Reject {
+                        row: *row,
+                        field: def.key.clone(),
+                        reason: "delete: no row with this key in the current version".into(),
+                    }),
+                }
+            }
+            rejects.sort_by_key(|r| r.row);
+        }
+        let rejected_rows = {
+            let mut rows: Vec<u64> = rejects.iter().map(|r| r.row).collect();
+            rows.dedup();
+            rows.len() as u64
+        };
+        let rejects_file = if rejects.is_empty() {
+            None
+        } else {
+            let p = store.root().join("rejects").join(format!(
+                "{dataset}-v{version}-{}.csv",
+                started_at.format("%Y%m%dT%H%M%S%.3fZ")
+            ));
+            write_rejects(&p, &rejects)?;
+            Some(p)
+        };
+        if opts.strict && rejected_rows > 0 {
+            let _ = std::fs::remove_dir_all(&cw.staging_dir);
+            return Err(Error::Rejected {
+                rejected: rejected_rows,
+                total: read,
+                rejects_file: rejects_file.unwrap_or_default(),
+            });
+        }
+        let tag = if opts.mode == LoadMode::Full {
+            "full"
+        } else {
+            "delta"
+        };
+        let written = cw.finish(if opts.mode == LoadMode::Full { 0 } else { base }, tag)?;
+        let input_digest = hasher
+            .lock()
+            .map_err(|_| Error::Corrupt("hasher poisoned".into()))?
+            .finalize()
+            .to_hex()
+            .to_string();
+        let mut handover = Handover {
+            provider_dept: if opts.handover.provider_dept.is_empty() {
+                def.provider.clone()
+            } else {
+                opts.handover.provider_dept.clone()
+            },
+            handover_person: opts.handover.handover_person.clone(),
+            receiver: opts.handover.receiver.clone(),
+            method: opts.handover.method.clone(),
+            source: source.describe(),
+            input_digest,
+            started_at,
+            completed_at: started_at,
+            rows_read: read,
+            rows_accepted: written.rows,
+            rows_rejected: rejected_rows,
+            rows_deleted,
+        };
+        let (operation, prev_for_merge) = match opts.mode {
+            LoadMode::Full => (Operation::Full, None),
+            LoadMode::Incremental => (Operation::Incremental, prev.as_ref()),
+        };
+        let manifest = self.assemble(
+            &def,
+            version,
+            catalog_version,
+            operation,
+            written,
+            prev_for_merge,
+            removed,
+            &mut handover,
+        )?;
+        let stats = validator.stats;
+        Ok(LoadReport {
+            manifest,
+            rejects_file,
+            stats,
+        })
+    }
+
+    /// Rewrite the live rows of the current version into clustered files without deletion
+    /// vectors, as a new version with the same content.
+    pub fn compact(&mut self, dataset: &str) -> Result<Manifest> {
+        let started_at = Utc::now();
+        let store = self.store;
+        let snap = store.snapshot(dataset)?;
+        let def = snap.dataset().clone();
+        let version = snap.version() + 1;
+        let mut cw = ClusteredWriter::new(&def, &store.dataset_dir(dataset), version, 32 * 1024)?;
+        for b in snap.read(None, None)? {
+            cw.push(&b)?;
+        }
+        let written = cw.finish(0, "compact")?;
+        let mut handover = Handover {
+            provider_dept: snap.manifest().handover.provider_dept.clone(),
+            handover_person: "govshare".into(),
+            receiver: "govshare".into(),
+            method: "compaction".into(),
+            source: format!("{dataset} version {}", snap.version()),
+            input_digest: String::new(),
+            started_at,
+            completed_at: started_at,
+            rows_read: snap.manifest().live_rows,
+            rows_accepted: written.rows,
+            rows_rejected: 0,
+            rows_deleted: 0,
+        };
+        let catalog_version = snap.manifest().catalog_version;
+        self.assemble(
+            &def,
+            version,
+            catalog_version,
+            Operation::Compaction,
+            written,
+            None,
+            RoaringBitmap::new(),
+            &mut handover,
+        )
+    }
+
+    /// Write indexes and deletion vectors for a new version and commit its manifest.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        &mut self,
+        def: &DatasetDef,
+        version: u64,
+        catalog_version: u64,
+        operation: Operation,
+        written: Written,
+        prev: Option<&crate::store::Snapshot>,
+        removed: RoaringBitmap,
+        handover: &mut Handover,
+    ) -> Result<Manifest> {
+        let dir = self.store.dataset_dir(&def.name);
+        let idx_dir = dir.join("index").join(format!("v{version}"));
+        std::fs::create_dir_all(&idx_dir).at(&idx_dir)?;
+        let mut files = Vec::new();
+        let mut keys = written.keys;
+        let mut bitmaps = written.bitmaps;
+        let mut removed_all = removed.clone();
+        if let Some(prev) = prev {
+            // Upserted keys replace their old rows: those old rows are removed too.
+            let old_keys = prev.key_index()?;
+            for (k, _) in &keys {
+                if let Some(id) = old_keys.get(k) {
+                    removed_all.insert(id);
+                }
+            }
+            for (i, f) in prev.manifest().files.iter().enumerate() {
+                let end = f.row_base as u64 + f.rows;
+                let local: RoaringBitmap = removed_all
+                    .range(f.row_base..end as u32)
+                    .map(|id| id - f.row_base)
+                    .collect();
+                let mut nf = f.clone();
+                if !local.is_empty() {
+                    let mut dv = match &f.deletes {
+                        Some(rel) => read_bitmap(&dir.join(rel))?,
+                        None => RoaringBitmap::new(),
+                    };
+                    dv |= local;
+                    let rel = format!("deletes/v{version}-f{i}.dv");
+                    write_bitmap(&dir.join(&rel), &dv)?;
+                    nf.deleted = dv.len();
+                    nf.deletes = Some(rel);
+                }
+                files.push(nf);
+            }
+            keys.extend(
+                old_keys
+                    .iter()
+                    .filter(|(_, id)| !removed_all.contains(*id))
+                    .map(|(k, id)| (k.into(), id)),
+            );
+            for field in prev.manifest().bitmap_indexes.keys() {
+                let old = prev.bitmap_index(field)?;
+                let new = bitmaps.entry(field.clone()).or_default();
+                for (v, bm) in &old.bitmaps {
+                    let kept = bm - &removed_all;
+                    if !kept.is_empty() {
+                        *new.bitmaps.entry(v.clone()).or_default() |= kept;
+                    }
+                }
+            }
+        }
+        files.extend(written.files);
+        let key_rel = format!("index/v{version}/key.idx");
+        KeyIndex::build(keys)?.write(&dir.join(&key_rel))?;
+        let mut bitmap_indexes = BTreeMap::new();
+        for f in def.fields.iter().filter(|f| f.index != IndexKind::None) {
+            let rel = format!("index/v{version}/{}.bm", f.name);
+            bitmaps
+                .remove(&f.name)
+                .unwrap_or_default()
+                .write(&dir.join(&rel))?;
+            bitmap_indexes.insert(f.name.clone(), rel);
+        }
+        failpoint("after-data-files");
+        let live_rows = files.iter().map(|f| f.rows - f.deleted).sum();
+        handover.completed_at = Utc::now();
+        let manifest = Manifest {
+            format: crate::store::FORMAT_VERSION,
+            dataset: def.clone(),
+            version,
+            parent: (version > 1).then(|| version - 1),
+            catalog_version,
+            created_at: handover.completed_at,
+            operation,
+            files,
+            key_index: key_rel,
+            bitmap_indexes,
+            live_rows,
+            handover: handover.clone(),
+        };
+        self.commit_manifest(&manifest)?;
+        Ok(manifest)
+    }
+}

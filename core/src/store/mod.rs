@@ -1,0 +1,312 @@
+//! The store: a directory of immutable Parquet files, versioned manifests and indexes.
+//!
+//! ```text
+//! <store>/govshare-store.json          marker + format version
+//! <store>/LOCK                         writer lock (one writer at a time, across processes)
+//! <store>/catalog/CURRENT, vNNNNNNNN.json          catalog versions
+//! <store>/datasets/<name>/CURRENT                  current data version of the dataset
+//! <store>/datasets/<name>/manifests/vNNNNNNNN.json one manifest per version
+//! <store>/datasets/<name>/data/*.parquet           immutable data files
+//! <store>/datasets/<name>/deletes/*.dv             roaring deletion vectors (per file)
+//! <store>/datasets/<name>/index/vN/*               key and bitmap indexes of version N
+//! <store>/rejects/*.csv                            rejected rows of each load
+//! ```
+//!
+//! **Commit protocol.** A writer writes every new file under a new name, fsyncs it, writes the
+//! manifest `vN.json` (temp file, fsync, rename), and only then swaps `CURRENT` (temp file,
+//! fsync, rename, fsync of the directory). A crash at any point leaves `CURRENT` naming the
+//! last complete version; leftovers of the interrupted write are unreferenced and removed by
+//! [`Writer::vacuum`]. Readers never take a lock: they read `CURRENT` once and pin that
+//! manifest, whose files are never rewritten in place.
+//!
+//! **Row ids.** Within a version, the files in manifest order are numbered consecutively:
+//! row id = `row_base` of its file + offset in the file. Deleted rows keep their ids (they are
+//! masked by the file's deletion vector), so indexes of a version stay valid for it.
+
+mod chain;
+mod manifest;
+mod snapshot;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditLog;
+use crate::catalog::Catalog;
+use crate::durable::write_durable;
+use crate::error::{Error, IoContext, Result};
+
+pub(crate) use chain::DocChain;
+pub use manifest::{CatalogVersion, DataFile, Handover, Manifest, Operation};
+pub use snapshot::{FileRows, Snapshot};
+pub use writer::{VacuumReport, Writer};
+
+/// On-disk format version written in the store marker.
+pub const FORMAT_VERSION: u32 = 1;
+const MARKER: &str = "govshare-store.json";
+
+/// A govshare store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    format: u32,
+    created_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Create a store at `root` (or open it, if one is there), with the built-in catalog as
+    /// catalog version 1.
+    pub fn init(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        if root.join(MARKER).exists() {
+            return Store::open(&root);
+        }
+        std::fs::create_dir_all(&root).at(&root)?;
+        let store = Store { root };
+        let mut w = store.writer()?;
+        let marker = Marker {
+            format: FORMAT_VERSION,
+            created_at: Utc::now(),
+        };
+        if store.catalog_chain().current()? == 0 {
+            let catalog = Catalog::builtin();
+            let changes = crate::catalog::diff(&Catalog::default(), &catalog);
+            w.commit_catalog(catalog, changes, "govshare init", "built-in base databases")?;
+        }
+        let bytes = serde_json::to_vec_pretty(&marker).map_err(|e| Error::Serde {
+            what: "store marker".into(),
+            message: e.to_string(),
+        })?;
+        // The marker is written last: a directory without it is not (yet) a store.
+        write_durable(&store.root.join(MARKER), &bytes)?;
+        drop(w);
+        Ok(store)
+    }
+
+    /// Open an existing store.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        let marker_path = root.join(MARKER);
+        let bytes = match std::fs::read(&marker_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!(
+                    "no govshare store at {} (create one with `govshare init`)",
+                    root.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    path: marker_path,
+                    source: e,
+                });
+            }
+        };
+        let marker: Marker = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", marker_path.display())))?;
+        if marker.format != FORMAT_VERSION {
+            return Err(Error::Corrupt(format!(
+                "store format {} is not supported (this build reads format {FORMAT_VERSION})",
+                marker.format
+            )));
+        }
+        Ok(Store { root })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn catalog_chain(&self) -> DocChain {
+        DocChain {
+            dir: self.root.join("catalog"),
+            what: "catalog",
+        }
+    }
+
+    /// The chain of policy documents (the access layer reads and commits through it).
+    pub(crate) fn policy_chain(&self) -> DocChain {
+        DocChain {
+            dir: self.root.join("policy"),
+            what: "policy",
+        }
+    }
+
+    /// The directory of the store's audit trail.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+
+    /// The current policy version number (0 when no principal or grant was ever committed).
+    /// The store's secret for deriving per-department pseudonym keys; made on first use.
+    pub(crate) fn secret(&self) -> Result<[u8; 32]> {
+        use std::io::Write;
+        let dir = self.root.join("keys");
+        let path = dir.join("pseudonym.secret");
+        if let Ok(b) = std::fs::read(&path) {
+            return b
+                .try_into()
+                .map_err(|_| Error::Corrupt(format!("{} is not 32 bytes", path.display())));
+        }
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let mut secret = [0u8; 32];
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut secret)
+            .map_err(|e| Error::Corrupt(format!("no OS randomness: {e}")))?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(&secret).at(&path)?;
+                f.sync_all().at(&path)?;
+                Ok(secret)
+            }
+            // Another process made it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let b = std::fs::read(&path).at(&path)?;
+                b.try_into()
+                    .map_err(|_| Error::Corrupt(format!("{} is not 32 bytes", path.display())))
+            }
+            Err(e) => Err(Error::Io { path, source: e }),
+        }
+    }
+
+    pub(crate) fn dataset_dir(&self, dataset: &str) -> PathBuf {
+        self.root.join("datasets").join(dataset)
+    }
+
+    pub(crate) fn manifest_chain(&self, dataset: &str) -> DocChain {
+        DocChain {
+            dir: self.dataset_dir(dataset).join("manifests"),
+            what: "dataset",
+        }
+    }
+
+    /// The current catalog version number.
+    pub fn catalog_version(&self) -> Result<u64> {
+        self.catalog_chain().current()
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Result<Catalog> {
+        Ok(self.catalog_at(self.catalog_version()?)?.catalog)
+    }
+
+    /// A past (or the current) catalog version, with who changed what and when.
+    pub fn catalog_at(&self, version: u64) -> Result<CatalogVersion> {
+        self.catalog_chain().read(version)
+    }
+
+    /// Every catalog version, oldest first.
+    pub fn catalog_history(&self) -> Result<Vec<CatalogVersion>> {
+        let chain = self.catalog_chain();
+        chain.list()?.into_iter().map(|v| chain.read(v)).collect()
+    }
+
+    /// The current data version of `dataset` (0 when never loaded).
+    pub fn current_version(&self, dataset: &str) -> Result<u64> {
+        self.manifest_chain(dataset).current()
+    }
+
+    /// Manifests of every version of `dataset` still on disk, oldest first.
+    pub fn versions(&self, dataset: &str) -> Result<Vec<Manifest>> {
+        let chain = self.manifest_chain(dataset);
+        chain.list()?.into_iter().map(|v| chain.read(v)).collect()
+    }
+
+    /// Pin the current version of `dataset`.
+    pub fn snapshot(&self, dataset: &str) -> Result<Snapshot> {
+        let v = self.current_version(dataset)?;
+        if v == 0 {
+            self.catalog()?.dataset(dataset)?;
+            return Err(Error::NotFound(format!(
+                "dataset '{dataset}' has no data yet (load it with `govshare load {dataset} FILE`)"
+            )));
+        }
+        self.snapshot_at(dataset, v)
+    }
+
+    /// Pin a given version of `dataset`.
+    pub fn snapshot_at(&self, dataset: &str, version: u64) -> Result<Snapshot> {
+        let manifest: Manifest = self.manifest_chain(dataset).read(version).map_err(
+            |e| match e {
+                Error::NotFound(_) => Error::NotFound(format!(
+                    "dataset '{dataset}' has no version {version} (never committed, or vacuumed)"
+                )),
+                e => e,
+            },
+        )?;
+        Ok(Snapshot::new(self.dataset_dir(dataset), manifest))
+    }
+
+    /// Take the writer lock, with a trail of its own for the writer's records. A process that
+    /// also has an [`Engine`](crate::Engine) should use [`Engine::writer`](crate::Engine::writer)
+    /// instead, so its acts and its queries are group-committed on one open trail. A second
+    /// writer, in this or another process, gets [`Error::Locked`] at once rather than waiting.
+    pub fn writer(&self) -> Result<Writer<'_>> {
+        self.writer_with(Arc::new(AuditLog::open(self.audit_dir())?))
+    }
+
+    /// Take the writer lock; the writer records its acts on `audit` (the trail of this store,
+    /// opened by whoever owns it).
+    pub fn writer_with(&self, audit: Arc<AuditLog>) -> Result<Writer<'_>> {
+        let path = self.root.join("LOCK");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Writer::new(self, audit, file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                path: self.root.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_idempotent_and_versions_the_catalog() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::init(dir.path()).expect("init");
+        assert_eq!(s.catalog_version().expect("v"), 1);
+        let s = Store::init(dir.path()).expect("re-init");
+        assert_eq!(s.catalog_version().expect("v"), 1);
+        assert!(
+            s.catalog()
+                .expect("catalog")
+                .datasets
+                .contains_key("person")
+        );
+        assert!(matches!(
+            Store::open(dir.path().join("nope")),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn second_writer_is_refused_until_first_drops() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::init(dir.path()).expect("init");
+        let w = s.writer().expect("first");
+        let other = Store::open(dir.path()).expect("open");
+        assert!(matches!(other.writer(), Err(Error::Locked { .. })));
+        drop(w);
+        other.writer().expect("free again");
+    }
+}

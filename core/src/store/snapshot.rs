@@ -1,0 +1,324 @@
+//! A pinned version of a dataset and the reads it serves: live rows, indexes, region scopes,
+//! and Parquet reads limited to a bitmap of row ids.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow::array::RecordBatch;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use roaring::RoaringBitmap;
+
+use crate::catalog::{DatasetDef, IndexKind};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{BitmapIndex, KeyIndex};
+use crate::regions::region_prefix;
+
+use super::{DataFile, Manifest};
+
+/// A pinned version of a dataset: its manifest, with indexes loaded lazily on first use.
+#[derive(Debug)]
+pub struct Snapshot {
+    dir: PathBuf,
+    manifest: Manifest,
+    key_index: OnceLock<Arc<KeyIndex>>,
+    bitmaps: Mutex<HashMap<String, Arc<BitmapIndex>>>,
+}
+
+impl Snapshot {
+    pub(super) fn new(dir: PathBuf, manifest: Manifest) -> Snapshot {
+        Snapshot {
+            dir,
+            manifest,
+            key_index: OnceLock::new(),
+            bitmaps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The manifest of the pinned version.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The pinned version number.
+    pub fn version(&self) -> u64 {
+        self.manifest.version
+    }
+
+    /// The dataset definition the version was written with.
+    pub fn dataset(&self) -> &DatasetDef {
+        &self.manifest.dataset
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Deleted row ids of the version.
+    pub fn deleted(&self) -> Result<RoaringBitmap> {
+        let mut out = RoaringBitmap::new();
+        for f in &self.manifest.files {
+            out |= self
+                .file_deletes(f)?
+                .into_iter()
+                .map(|o| o + f.row_base)
+                .collect::<RoaringBitmap>();
+        }
+        Ok(out)
+    }
+
+    fn file_deletes(&self, f: &DataFile) -> Result<RoaringBitmap> {
+        match &f.deletes {
+            None => Ok(RoaringBitmap::new()),
+            Some(rel) => crate::durable::read_bitmap(&self.path(rel)),
+        }
+    }
+
+    /// Every live row id of the version.
+    pub fn live_rows(&self) -> Result<RoaringBitmap> {
+        let mut all = RoaringBitmap::new();
+        let total = self.manifest.total_rows();
+        if total > 0 {
+            all.insert_range(0..total as u32);
+        }
+        all -= self.deleted()?;
+        Ok(all)
+    }
+
+    /// The key index, loaded on first use.
+    pub fn key_index(&self) -> Result<Arc<KeyIndex>> {
+        if let Some(k) = self.key_index.get() {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(KeyIndex::read(&self.path(&self.manifest.key_index))?);
+        Ok(self.key_index.get_or_init(|| k).clone())
+    }
+
+    /// Row id of the live row with this key.
+    pub fn lookup(&self, key: &str) -> Result<Option<u32>> {
+        self.key_index().map(|k| k.get(key))
+    }
+
+    /// The bitmap index of `field`, loaded on first use.
+    pub fn bitmap_index(&self, field: &str) -> Result<Arc<BitmapIndex>> {
+        let mut cache = self
+            .bitmaps
+            .lock()
+            .map_err(|_| Error::Corrupt("index cache poisoned".into()))?;
+        if let Some(b) = cache.get(field) {
+            return Ok(b.clone());
+        }
+        let rel = self.manifest.bitmap_indexes.get(field).ok_or_else(|| {
+            Error::NotFound(format!(
+                "field '{}.{field}' has no bitmap index (indexed: {})",
+                self.manifest.dataset.name,
+                self.manifest
+                    .bitmap_indexes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let b = Arc::new(BitmapIndex::read(&self.path(rel))?);
+        cache.insert(field.to_string(), b.clone());
+        Ok(b)
+    }
+
+    /// Live rows whose `field` equals `value`; for a region-indexed field, `value` may be a
+    /// province, city or county code (`430000`, `430600`, `430623`) and selects the whole area.
+    pub fn scope(&self, field: &str, value: &str) -> Result<RoaringBitmap> {
+        let def = self.manifest.dataset.require_field(field)?;
+        let idx = self.bitmap_index(field)?;
+        Ok(match def.index {
+            IndexKind::Region => idx.get(region_prefix(value)?),
+            _ => idx.get(value),
+        })
+    }
+
+    /// Read rows of the version: `rows` (or all), minus deleted rows, as batches with the
+    /// given columns (or all). Only the Parquet pages holding selected rows are decoded.
+    pub fn read(
+        &self,
+        rows: Option<&RoaringBitmap>,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for i in 0..self.manifest.files.len() {
+            if let Some(reader) = self.file_reader(i, rows, columns)? {
+                for b in reader {
+                    out.push(b?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A reader over one data file of the version, limited to `rows` (global row ids, or all)
+    /// minus deleted rows; `None` when no selected row lives in that file. The selection is
+    /// applied inside the Parquet decoder: unselected rows are never materialised.
+    pub fn file_reader(
+        &self,
+        file: usize,
+        rows: Option<&RoaringBitmap>,
+        columns: Option<&[&str]>,
+    ) -> Result<Option<FileRows>> {
+        let f = self
+            .manifest
+            .files
+            .get(file)
+            .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
+        let end = f.row_base as u64 + f.rows;
+        let mut local: RoaringBitmap = match rows {
+            Some(r) => r
+                .range(f.row_base..end.min(u32::MAX as u64 + 1) as u32)
+                .map(|id| id - f.row_base)
+                .collect(),
+            None => {
+                let mut b = RoaringBitmap::new();
+                b.insert_range(0..f.rows as u32);
+                b
+            }
+        };
+        local -= self.file_deletes(f)?;
+        if local.is_empty() {
+            return Ok(None);
+        }
+        let path = self.path(&f.path);
+        let handle = File::open(&path).at(&path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
+        let mut order = None;
+        let mask = match columns {
+            None => ProjectionMask::all(),
+            Some(cols) => {
+                let schema = builder.schema().clone();
+                let idx = cols
+                    .iter()
+                    .map(|c| {
+                        schema.index_of(c).map_err(|_| {
+                            Error::NotFound(format!(
+                                "dataset '{}' has no field '{c}'",
+                                self.manifest.dataset.name
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                // The decoder yields columns in file order; put them back in the order asked.
+                let mut sorted = idx.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let o: Vec<usize> = idx
+                    .iter()
+                    .map(|i| sorted.iter().position(|s| s == i).unwrap_or(0))
+                    .collect();
+                if o.iter().enumerate().any(|(a, b)| a != *b) || o.len() != sorted.len() {
+                    order = Some(o);
+                }
+                ProjectionMask::roots(builder.parquet_schema(), idx)
+            }
+        };
+        let (groups, selection) = selection_for(&local, &f.row_groups);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_batch_size(8192)
+            .build()?;
+        Ok(Some(FileRows { reader, order }))
+    }
+
+    /// How many Parquet row groups a read of `rows` would open (clustering makes a region
+    /// scope touch few of them).
+    pub fn row_groups_touched(&self, rows: &RoaringBitmap) -> usize {
+        let mut n = 0;
+        for f in &self.manifest.files {
+            let mut start = f.row_base as u64;
+            for &len in &f.row_groups {
+                let end = start + len;
+                if len > 0 && rows.range(start as u32..end as u32).next().is_some() {
+                    n += 1;
+                }
+                start = end;
+            }
+        }
+        n
+    }
+
+    /// Total row groups of the version.
+    pub fn row_groups_total(&self) -> usize {
+        self.manifest.files.iter().map(|f| f.row_groups.len()).sum()
+    }
+}
+
+/// The selected rows of one data file, batch by batch, columns in the order requested.
+pub struct FileRows {
+    reader: ParquetRecordBatchReader,
+    order: Option<Vec<usize>>,
+}
+
+impl Iterator for FileRows {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.reader.next()?;
+        Some(match &self.order {
+            None => b,
+            Some(o) => b.and_then(|b| b.project(o)),
+        })
+    }
+}
+
+/// Turn file-local selected offsets into the row groups to open and a selection over them.
+fn selection_for(local: &RoaringBitmap, row_groups: &[u64]) -> (Vec<usize>, RowSelection) {
+    let mut groups = Vec::new();
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    let mut start = 0u64;
+    for (g, &len) in row_groups.iter().enumerate() {
+        let end = start + len;
+        let in_group: Vec<u32> = local.range(start as u32..end as u32).collect();
+        if !in_group.is_empty() {
+            groups.push(g);
+            // Runs of consecutive offsets become select/skip pairs.
+            let mut pos = start;
+            let mut i = 0;
+            while i < in_group.len() {
+                let run_start = in_group[i] as u64;
+                let mut run_end = run_start + 1;
+                i += 1;
+                while i < in_group.len() && in_group[i] as u64 == run_end {
+                    run_end += 1;
+                    i += 1;
+                }
+                if run_start > pos {
+                    selectors.push(RowSelector::skip((run_start - pos) as usize));
+                }
+                selectors.push(RowSelector::select((run_end - run_start) as usize));
+                pos = run_end;
+            }
+            if end > pos {
+                selectors.push(RowSelector::skip((end - pos) as usize));
+            }
+        }
+        start = end;
+    }
+    (groups, RowSelection::from(selectors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_covers_runs_within_selected_groups() {
+        let local: RoaringBitmap = [1u32, 2, 3, 7, 25].into_iter().collect();
+        let (groups, sel) = selection_for(&local, &[10, 10, 10]);
+        assert_eq!(groups, vec![0, 2]);
+        // Group 0: skip 1, select 3, skip 3, select 1, skip 2; group 2: skip 5, select 1, skip 4.
+        assert_eq!(sel.row_count(), 5);
+        assert_eq!(sel.iter().map(|s| s.row_count).sum::<usize>(), 20);
+    }
+}

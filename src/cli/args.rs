@@ -1,0 +1,393 @@
+//! The command line: every command and its arguments (clap derive). Parsing only.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use govshare_core::ingest::Encoding;
+
+#[derive(Parser)]
+#[command(
+    name = "govshare",
+    version,
+    about = "Government data-sharing engine: versioned base databases with validation and indexes"
+)]
+pub(crate) struct Cli {
+    /// Store directory.
+    #[arg(
+        long,
+        global = true,
+        env = "GOVSHARE_STORE",
+        default_value = "govshare-store"
+    )]
+    pub(crate) store: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum EncodingArg {
+    Auto,
+    Utf8,
+    Gbk,
+}
+
+impl From<EncodingArg> for Encoding {
+    fn from(e: EncodingArg) -> Self {
+        match e {
+            EncodingArg::Auto => Encoding::Auto,
+            EncodingArg::Utf8 => Encoding::Utf8,
+            EncodingArg::Gbk => Encoding::Gbk,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum Format {
+    Csv,
+    Parquet,
+}
+
+/// Every command. The data commands are one family ([`DataCmd`]), flattened so they stay
+/// top-level commands.
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    #[command(flatten)]
+    Data(DataCmd),
+    /// Manage departments.
+    Dept {
+        #[command(subcommand)]
+        action: DeptCmd,
+    },
+    /// Manage real-name users.
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+    /// Grants: request (unconditional fields), approve / reject (conditional), revoke, list.
+    Grant {
+        #[command(subcommand)]
+        action: GrantCmd,
+    },
+    /// Run a SQL query as a user, for a declared purpose, under that user's grants.
+    Sql {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code the query is made for.
+        #[arg(long)]
+        purpose: String,
+        /// Print the rows as CSV (with a header) instead of a table.
+        #[arg(long)]
+        csv: bool,
+        /// The query.
+        query: String,
+    },
+    /// The audit trail: verify, tail, checkpoint, who-accessed.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+    /// Guided tour: build a store with synthetic data and show what govshare does.
+    Demo {
+        /// Persons to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        persons: usize,
+        /// Legal entities to generate.
+        #[arg(long, default_value_t = 100_000)]
+        entities: usize,
+        /// Where the demo store is built (recreated on each run).
+        #[arg(long, default_value = "govshare-demo")]
+        dir: PathBuf,
+    },
+}
+
+/// The data commands: stores, files, loads, the catalog, versions.
+#[derive(Subcommand)]
+pub(crate) enum DataCmd {
+    /// Create a store (with the built-in catalog) at --store.
+    Init,
+    /// Write deterministic synthetic person and legal-entity files.
+    Generate {
+        /// Number of persons.
+        #[arg(long, default_value_t = 10_000)]
+        persons: usize,
+        /// Number of legal entities.
+        #[arg(long, default_value_t = 1_000)]
+        entities: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory (person.csv / legal_entity.csv, or .parquet).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// File format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: Format,
+        /// CSV encoding.
+        #[arg(long, value_enum, default_value = "utf8")]
+        encoding: EncodingArg,
+    },
+    /// Load a CSV or Parquet file into a dataset as a new version.
+    Load {
+        /// Dataset name.
+        dataset: String,
+        /// Input file (.csv or .parquet).
+        file: PathBuf,
+        /// Upsert and delete by key (column `_op`: upsert/delete) instead of replacing.
+        #[arg(long)]
+        incremental: bool,
+        /// Commit nothing if any row is invalid.
+        #[arg(long)]
+        strict: bool,
+        /// CSV encoding.
+        #[arg(long, value_enum, default_value = "auto")]
+        encoding: EncodingArg,
+        /// Providing department (default: the dataset's provider).
+        #[arg(long, default_value = "")]
+        provider: String,
+        /// Person handing the data over.
+        #[arg(long, default_value = "unspecified")]
+        handover_person: String,
+        /// Person receiving it.
+        #[arg(long, default_value = "unspecified")]
+        receiver: String,
+        /// Delivery method.
+        #[arg(long, default_value = "file")]
+        method: String,
+    },
+    /// Show or change the catalog.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogCmd,
+    },
+    /// List the versions of a dataset with their handover records.
+    Versions {
+        /// Dataset name.
+        dataset: String,
+    },
+    /// Data-quality report of a file against a dataset (nothing is loaded).
+    Validate {
+        /// Input file.
+        file: PathBuf,
+        /// Dataset to check against.
+        #[arg(long)]
+        dataset: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look a row up by key.
+    Lookup {
+        /// Dataset name.
+        dataset: String,
+        /// Key value (citizen ID, USCC, ...).
+        key: String,
+    },
+    /// Rewrite a dataset's live rows into clustered files (new version, same content).
+    Compact {
+        /// Dataset name.
+        dataset: String,
+    },
+    /// Delete all but the newest versions of a dataset and unreferenced files.
+    Vacuum {
+        /// Dataset name.
+        dataset: String,
+        /// Versions to keep.
+        #[arg(long, default_value_t = 1)]
+        keep: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Walk the hash chain; report the first altered, missing, reordered or truncated record.
+    Verify {
+        /// A checkpoint file kept from `audit checkpoint` (JSON).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// The last records.
+    Tail {
+        /// How many.
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+    },
+    /// Print the chain head as JSON, for an external party to keep.
+    Checkpoint,
+    /// Every department, time and purpose whose query read this citizen ID or USCC.
+    WhoAccessed {
+        /// The subject's key.
+        key: String,
+    },
+    /// Move closed segments into Parquet archives (they stay on the chain and verifiable).
+    Archive {
+        /// Who does it (recorded).
+        #[arg(long)]
+        by: String,
+    },
+    /// Delete archived records older than the retention (never younger ones).
+    Purge {
+        /// Retention in years; at least 3 (the regulations' minimum).
+        #[arg(long, default_value_t = govshare_core::audit::Retention::MIN_YEARS)]
+        retention_years: u32,
+        /// Who does it (recorded).
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DeptCmd {
+    /// Add (or update) a department.
+    Add {
+        /// Code.
+        code: String,
+        /// Name.
+        name: String,
+        /// Region of jurisdiction (GB/T 2260 code).
+        #[arg(long)]
+        region: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Suspend a department: every session of its users is refused from the next query on.
+    Suspend {
+        /// Code.
+        code: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Reactivate a department.
+    Activate {
+        /// Code.
+        code: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// List departments.
+    List,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UserCmd {
+    /// Add (or update) a user.
+    Add {
+        /// Account id.
+        id: String,
+        /// Real name.
+        name: String,
+        /// Department code.
+        #[arg(long)]
+        dept: String,
+        /// Roles: consumer, provider-approver, platform-admin, auditor, coordinator.
+        #[arg(long, value_delimiter = ',', default_value = "consumer")]
+        roles: Vec<String>,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Suspend a user.
+    Suspend {
+        /// Account id.
+        id: String,
+        /// Who makes the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct GrantArgs {
+    /// Consumer department.
+    #[arg(long)]
+    pub(crate) dept: String,
+    /// Dataset.
+    #[arg(long)]
+    pub(crate) dataset: String,
+    /// Fields, each `name` (clear) or `name:mask` (citizen_id, name, phone, address,
+    /// date_to_year, nullify, pseudonym).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) fields: Vec<String>,
+    /// Purpose code.
+    #[arg(long)]
+    pub(crate) purpose: String,
+    /// Purpose in words.
+    #[arg(long)]
+    pub(crate) purpose_text: String,
+    /// Region scope (codes at any level).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) regions: Option<Vec<String>>,
+    /// Subject scope (keys).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) subjects: Option<Vec<String>>,
+    /// Narrow to these users of the department.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) users: Vec<String>,
+    /// Validity in days from now.
+    #[arg(long, default_value_t = 365)]
+    pub(crate) days: i64,
+    /// Acting user (platform admin for requests, provider approver for decisions).
+    #[arg(long)]
+    pub(crate) by: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GrantCmd {
+    /// Grant unconditional fields on request (platform administrator).
+    Request(GrantArgs),
+    /// Approve a request for conditional fields (provider approver).
+    Approve(GrantArgs),
+    /// Reject a request (provider approver), with a reason.
+    Reject {
+        #[command(flatten)]
+        args: GrantArgs,
+        /// Reason.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a grant.
+    Revoke {
+        /// Grant id.
+        id: u64,
+        /// Who revokes.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List grants.
+    List,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CatalogCmd {
+    /// Datasets with their field counts by share type.
+    List,
+    /// Fields of one dataset.
+    Show {
+        /// Dataset name.
+        dataset: String,
+        /// Catalog version (default: current).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Every catalog version: who, when, what changed.
+    History,
+    /// Declare datasets / code tables from a JSON or TOML file, as a new catalog version.
+    Apply {
+        /// Catalog file.
+        file: PathBuf,
+        /// Who makes the change.
+        #[arg(long)]
+        author: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}

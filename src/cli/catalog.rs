@@ -1,0 +1,95 @@
+//! The catalog commands: list, show, history, apply.
+
+use govshare_core::catalog::{CatalogFile, ShareType};
+use govshare_core::{Error, Store};
+
+use super::args::*;
+
+pub(super) fn share_label(s: ShareType) -> &'static str {
+    match s {
+        ShareType::Unconditional => "unconditional",
+        ShareType::Conditional => "conditional",
+        ShareType::NotShared => "not shared",
+    }
+}
+
+pub(super) fn run(store: &Store, action: CatalogCmd) -> Result<(), Error> {
+    match action {
+        CatalogCmd::List => {
+            let c = store.catalog()?;
+            println!("catalog version {}", store.catalog_version()?);
+            println!(
+                "{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider",
+                "dataset", "label", "fields", "unconditional", "conditional", "not shared"
+            );
+            for d in c.datasets.values() {
+                let count = |s| d.fields.iter().filter(|f| f.share == s).count();
+                println!(
+                    "{:<16} {:<14} {:>6} {:>14} {:>12} {:>11}  {}",
+                    d.name,
+                    d.label,
+                    d.fields.len(),
+                    count(ShareType::Unconditional),
+                    count(ShareType::Conditional),
+                    count(ShareType::NotShared),
+                    d.provider
+                );
+            }
+        }
+        CatalogCmd::Show { dataset, version } => {
+            let c = match version {
+                Some(v) => store.catalog_at(v)?.catalog,
+                None => store.catalog()?,
+            };
+            let d = c.dataset(&dataset)?;
+            println!(
+                "{} {} — key {}, clustered by {}, provider {}",
+                d.name,
+                d.label,
+                d.key,
+                d.cluster_field.as_deref().unwrap_or("-"),
+                d.provider
+            );
+            println!(
+                "{:<22} {:<16} {:<14} {:<20} {:<14} {:<5} {:<12} index",
+                "field", "label", "type", "standard", "share", "grade", "mask"
+            );
+            for f in &d.fields {
+                println!(
+                    "{:<22} {:<12} {:<14} {:<20} {:<14} {:<5} {:<12} {:?}",
+                    f.name,
+                    f.label,
+                    f.data_type.to_string(),
+                    f.standard.to_string(),
+                    share_label(f.share),
+                    format!("{:?}", f.grade),
+                    format!("{:?}", f.mask),
+                    f.index
+                );
+            }
+        }
+        CatalogCmd::History => {
+            for v in store.catalog_history()? {
+                println!(
+                    "version {} by {} at {}: {}",
+                    v.version,
+                    v.author,
+                    v.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    v.note
+                );
+                for c in &v.changes {
+                    println!("    {c}");
+                }
+            }
+        }
+        CatalogCmd::Apply { file, author, note } => {
+            let f = CatalogFile::read(&file)?;
+            let v = store.writer()?.apply_catalog(f, &author, &note)?;
+            println!("catalog version {}", v.version);
+            for c in &v.changes {
+                println!("    {c}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The data commands: create a store, generate, load, validate, look up, compact, vacuum, and
+//! list versions; the catalog commands live in `catalog`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use govshare_core::ingest::{Encoding, HandoverInfo, LoadMode, LoadOptions, Source, write_csv};
+use govshare_core::store::Manifest;
+use govshare_core::synth::Synth;
+use govshare_core::{Engine, Error, Store, quality};
+
+use super::args::*;
+use super::*;
+
+/// Run one data command on the store at `store`.
+pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
+    match cmd {
+        DataCmd::Init => {
+            let s = Store::init(store)?;
+            println!(
+                "store ready at {} (catalog version {})",
+                s.root().display(),
+                s.catalog_version()?
+            );
+        }
+        DataCmd::Generate {
+            persons,
+            entities,
+            seed,
+            out,
+            format,
+            encoding,
+        } => {
+            std::fs::create_dir_all(&out).map_err(|e| Error::Io {
+                path: out.clone(),
+                source: e,
+            })?;
+            let synth = Synth::new(seed, persons, entities);
+            let ext = if format == Format::Csv {
+                "csv"
+            } else {
+                "parquet"
+            };
+            let p = out.join(format!("person.{ext}"));
+            let n = write_file(&p, synth.persons(64 * 1024), format, encoding.into())?;
+            println!("{n} persons → {}", p.display());
+            let p = out.join(format!("legal_entity.{ext}"));
+            let n = write_file(&p, synth.entities(64 * 1024), format, encoding.into())?;
+            println!("{n} legal entities → {}", p.display());
+        }
+        DataCmd::Load {
+            dataset,
+            file,
+            incremental,
+            strict,
+            encoding,
+            provider,
+            handover_person,
+            receiver,
+            method,
+        } => {
+            let engine = Engine::open(store)?;
+            let source = match Source::from_path(&file) {
+                Source::Csv { path, .. } => Source::Csv {
+                    path,
+                    encoding: encoding.into(),
+                },
+                s => s,
+            };
+            let pb = progress(None, "loading");
+            let tick = |n: u64| pb.set_position(n);
+            let opts = LoadOptions {
+                mode: if incremental {
+                    LoadMode::Incremental
+                } else {
+                    LoadMode::Full
+                },
+                strict,
+                handover: HandoverInfo {
+                    provider_dept: provider,
+                    handover_person,
+                    receiver,
+                    method,
+                },
+                progress: Some(&tick),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let report = engine.load(&dataset, source, &opts);
+            pb.finish_and_clear();
+            let report = report?;
+            let h = &report.handover;
+            println!(
+                "{dataset} version {}: {} read, {} accepted, {} rejected, {} deleted in {:.2?}; {} live rows",
+                report.version,
+                h.rows_read,
+                h.rows_accepted,
+                h.rows_rejected,
+                h.rows_deleted,
+                t.elapsed(),
+                report.live_rows
+            );
+            if let Some(r) = report.rejects_file {
+                println!("rejected rows are listed in {}", r.display());
+            }
+        }
+        DataCmd::Catalog { action } => super::catalog::run(&Store::open(store)?, action)?,
+        DataCmd::Versions { dataset } => {
+            let store = Store::open(store)?;
+            print_versions(&store.versions(&dataset)?);
+        }
+        DataCmd::Validate {
+            file,
+            dataset,
+            json,
+        } => {
+            let catalog = match Store::open(store) {
+                Ok(s) => s.catalog()?,
+                Err(Error::NotFound(_)) => govshare_core::catalog::Catalog::builtin(),
+                Err(e) => return Err(e),
+            };
+            let today = chrono_today();
+            let r = quality::report(&catalog, &dataset, &Source::from_path(&file), today)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| Error::invalid(e.to_string()))?
+                );
+            } else {
+                print!("{r}");
+            }
+        }
+        DataCmd::Lookup { dataset, key } => {
+            let store = Store::open(store)?;
+            let snap = store.snapshot(&dataset)?;
+            match snap.lookup(&key)? {
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no row with key {key} in {dataset} version {}",
+                        snap.version()
+                    )));
+                }
+                Some(id) => {
+                    let rows = snap.read(Some(&[id].into_iter().collect()), None)?;
+                    println!("{}", arrow_pretty(&rows)?);
+                }
+            }
+        }
+        DataCmd::Compact { dataset } => {
+            let store = Store::open(store)?;
+            let m = store.writer()?.compact(&dataset)?;
+            println!(
+                "{dataset} compacted into version {} ({} files, {} rows)",
+                m.version,
+                m.files.len(),
+                m.live_rows
+            );
+        }
+        DataCmd::Vacuum { dataset, keep } => {
+            let store = Store::open(store)?;
+            let r = store.writer()?.vacuum(&dataset, keep)?;
+            println!(
+                "removed versions {:?} and {} files",
+                r.versions_removed, r.files_removed
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn write_file(
+    path: &Path,
+    batches: impl Iterator<Item = arrow::array::RecordBatch>,
+    format: Format,
+    enc: Encoding,
+) -> Result<u64, Error> {
+    if format == Format::Csv {
+        return write_csv(path, batches, enc);
+    }
+    let mut batches = batches.peekable();
+    let Some(first) = batches.peek() else {
+        return Ok(0);
+    };
+    let f = std::fs::File::create(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, first.schema(), None)?;
+    let mut n = 0;
+    for b in batches {
+        n += b.num_rows() as u64;
+        w.write(&b)?;
+    }
+    w.close()?;
+    Ok(n)
+}
+
+pub(super) fn print_versions(ms: &[Manifest]) {
+    for m in ms {
+        let h = &m.handover;
+        println!(
+            "v{:<3} {:?} {} — {} live rows in {} files; from {} by {} → {} ({}), read {} / accepted {} / rejected {} / deleted {}, input blake3 {}…",
+            m.version,
+            m.operation,
+            m.created_at.format("%Y-%m-%d %H:%M:%S"),
+            m.live_rows,
+            m.files.len(),
+            h.provider_dept,
+            h.handover_person,
+            h.receiver,
+            h.method,
+            h.rows_read,
+            h.rows_accepted,
+            h.rows_rejected,
+            h.rows_deleted,
+            h.input_digest.get(..16).unwrap_or(&h.input_digest),
+        );
+    }
+}

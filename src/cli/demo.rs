@@ -1,0 +1,439 @@
+//! The guided tour: build a store with synthetic data and show what govshare does, step by
+//! step, through the same core calls the other commands use.
+
+use std::path::Path;
+use std::time::Instant;
+
+use govshare_core::access::policy::{
+    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+};
+use govshare_core::catalog::MaskKind;
+use govshare_core::ingest::{Encoding, HandoverInfo, LoadMode, LoadOptions, Source, write_csv};
+use govshare_core::synth::Synth;
+use govshare_core::{Error, Store, quality};
+
+use super::args::*;
+use super::*;
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
+    use arrow::array::AsArray;
+    if dir.exists() {
+        if !dir.join("govshare-store.json").exists() {
+            return Err(Error::invalid(format!(
+                "{} exists and is not a govshare store; refusing to replace it",
+                dir.display()
+            )));
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+    }
+    step(&format!("1. A new store at {}", dir.display()));
+    let store = Store::init(dir)?;
+    super::catalog::run(&store, CatalogCmd::List)?;
+
+    step(&format!(
+        "2. Synthetic base data: {persons} persons, {entities} legal entities (seed 42)"
+    ));
+    let synth = Synth::new(42, persons, entities);
+    let t = Instant::now();
+    let person_batches: Vec<_> = synth.persons(64 * 1024).collect();
+    let entity_batches: Vec<_> = synth.entities(64 * 1024).collect();
+    println!("generated in {:.2?}", t.elapsed());
+
+    step("3. Full loads: validate every value, cluster by region, build indexes, commit");
+    for (name, batches, total) in [
+        ("person", person_batches, persons),
+        ("legal_entity", entity_batches, entities),
+    ] {
+        let pb = progress(Some(total as u64), name);
+        let tick = |n: u64| pb.set_position(n);
+        let opts = LoadOptions {
+            handover: HandoverInfo {
+                handover_person: "李明 (provider clerk)".into(),
+                receiver: "王芳 (platform operator)".into(),
+                method: "generated".into(),
+                ..Default::default()
+            },
+            progress: Some(&tick),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = store.writer()?.load(name, Source::Batches(batches), &opts);
+        pb.finish_and_clear();
+        let r = r?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: {} rows in {:.2}s ({:.0} rows/s), {} files, {} row groups",
+            r.manifest.live_rows,
+            secs,
+            r.manifest.live_rows as f64 / secs,
+            r.manifest.files.len(),
+            r.manifest
+                .files
+                .iter()
+                .map(|f| f.row_groups.len())
+                .sum::<usize>()
+        );
+    }
+
+    step("4. Key lookup and region scopes from roaring bitmaps");
+    let snap = store.snapshot("person")?;
+    let first = snap.read(Some(&[0u32].into_iter().collect()), Some(&["citizen_id"]))?;
+    let key = first
+        .first()
+        .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+        .unwrap_or_default();
+    let t = Instant::now();
+    let id = snap.lookup(&key)?;
+    println!(
+        "lookup of a citizen ID → row {id:?} ({:.2?}, including lazy index load)",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let id2 = snap.lookup(&key)?;
+    println!("second lookup → row {id2:?} ({:.2?})", t.elapsed());
+    let county = govshare_core::regions::all()
+        .iter()
+        .map(|r| {
+            (
+                r.code,
+                snap.scope("hukou_region_code", r.code)
+                    .map(|b| b.len())
+                    .unwrap_or(0),
+            )
+        })
+        .max_by_key(|(_, n)| *n)
+        .map(|(c, _)| c)
+        .unwrap_or("430623");
+    for scope in [&county[..2], &county[..4], county] {
+        let bm = snap.scope("hukou_region_code", scope)?;
+        println!(
+            "scope {scope:<6}: {:>8} persons, {:>3} of {} row groups touched",
+            bm.len(),
+            snap.row_groups_touched(&bm),
+            snap.row_groups_total()
+        );
+    }
+    let women = snap.scope("sex_code", "2")?;
+    let here = snap.scope("hukou_region_code", county)?;
+    println!(
+        "women registered in {county}: {} (bitmap AND)",
+        (&women & &here).len()
+    );
+
+    step("5. Incremental update: one upsert (new address), one delete — by key");
+    let target = snap.read(Some(&[1u32, 2].into_iter().collect()), None)?;
+    let batch = target.first().ok_or_else(|| Error::invalid("no rows"))?;
+    let upd_key = batch.column(0).as_string::<i32>().value(0).to_string();
+    let del_key = batch.column(0).as_string::<i32>().value(1).to_string();
+    let tmp = dir.join("incremental.csv");
+    let changed = batch.slice(0, 1);
+    write_csv(&tmp, [changed], Encoding::Utf8)?;
+    let text = std::fs::read_to_string(&tmp).map_err(|e| Error::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let row = lines.next().unwrap_or_default().replace("号", "号(已迁居)");
+    let csv = format!(
+        "_op,{header}\nupsert,{row}\ndelete,{del_key}{}\n",
+        ",".repeat(header.matches(',').count())
+    );
+    std::fs::write(&tmp, csv).map_err(|e| Error::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    let r = store.writer()?.load(
+        "person",
+        Source::from_path(&tmp),
+        &LoadOptions {
+            mode: LoadMode::Incremental,
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "version {}: {} upserted, {} deleted, {} live rows",
+        r.manifest.version,
+        r.manifest.handover.rows_accepted,
+        r.manifest.handover.rows_deleted,
+        r.manifest.live_rows
+    );
+    let v1 = store.snapshot_at("person", 1)?;
+    let v2 = store.snapshot("person")?;
+    println!(
+        "deleted key in v1: {:?}, in v2: {:?}",
+        v1.lookup(&del_key)?.is_some(),
+        v2.lookup(&del_key)?.is_some()
+    );
+    let addr = |s: &govshare_core::Snapshot| -> Result<String, Error> {
+        let id = s
+            .lookup(&upd_key)?
+            .ok_or_else(|| Error::NotFound(upd_key.clone()))?;
+        let b = s.read(Some(&[id].into_iter().collect()), Some(&["hukou_address"]))?;
+        Ok(b.first()
+            .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+            .unwrap_or_default())
+    };
+    println!(
+        "updated address v1: {}\n                v2: {}",
+        addr(&v1)?,
+        addr(&v2)?
+    );
+    super::data::print_versions(&store.versions("person")?);
+
+    step("6. Data-quality report on a provider file with some bad rows");
+    let qfile = dir.join("quality-sample.csv");
+    write_csv(&qfile, Synth::new(7, 2000, 0).persons(2000), Encoding::Utf8)?;
+    let text = std::fs::read_to_string(&qfile).map_err(|e| Error::Io {
+        path: qfile.clone(),
+        source: e,
+    })?;
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    // Break a few rows the way real exports break: a wrong check character, an impossible
+    // date, a code outside its table, a repeated row, a sex code contradicting the ID.
+    let mut set = |line: usize, col: usize, f: &dyn Fn(&str) -> String| {
+        if let Some(l) = lines.get_mut(line) {
+            let mut cols: Vec<String> = l.split(',').map(String::from).collect();
+            if let Some(c) = cols.get_mut(col) {
+                *c = f(c);
+            }
+            *l = cols.join(",");
+        }
+    };
+    set(3, 0, &|c| flip_check(c));
+    set(7, 5, &|_| "1990-02-30".into());
+    set(20, 7, &|_| "XXX".into());
+    set(25, 3, &|c| if c == "1" { "2".into() } else { "1".into() });
+    if lines.len() > 30 {
+        lines[30] = lines[2].clone();
+    }
+    std::fs::write(&qfile, lines.join("\n") + "\n").map_err(|e| Error::Io {
+        path: qfile.clone(),
+        source: e,
+    })?;
+    print!(
+        "{}",
+        quality::report(
+            &store.catalog()?,
+            "person",
+            &Source::from_path(&qfile),
+            chrono_today()
+        )?
+    );
+    let subject = access_demo(dir, &store, county)?;
+    step("8. The audit trail: every decision on a hash chain; who accessed a person");
+    let engine = govshare_core::Engine::open(dir)?;
+    match govshare_core::audit::verify(&dir.join("audit"), None)? {
+        govshare_core::audit::Verdict::Intact { records, head } => println!(
+            "chain intact: {records} records, head #{} {}…",
+            head.seq,
+            &head.hash[..16]
+        ),
+        other => println!("chain BROKEN: {other:?}"),
+    }
+    super::audit::run(dir, AuditCmd::Tail { n: 4 })?;
+    println!("\n$ govshare audit who-accessed <a citizen ID in county {county}>");
+    for a in engine.who_accessed(&subject)? {
+        println!(
+            "  {} dept {} user {} purpose {} read {} v{} — {}",
+            a.time.format("%H:%M:%S"),
+            a.department,
+            a.user,
+            a.purpose,
+            a.dataset,
+            a.version,
+            a.sql
+        );
+    }
+    println!(
+        "\nDone. Explore with: govshare --store {} catalog show person | versions person | grant list | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Step 7 of the demo: departments, users, grants, and the same queries as three principals.
+/// Returns the citizen ID of a person in the county, for the who-accessed example.
+fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error> {
+    step(
+        "7. Access control: departments, real-name users, grants — the same queries as three principals",
+    );
+    let now = chrono::Utc::now();
+    let province = format!("{}0000", &county[..2]);
+    store.writer()?.update_policy(
+        "demo",
+        "departments, users and grants of the demo",
+        |p, c| {
+            for (code, name, region) in [
+                ("PLAT", "省大数据中心", province.as_str()),
+                ("PSB", "省公安厅", province.as_str()),
+                ("AMR", "省市场监督管理局", province.as_str()),
+                ("CIVIL", "省民政厅", province.as_str()),
+                ("HRSS", "县人力资源和社会保障局", county),
+                ("TAX", "省税务局", province.as_str()),
+            ] {
+                p.upsert_department(Department {
+                    code: code.into(),
+                    name: name.into(),
+                    region: region.into(),
+                    status: PrincipalStatus::Active,
+                })?;
+            }
+            for (id, name, dept, role) in [
+                ("admin", "周平台", "PLAT", Role::PlatformAdmin),
+                ("psb_appr", "赵审批", "PSB", Role::ProviderApprover),
+                ("amr_appr", "钱审批", "AMR", Role::ProviderApprover),
+                ("zhang", "张民政", "CIVIL", Role::Consumer),
+                ("li", "李人社", "HRSS", Role::Consumer),
+                ("wang", "王税务", "TAX", Role::Consumer),
+            ] {
+                p.upsert_user(User {
+                    id: id.into(),
+                    name: name.into(),
+                    department: dept.into(),
+                    roles: vec![role],
+                    status: PrincipalStatus::Active,
+                })?;
+            }
+            let grant = |dept: &str,
+                         dataset: &str,
+                         purpose: &str,
+                         text: &str,
+                         fields: &[(&str, Option<MaskKind>)],
+                         regions: Option<Vec<String>>| GrantRequest {
+                consumer_dept: dept.into(),
+                users: vec![],
+                dataset: dataset.into(),
+                fields: fields
+                    .iter()
+                    .map(|(f, m)| FieldGrant {
+                        field: f.to_string(),
+                        treatment: m.map_or(Treatment::Clear, Treatment::Masked),
+                    })
+                    .collect(),
+                purpose_code: purpose.into(),
+                purpose_text: text.into(),
+                scope: RowScope {
+                    regions,
+                    subjects: None,
+                },
+                modes: vec![Mode::Query],
+                valid_from: now,
+                valid_until: now + chrono::Duration::days(365),
+            };
+            let ident = [
+                ("citizen_id", None),
+                ("name", None),
+                ("birth_date", None),
+                ("hukou_region_code", None),
+                ("hukou_address", None),
+                ("mobile_phone", Some(MaskKind::Phone)),
+            ];
+            p.decide_request(
+                c,
+                grant(
+                    "CIVIL",
+                    "person",
+                    "P01",
+                    "最低生活保障资格审核",
+                    &ident,
+                    Some(vec![province.clone()]),
+                ),
+                "psb_appr",
+                true,
+                "",
+                now,
+            )?;
+            let masked = [
+                ("citizen_id", Some(MaskKind::CitizenId)),
+                ("name", Some(MaskKind::Name)),
+                ("birth_date", Some(MaskKind::DateToYear)),
+                ("hukou_region_code", None),
+                ("hukou_address", Some(MaskKind::Address)),
+                ("mobile_phone", Some(MaskKind::Phone)),
+            ];
+            p.decide_request(
+                c,
+                grant(
+                    "HRSS",
+                    "person",
+                    "P02",
+                    "就业登记核查",
+                    &masked,
+                    Some(vec![county.to_string()]),
+                ),
+                "psb_appr",
+                true,
+                "",
+                now,
+            )?;
+            p.grant_on_request(
+                c,
+                grant(
+                    "TAX",
+                    "legal_entity",
+                    "P03",
+                    "税务登记比对",
+                    &[
+                        ("uscc", None),
+                        ("org_name", None),
+                        ("registered_capital", None),
+                        ("domicile_region_code", None),
+                    ],
+                    None,
+                ),
+                "admin",
+                now,
+            )?;
+            Ok(())
+        },
+    )?;
+    println!(
+        "zhang (省民政厅, P01): person in province {province}, identity in clear, phone masked"
+    );
+    println!("li    (县人社局, P02):  person in county {county}, identity masked");
+    println!("wang  (省税务局, P03):  legal_entity only");
+    let engine = govshare_core::Engine::open(dir)?;
+    let queries = [
+        "SELECT citizen_id, name, birth_date, hukou_address, mobile_phone FROM person ORDER BY citizen_id LIMIT 3",
+        "SELECT count(*) AS persons FROM person",
+        "SELECT marital_status_code FROM person LIMIT 1",
+    ];
+    for q in queries {
+        println!("\n$ {q}");
+        for (user, purpose) in [("zhang", "P01"), ("li", "P02"), ("wang", "P03")] {
+            print!("-- as {user}/{purpose}: ");
+            match engine.session(user, purpose).and_then(|s| s.sql(q)) {
+                Ok(r) => println!("\n{}", arrow_pretty(&r.batches)?),
+                Err(e) => println!("{e}"),
+            }
+        }
+    }
+    let snap = store.snapshot("person")?;
+    let row = snap
+        .scope("hukou_region_code", county)?
+        .min()
+        .ok_or_else(|| Error::NotFound("nobody in the county".into()))?;
+    let b = snap.read(Some(&[row].into_iter().collect()), Some(&["citizen_id"]))?;
+    use arrow::array::AsArray;
+    Ok(b.first()
+        .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+        .unwrap_or_default())
+}
+
+fn flip_check(line: &str) -> String {
+    let mut s = line.to_string();
+    if s.len() >= 18 {
+        let c = s.as_bytes()[17];
+        let r = if c == b'0' { "1" } else { "0" };
+        s.replace_range(17..18, r);
+    }
+    s
+}
