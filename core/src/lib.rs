@@ -45,5 +45,5 @@ pub mod synth;
 pub mod validate;
 
 pub use engine::{Engine, QueryResult, Session};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
 pub use store::{Snapshot, Store, Writer};

@@ -104,6 +104,13 @@ enum gs_status
   GS_INTERNAL = 10,
   // A bug: govshare panicked. The call had no effect beyond what the message says.
   GS_PANIC = 11,
+  // The query was interrupted by its caller.
+  GS_INTERRUPTED = 12,
+  // The query was accepted but failed while it ran, by its own doing (a division by zero,
+  // a failing cast).
+  GS_QUERY_FAILED = 13,
+  // The query hit a resource limit (memory, recursion depth, time).
+  GS_LIMIT_EXCEEDED = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -38,7 +38,7 @@ use arrow::ffi_stream::FFI_ArrowArrayStream;
 use govshare_core::access::policy::{Department, GrantRequest, PrincipalStatus, User};
 use govshare_core::audit::{Checkpoint, Verdict};
 use govshare_core::engine::QueryStreamArrow;
-use govshare_core::error::Error;
+use govshare_core::error::{Error, ErrorCode};
 use govshare_core::ingest::HandoverInfo;
 use govshare_core::{Engine, Session};
 
@@ -71,6 +71,13 @@ pub enum gs_status {
     GS_INTERNAL = 10,
     /// A bug: govshare panicked. The call had no effect beyond what the message says.
     GS_PANIC = 11,
+    /// The query was interrupted by its caller.
+    GS_INTERRUPTED = 12,
+    /// The query was accepted but failed while it ran, by its own doing (a division by zero,
+    /// a failing cast).
+    GS_QUERY_FAILED = 13,
+    /// The query hit a resource limit (memory, recursion depth, time).
+    GS_LIMIT_EXCEEDED = 14,
 }
 
 /// An open store with its query runtime.
@@ -105,21 +112,33 @@ impl gs_status {
             gs_status::GS_IO => c"GS_IO",
             gs_status::GS_INTERNAL => c"GS_INTERNAL",
             gs_status::GS_PANIC => c"GS_PANIC",
+            gs_status::GS_INTERRUPTED => c"GS_INTERRUPTED",
+            gs_status::GS_QUERY_FAILED => c"GS_QUERY_FAILED",
+            gs_status::GS_LIMIT_EXCEEDED => c"GS_LIMIT_EXCEEDED",
         }
     }
 }
 
 /// The status a core error is reported with (the mapping every entry point uses).
 pub fn status_of(e: &Error) -> gs_status {
-    match e {
-        Error::InvalidInput(_) => gs_status::GS_INVALID_INPUT,
-        Error::AccessDenied(_) => gs_status::GS_ACCESS_DENIED,
-        Error::NotFound(_) => gs_status::GS_NOT_FOUND,
-        Error::Rejected { .. } => gs_status::GS_REJECTED,
-        Error::Locked { .. } => gs_status::GS_LOCKED,
-        Error::Corrupt(_) => gs_status::GS_INTEGRITY,
-        Error::Io { .. } => gs_status::GS_IO,
-        _ => gs_status::GS_INTERNAL,
+    status_of_code(e.code())
+}
+
+/// The status of an error code: the same number, by construction (the core's
+/// [`ErrorCode`] is the one table; this match is exhaustive, so a new code needs a status).
+pub fn status_of_code(code: ErrorCode) -> gs_status {
+    match code {
+        ErrorCode::InvalidInput => gs_status::GS_INVALID_INPUT,
+        ErrorCode::AccessDenied => gs_status::GS_ACCESS_DENIED,
+        ErrorCode::NotFound => gs_status::GS_NOT_FOUND,
+        ErrorCode::Rejected => gs_status::GS_REJECTED,
+        ErrorCode::Locked => gs_status::GS_LOCKED,
+        ErrorCode::Integrity => gs_status::GS_INTEGRITY,
+        ErrorCode::Io => gs_status::GS_IO,
+        ErrorCode::Internal => gs_status::GS_INTERNAL,
+        ErrorCode::Interrupted => gs_status::GS_INTERRUPTED,
+        ErrorCode::QueryFailed => gs_status::GS_QUERY_FAILED,
+        ErrorCode::LimitExceeded => gs_status::GS_LIMIT_EXCEEDED,
     }
 }
 
@@ -968,6 +987,18 @@ mod tests {
             "ffi/include/govshare.h is out of date; regenerate with \
              GOVSHARE_BLESS=1 cargo test -p govshare-ffi header_is_current"
         );
+    }
+
+    /// Each core error code is reported under the C status of the same number, and no two
+    /// codes share a status: the core's table is the C table.
+    #[test]
+    fn every_error_code_has_its_own_status_of_the_same_number() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let status = status_of_code(code);
+            assert_eq!(status as i32, code as i32, "{code:?}");
+            assert!(seen.insert(status as i32), "{code:?} shares a status");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use govshare_core::audit::Checkpoint;
 use govshare_core::engine::{QueryStream, QueryStreamArrow};
 use govshare_core::ingest::{Encoding, HandoverInfo, write_csv};
 use govshare_core::synth::Synth;
-use govshare_core::{Engine, Error, Session};
+use govshare_core::{Engine, Error, ErrorCode, Session};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -70,19 +70,54 @@ create_exception!(
     "A strict load found invalid rows and committed nothing."
 );
 
-/// The exception a core error is raised as (same message as Rust's `Display`).
+create_exception!(
+    _internal,
+    QueryFailed,
+    InvalidInput,
+    "The query was accepted but failed while it ran, by its own doing (a division by zero, a failing cast)."
+);
+create_exception!(
+    _internal,
+    LimitExceeded,
+    GovshareError,
+    "The query hit a resource limit (memory, recursion depth, time)."
+);
+create_exception!(
+    _internal,
+    StorageError,
+    GovshareError,
+    "A file-system error on the store's files."
+);
+create_exception!(
+    _internal,
+    InternalError,
+    GovshareError,
+    "An invariant of govshare broke (a bug or a broken environment), not the caller's fault."
+);
+
+/// The exception class of an error code. The core's `ErrorCode` is the one table; this match
+/// is exhaustive, so a new code does not compile until it has its class.
+fn class_of(py: Python<'_>, code: ErrorCode) -> Bound<'_, pyo3::types::PyType> {
+    match code {
+        ErrorCode::InvalidInput => py.get_type::<InvalidInput>(),
+        ErrorCode::AccessDenied => py.get_type::<AccessDenied>(),
+        ErrorCode::NotFound => py.get_type::<NotFound>(),
+        ErrorCode::Rejected => py.get_type::<Rejected>(),
+        ErrorCode::Locked => py.get_type::<Locked>(),
+        ErrorCode::Integrity => py.get_type::<IntegrityError>(),
+        ErrorCode::Io => py.get_type::<StorageError>(),
+        ErrorCode::Internal => py.get_type::<InternalError>(),
+        ErrorCode::Interrupted => py.get_type::<pyo3::exceptions::PyKeyboardInterrupt>(),
+        ErrorCode::QueryFailed => py.get_type::<QueryFailed>(),
+        ErrorCode::LimitExceeded => py.get_type::<LimitExceeded>(),
+    }
+}
+
+/// The exception a core error is raised as (same message as Rust's `Display`), of the class
+/// its code names.
 fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
-    match e {
-        Error::AccessDenied(_) => AccessDenied::new_err(msg),
-        Error::InvalidInput(_) => InvalidInput::new_err(msg),
-        Error::NotFound(_) => NotFound::new_err(msg),
-        Error::Corrupt(_) => IntegrityError::new_err(msg),
-        Error::Locked { .. } => Locked::new_err(msg),
-        Error::Rejected { .. } => Rejected::new_err(msg),
-        Error::Interrupted => pyo3::exceptions::PyKeyboardInterrupt::new_err(msg),
-        _ => GovshareError::new_err(msg),
-    }
+    Python::attach(|py| PyErr::from_type(class_of(py, e.code()), msg))
 }
 
 fn json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> PyResult<T> {
@@ -511,5 +546,15 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IntegrityError", py.get_type::<IntegrityError>())?;
     m.add("Locked", py.get_type::<Locked>())?;
     m.add("Rejected", py.get_type::<Rejected>())?;
+    m.add("QueryFailed", py.get_type::<QueryFailed>())?;
+    m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
+    m.add("StorageError", py.get_type::<StorageError>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
+    // The table itself, so the Python tests can check it: error code -> exception class.
+    let classes = pyo3::types::PyDict::new(py);
+    for code in ErrorCode::ALL {
+        classes.set_item(code as i32, class_of(py, code))?;
+    }
+    m.add("ERROR_CLASSES", classes)?;
     Ok(())
 }

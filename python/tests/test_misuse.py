@@ -65,3 +65,21 @@ def test_closing_a_result_early_and_reading_after_close(store):
             r.to_arrow()
         with govshare.Result(s._raw.sql("SELECT sex_code FROM person")) as r2:
             next(iter(r2))
+
+
+def test_every_error_code_has_its_own_class():
+    """The engine's error codes map one to one onto exception classes (C uses the same
+    numbers for its statuses), and a query that fails as it runs is a QueryFailed."""
+    from govshare import _internal
+
+    classes = _internal.ERROR_CLASSES
+    assert sorted(classes) == [3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14]
+    assert len(set(classes.values())) == len(classes)
+    for code, cls in classes.items():
+        if code == 12:
+            assert cls is KeyboardInterrupt
+        else:
+            assert issubclass(cls, GovshareError), code
+            assert getattr(govshare, cls.__name__) is cls
+    assert classes[4] is govshare.AccessDenied
+    assert classes[13] is govshare.QueryFailed and issubclass(govshare.QueryFailed, govshare.InvalidInput)

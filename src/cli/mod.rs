@@ -12,7 +12,7 @@ mod principals;
 use std::process::ExitCode;
 
 use clap::Parser;
-use govshare_core::Error;
+use govshare_core::{Error, ErrorCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use args::{Cli, Command};
@@ -89,15 +89,19 @@ pub(crate) fn arrow_pretty(batches: &[arrow::array::RecordBatch]) -> Result<Stri
     Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string())
 }
 
-/// The process exit code of an error (documented in `govshare --help`'s README section):
-/// 2 bad input or a refused strict load, 3 not found, 4 store locked, 5 access denied,
-/// 1 anything else.
+/// The process exit code of an error, by its stable code (README lists them): 2 the request
+/// was wrong (bad input, a refused strict load, a query that failed as it ran or hit a limit),
+/// 3 not found, 4 store locked, 5 access denied, 1 anything else (integrity, I/O, internal,
+/// interrupted).
 fn exit_code(e: &Error) -> u8 {
-    match e {
-        Error::InvalidInput(_) | Error::Rejected { .. } => 2,
-        Error::NotFound(_) => 3,
-        Error::AccessDenied(_) => 5,
-        Error::Locked { .. } => 4,
-        _ => 1,
+    match e.code() {
+        ErrorCode::InvalidInput
+        | ErrorCode::Rejected
+        | ErrorCode::QueryFailed
+        | ErrorCode::LimitExceeded => 2,
+        ErrorCode::NotFound => 3,
+        ErrorCode::Locked => 4,
+        ErrorCode::AccessDenied => 5,
+        ErrorCode::Integrity | ErrorCode::Io | ErrorCode::Internal | ErrorCode::Interrupted => 1,
     }
 }

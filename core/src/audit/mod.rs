@@ -209,7 +209,7 @@ impl AuditLog {
     fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
         self.state
             .lock()
-            .map_err(|_| Error::Corrupt("audit state poisoned".into()))
+            .map_err(|_| Error::internal("audit state poisoned"))
     }
 
     /// Append one record and return its sequence number once it is durable (fsynced). Fails
@@ -232,7 +232,7 @@ impl AuditLog {
         loop {
             if st.durable >= ticket {
                 return st.seqs.remove(&ticket).ok_or_else(|| {
-                    Error::Corrupt(format!("audit append {ticket} lost its sequence number"))
+                    Error::internal(format!("audit append {ticket} lost its sequence number"))
                 });
             }
             if let Some(f) = &st.failed {
@@ -262,7 +262,7 @@ impl AuditLog {
                 st = self
                     .cond
                     .wait(st)
-                    .map_err(|_| Error::Corrupt("audit state poisoned".into()))?;
+                    .map_err(|_| Error::internal("audit state poisoned"))?;
             }
         }
     }

@@ -131,7 +131,7 @@ impl Session {
             };
             let table = Arc::new(SecuredTable::new(snap, access, key)?);
             ctx.register_table(name.as_str(), table.clone())
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
+                .map_err(|e| Error::internal(e.to_string()))?;
             tables.push((name.clone(), table));
         }
         Ok((ctx, tables))

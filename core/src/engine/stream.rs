@@ -158,7 +158,7 @@ impl QueryStream {
             }
             Some(Err(e)) => {
                 let _ = self.finish("failed");
-                Some(Err(Error::invalid(e.to_string())))
+                Some(Err(super::translate::runtime(e)))
             }
             // End of results: the completion record must be written, or the caller hears why.
             None => self.finish("completed").err().map(Err),

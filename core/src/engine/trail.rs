@@ -216,11 +216,17 @@ impl Engine {
             ],
         )?;
         let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
+            .map_err(|e| Error::internal(e.to_string()))?;
         let ctx = surface::closed_context();
         ctx.register_table("audit_log", Arc::new(table))
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
-        let translate = |e: datafusion::error::DataFusionError| Error::invalid(e.to_string());
+            .map_err(|e| Error::internal(e.to_string()))?;
+        // No grants to explain here: a name that does not resolve is the auditor's typo.
+        let translate = |e: datafusion::error::DataFusionError| match e {
+            datafusion::error::DataFusionError::SQL(..)
+            | datafusion::error::DataFusionError::Plan(_)
+            | datafusion::error::DataFusionError::SchemaError(..) => Error::invalid(e.to_string()),
+            other => super::translate::runtime(other),
+        };
         let result: Result<QueryResult> = self.inner.runtime.block_on(async {
             let df = surface::plan(&ctx, sql, &translate).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());

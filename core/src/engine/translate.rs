@@ -69,7 +69,31 @@ pub(super) fn translate(e: DataFusionError, catalog: &Catalog, decision: &Decisi
                 Error::invalid(m)
             }
         }
-        other => Error::invalid(other.to_string()),
+        other => runtime(other),
+    }
+}
+
+/// A DataFusion error that is not about names or the closed surface: what happened while the
+/// query was optimised or ran. Matched on DataFusion's variants (the root cause's), never on
+/// message text: a limit is a limit, DataFusion's own internal error is internal, an error of
+/// govshare's scan keeps its kind, and the rest (division by zero, failing casts, functions
+/// refusing an argument) is the query's own failure.
+pub(super) fn runtime(e: DataFusionError) -> Error {
+    if let DataFusionError::External(inner) = e {
+        return match inner.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => Error::Query(other.to_string()),
+        };
+    }
+    let msg = e.to_string();
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => Error::LimitExceeded(msg),
+        DataFusionError::Internal(_) => Error::Internal(msg),
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => Error::InvalidInput(msg),
+        _ => Error::Query(msg),
     }
 }
 
@@ -101,4 +125,46 @@ pub(super) fn missing_table(msg: &str) -> Option<String> {
             .unwrap_or_default()
             .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors get their kind from DataFusion's variant (the root cause's), not from text, and
+    /// an error of govshare's own scan keeps its kind.
+    #[test]
+    fn runtime_errors_get_their_true_kind() {
+        let kind = |e: DataFusionError| runtime(e).code();
+        use crate::error::ErrorCode as C;
+        assert_eq!(
+            kind(DataFusionError::ResourcesExhausted("memory".into())),
+            C::LimitExceeded
+        );
+        assert_eq!(kind(DataFusionError::Internal("bug".into())), C::Internal);
+        assert_eq!(
+            kind(DataFusionError::ArrowError(
+                Box::new(arrow::error::ArrowError::DivideByZero),
+                None
+            )),
+            C::QueryFailed
+        );
+        assert_eq!(
+            kind(DataFusionError::Execution("cast failed".into())),
+            C::QueryFailed
+        );
+        assert_eq!(
+            kind(DataFusionError::Context(
+                "while running".into(),
+                Box::new(DataFusionError::ResourcesExhausted("memory".into()))
+            )),
+            C::LimitExceeded
+        );
+        assert_eq!(
+            kind(DataFusionError::External(Box::new(Error::Corrupt(
+                "bad file".into()
+            )))),
+            C::Integrity
+        );
+    }
 }

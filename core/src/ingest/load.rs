@@ -120,7 +120,7 @@ impl Writer<'_> {
         let written = cw.finish(if opts.mode == LoadMode::Full { 0 } else { base }, tag)?;
         let input_digest = hasher
             .lock()
-            .map_err(|_| Error::Corrupt("hasher poisoned".into()))?
+            .map_err(|_| Error::internal("hasher poisoned"))?
             .finalize()
             .to_hex()
             .to_string();

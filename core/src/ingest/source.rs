@@ -188,7 +188,7 @@ pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake
                 let f = File::open(path).at(path)?;
                 let mut h = hasher
                     .lock()
-                    .map_err(|_| Error::Corrupt("hasher poisoned".into()))?;
+                    .map_err(|_| Error::internal("hasher poisoned"))?;
                 h.update_reader(f).at(path)?;
             }
             let f = File::open(path).at(path)?;
@@ -201,7 +201,7 @@ pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake
             if let Some(first) = batches.first() {
                 let mut h = hasher
                     .lock()
-                    .map_err(|_| Error::Corrupt("hasher poisoned".into()))?;
+                    .map_err(|_| Error::internal("hasher poisoned"))?;
                 // The digest of Arrow input is that of its IPC stream encoding.
                 let mut w = StreamWriter::try_new(&mut *h, &first.schema())?;
                 for b in batches {

@@ -159,7 +159,7 @@ impl Store {
         std::fs::create_dir_all(&dir).at(&dir)?;
         let mut secret = [0u8; 32];
         rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut secret)
-            .map_err(|e| Error::Corrupt(format!("no OS randomness: {e}")))?;
+            .map_err(|e| Error::internal(format!("no OS randomness: {e}")))?;
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -108,7 +108,7 @@ impl Snapshot {
         let mut cache = self
             .bitmaps
             .lock()
-            .map_err(|_| Error::Corrupt("index cache poisoned".into()))?;
+            .map_err(|_| Error::internal("index cache poisoned"))?;
         if let Some(b) = cache.get(field) {
             return Ok(b.clone());
         }
