@@ -183,6 +183,9 @@ fn the_checker_sees_imports() {
         room_of(Path::new("access/secured.rs")).as_deref(),
         Some("access::secured")
     );
-    assert_eq!(room_of(Path::new("engine/session.rs")).as_deref(), Some("engine"));
+    assert_eq!(
+        room_of(Path::new("engine/session.rs")).as_deref(),
+        Some("engine")
+    );
     assert!(graph()["engine"].contains("access::policy"));
 }

@@ -1,0 +1,120 @@
+//! Sessions: open and close, queries as Arrow C streams, the session's catalog.
+
+use std::ffi::c_char;
+
+use arrow::ffi_stream::FFI_ArrowArrayStream;
+use govshare_core::engine::QueryStreamArrow;
+
+use crate::handles::*;
+use crate::{gs_engine, gs_session, gs_status};
+
+/// Open a session for real-name `user` acting for `purpose` (a purpose code of their grants).
+///
+/// The user must exist and be active; what they may see is decided per query. On failure
+/// `*out_session` is NULL and the message is on the engine. Destroy with
+/// [`gs_session_close`]. Thread-safe.
+///
+/// # Safety
+/// `user` and `purpose` are NULL or NUL-terminated strings; `out_session` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_open(
+    engine: *mut gs_engine,
+    user: *const c_char,
+    purpose: *const c_char,
+    out_session: *mut *mut gs_session,
+) -> gs_status {
+    with_engine(engine, |h| {
+        non_null(out_session, "out_session")?;
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { *out_session = std::ptr::null_mut() };
+        // SAFETY: per contract.
+        let (user, purpose) = unsafe { (arg(user, "user")?, arg(purpose, "purpose")?) };
+        let session = h.engine.session(user, purpose)?;
+        let token = SESSIONS.insert(SessionHandle {
+            session,
+            messages: Messages::default(),
+        })?;
+        // SAFETY: as above.
+        unsafe { *out_session = token as *mut gs_session };
+        Ok(())
+    })
+}
+
+/// Close a session (its end is recorded on the audit trail). NULL is accepted (`GS_OK`); a
+/// handle already closed gives `GS_INVALID_HANDLE`. Streams returned by [`gs_session_query`]
+/// stay valid and must still be released.
+///
+/// # Safety
+/// None beyond passing a value previously returned by govshare or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_close(session: *mut gs_session) -> gs_status {
+    if session.is_null() {
+        return gs_status::GS_OK;
+    }
+    run(None, || match SESSIONS.remove(session as usize)? {
+        Some(_) => Ok(()),
+        None => Err(Failure {
+            status: gs_status::GS_INVALID_HANDLE,
+            message: "session handle is closed or was never opened".into(),
+        }),
+    })
+}
+
+/// The message of the calling thread's last failed call on `session`, or `""`.
+///
+/// Borrowed: valid until the calling thread's next call on `session` or until it is closed.
+/// Never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn gs_session_errmsg(session: *const gs_session) -> *const c_char {
+    match SESSIONS.get(session as usize) {
+        Some(h) => h.messages.get(),
+        None => c"invalid session handle (NULL or closed)".as_ptr(),
+    }
+}
+
+/// Run one SQL query under the session's current grants and write its result to `out_stream`
+/// as an Arrow C stream.
+///
+/// Access is decided and the query is recorded durably on the audit trail before this
+/// returns; a denial returns `GS_ACCESS_DENIED` with a message naming what is missing and
+/// leaves `*out_stream` untouched. On `GS_OK` the caller owns the stream: pull batches with
+/// `get_next` until it yields a released array, then call `release` (which records the
+/// query's completion). The stream may be consumed on any one thread at a time.
+///
+/// # Safety
+/// `sql` is NULL or a NUL-terminated string; `out_stream` is NULL or points to writable memory
+/// for one `struct ArrowArrayStream` (its previous content is overwritten, not released).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_query(
+    session: *mut gs_session,
+    sql: *const c_char,
+    out_stream: *mut FFI_ArrowArrayStream,
+) -> gs_status {
+    with_session(session, |h| {
+        non_null(out_stream, "out_stream")?;
+        // SAFETY: per contract.
+        let sql = unsafe { arg(sql, "sql") }?;
+        let stream = h.session.sql_stream(sql)?;
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { put_stream(out_stream, Box::new(QueryStreamArrow(stream))) };
+        Ok(())
+    })
+}
+
+/// The catalog as this session may see it now: a JSON array of
+/// `{"dataset": name, "fields": [{"name", "type", "nullable"}]}` with only the granted
+/// fields (masked fields with their masked type). Written to `*out_json` (free with
+/// [`gs_string_free`]); NULL on failure.
+///
+/// # Safety
+/// `out_json` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_catalog(
+    session: *mut gs_session,
+    out_json: *mut *mut c_char,
+) -> gs_status {
+    with_session(session, |h| {
+        // SAFETY: per contract.
+        unsafe { json_out(out_json, || to_json(&h.session.catalog()?)) }
+    })
+}
