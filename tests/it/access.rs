@@ -11,7 +11,7 @@ use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::synth::Synth;
 use govshare_core::{Error, Store};
 
-use crate::security::render;
+use govshare_testkit::render;
 
 pub fn small_store(dir: &std::path::Path) -> Store {
     let store = Store::init(dir).expect("init");

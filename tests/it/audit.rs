@@ -413,9 +413,9 @@ fn auditors_query_the_trail_with_sql_departments_see_only_their_own() {
         .sql("SELECT count(*) FROM person")
         .expect("qb");
     let q = "SELECT department, count(*) FROM audit_log WHERE kind = 'query' GROUP BY department ORDER BY department";
-    let all = crate::security::render(&engine.audit_sql("aud", q).expect("auditor").batches);
+    let all = govshare_testkit::render(&engine.audit_sql("aud", q).expect("auditor").batches);
     assert_eq!(all, vec!["A | 1".to_string(), "B | 1".to_string()]);
-    let own = crate::security::render(&engine.audit_sql("a", q).expect("consumer").batches);
+    let own = govshare_testkit::render(&engine.audit_sql("a", q).expect("consumer").batches);
     assert_eq!(own, vec!["A | 1".to_string()]);
     // The same closed surface: no writes to the trail through SQL.
     assert!(matches!(

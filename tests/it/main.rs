@@ -12,8 +12,6 @@ mod index;
 mod catalog;
 // The command-line tool end to end.
 mod cli;
-// The access-control security suite (sqllogictest-style files in tests/security).
-mod security;
 // Lifecycle attacks the .slt files cannot express: changes between queries of one session.
 mod access;
 // The audit trail: records per decision, fail closed, crash safety, who-accessed.

@@ -1,28 +1,13 @@
-//! The security suite: principal + query → rows or error, one topic a file in
-//! `tests/security/*.slt`, in the style of sqllogictest.
+//! Test fixtures of govshare, in one place: generated stores, the principals and grants the
+//! tests use, and the security suite's fixture with its raw reference. The integration tests,
+//! the security suite, the benches, the examples and the C test set-up all build their stores
+//! here instead of keeping near-copies.
 //!
-//! File syntax (blocks separated by blank lines, `#` comments):
-//! ```text
-//! as <user> <purpose>          # the principal for the blocks that follow
-//!
-//! query                        # rows expected; the SQL runs as the current principal
-//! SELECT ...
-//! ----
-//! raw: SELECT ...              # ...equal (as sorted rows) to this query on the raw data,
-//! rows: 3                      # ...or this many rows,
-//! empty                        # ...or none,
-//! a | b                        # ...or exactly these rows (sorted), cells joined by " | ",
-//! lacks: x ;; y                # ...or output text containing none of these,
-//! has: z                       #    and containing this
-//!
-//! error <pattern>              # the SQL fails; the message contains the pattern's
-//! SELECT ...                   # '.*'-separated parts in order (case-insensitive)
-//! ```
-//! `$NAME` placeholders are filled from the fixture (scope codes, in/out-of-scope subject
-//! keys). Every error message is also checked never to contain a subject key or name from
-//! the data. The raw reference reads the same store with every field clear and no scope.
+//! Everything here is for tests: it panics (with a message) instead of returning errors.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -30,44 +15,116 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Duration, Utc};
 use datafusion::prelude::SessionContext;
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+    Department, FieldGrant, GrantRequest, Mode, Policy, PrincipalStatus, Role, RowScope, Treatment,
+    User,
 };
 use govshare_core::access::secured::SecuredTable;
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
 use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::synth::Synth;
-use govshare_core::{Error, Store};
+use govshare_core::{Result, Store};
 
-pub struct Fixture {
-    _dir: tempfile::TempDir,
-    pub engine: Engine,
-    pub vars: BTreeMap<String, String>,
-    raw: SessionContext,
-    rt: tokio::runtime::Runtime,
-    /// Raw values that must never appear in an error message.
-    secrets: Vec<String>,
+/// A new store at `dir` with `persons` generated persons and `entities` legal entities (from
+/// `seed`) loaded as version 1 of each, in row groups of `row_group_size`.
+pub fn generated_store(
+    dir: &Path,
+    seed: u64,
+    persons: usize,
+    entities: usize,
+    row_group_size: usize,
+) -> Store {
+    let store = Store::init(dir).expect("init");
+    let synth = Synth::new(seed, persons, entities);
+    let opts = LoadOptions {
+        row_group_size,
+        ..Default::default()
+    };
+    store
+        .writer()
+        .expect("writer")
+        .load(
+            "person",
+            Source::Batches(synth.persons(64 * 1024).collect()),
+            &opts,
+        )
+        .expect("load persons");
+    if entities > 0 {
+        store
+            .writer()
+            .expect("writer")
+            .load(
+                "legal_entity",
+                Source::Batches(synth.entities(64 * 1024).collect()),
+                &opts,
+            )
+            .expect("load entities");
+    }
+    store
 }
 
-fn clear(fields: &[&str]) -> Vec<FieldGrant> {
-    fields
+/// The county (6-digit region code) with the most persons: the scope the tests and benches
+/// grant when they need a county.
+pub fn largest_county(store: &Store) -> String {
+    let idx = store
+        .snapshot("person")
+        .expect("snapshot")
+        .bitmap_index("hukou_region_code")
+        .expect("region index");
+    idx.bitmaps
+        .iter()
+        .filter(|(k, _)| k.len() == 6)
+        .max_by_key(|(_, b)| b.len())
+        .map(|(k, _)| k.clone())
+        .expect("a county")
+}
+
+/// Add active departments `(code, name)` of `region` and active real-name users
+/// `(id, department, role)` to a policy being edited.
+pub fn add_principals(
+    p: &mut Policy,
+    region: &str,
+    departments: &[(&str, &str)],
+    users: &[(&str, &str, Role)],
+) -> Result<()> {
+    for (code, name) in departments {
+        p.upsert_department(Department {
+            code: (*code).into(),
+            name: (*name).into(),
+            region: region.into(),
+            status: PrincipalStatus::Active,
+        })?;
+    }
+    for (id, dept, role) in users {
+        p.upsert_user(User {
+            id: (*id).into(),
+            name: format!("{id} 实名"),
+            department: (*dept).into(),
+            roles: vec![*role],
+            status: PrincipalStatus::Active,
+        })?;
+    }
+    Ok(())
+}
+
+/// Field grants: `clear` fields in clear, then `masked` fields with their masks.
+pub fn fields(clear: &[&str], masked: &[(&str, MaskKind)]) -> Vec<FieldGrant> {
+    clear
         .iter()
         .map(|f| FieldGrant {
             field: f.to_string(),
             treatment: Treatment::Clear,
         })
+        .chain(masked.iter().map(|(f, m)| FieldGrant {
+            field: f.to_string(),
+            treatment: Treatment::Masked(*m),
+        }))
         .collect()
 }
 
-fn masked(mut v: Vec<FieldGrant>, field: &str, m: MaskKind) -> Vec<FieldGrant> {
-    v.push(FieldGrant {
-        field: field.into(),
-        treatment: Treatment::Masked(m),
-    });
-    v
-}
-
-fn req(
+/// A query-mode grant request of `dept` for `purpose` (purpose text `"<purpose> 测试用途"`),
+/// valid from a day ago for a year.
+pub fn request(
     dept: &str,
     dataset: &str,
     purpose: &str,
@@ -89,7 +146,16 @@ fn req(
     }
 }
 
-fn strings(b: &[RecordBatch], col: usize) -> Vec<String> {
+/// A row scope of these region codes.
+pub fn regions(codes: &[&str]) -> RowScope {
+    RowScope {
+        regions: Some(codes.iter().map(|s| s.to_string()).collect()),
+        subjects: None,
+    }
+}
+
+/// All values of a text column (by position) over some batches.
+pub fn strings(b: &[RecordBatch], col: usize) -> Vec<String> {
     b.iter()
         .flat_map(|b| {
             let c = b.column(col).as_string::<i32>();
@@ -100,6 +166,59 @@ fn strings(b: &[RecordBatch], col: usize) -> Vec<String> {
         .collect()
 }
 
+/// Rows as text, cells joined by `" | "`, NULL as `NULL`, sorted: how the security suite and
+/// the tests compare results.
+pub fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = render_cells(batches)
+        .into_iter()
+        .map(|r| r.join(" | "))
+        .collect::<Vec<_>>();
+    rows.sort();
+    rows
+}
+
+/// Rows as cells of text (NULL as `NULL`), in result order.
+pub fn render_cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for b in batches {
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("fmt"))
+            .collect();
+        for i in 0..b.num_rows() {
+            rows.push(fmts.iter().map(|f| f.value(i).to_string()).collect());
+        }
+    }
+    rows
+}
+
+/// The security suite's store: persons and entities, seven departments, ten users and the
+/// grants the `.slt` files are written against (see `build`), plus a raw reference context
+/// over the same files with every field clear and no scope.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    /// The engine over the fixture store.
+    pub engine: Engine,
+    /// `$NAME` placeholders of the `.slt` files: scope codes and in/out-of-scope subject keys.
+    pub vars: BTreeMap<String, String>,
+    raw: SessionContext,
+    rt: tokio::runtime::Runtime,
+    /// Raw values that must never appear in an error message.
+    secrets: Vec<String>,
+}
+
+fn clear(fields: &[&str]) -> Vec<FieldGrant> {
+    self::fields(fields, &[])
+}
+
+fn masked(mut v: Vec<FieldGrant>, field: &str, m: MaskKind) -> Vec<FieldGrant> {
+    v.extend(fields(&[], &[(field, m)]));
+    v
+}
+
+/// The security suite's store, built once per process.
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(build)
@@ -191,48 +310,33 @@ fn build() -> Fixture {
         .writer()
         .expect("w")
         .update_policy("root", "security fixture", |p, c| {
-            for (code, name) in [
-                ("PLAT", "省大数据中心"),
-                ("PSB", "省公安厅"),
-                ("AMR", "省市场监督管理局"),
-                ("CIVIL", "省民政厅"),
-                ("HRSS", "县人社局"),
-                ("TAX", "省税务局"),
-                ("SUSP", "某停用部门"),
-            ] {
-                p.upsert_department(Department {
-                    code: code.into(),
-                    name: name.into(),
-                    region: p6.clone(),
-                    status: PrincipalStatus::Active,
-                })?;
-            }
-            for (id, dept, roles) in [
-                ("admin", "PLAT", vec![Role::PlatformAdmin]),
-                ("psb_appr", "PSB", vec![Role::ProviderApprover]),
-                ("amr_appr", "AMR", vec![Role::ProviderApprover]),
-                ("civil", "CIVIL", vec![Role::Consumer]),
-                ("civil2", "CIVIL", vec![Role::Consumer]),
-                ("gone", "CIVIL", vec![Role::Consumer]),
-                ("hrss", "HRSS", vec![Role::Consumer]),
-                ("tax", "TAX", vec![Role::Consumer]),
-                ("susp", "SUSP", vec![Role::Consumer]),
-                ("auditor", "PLAT", vec![Role::Auditor]),
-            ] {
-                p.upsert_user(User {
-                    id: id.into(),
-                    name: format!("{id} 实名"),
-                    department: dept.into(),
-                    roles,
-                    status: PrincipalStatus::Active,
-                })?;
-            }
+            add_principals(
+                p,
+                &p6,
+                &[
+                    ("PLAT", "省大数据中心"),
+                    ("PSB", "省公安厅"),
+                    ("AMR", "省市场监督管理局"),
+                    ("CIVIL", "省民政厅"),
+                    ("HRSS", "县人社局"),
+                    ("TAX", "省税务局"),
+                    ("SUSP", "某停用部门"),
+                ],
+                &[
+                    ("admin", "PLAT", Role::PlatformAdmin),
+                    ("psb_appr", "PSB", Role::ProviderApprover),
+                    ("amr_appr", "AMR", Role::ProviderApprover),
+                    ("civil", "CIVIL", Role::Consumer),
+                    ("civil2", "CIVIL", Role::Consumer),
+                    ("gone", "CIVIL", Role::Consumer),
+                    ("hrss", "HRSS", Role::Consumer),
+                    ("tax", "TAX", Role::Consumer),
+                    ("susp", "SUSP", Role::Consumer),
+                    ("auditor", "PLAT", Role::Auditor),
+                ],
+            )?;
             p.users.get_mut("gone").expect("gone").status = PrincipalStatus::Suspended;
             let now = Utc::now();
-            let region = |codes: &[&str]| RowScope {
-                regions: Some(codes.iter().map(|s| s.to_string()).collect()),
-                subjects: None,
-            };
             // CIVIL, P01: a province, clear identity, masked address and phone.
             let f = clear(&[
                 "citizen_id",
@@ -249,7 +353,7 @@ fn build() -> Fixture {
             );
             p.decide_request(
                 c,
-                req("CIVIL", "person", "P01", f, region(&[&p6])),
+                request("CIVIL", "person", "P01", f, crate::regions(&[&p6])),
                 "psb_appr",
                 true,
                 "",
@@ -263,7 +367,7 @@ fn build() -> Fixture {
             );
             p.decide_request(
                 c,
-                req("CIVIL", "legal_entity", "P01", f, RowScope::default()),
+                request("CIVIL", "legal_entity", "P01", f, RowScope::default()),
                 "amr_appr",
                 true,
                 "",
@@ -285,7 +389,7 @@ fn build() -> Fixture {
             );
             p.decide_request(
                 c,
-                req("HRSS", "person", "P02", f, region(&[county])),
+                request("HRSS", "person", "P02", f, crate::regions(&[county])),
                 "psb_appr",
                 true,
                 "",
@@ -302,14 +406,14 @@ fn build() -> Fixture {
             ]);
             p.grant_on_request(
                 c,
-                req("HRSS", "legal_entity", "P02", f, RowScope::default()),
+                request("HRSS", "legal_entity", "P02", f, RowScope::default()),
                 "admin",
                 now,
             )?;
             let f = masked(clear(&["uscc"]), "legal_rep_id", MaskKind::Pseudonym);
             p.decide_request(
                 c,
-                req("HRSS", "legal_entity", "P07", f, RowScope::default()),
+                request("HRSS", "legal_entity", "P07", f, RowScope::default()),
                 "amr_appr",
                 true,
                 "",
@@ -327,7 +431,7 @@ fn build() -> Fixture {
             ]);
             p.decide_request(
                 c,
-                req("TAX", "legal_entity", "P03", f, region(&[&p6])),
+                request("TAX", "legal_entity", "P03", f, crate::regions(&[&p6])),
                 "amr_appr",
                 true,
                 "",
@@ -339,7 +443,7 @@ fn build() -> Fixture {
             };
             p.decide_request(
                 c,
-                req(
+                request(
                     "TAX",
                     "person",
                     "P03",
@@ -352,7 +456,7 @@ fn build() -> Fixture {
                 now,
             )?;
             // CIVIL, P04, narrowed to civil2: pseudonymous IDs, national scope.
-            let mut r = req(
+            let mut r = request(
                 "CIVIL",
                 "person",
                 "P04",
@@ -362,7 +466,7 @@ fn build() -> Fixture {
             r.users = vec!["civil2".into()];
             p.decide_request(c, r, "psb_appr", true, "", now)?;
             // TAX, P05: expired. TAX, P06: revoked. SUSP, P01: its department is suspended.
-            let mut r = req(
+            let mut r = request(
                 "TAX",
                 "person",
                 "P05",
@@ -374,7 +478,7 @@ fn build() -> Fixture {
             p.decide_request(c, r, "psb_appr", true, "", now)?;
             let a = p.decide_request(
                 c,
-                req(
+                request(
                     "TAX",
                     "person",
                     "P06",
@@ -389,7 +493,7 @@ fn build() -> Fixture {
             p.revoke(a.grant.expect("grant"), "admin", "purpose fulfilled", now)?;
             p.decide_request(
                 c,
-                req(
+                request(
                     "SUSP",
                     "person",
                     "P01",
@@ -402,7 +506,7 @@ fn build() -> Fixture {
                 now,
             )?;
             // TAX, P08: a future grant, not yet valid.
-            let mut r = req(
+            let mut r = request(
                 "TAX",
                 "person",
                 "P08",
@@ -470,6 +574,7 @@ fn build() -> Fixture {
 }
 
 impl Fixture {
+    /// Fill `$NAME` placeholders from [`Fixture::vars`].
     pub fn subst(&self, s: &str) -> String {
         let mut out = s.to_string();
         // Longest names first, so $P6 is not read as $P followed by "6".
@@ -481,6 +586,7 @@ impl Fixture {
         out
     }
 
+    /// The rows of `sql` on the raw reference (every field clear, no scope), rendered.
     pub fn raw_rows(&self, sql: &str) -> Vec<String> {
         let batches = self.rt.block_on(async {
             self.raw
@@ -494,6 +600,7 @@ impl Fixture {
         render(&batches)
     }
 
+    /// Panic when `msg` contains a subject key or a name from the data.
     pub fn assert_clean(&self, msg: &str) {
         for s in &self.secrets {
             assert!(
@@ -502,168 +609,4 @@ impl Fixture {
             );
         }
     }
-}
-
-pub fn render(batches: &[RecordBatch]) -> Vec<String> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for b in batches {
-        let fmts: Vec<ArrayFormatter> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("fmt"))
-            .collect();
-        for i in 0..b.num_rows() {
-            rows.push(
-                fmts.iter()
-                    .map(|f| f.value(i).to_string())
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            );
-        }
-    }
-    rows.sort();
-    rows
-}
-
-fn matches(pattern: &str, msg: &str) -> bool {
-    let msg = msg.to_lowercase();
-    let mut pos = 0;
-    for part in pattern.to_lowercase().split(".*") {
-        match msg[pos..].find(part.trim()) {
-            Some(i) => pos += i + part.trim().len(),
-            None => return false,
-        }
-    }
-    true
-}
-
-/// Run one .slt file; returns the number of cases.
-fn run_file(path: &std::path::Path) -> usize {
-    let f = fixture();
-    let text = std::fs::read_to_string(path).expect("read slt");
-    let mut principal: Option<(String, String)> = None;
-    let mut cases = 0;
-    let blocks: Vec<Vec<&str>> = text
-        .split("\n\n")
-        .map(|b| {
-            b.lines()
-                .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
-                .collect::<Vec<_>>()
-        })
-        .filter(|b| !b.is_empty())
-        .collect();
-    for block in blocks {
-        let head = block[0].trim();
-        let here = format!("{}: block starting `{head}`", path.display());
-        if let Some(rest) = head.strip_prefix("as ") {
-            let mut it = rest.split_whitespace();
-            principal = Some((
-                it.next().expect("user").into(),
-                it.next().expect("purpose").into(),
-            ));
-            assert_eq!(block.len(), 1, "{here}: `as` stands alone");
-            continue;
-        }
-        let (user, purpose) = principal
-            .clone()
-            .unwrap_or_else(|| panic!("{here}: no `as` line before it"));
-        cases += 1;
-        let run = |sql: &str| f.engine.session(&user, &purpose).and_then(|s| s.sql(sql));
-        if head == "query" {
-            let sep = block
-                .iter()
-                .position(|l| l.trim() == "----")
-                .unwrap_or_else(|| panic!("{here}: no ----"));
-            let sql = f.subst(&block[1..sep].join("\n"));
-            let expect: Vec<String> = block[sep + 1..].iter().map(|l| f.subst(l.trim())).collect();
-            let got = match run(&sql) {
-                Ok(r) => render(&r.batches),
-                Err(e) => panic!("{here}: as {user}/{purpose}: {sql}\nfailed: {e}"),
-            };
-            match expect.first().map(String::as_str) {
-                Some(e) if e.starts_with("raw:") => {
-                    let want = f.raw_rows(e.trim_start_matches("raw:").trim());
-                    assert_eq!(got, want, "{here}: as {user}/{purpose}: {sql}");
-                }
-                Some(e) if e.starts_with("rows:") => {
-                    let n: usize = e.trim_start_matches("rows:").trim().parse().expect("count");
-                    assert_eq!(got.len(), n, "{here}: as {user}/{purpose}: {sql}\n{got:?}");
-                }
-                Some(e) if e.starts_with("lacks:") || e.starts_with("has:") => {
-                    let text = got.join("\n");
-                    for line in &expect {
-                        if let Some(l) = line.strip_prefix("lacks:") {
-                            for part in l.split(";;") {
-                                assert!(
-                                    !text.contains(part.trim()),
-                                    "{here}: output contains `{}`:\n{text}",
-                                    part.trim()
-                                );
-                            }
-                        } else if let Some(h) = line.strip_prefix("has:") {
-                            assert!(
-                                text.contains(h.trim()),
-                                "{here}: output lacks `{}`:\n{text}",
-                                h.trim()
-                            );
-                        }
-                    }
-                }
-                Some("empty") => assert!(
-                    got.is_empty(),
-                    "{here}: as {user}/{purpose}: {sql}\ngot {got:?}"
-                ),
-                _ => {
-                    let mut want = expect.clone();
-                    want.sort();
-                    assert_eq!(got, want, "{here}: as {user}/{purpose}: {sql}");
-                }
-            }
-        } else if let Some(pattern) = head.strip_prefix("error") {
-            let sql = f.subst(&block[1..].join("\n"));
-            match run(&sql) {
-                Ok(r) => panic!(
-                    "{here}: as {user}/{purpose}: {sql}\nexpected an error, got {:?}",
-                    render(&r.batches)
-                ),
-                Err(e) => {
-                    let msg = e.to_string();
-                    assert!(
-                        matches(&f.subst(pattern.trim()), &msg),
-                        "{here}: as {user}/{purpose}: {sql}\nerror `{msg}` does not match `{}`",
-                        pattern.trim()
-                    );
-                    f.assert_clean(&msg);
-                    if pattern.trim().starts_with("access denied") {
-                        assert!(
-                            matches!(e, Error::AccessDenied(_)),
-                            "{here}: {e:?} is not an AccessDenied"
-                        );
-                    }
-                }
-            }
-        } else {
-            panic!("{here}: unknown directive");
-        }
-    }
-    cases
-}
-
-#[test]
-fn security_suite() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
-    let mut total = 0;
-    for p in &files {
-        let n = run_file(p);
-        eprintln!("{}: {n} cases", p.display());
-        total += n;
-    }
-    assert!(total >= 150, "the suite has {total} cases");
 }
