@@ -16,18 +16,14 @@
 
 use std::hint::black_box;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use govshare_core::Engine;
-use govshare_core::Store;
-use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
-};
+use govshare_core::access::policy::{Mode, Role, RowScope};
 use govshare_core::access::secured::SecuredTable;
 use govshare_core::catalog::ShareType;
-use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::synth::Synth;
+use govshare_testkit as testkit;
 
 fn rows() -> usize {
     std::env::var("GOVSHARE_BENCH_ROWS")
@@ -37,85 +33,35 @@ fn rows() -> usize {
 }
 
 fn setup(dir: &std::path::Path, n: usize) -> (Engine, String) {
-    let store = Store::init(dir).expect("init");
-    store
-        .writer()
-        .expect("w")
-        .load(
-            "person",
-            Source::Batches(Synth::new(42, n, 0).persons(64 * 1024).collect()),
-            &LoadOptions::default(),
-        )
-        .expect("load");
-    let snap = store.snapshot("person").expect("snap");
-    let idx = snap.bitmap_index("hukou_region_code").expect("idx");
-    let county = idx
-        .bitmaps
+    let store = testkit::generated_store(dir, 42, n, 0, 32 * 1024);
+    let county = testkit::largest_county(&store);
+    let def = store.snapshot("person").expect("snap").dataset().clone();
+    let shared: Vec<&str> = def
+        .fields
         .iter()
-        .filter(|(k, _)| k.len() == 6)
-        .max_by_key(|(_, b)| b.len())
-        .map(|(k, _)| k.clone())
-        .expect("county");
-    let def = snap.dataset().clone();
+        .filter(|f| f.share != ShareType::NotShared)
+        .map(|f| f.name.as_str())
+        .collect();
     store
         .writer()
         .expect("w")
         .update_policy("bench", "bench principals", |p, c| {
-            for (code, name) in [("PSB", "省公安厅"), ("D", "bench dept")] {
-                p.upsert_department(Department {
-                    code: code.into(),
-                    name: name.into(),
-                    region: "430000".into(),
-                    status: PrincipalStatus::Active,
-                })?;
-            }
-            p.upsert_user(User {
-                id: "appr".into(),
-                name: "appr".into(),
-                department: "PSB".into(),
-                roles: vec![Role::ProviderApprover],
-                status: PrincipalStatus::Active,
-            })?;
-            p.upsert_user(User {
-                id: "u".into(),
-                name: "u".into(),
-                department: "D".into(),
-                roles: vec![Role::Consumer],
-                status: PrincipalStatus::Active,
-            })?;
-            let fields: Vec<FieldGrant> = def
-                .fields
-                .iter()
-                .filter(|f| f.share != ShareType::NotShared)
-                .map(|f| FieldGrant {
-                    field: f.name.clone(),
-                    treatment: Treatment::Clear,
-                })
-                .collect();
-            let now = Utc::now();
+            testkit::add_principals(
+                p,
+                "430000",
+                &[("PSB", "省公安厅"), ("D", "bench dept")],
+                &[
+                    ("appr", "PSB", Role::ProviderApprover),
+                    ("u", "D", Role::Consumer),
+                ],
+            )?;
             for (purpose, scope) in [
                 ("ALL", RowScope::default()),
-                (
-                    "CTY",
-                    RowScope {
-                        regions: Some(vec![county.clone()]),
-                        subjects: None,
-                    },
-                ),
+                ("CTY", testkit::regions(&[&county])),
             ] {
-                let r = GrantRequest {
-                    consumer_dept: "D".into(),
-                    users: vec![],
-                    dataset: "person".into(),
-                    fields: fields.clone(),
-                    purpose_code: purpose.into(),
-                    purpose_text: "bench".into(),
-                    scope,
-                    modes: vec![Mode::Query],
-                    valid_from: now - Duration::days(1),
-                    valid_until: now + Duration::days(1),
-                };
-                p.decide_request(c, r, "appr", true, "", now)?;
+                let r =
+                    testkit::request("D", "person", purpose, testkit::fields(&shared, &[]), scope);
+                p.decide_request(c, r, "appr", true, "", Utc::now())?;
             }
             Ok(())
         })

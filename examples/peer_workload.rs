@@ -14,13 +14,12 @@
 
 use std::time::Instant;
 
-use chrono::{Duration, Utc};
-use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
-};
+use chrono::Utc;
+use govshare_core::access::policy::{Role, RowScope};
 use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
 use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::{Engine, Store};
+use govshare_testkit as testkit;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -68,69 +67,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store
             .writer()?
             .update_policy("bench", "peer principals", |p, c| {
-                for (code, name) in [("PSB", "省公安厅"), ("D", "consumer")] {
-                    p.upsert_department(Department {
-                        code: code.into(),
-                        name: name.into(),
-                        region: "450000".into(),
-                        status: PrincipalStatus::Active,
-                    })?;
-                }
-                p.upsert_user(User {
-                    id: "appr".into(),
-                    name: "appr".into(),
-                    department: "PSB".into(),
-                    roles: vec![Role::ProviderApprover],
-                    status: PrincipalStatus::Active,
-                })?;
-                p.upsert_user(User {
-                    id: "u".into(),
-                    name: "u".into(),
-                    department: "D".into(),
-                    roles: vec![Role::Consumer],
-                    status: PrincipalStatus::Active,
-                })?;
-                let mut fields: Vec<FieldGrant> = [
-                    "sex_code",
-                    "birth_date",
-                    "hukou_region_code",
-                    "education_code",
-                    "marital_status_code",
-                ]
-                .iter()
-                .map(|f| FieldGrant {
-                    field: f.to_string(),
-                    treatment: Treatment::Clear,
-                })
-                .collect();
-                for (f, m) in [
-                    ("citizen_id", MaskKind::CitizenId),
-                    ("name", MaskKind::Name),
-                    ("mobile_phone", MaskKind::Phone),
+                testkit::add_principals(
+                    p,
+                    "450000",
+                    &[("PSB", "省公安厅"), ("D", "consumer")],
+                    &[
+                        ("appr", "PSB", Role::ProviderApprover),
+                        ("u", "D", Role::Consumer),
+                    ],
+                )?;
+                let fields = testkit::fields(
+                    &[
+                        "sex_code",
+                        "birth_date",
+                        "hukou_region_code",
+                        "education_code",
+                        "marital_status_code",
+                    ],
+                    &[
+                        ("citizen_id", MaskKind::CitizenId),
+                        ("name", MaskKind::Name),
+                        ("mobile_phone", MaskKind::Phone),
+                    ],
+                );
+                for (purpose, scope) in [
+                    ("ALL", RowScope::default()),
+                    ("COUNTY", testkit::regions(&[&county])),
                 ] {
-                    fields.push(FieldGrant {
-                        field: f.into(),
-                        treatment: Treatment::Masked(m),
-                    });
-                }
-                let now = Utc::now();
-                for (purpose, regions) in [("ALL", None), ("COUNTY", Some(vec![county.clone()]))] {
-                    let r = GrantRequest {
-                        consumer_dept: "D".into(),
-                        users: vec![],
-                        dataset: "person".into(),
-                        fields: fields.clone(),
-                        purpose_code: purpose.into(),
-                        purpose_text: "peer workload".into(),
-                        scope: RowScope {
-                            regions,
-                            subjects: None,
-                        },
-                        modes: vec![Mode::Query],
-                        valid_from: now - Duration::days(1),
-                        valid_until: now + Duration::days(30),
-                    };
-                    p.decide_request(c, r, "appr", true, "", now)?;
+                    let r = testkit::request("D", "person", purpose, fields.clone(), scope);
+                    p.decide_request(c, r, "appr", true, "", Utc::now())?;
                 }
                 Ok(())
             })?;

@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use chrono::{Duration, Utc};
-use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
-};
+use govshare_core::Engine;
+use govshare_core::access::policy::{Role, RowScope};
 use govshare_core::catalog::MaskKind;
-use govshare_core::ingest::{Encoding, LoadOptions, Source, write_csv};
+use govshare_core::ingest::{Encoding, write_csv};
 use govshare_core::synth::Synth;
-use govshare_core::{Engine, Store};
+use govshare_testkit as testkit;
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -55,124 +53,54 @@ fn compile(src: &Path, out: &Path) {
     assert!(status.success(), "compiling {} failed", src.display());
 }
 
-fn fields(names: &[&str], masks: &[(&str, MaskKind)]) -> Vec<FieldGrant> {
-    let mut v: Vec<FieldGrant> = names
-        .iter()
-        .map(|n| FieldGrant {
-            field: n.to_string(),
-            treatment: Treatment::Clear,
-        })
-        .collect();
-    v.extend(masks.iter().map(|(n, m)| FieldGrant {
-        field: n.to_string(),
-        treatment: Treatment::Masked(*m),
-    }));
-    v
-}
-
 /// A store with persons and the principals of the cases: alice (CIVIL) with grants FULL,
 /// MASK (masked identity) and CTY (one county); bob (TAX) with none.
 fn fixture(dir: &Path) -> PathBuf {
     let root = dir.join("store");
-    let store = Store::init(&root).expect("init");
-    store
+    let store = testkit::generated_store(&root, 9, 1500, 0, 256);
+    let county = testkit::largest_county(&store);
+    let engine = Engine::open(&root).expect("engine");
+    engine
         .writer()
         .expect("writer")
-        .load(
-            "person",
-            Source::Batches(Synth::new(9, 1500, 0).persons(512).collect()),
-            &LoadOptions {
-                row_group_size: 256,
-                ..Default::default()
-            },
-        )
-        .expect("load");
-    let idx = store
-        .snapshot("person")
-        .expect("snap")
-        .bitmap_index("hukou_region_code")
-        .expect("idx");
-    let county = idx
-        .bitmaps
-        .iter()
-        .filter(|(k, _)| k.len() == 6)
-        .max_by_key(|(_, b)| b.len())
-        .map(|(k, _)| k.clone())
-        .expect("county");
-    let engine = Engine::open(&root).expect("engine");
-    for (code, name) in [
-        ("PSB", "省公安厅"),
-        ("CIVIL", "省民政厅"),
-        ("TAX", "省税务局"),
-    ] {
-        engine
-            .upsert_department(
-                "root",
-                Department {
-                    code: code.into(),
-                    name: name.into(),
-                    region: "430000".into(),
-                    status: PrincipalStatus::Active,
-                },
+        .update_policy("root", "C test principals", |p, _| {
+            testkit::add_principals(
+                p,
+                "430000",
+                &[
+                    ("PSB", "省公安厅"),
+                    ("CIVIL", "省民政厅"),
+                    ("TAX", "省税务局"),
+                ],
+                &[
+                    ("appr", "PSB", Role::ProviderApprover),
+                    ("alice", "CIVIL", Role::Consumer),
+                    ("bob", "TAX", Role::Consumer),
+                ],
             )
-            .expect("dept");
-    }
-    for (id, dept, role) in [
-        ("appr", "PSB", Role::ProviderApprover),
-        ("alice", "CIVIL", Role::Consumer),
-        ("bob", "TAX", Role::Consumer),
-    ] {
-        engine
-            .upsert_user(
-                "root",
-                User {
-                    id: id.into(),
-                    name: format!("{id} 实名"),
-                    department: dept.into(),
-                    roles: vec![role],
-                    status: PrincipalStatus::Active,
-                },
-            )
-            .expect("user");
-    }
+        })
+        .expect("principals");
     let identity = ["citizen_id", "name", "sex_code", "hukou_region_code"];
+    let masked = [
+        ("citizen_id", MaskKind::CitizenId),
+        ("name", MaskKind::Name),
+        ("mobile_phone", MaskKind::Phone),
+    ];
     let grants = [
-        ("FULL", fields(&identity, &[]), RowScope::default()),
+        ("FULL", testkit::fields(&identity, &[]), RowScope::default()),
         (
             "MASK",
-            fields(
-                &["sex_code"],
-                &[
-                    ("citizen_id", MaskKind::CitizenId),
-                    ("name", MaskKind::Name),
-                    ("mobile_phone", MaskKind::Phone),
-                ],
-            ),
+            testkit::fields(&["sex_code"], &masked),
             RowScope::default(),
         ),
         (
             "CTY",
-            fields(&identity, &[]),
-            RowScope {
-                regions: Some(vec![county]),
-                subjects: None,
-            },
+            testkit::fields(&identity, &[]),
+            testkit::regions(&[&county]),
         ),
     ];
-    let now = Utc::now();
     for (purpose, fields, scope) in grants {
-        let request = GrantRequest {
-            consumer_dept: "CIVIL".into(),
-            users: vec![],
-            dataset: "person".into(),
-            fields,
-            purpose_code: purpose.into(),
-            purpose_text: format!("{purpose} 测试用途"),
-            scope,
-            modes: vec![Mode::Query],
-            valid_from: now - Duration::days(1),
-            valid_until: now + Duration::days(30),
-        };
+        let request = testkit::request("CIVIL", "person", purpose, fields, scope);
         engine
             .decide_request("appr", request, true, "")
             .expect("grant");

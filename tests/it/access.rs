@@ -3,72 +3,39 @@
 
 use chrono::{Duration, Utc};
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+    FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment,
 };
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
-use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::synth::Synth;
 use govshare_core::{Error, Store};
 
 use govshare_testkit::render;
 
 pub fn small_store(dir: &std::path::Path) -> Store {
-    let store = Store::init(dir).expect("init");
-    let s = Synth::new(9, 500, 80);
-    store
-        .writer()
-        .expect("w")
-        .load(
-            "person",
-            Source::Batches(s.persons(500).collect()),
-            &LoadOptions::default(),
-        )
-        .expect("p");
-    store
-        .writer()
-        .expect("w")
-        .load(
-            "legal_entity",
-            Source::Batches(s.entities(80).collect()),
-            &LoadOptions::default(),
-        )
-        .expect("e");
+    let store = govshare_testkit::generated_store(dir, 9, 500, 80, 32 * 1024);
     store
         .writer()
         .expect("w")
         .update_policy("root", "setup", |p, _| {
-            for (code, name) in [
-                ("PLAT", "平台"),
-                ("PSB", "省公安厅"),
-                ("AMR", "省市场监督管理局"),
-                ("A", "甲局"),
-                ("B", "乙局"),
-            ] {
-                p.upsert_department(Department {
-                    code: code.into(),
-                    name: name.into(),
-                    region: "430000".into(),
-                    status: PrincipalStatus::Active,
-                })?;
-            }
-            for (id, d, r) in [
-                ("admin", "PLAT", Role::PlatformAdmin),
-                ("psb", "PSB", Role::ProviderApprover),
-                ("amr", "AMR", Role::ProviderApprover),
-                ("a", "A", Role::Consumer),
-                ("a2", "A", Role::Consumer),
-                ("b", "B", Role::Consumer),
-            ] {
-                p.upsert_user(User {
-                    id: id.into(),
-                    name: id.into(),
-                    department: d.into(),
-                    roles: vec![r],
-                    status: PrincipalStatus::Active,
-                })?;
-            }
-            Ok(())
+            govshare_testkit::add_principals(
+                p,
+                "430000",
+                &[
+                    ("PLAT", "平台"),
+                    ("PSB", "省公安厅"),
+                    ("AMR", "省市场监督管理局"),
+                    ("A", "甲局"),
+                    ("B", "乙局"),
+                ],
+                &[
+                    ("admin", "PLAT", Role::PlatformAdmin),
+                    ("psb", "PSB", Role::ProviderApprover),
+                    ("amr", "AMR", Role::ProviderApprover),
+                    ("a", "A", Role::Consumer),
+                    ("a2", "A", Role::Consumer),
+                    ("b", "B", Role::Consumer),
+                ],
+            )
         })
         .expect("policy");
     store
