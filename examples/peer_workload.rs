@@ -1,5 +1,6 @@
-//! The peers' workload (`../shared/peers/run_peers.py`) on govshare, with access control on,
-//! over the peers' own Parquet file — for side-by-side numbers with DuckDB and PostgreSQL.
+//! The peers' workload (`peers/run_peers.py` of the project's shared documents, outside this
+//! repository) on govshare, with access control on, over the peers' own Parquet file — for
+//! side-by-side numbers with DuckDB and PostgreSQL.
 //!
 //! ```sh
 //! cargo run --release --example peer_workload -- DATA_DIR [REPEATS]
