@@ -70,11 +70,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             let pb = progress(None, "loading");
             let tick = |n: u64| pb.set_position(n);
             let opts = LoadOptions {
-                mode: if incremental {
-                    LoadMode::Incremental
-                } else {
-                    LoadMode::Full
-                },
+                mode: LoadMode::from_flag(incremental),
                 strict,
                 handover: HandoverInfo {
                     provider_dept: provider,

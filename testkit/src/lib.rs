@@ -226,26 +226,7 @@ pub fn fixture() -> &'static Fixture {
 
 fn build() -> Fixture {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Store::init(dir.path()).expect("init");
-    let synth = Synth::new(5, 4000, 300);
-    let o = LoadOptions {
-        row_group_size: 1024,
-        ..Default::default()
-    };
-    store
-        .writer()
-        .expect("w")
-        .load("person", Source::Batches(synth.persons(1000).collect()), &o)
-        .expect("persons");
-    store
-        .writer()
-        .expect("w")
-        .load(
-            "legal_entity",
-            Source::Batches(synth.entities(100).collect()),
-            &o,
-        )
-        .expect("entities");
+    let store = generated_store(dir.path(), 5, 4000, 300, 1024);
 
     // Scope codes from the data: the most populous province and, in it, the largest county.
     let persons = store.snapshot("person").expect("p");

@@ -142,11 +142,7 @@ impl Engine {
             return Err(Error::NotFound(format!("input file {}", path.display())));
         }
         let opts = LoadOptions {
-            mode: if incremental {
-                LoadMode::Incremental
-            } else {
-                LoadMode::Full
-            },
+            mode: LoadMode::from_flag(incremental),
             strict,
             handover,
             ..Default::default()

@@ -87,6 +87,18 @@ pub enum LoadMode {
     Incremental,
 }
 
+impl LoadMode {
+    /// [`LoadMode::Incremental`] when `incremental`, else [`LoadMode::Full`]: the doors take a
+    /// flag.
+    pub fn from_flag(incremental: bool) -> LoadMode {
+        if incremental {
+            LoadMode::Incremental
+        } else {
+            LoadMode::Full
+        }
+    }
+}
+
 /// Who delivered the data, for the handover record. Missing fields take their defaults when
 /// it is read from JSON (as the bindings do).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
