@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 
 use super::stream::{QueryAudit, QueryStream};
 use super::surface;
-use super::translate::translate;
+use super::surface::Explain;
+use super::translate::Denials;
 use super::{Engine, QueryResult, SecuredTables};
 
 /// A dataset as a session sees it ([`Session::catalog`]).
@@ -228,10 +229,13 @@ impl Session {
         let (ctx, tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog()?;
         let (schema, stream) = self.engine.inner.runtime.block_on(async {
-            let translate = |e| translate(e, &catalog, &decision);
-            let df = surface::plan(&ctx, sql, &translate).await?;
+            let denials = Denials {
+                catalog: &catalog,
+                decision: &decision,
+            };
+            let df = surface::plan(&ctx, sql, &denials).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let stream = df.execute_stream().await.map_err(translate)?;
+            let stream = df.execute_stream().await.map_err(|e| denials.error(e))?;
             Ok::<_, Error>((schema, stream))
         })?;
         Ok((decision, tables, schema, stream))

@@ -81,28 +81,55 @@ fn refuse_plan(plan: &LogicalPlan) -> Result<()> {
     }
 }
 
+/// How a door turns planning problems into the engine's errors: sessions explain a missing
+/// grant, the audit queries only say what is wrong.
+pub(super) trait Explain {
+    /// A DataFusion error met while planning.
+    fn error(&self, e: DataFusionError) -> Error;
+    /// A table the query names that is not registered for this decision.
+    fn missing_table(&self, table: &str) -> Error;
+}
+
 /// Parse, check and plan `sql` in `ctx` — the one pipeline every SQL door uses: the statement
-/// allowlist on the parsed statement, DataFusion's SQL options refusing DDL, DML and
-/// statements as a second line, and the plan check as a third. `translate` turns DataFusion's
-/// errors into the engine's (the session's names the grant that is missing).
+/// allowlist on the parsed statement; every table it names resolved against what this
+/// decision registered (a missing one is explained by the door, from the table's name, not
+/// from DataFusion's message); the plan built and checked by DataFusion's SQL options (no DDL,
+/// DML or statements) as a second line and by [`refuse_plan`] as a third.
 pub(super) async fn plan(
     ctx: &SessionContext,
     sql: &str,
-    translate: &dyn Fn(DataFusionError) -> Error,
+    explain: &dyn Explain,
 ) -> Result<DataFrame> {
-    let stmt = ctx
-        .state()
+    let state = ctx.state();
+    let stmt = state
         .sql_to_statement(sql, &Dialect::Generic)
-        .map_err(translate)?;
+        .map_err(|e| explain.error(e))?;
     only_queries(&stmt)?;
-    let options = SQLOptions::new()
+    for table in state
+        .resolve_table_references(&stmt)
+        .map_err(|e| explain.error(e))?
+    {
+        if !ctx
+            .table_exist(table.clone())
+            .map_err(|e| explain.error(e))?
+        {
+            return Err(explain.missing_table(table.table()));
+        }
+    }
+    let plan = state
+        .statement_to_plan(stmt)
+        .await
+        .map_err(|e| explain.error(e))?;
+    SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
-        .with_allow_statements(false);
-    let df = ctx
-        .sql_with_options(sql, options)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|_| {
+            Error::AccessDenied("only queries are allowed: no DDL, DML, COPY or SET".into())
+        })?;
+    refuse_plan(&plan)?;
+    ctx.execute_logical_plan(plan)
         .await
-        .map_err(translate)?;
-    refuse_plan(df.logical_plan())?;
-    Ok(df)
+        .map_err(|e| explain.error(e))
 }

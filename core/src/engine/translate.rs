@@ -8,67 +8,80 @@ use crate::access::policy::{Decision, how_to_obtain};
 use crate::catalog::Catalog;
 use crate::error::Error;
 
-/// Turn a DataFusion planning error into the error a user can act on. A name that resolves to
-/// nothing because it was not granted becomes an access denial naming dataset, field, share
-/// type and the way to obtain it. Messages carry names only, never values.
-pub(super) fn translate(e: DataFusionError, catalog: &Catalog, decision: &Decision) -> Error {
-    let msg = e.to_string();
-    if let Some(field) = missing_field(&e) {
-        for (name, def) in &catalog.datasets {
-            if let Some(f) = def.field(&field) {
-                let granted = decision
-                    .datasets
-                    .get(name)
-                    .is_some_and(|a| a.fields.iter().any(|(n, _)| n == &field));
-                if !granted {
-                    return Error::AccessDenied(format!(
-                        "field {name}.{field} ({}) is not granted to department '{}' for purpose '{}'; it is {}",
-                        f.label,
-                        decision.department,
-                        decision.purpose,
-                        how_to_obtain(f.share)
-                    ));
+use super::surface::Explain;
+
+/// A session's explanations: a name that resolves to nothing because it was not granted
+/// becomes an access denial naming dataset, field, share type and the way to obtain it.
+/// Messages carry names only, never values.
+pub(super) struct Denials<'a> {
+    /// The current catalog.
+    pub catalog: &'a Catalog,
+    /// The decision the query is planned for.
+    pub decision: &'a Decision,
+}
+
+impl Explain for Denials<'_> {
+    fn error(&self, e: DataFusionError) -> Error {
+        let (catalog, decision) = (self.catalog, self.decision);
+        if let Some(field) = missing_field(&e) {
+            for (name, def) in &catalog.datasets {
+                if let Some(f) = def.field(&field) {
+                    let granted = decision
+                        .datasets
+                        .get(name)
+                        .is_some_and(|a| a.fields.iter().any(|(n, _)| n == &field));
+                    if !granted {
+                        return Error::AccessDenied(format!(
+                            "field {name}.{field} ({}) is not granted to department '{}' for purpose '{}'; it is {}",
+                            f.label,
+                            decision.department,
+                            decision.purpose,
+                            how_to_obtain(f.share)
+                        ));
+                    }
                 }
             }
-        }
-        return Error::invalid(format!(
-            "no column named '{field}' among the granted fields"
-        ));
-    }
-    if let Some(table) = missing_table(&msg) {
-        if let Ok(def) = catalog.dataset(&table) {
-            return Error::AccessDenied(format!(
-                "dataset {} ({}) is not granted to department '{}' for purpose '{}'; apply to {} through the platform",
-                def.name, def.label, decision.department, decision.purpose, def.provider
+            return Error::invalid(format!(
+                "no column named '{field}' among the granted fields"
             ));
         }
-        return Error::NotFound(format!("no table '{table}' among the granted datasets"));
+        planning(e)
     }
-    // SQLOptions' refusals of DDL, DML (COPY included) and statements (SET, PREPARE...).
-    for kind in [
-        "DDL not supported",
-        "DML not supported",
-        "Statement not supported",
-    ] {
-        if msg.contains(kind) {
-            return Error::AccessDenied(format!("only queries are allowed ({kind})"));
+
+    fn missing_table(&self, table: &str) -> Error {
+        let decision = self.decision;
+        match self.catalog.dataset(table) {
+            Ok(def) => Error::AccessDenied(format!(
+                "dataset {} ({}) is not granted to department '{}' for purpose '{}'; apply to {} through the platform",
+                def.name, def.label, decision.department, decision.purpose, def.provider
+            )),
+            Err(_) => Error::NotFound(format!("no table '{table}' among the granted datasets")),
         }
     }
+}
+
+/// The audit queries' explanations: no grants to explain, a wrong name is a typo.
+pub(super) struct Plain;
+
+impl Explain for Plain {
+    fn error(&self, e: DataFusionError) -> Error {
+        planning(e)
+    }
+
+    fn missing_table(&self, table: &str) -> Error {
+        Error::NotFound(format!("no table '{table}' (the trail is table audit_log)"))
+    }
+}
+
+/// A planning error that is not about a missing name: the query is malformed (SQL, plan,
+/// schema, a feature DataFusion does not implement), or it failed while being optimised
+/// (constant folding can divide by zero) — see [`runtime`].
+fn planning(e: DataFusionError) -> Error {
     match e {
-        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
-            Error::invalid(msg)
-        }
-        DataFusionError::NotImplemented(m) => {
-            if m.contains("DDL")
-                || m.contains("DML")
-                || m.contains("Statement")
-                || m.to_lowercase().contains("not supported")
-            {
-                Error::AccessDenied(format!("only queries are allowed: {m}"))
-            } else {
-                Error::invalid(m)
-            }
-        }
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => Error::invalid(e.to_string()),
         other => runtime(other),
     }
 }
@@ -97,7 +110,8 @@ pub(super) fn runtime(e: DataFusionError) -> Error {
     }
 }
 
-pub(super) fn missing_field(e: &DataFusionError) -> Option<String> {
+/// The column DataFusion could not resolve (its schema error variant, through context wrappers).
+fn missing_field(e: &DataFusionError) -> Option<String> {
     use datafusion::common::SchemaError;
     match e {
         DataFusionError::SchemaError(se, _) => match se.as_ref() {
@@ -108,23 +122,6 @@ pub(super) fn missing_field(e: &DataFusionError) -> Option<String> {
         DataFusionError::Diagnostic(_, inner) => missing_field(inner),
         _ => None,
     }
-}
-
-pub(super) fn missing_table(msg: &str) -> Option<String> {
-    // "table 'govshare.public.person' not found"
-    let start = msg.find("table '")? + 7;
-    let rest = &msg[start..];
-    let end = rest.find('\'')?;
-    if !rest[end..].starts_with("' not found") {
-        return None;
-    }
-    Some(
-        rest[..end]
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 #[cfg(test)]
