@@ -27,7 +27,7 @@
 //! | access | [`access`] ([`access::policy`], [`access::secured`], [`access::masks`]) |
 //! | storage | [`store`], [`ingest`], [`index`], [`quality`] |
 //! | records | [`audit`] |
-//! | base | [`error`], [`durable`], [`ident`], [`regions`], [`catalog`], [`validate`], [`synth`] |
+//! | base | [`error`], `durable` (crate-private), [`ident`], [`regions`], [`catalog`], [`validate`], [`synth`] |
 
 pub mod access;
 pub mod audit;

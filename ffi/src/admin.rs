@@ -10,7 +10,8 @@ use govshare_core::audit::{Checkpoint, Verdict};
 use govshare_core::ingest::HandoverInfo;
 
 use crate::handles::*;
-use crate::{gs_engine, gs_status};
+// The whole C surface in scope: the types, and the other entry points the docs link to.
+use crate::*;
 
 /// Add or replace a department, given as JSON
 /// `{"code", "name", "region", "status": "active"|"suspended"}`; `by` is the acting user

@@ -6,7 +6,8 @@ use arrow::ffi_stream::FFI_ArrowArrayStream;
 use govshare_core::engine::QueryStreamArrow;
 
 use crate::handles::*;
-use crate::{gs_engine, gs_session, gs_status};
+// The whole C surface in scope: the types, and the other entry points the docs link to.
+use crate::*;
 
 /// Open a session for real-name `user` acting for `purpose` (a purpose code of their grants).
 ///

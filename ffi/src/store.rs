@@ -6,7 +6,8 @@ use std::ffi::{CStr, CString, c_char};
 use govshare_core::Engine;
 
 use crate::handles::*;
-use crate::{gs_engine, gs_status};
+// The whole C surface in scope: the types, and the other entry points the docs link to.
+use crate::*;
 
 /// The name of a status (`"GS_ACCESS_DENIED"`), for logs. Never NULL; a static string.
 #[unsafe(no_mangle)]

@@ -14,8 +14,8 @@ use crate::{add_principals, fields, regions, request};
 /// The store the binding tests use (Python's suite and doctests; `govshare-fixture bindings`
 /// builds it for them): 200 persons and 20 entities from seed 7 loaded from CSV files, and
 ///
-/// - departments PLAT, PSB, STAT, CIVIL (region 430000); users admin [PLAT] platform admin,
-///   appr [PSB] approver, analyst [STAT], civil and other [CIVIL] consumers, auditor [PLAT];
+/// - departments PLAT, PSB, STAT, CIVIL (region 430000); users admin (PLAT) platform admin,
+///   appr (PSB) approver, analyst (STAT), civil and other (CIVIL) consumers, auditor (PLAT);
 /// - STAT, purpose STATS: sex_code and hukou_region_code, granted on request (unconditional);
 /// - CIVIL, FULL: citizen_id, name, sex_code, hukou_region_code in clear;
 /// - CIVIL, CHECK: citizen_id clear, name and mobile_phone masked;

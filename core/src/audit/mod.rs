@@ -2,7 +2,7 @@
 //!
 //! Every record is one line `HASH JSON\n` in a segment file `audit/seg-<first seq>.log`, where
 //! `JSON` holds the sequence number, time, kind, actor, body and the hash of the previous
-//! record, and `HASH = blake3(previous hash ‖ JSON)`. [`verify`] walks the chain across
+//! record, and `HASH = blake3(previous hash ‖ JSON)`. [`verify()`] walks the chain across
 //! segments and names the first record that is altered, missing, out of order, or where the
 //! file is truncated — also against a [`Checkpoint`] kept elsewhere.
 //!
@@ -19,7 +19,7 @@
 //! three years (the regulations' minimum, also the default); [`AuditLog::purge_expired`] is the
 //! only way to delete records and removes only archived segments whose *newest* record is older
 //! than the retention. A purge is itself a record on the chain, and the `ANCHOR` file it leaves
-//! (the last purged sequence number and hash) is only accepted by [`verify`] when that record
+//! (the last purged sequence number and hash) is only accepted by [`verify()`] when that record
 //! backs it — deleting younger segments and forging an anchor is detected.
 
 mod archive;

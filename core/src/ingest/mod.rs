@@ -7,7 +7,7 @@
 //! bitmap indexes are built from the sorted rows. An **incremental load** upserts and deletes
 //! by key: replaced and deleted rows are masked by roaring deletion vectors, new rows go into
 //! delta files, and the indexes are derived from the previous version's — nothing already
-//! written is rewritten. [`Writer::compact`] folds deletion vectors and deltas back into
+//! written is rewritten. [`Writer::compact`](crate::store::Writer::compact) folds deletion vectors and deltas back into
 //! clustered files.
 
 mod cluster;
