@@ -22,8 +22,10 @@ step "tests: Rust unit, integration, doc; C example and C test program (ffi/test
 cargo test --workspace --exclude govshare-python --locked
 
 step "benches and examples compile"
-# Built in the test profile, so they reuse the artifacts of the test build above.
-cargo test --benches --examples --no-run --locked
+# Built in the test profile with the same package selection as the test build above, so they
+# reuse its artifacts (another selection resolves other features for some crates and would
+# compile DataFusion a second time).
+cargo test --workspace --exclude govshare-python --benches --examples --no-run --locked
 
 step "Python: virtual environment and the extension (maturin develop, same debug build)"
 PY="${PYTHON:-python3}"

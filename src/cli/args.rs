@@ -139,6 +139,9 @@ pub(crate) enum DataCmd {
         /// Commit nothing if any row is invalid.
         #[arg(long)]
         strict: bool,
+        /// Let a full load with no valid row commit, emptying the dataset (refused otherwise).
+        #[arg(long)]
+        allow_empty: bool,
         /// CSV encoding.
         #[arg(long, value_enum, default_value = "auto")]
         encoding: EncodingArg,

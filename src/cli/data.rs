@@ -53,6 +53,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             file,
             incremental,
             strict,
+            allow_empty,
             encoding,
             provider,
             handover_person,
@@ -72,6 +73,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             let opts = LoadOptions {
                 mode: LoadMode::from_flag(incremental),
                 strict,
+                allow_empty,
                 handover: HandoverInfo {
                     provider_dept: provider,
                     handover_person,

@@ -298,3 +298,38 @@ fn access_control_from_the_command_line() {
     assert_eq!(o.status.code(), Some(5));
     assert!(ok(&govshare(&store, &["grant", "list"])).contains("低保审核"));
 }
+
+/// A dataset name is never a path: `vacuum ../../x` (or any command naming a dataset) is
+/// refused before a file is touched, and what lies outside the store survives.
+#[test]
+fn dataset_names_cannot_reach_outside_the_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    ok(&govshare(&store, &["init"]));
+    // A directory that looks like a dataset's, next to the store.
+    let outside = dir.path().join("somewhere");
+    std::fs::create_dir_all(outside.join("data")).expect("mkdir");
+    let victim = outside.join("data").join("precious.parquet");
+    std::fs::write(&victim, b"not yours").expect("write");
+    for args in [
+        vec!["vacuum", "../../somewhere"],
+        vec!["vacuum", "/tmp"],
+        vec!["compact", "../../somewhere"],
+        vec!["versions", "../../somewhere"],
+        vec!["lookup", "../../somewhere", "x"],
+    ] {
+        let o = govshare(&store, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not a dataset name"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&victim).expect("still there"), b"not yours");
+    // A well-formed name that is not in the catalog is not vacuumed either.
+    let o = govshare(&store, &["vacuum", "no_such_dataset"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

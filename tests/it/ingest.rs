@@ -459,3 +459,67 @@ fn legal_entities_load_and_reference_persons() {
     .clone();
     assert_eq!(ents.lookup(&code).expect("l"), Some(0));
 }
+
+/// A full load with no valid row — a header-only file, or one whose every row is rejected —
+/// commits nothing unless an empty dataset is asked for: a bad delivery never wipes a base
+/// database, in lenient or strict mode.
+#[test]
+fn a_full_load_with_no_valid_row_commits_nothing_unless_asked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = person_store(&dir.path().join("store"), 300);
+    let good = person_csv(dir.path(), 20, 4, Encoding::Utf8);
+    let text = std::fs::read_to_string(&good).expect("csv");
+    let header = text.lines().next().expect("header").to_string();
+    let header_only = dir.path().join("header-only.csv");
+    std::fs::write(&header_only, format!("{header}\n")).expect("write");
+    // Every row's citizen ID broken (the first column is the key).
+    let all_bad = dir.path().join("all-bad.csv");
+    let broken: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l}\n")
+            } else {
+                let rest = l.split_once(',').map_or("", |(_, r)| r);
+                format!("not-an-id,{rest}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&all_bad, broken).expect("write");
+    for (file, strict) in [
+        (&header_only, false),
+        (&header_only, true),
+        (&all_bad, false),
+    ] {
+        let r = store.writer().expect("w").load(
+            "person",
+            Source::from_path(file),
+            &LoadOptions { strict, ..opts() },
+        );
+        assert!(
+            matches!(&r, Err(Error::InvalidInput(m)) if m.contains("empty")),
+            "{file:?} strict={strict}: {r:?}"
+        );
+        assert_eq!(store.current_version("person").expect("v"), 1);
+        assert_eq!(
+            store.snapshot("person").expect("s").manifest().live_rows,
+            300
+        );
+    }
+    // Asked for, the dataset is emptied as a new version.
+    let r = store
+        .writer()
+        .expect("w")
+        .load(
+            "person",
+            Source::from_path(&header_only),
+            &LoadOptions {
+                allow_empty: true,
+                ..opts()
+            },
+        )
+        .expect("empty on purpose");
+    assert_eq!(r.manifest.live_rows, 0);
+    assert_eq!(store.current_version("person").expect("v"), 2);
+}

@@ -551,6 +551,21 @@ impl Catalog {
     }
 }
 
+/// Check that `name` can be a dataset name — what the catalog accepts when a dataset is
+/// declared (lower-case letters, digits and underscores, starting with a letter). Every path
+/// that turns a dataset name into a directory checks it first, so no name reaches outside the
+/// store (`../x`, `/etc`, `a/b`).
+pub fn check_dataset_name(name: &str) -> Result<()> {
+    if is_snake(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "'{}' is not a dataset name: lower-case letters, digits and underscores, starting with a letter",
+            name.escape_debug()
+        )))
+    }
+}
+
 fn is_snake(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars()

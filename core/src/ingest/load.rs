@@ -52,7 +52,7 @@ impl Writer<'_> {
         let mut validator =
             Validator::new(&catalog, &def, today, opts.mode == LoadMode::Incremental);
         let (batches, hasher) = open_source(&source)?;
-        let dir = store.dataset_dir(dataset);
+        let dir = store.dataset_dir(dataset)?;
         let base = prev.as_ref().map_or(0, |p| p.manifest().total_rows());
         let mut cw = ClusteredWriter::new(&def, &dir, version, opts.row_group_size)?;
         let mut rejects = Vec::new();
@@ -111,6 +111,14 @@ impl Writer<'_> {
                 total: read,
                 rejects_file: rejects_file.unwrap_or_default(),
             });
+        }
+        if opts.mode == LoadMode::Full && read == rejected_rows && !opts.allow_empty {
+            let _ = std::fs::remove_dir_all(&cw.staging_dir);
+            return Err(Error::invalid(format!(
+                "a full load of {read} rows of which none is valid would leave dataset \
+                 '{dataset}' empty; nothing was committed (an empty dataset must be asked for: \
+                 allow_empty, `--allow-empty` on the command line)"
+            )));
         }
         let tag = if opts.mode == LoadMode::Full {
             "full"
@@ -172,7 +180,7 @@ impl Writer<'_> {
         let snap = store.snapshot(dataset)?;
         let def = snap.dataset().clone();
         let version = snap.version() + 1;
-        let mut cw = ClusteredWriter::new(&def, &store.dataset_dir(dataset), version, 32 * 1024)?;
+        let mut cw = ClusteredWriter::new(&def, &store.dataset_dir(dataset)?, version, 32 * 1024)?;
         for b in snap.read(None, None)? {
             cw.push(&b)?;
         }
@@ -217,7 +225,7 @@ impl Writer<'_> {
         removed: RoaringBitmap,
         handover: &mut Handover,
     ) -> Result<Manifest> {
-        let dir = self.store.dataset_dir(&def.name);
+        let dir = self.store.dataset_dir(&def.name)?;
         let idx_dir = dir.join("index").join(format!("v{version}"));
         std::fs::create_dir_all(&idx_dir).at(&idx_dir)?;
         let mut files = Vec::new();

@@ -131,6 +131,10 @@ pub struct LoadOptions<'a> {
     pub mode: LoadMode,
     /// Commit nothing when any row is invalid.
     pub strict: bool,
+    /// Let a full load with no valid row commit, emptying the dataset. Without it such a load
+    /// (an empty, header-only or all-rejected file) commits nothing: wiping a base database is
+    /// never the side effect of a bad delivery.
+    pub allow_empty: bool,
     /// The handover record's people and method.
     pub handover: HandoverInfo,
     /// "Today" for not-in-the-future checks (defaults to the current date).
@@ -146,6 +150,7 @@ impl Default for LoadOptions<'_> {
         LoadOptions {
             mode: LoadMode::Full,
             strict: false,
+            allow_empty: false,
             handover: HandoverInfo::default(),
             today: None,
             row_group_size: 32 * 1024,

@@ -180,15 +180,17 @@ impl Store {
         }
     }
 
-    pub(crate) fn dataset_dir(&self, dataset: &str) -> PathBuf {
-        self.root.join("datasets").join(dataset)
+    /// The directory of `dataset`, for a name the catalog could hold (never outside the store).
+    pub(crate) fn dataset_dir(&self, dataset: &str) -> Result<PathBuf> {
+        crate::catalog::check_dataset_name(dataset)?;
+        Ok(self.root.join("datasets").join(dataset))
     }
 
-    pub(crate) fn manifest_chain(&self, dataset: &str) -> DocChain {
-        DocChain {
-            dir: self.dataset_dir(dataset).join("manifests"),
+    pub(crate) fn manifest_chain(&self, dataset: &str) -> Result<DocChain> {
+        Ok(DocChain {
+            dir: self.dataset_dir(dataset)?.join("manifests"),
             what: "dataset",
-        }
+        })
     }
 
     /// The current catalog version number.
@@ -214,12 +216,12 @@ impl Store {
 
     /// The current data version of `dataset` (0 when never loaded).
     pub fn current_version(&self, dataset: &str) -> Result<u64> {
-        self.manifest_chain(dataset).current()
+        self.manifest_chain(dataset)?.current()
     }
 
     /// Manifests of every version of `dataset` still on disk, oldest first.
     pub fn versions(&self, dataset: &str) -> Result<Vec<Manifest>> {
-        let chain = self.manifest_chain(dataset);
+        let chain = self.manifest_chain(dataset)?;
         chain.list()?.into_iter().map(|v| chain.read(v)).collect()
     }
 
@@ -237,7 +239,7 @@ impl Store {
 
     /// Pin a given version of `dataset`.
     pub fn snapshot_at(&self, dataset: &str, version: u64) -> Result<Snapshot> {
-        let manifest: Manifest = self.manifest_chain(dataset).read(version).map_err(
+        let manifest: Manifest = self.manifest_chain(dataset)?.read(version).map_err(
             |e| match e {
                 Error::NotFound(_) => Error::NotFound(format!(
                     "dataset '{dataset}' has no version {version} (never committed, or vacuumed)"
@@ -245,7 +247,7 @@ impl Store {
                 e => e,
             },
         )?;
-        Ok(Snapshot::new(self.dataset_dir(dataset), manifest))
+        Ok(Snapshot::new(self.dataset_dir(dataset)?, manifest))
     }
 
     /// Take the writer lock, with a trail of its own for the writer's records. A process that

@@ -102,7 +102,7 @@ impl<'s> Writer<'s> {
     /// committed as a new version by `author`, otherwise nothing changes.
     /// Commit a new manifest for its dataset (the data files must already be durable).
     pub(crate) fn commit_manifest(&mut self, manifest: &Manifest) -> Result<()> {
-        let chain = self.store.manifest_chain(&manifest.dataset.name);
+        let chain = self.store.manifest_chain(&manifest.dataset.name)?;
         let current = chain.current()?;
         if manifest.version != current + 1 || manifest.parent.unwrap_or(0) != current {
             return Err(Error::Corrupt(format!(
@@ -129,7 +129,10 @@ impl<'s> Writer<'s> {
     /// kept version references. Readers pinned to a removed version lose it: vacuum is explicit.
     pub fn vacuum(&mut self, dataset: &str, keep: usize) -> Result<VacuumReport> {
         let keep = keep.max(1);
-        let chain = self.store.manifest_chain(dataset);
+        // Only datasets of the catalog: the name becomes a directory that files are deleted in.
+        crate::catalog::check_dataset_name(dataset)?;
+        self.store.catalog()?.dataset(dataset)?;
+        let chain = self.store.manifest_chain(dataset)?;
         let versions = chain.list()?;
         let split = versions.len().saturating_sub(keep);
         let (old, kept) = versions.split_at(split);
@@ -151,7 +154,7 @@ impl<'s> Writer<'s> {
             std::fs::remove_file(&p).at(&p)?;
             report.versions_removed.push(*v);
         }
-        let dir = self.store.dataset_dir(dataset);
+        let dir = self.store.dataset_dir(dataset)?;
         for sub in ["data", "deletes", "index"] {
             report.files_removed += remove_unreferenced(&dir, &dir.join(sub), &referenced)?;
         }
