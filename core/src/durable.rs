@@ -19,7 +19,7 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
     {
-        let mut f = File::create(&tmp).at(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
         f.sync_all().at(&tmp)?;
     }
@@ -57,4 +57,32 @@ pub(crate) fn write_bitmap(path: &Path, bm: &RoaringBitmap) -> Result<Vec<u8>> {
     bm.serialize_into(&mut bytes).at(path)?;
     write_durable(path, &bytes)?;
     Ok(bytes)
+}
+
+/// Options for a file only its owner may read and write (mode 0600 where the OS has modes):
+/// data, indexes, manifests, keys and the trail are nobody else's business on a shared host.
+pub(crate) fn private_file() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
+}
+
+/// Create (or truncate) a private file for writing.
+pub(crate) fn create_private(path: &Path) -> Result<File> {
+    private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at(path)
+}
+
+/// Create a directory and its missing parents, each only its owner may enter (mode 0700).
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(path).at(path)
 }

@@ -360,3 +360,48 @@ fn streamed_results_equal_collected_results_and_read_as_arrow() {
         Err(Error::AccessDenied(_))
     ));
 }
+
+/// Against other users of the host the store's files are the boundary: every directory of a
+/// store is 0700 and every file 0600 (data, indexes, manifests, catalog, policy, keys, the
+/// trail, subject bitmaps), and a pseudonym secret others can read is refused at open.
+#[cfg(unix)]
+#[test]
+fn store_files_are_private_and_a_shared_secret_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("store");
+    let store = small_store(&root);
+    let r = request("A", "person", &[("sex_code", Treatment::Clear)]);
+    approve(&store, r, "psb");
+    let engine = Engine::open(&root).expect("engine");
+    engine
+        .session("a", "P")
+        .and_then(|s| s.sql("SELECT count(*) FROM person"))
+        .expect("query");
+    fn walk(p: &std::path::Path, seen: &mut usize) {
+        let mode = std::fs::metadata(p).expect("meta").permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is mode {:o}",
+            p.display(),
+            mode & 0o777
+        );
+        *seen += 1;
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).expect("dir") {
+                walk(&e.expect("entry").path(), seen);
+            }
+        }
+    }
+    let mut seen = 0;
+    walk(&root, &mut seen);
+    assert!(seen > 20, "walked {seen} entries");
+    drop(engine);
+    let secret = root.join("keys").join("pseudonym.secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    match Engine::open(&root) {
+        Err(Error::Corrupt(m)) => assert!(m.contains("can be read by other users"), "{m}"),
+        other => panic!("a shared secret was accepted: {other:?}"),
+    }
+}

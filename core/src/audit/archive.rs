@@ -2,7 +2,6 @@
 //! and the only delete — a purge of archived segments older than the retention — is backed by
 //! a record and an anchor.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +101,7 @@ pub(super) fn write_archive(lines: &[u8], dest: &Path) -> Result<()> {
             Arc::new(StringArray::from(record)),
         ],
     )?;
-    let file = File::create(dest).at(dest)?;
+    let file = crate::durable::create_private(dest)?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .build();
@@ -207,7 +206,7 @@ impl AuditLog {
             message: e.to_string(),
         })?;
         {
-            let mut f = File::create(&tmp).at(&tmp)?;
+            let mut f = crate::durable::create_private(&tmp)?;
             f.write_all(text.as_bytes()).at(&tmp)?;
             f.sync_all().at(&tmp)?;
         }

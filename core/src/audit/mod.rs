@@ -28,7 +28,7 @@ mod segment;
 mod tests;
 mod verify;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -127,7 +127,7 @@ impl AuditLog {
     /// [`AuditLog::open`] with segments of `segment_records` records.
     pub fn open_with(dir: impl AsRef<Path>, segment_records: u64) -> Result<AuditLog> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        crate::durable::create_private_dir(&dir)?;
         let log = AuditLog {
             dir: dir.clone(),
             segment_records: segment_records.max(1),
@@ -158,8 +158,10 @@ impl AuditLog {
                 Utc::now().format("%Y%m%dT%H%M%S%.f")
             ));
             let data = std::fs::read(&head.segment).at(&head.segment)?;
-            std::fs::write(&q, &data[at as usize..]).at(&q)?;
-            let f = OpenOptions::new()
+            crate::durable::create_private(&q)?
+                .write_all(&data[at as usize..])
+                .at(&q)?;
+            let f = crate::durable::private_file()
                 .write(true)
                 .open(&head.segment)
                 .at(&head.segment)?;
@@ -196,7 +198,7 @@ impl AuditLog {
 
     fn os_lock(&self) -> Result<File> {
         let p = self.dir.join("LOCK");
-        let f = OpenOptions::new()
+        let f = crate::durable::private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -340,7 +342,7 @@ impl AuditLog {
             if bytes.is_empty() {
                 continue;
             }
-            let mut f = OpenOptions::new()
+            let mut f = crate::durable::private_file()
                 .create(true)
                 .append(true)
                 .open(&path)

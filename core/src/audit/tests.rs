@@ -3,6 +3,7 @@
 use super::archive::write_archive;
 use super::segment::archive_name;
 use super::*;
+use std::fs::OpenOptions;
 use std::sync::Arc;
 
 fn filled(n: usize) -> (tempfile::TempDir, AuditLog) {

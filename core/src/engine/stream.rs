@@ -44,10 +44,7 @@ impl QueryStream {
         let digest = a.digest.into_inner()?.finalize().to_hex().to_string();
         let store = self.engine.store();
         let dir = store.root().join("audit").join("subjects");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            path: dir.clone(),
-            source: e,
-        })?;
+        crate::durable::create_private_dir(&dir)?;
         let mut subjects = serde_json::Map::new();
         for (name, t) in &a.tables {
             let read = t.emitted()?;

@@ -49,10 +49,10 @@ impl<'d> ClusteredWriter<'d> {
     ) -> Result<Self> {
         let staging_dir = dataset_dir.join(format!("staging-v{version}"));
         let _ = std::fs::remove_dir_all(&staging_dir); // leftovers of a crashed attempt
-        std::fs::create_dir_all(&staging_dir).at(&staging_dir)?;
+        crate::durable::create_private_dir(&staging_dir)?;
         for sub in ["data", "deletes", "index"] {
             let d = dataset_dir.join(sub);
-            std::fs::create_dir_all(&d).at(&d)?;
+            crate::durable::create_private_dir(&d)?;
         }
         Ok(ClusteredWriter {
             def,
@@ -102,7 +102,7 @@ impl<'d> ClusteredWriter<'d> {
                 Some(w) => w,
                 None => {
                     let p = self.staging_dir.join(format!("{bucket}.arrow"));
-                    let f = BufWriter::new(File::create(&p).at(&p)?);
+                    let f = BufWriter::new(crate::durable::create_private(&p)?);
                     self.buckets
                         .entry(bucket)
                         .or_insert(FileWriter::try_new(f, &batch.schema())?)
@@ -174,7 +174,7 @@ impl<'d> ClusteredWriter<'d> {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(self.row_group_size))
             .build();
-        let f = File::create(path).at(path)?;
+        let f = crate::durable::create_private(path)?;
         let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))?;
         let mut groups = Vec::new();
         let mut off = 0;
@@ -250,9 +250,9 @@ impl<'d> ClusteredWriter<'d> {
 pub(super) fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
     use std::io::Write;
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).at(d)?;
+        crate::durable::create_private_dir(d)?;
     }
-    let mut w = BufWriter::new(File::create(path).at(path)?);
+    let mut w = BufWriter::new(crate::durable::create_private(path)?);
     writeln!(w, "row,field,reason").at(path)?;
     for r in rejects {
         writeln!(

@@ -8,7 +8,7 @@ use roaring::RoaringBitmap;
 
 use crate::catalog::{DatasetDef, IndexKind};
 use crate::durable::{failpoint, read_bitmap, write_bitmap};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::index::KeyIndex;
 use crate::store::{Handover, Manifest, Operation, Writer};
 use crate::validate::{Reject, Validator};
@@ -227,7 +227,7 @@ impl Writer<'_> {
     ) -> Result<Manifest> {
         let dir = self.store.dataset_dir(&def.name)?;
         let idx_dir = dir.join("index").join(format!("v{version}"));
-        std::fs::create_dir_all(&idx_dir).at(&idx_dir)?;
+        crate::durable::create_private_dir(&idx_dir)?;
         let mut files = Vec::new();
         let mut keys = written.keys;
         let mut bitmaps = written.bitmaps;

@@ -83,7 +83,7 @@ impl DocChain {
 
     /// Commit `doc` as version `v`: document first, then the pointer swap.
     pub(crate) fn commit<T: Serialize>(&self, v: u64, doc: &T) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).at(&self.dir)?;
+        crate::durable::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Serde {
             what: self.what.into(),
             message: e.to_string(),

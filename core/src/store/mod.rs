@@ -48,6 +48,25 @@ pub use writer::{VacuumReport, Writer};
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "govshare-store.json";
 
+/// A secret others can read is no secret: refuse it rather than derive pseudonym keys from it
+/// (the owner makes it private again with `chmod 600`, after asking who read it).
+fn refuse_shared_secret(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).at(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Corrupt(format!(
+                "{} can be read by other users (mode {:o}); make it private (chmod 600) — \
+                 govshare will not use a secret others may have copied",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A govshare store directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -68,7 +87,7 @@ impl Store {
         if root.join(MARKER).exists() {
             return Store::open(&root);
         }
-        std::fs::create_dir_all(&root).at(&root)?;
+        crate::durable::create_private_dir(&root)?;
         let store = Store { root };
         let mut w = store.writer()?;
         let marker = Marker {
@@ -152,15 +171,16 @@ impl Store {
         let dir = self.root.join("keys");
         let path = dir.join("pseudonym.secret");
         if let Ok(b) = std::fs::read(&path) {
+            refuse_shared_secret(&path)?;
             return b
                 .try_into()
                 .map_err(|_| Error::Corrupt(format!("{} is not 32 bytes", path.display())));
         }
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        crate::durable::create_private_dir(&dir)?;
         let mut secret = [0u8; 32];
         rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut secret)
             .map_err(|e| Error::internal(format!("no OS randomness: {e}")))?;
-        match std::fs::OpenOptions::new()
+        match crate::durable::private_file()
             .write(true)
             .create_new(true)
             .open(&path)
@@ -262,7 +282,7 @@ impl Store {
     /// opened by whoever owns it).
     pub fn writer_with(&self, audit: Arc<AuditLog>) -> Result<Writer<'_>> {
         let path = self.root.join("LOCK");
-        let file = std::fs::OpenOptions::new()
+        let file = crate::durable::private_file()
             .create(true)
             .truncate(false)
             .write(true)
