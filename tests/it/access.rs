@@ -405,3 +405,51 @@ fn store_files_are_private_and_a_shared_secret_is_refused() {
         other => panic!("a shared secret was accepted: {other:?}"),
     }
 }
+
+/// The current catalog decides at every query: an item reclassified as not shared after a
+/// grant covered it drops out of that grant at the next query of an open session.
+#[test]
+fn an_item_reclassified_as_not_shared_drops_out_of_earlier_grants() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let r = request(
+        "A",
+        "person",
+        &[
+            ("sex_code", Treatment::Clear),
+            ("ethnicity_code", Treatment::Clear),
+        ],
+    );
+    approve(&store, r, "psb");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("session");
+    s.sql("SELECT ethnicity_code FROM person LIMIT 1")
+        .expect("granted and shared");
+    let mut person = store.catalog().expect("catalog").datasets["person"].clone();
+    for f in &mut person.fields {
+        if f.name == "ethnicity_code" {
+            f.share = govshare_core::catalog::ShareType::NotShared;
+        }
+    }
+    store
+        .writer()
+        .expect("w")
+        .apply_catalog(
+            govshare_core::catalog::CatalogFile {
+                datasets: vec![person],
+                code_tables: Default::default(),
+            },
+            "coordinator",
+            "ethnicity becomes not shared",
+        )
+        .expect("reclassify");
+    match s.sql("SELECT ethnicity_code FROM person LIMIT 1") {
+        Err(Error::AccessDenied(m)) => assert!(m.contains("ethnicity_code"), "{m}"),
+        other => panic!("a not-shared item stayed readable: {other:?}"),
+    }
+    // The rest of the grant still works.
+    let r = s
+        .sql("SELECT count(*) FROM person WHERE sex_code = '1'")
+        .expect("sex_code");
+    assert_eq!(r.num_rows(), 1);
+}

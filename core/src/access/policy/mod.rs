@@ -298,10 +298,13 @@ impl Policy {
             let Ok(def) = catalog.dataset(&r.dataset) else {
                 continue;
             };
-            // Catalog order; fields no longer in the catalog are dropped (fail closed).
+            // Catalog order; fields no longer in the catalog, or reclassified as not shared
+            // since the grant was made, are dropped (the current catalog decides, at every
+            // query; fail closed).
             let fields = def
                 .fields
                 .iter()
+                .filter(|f| f.share != ShareType::NotShared)
                 .filter_map(|f| {
                     r.fields
                         .iter()
