@@ -10,7 +10,6 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use govshare_core::Store;
 use govshare_core::ingest::{Encoding, LoadOptions, Source, write_csv};
 use govshare_core::synth::Synth;
 
@@ -35,9 +34,9 @@ fn ingest(c: &mut Criterion) {
         b.iter_batched(
             || (tempfile::tempdir().expect("tmp"), batches.clone()),
             |(dir, batches)| {
-                let store = Store::init(dir.path()).expect("init");
+                let store = govshare_testkit::init_store(&dir.path());
                 let r = store
-                    .writer()
+                    .writer(govshare_testkit::OPS)
                     .expect("w")
                     .load("person", Source::Batches(batches), &LoadOptions::default())
                     .expect("load");
@@ -51,9 +50,9 @@ fn ingest(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir().expect("tmp"),
             |dir| {
-                let store = Store::init(dir.path()).expect("init");
+                let store = govshare_testkit::init_store(&dir.path());
                 let r = store
-                    .writer()
+                    .writer(govshare_testkit::OPS)
                     .expect("w")
                     .load("person", Source::from_path(&csv), &LoadOptions::default())
                     .expect("load");

@@ -10,7 +10,6 @@ use std::hint::black_box;
 
 use arrow::array::AsArray;
 use criterion::{Criterion, criterion_group, criterion_main};
-use govshare_core::Store;
 use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::synth::Synth;
 
@@ -24,9 +23,9 @@ fn rows() -> usize {
 fn lookup(c: &mut Criterion) {
     let n = rows();
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Store::init(dir.path()).expect("init");
+    let store = govshare_testkit::init_store(&dir.path());
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",

@@ -42,30 +42,25 @@ fn setup(dir: &std::path::Path, n: usize) -> (Engine, String) {
         .filter(|f| f.share != ShareType::NotShared)
         .map(|f| f.name.as_str())
         .collect();
-    store
-        .writer()
-        .expect("w")
-        .update_policy("bench", "bench principals", |p, c| {
-            testkit::add_principals(
-                p,
-                "430000",
-                &[("PSB", "省公安厅"), ("D", "bench dept")],
-                &[
-                    ("appr", "PSB", Role::ProviderApprover),
-                    ("u", "D", Role::Consumer),
-                ],
-            )?;
-            for (purpose, scope) in [
-                ("ALL", RowScope::default()),
-                ("CTY", testkit::regions(&[&county])),
-            ] {
-                let r =
-                    testkit::request("D", "person", purpose, testkit::fields(&shared, &[]), scope);
-                p.decide_request(c, r, "appr", true, "", Utc::now())?;
-            }
-            Ok(())
-        })
-        .expect("policy");
+    testkit::principals(
+        &store,
+        "430000",
+        &[("PSB", "省公安厅"), ("D", "bench dept")],
+        &[
+            ("appr", "PSB", Role::ProviderApprover),
+            ("u", "D", Role::Consumer),
+        ],
+    );
+    let requests = [
+        ("ALL", RowScope::default()),
+        ("CTY", testkit::regions(&[&county])),
+    ]
+    .into_iter()
+    .map(|(purpose, scope)| {
+        testkit::request("D", "person", purpose, testkit::fields(&shared, &[]), scope)
+    })
+    .collect();
+    testkit::approve(&store, "appr", requests);
     (Engine::open(dir).expect("engine"), county)
 }
 

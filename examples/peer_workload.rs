@@ -19,7 +19,7 @@ use chrono::Utc;
 use govshare_core::access::policy::{Role, RowScope};
 use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
 use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::{Engine, Store};
+use govshare_core::Engine;
 use govshare_testkit as testkit;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,10 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(5);
     let county = std::env::var("SCOPE_COUNTY").unwrap_or_else(|_| "451425".into());
     let root = data.join("govshare-store");
-    let store = Store::init(&root)?;
+    let store = testkit::init_store(&root);
     if store.current_version("person")? == 0 {
         let t = Instant::now();
-        let r = store.writer()?.load(
+        let r = store.writer(govshare_testkit::OPS)?.load(
             "person",
             Source::Parquet(data.join("person.parquet")),
             &LoadOptions::default(),
@@ -60,14 +60,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             datasets: vec![person.clone()],
             code_tables: Default::default(),
         };
-        store.writer()?.apply_catalog(
-            file,
-            "coordinator",
-            "reclassify marital_status_code for the benchmark",
-        )?;
         store
-            .writer()?
-            .update_policy("bench", "peer principals", |p, c| {
+            .writer(testkit::COORD)?
+            .apply_catalog(file, "reclassify marital_status_code for the benchmark")?;
+        store
+            .writer(testkit::ROOT)?
+            .update_policy("peer principals", |p, _| {
                 testkit::add_principals(
                     p,
                     "450000",
@@ -76,7 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         ("appr", "PSB", Role::ProviderApprover),
                         ("u", "D", Role::Consumer),
                     ],
-                )?;
+                )
+            })?;
+        store
+            .writer("appr")?
+            .update_policy("peer grants", |p, c| {
                 let fields = testkit::fields(
                     &[
                         "sex_code",
@@ -86,7 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "marital_status_code",
                     ],
                     &[
-                        ("citizen_id", MaskKind::CitizenId),
+                        // Not the citizen ID mask: with birth_date in clear it would give
+                        // the ID back (the linkage rule refuses that grant).
+                        ("citizen_id", MaskKind::Pseudonym),
                         ("name", MaskKind::Name),
                         ("mobile_phone", MaskKind::Phone),
                     ],

@@ -176,23 +176,24 @@ pub unsafe extern "C" fn gs_engine_revoke_grant(
     })
 }
 
-/// The policy document (departments, users, grants, approvals) as JSON in `*out_json`
-/// (free with [`gs_string_free`]).
+/// The policy document (departments, users, grants, approvals) as user `by` may see it, as
+/// JSON in `*out_json` (free with [`gs_string_free`]); the listing is recorded.
 ///
 /// # Safety
-/// `out_json` is NULL or writable.
+/// `by` is NULL or NUL-terminated; `out_json` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gs_engine_policy(
     engine: *mut gs_engine,
+    by: *const c_char,
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_engine(engine, |h| {
         // SAFETY: per contract.
-        unsafe { json_out(out_json, || to_json(&h.engine.policy()?)) }
+        unsafe { json_out(out_json, || to_json(&h.engine.policy(arg(by, "by")?)?)) }
     })
 }
 
-/// Load a CSV (encoding detected) or Parquet file (by extension) into `dataset`: a full
+/// Load, as operator `by`, a CSV (encoding detected) or Parquet file (by extension) into `dataset`: a full
 /// replacement, or with `incremental` an upsert/delete by key (`_op` column); with `strict`
 /// nothing is committed when any row is invalid (`GS_REJECTED`). `handover_json` (may be
 /// NULL) is `{"provider_dept", "handover_person", "receiver", "method"}`. The load summary
@@ -203,6 +204,7 @@ pub unsafe extern "C" fn gs_engine_policy(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gs_engine_load(
     engine: *mut gs_engine,
+    by: *const c_char,
     dataset: *const c_char,
     path: *const c_char,
     incremental: bool,
@@ -214,7 +216,8 @@ pub unsafe extern "C" fn gs_engine_load(
         // SAFETY: per contract (string arguments and `out_json`).
         unsafe {
             json_out(out_json, || {
-                let (dataset, path, handover) = (
+                let (by, dataset, path, handover) = (
+                    arg(by, "by")?,
                     arg(dataset, "dataset")?,
                     arg(path, "path")?,
                     opt_arg(handover_json, "handover_json")?,
@@ -224,6 +227,7 @@ pub unsafe extern "C" fn gs_engine_load(
                     None => HandoverInfo::default(),
                 };
                 let summary = h.engine.load_file(
+                    by,
                     dataset,
                     std::path::Path::new(path),
                     incremental,
@@ -236,17 +240,18 @@ pub unsafe extern "C" fn gs_engine_load(
     })
 }
 
-/// Verify the audit trail's hash chain, against a kept checkpoint (`{"seq", "hash"}` JSON,
+/// Verify the audit trail's hash chain as auditor `by` (recorded), against a kept checkpoint (`{"seq", "hash"}` JSON,
 /// may be NULL). The verdict is written as JSON to `*out_json` either way
 /// (`{"verdict": "intact", "records", "head"}` or `{"verdict": "broken", "segment", "line",
 /// "seq", "problem"}`); the status is `GS_OK` for an intact chain and `GS_INTEGRITY` for a
 /// broken one.
 ///
 /// # Safety
-/// `checkpoint_json` is NULL or NUL-terminated; `out_json` is NULL or writable.
+/// `by` and `checkpoint_json` are NULL or NUL-terminated; `out_json` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gs_engine_audit_verify(
     engine: *mut gs_engine,
+    by: *const c_char,
     checkpoint_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> gs_status {
@@ -258,7 +263,9 @@ pub unsafe extern "C" fn gs_engine_audit_verify(
         let cp = unsafe { opt_arg(checkpoint_json, "checkpoint_json") }?
             .map(|j| json_arg::<Checkpoint>(j, "checkpoint_json"))
             .transpose()?;
-        let verdict = h.engine.verify_audit(cp.as_ref())?;
+        // SAFETY: per contract.
+        let by = unsafe { arg(by, "by") }?;
+        let verdict = h.engine.verify_audit(by, cp.as_ref())?;
         // SAFETY: checked.
         unsafe { put_string(out_json, to_json(&verdict)?) };
         match verdict {
@@ -272,30 +279,37 @@ pub unsafe extern "C" fn gs_engine_audit_verify(
 }
 
 /// The audit chain's head as checkpoint JSON `{"seq", "hash"}` in `*out_json`, for an
-/// external party to keep.
+/// external party to keep; taken by auditor `by` (recorded).
 ///
 /// # Safety
-/// `out_json` is NULL or writable.
+/// `by` is NULL or NUL-terminated; `out_json` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gs_engine_audit_checkpoint(
     engine: *mut gs_engine,
+    by: *const c_char,
     out_json: *mut *mut c_char,
 ) -> gs_status {
     with_engine(engine, |h| {
         // SAFETY: per contract.
-        unsafe { json_out(out_json, || to_json(&h.engine.audit().checkpoint()?)) }
+        unsafe {
+            json_out(out_json, || {
+                to_json(&h.engine.audit_checkpoint(arg(by, "by")?)?)
+            })
+        }
     })
 }
 
-/// Every recorded query that read the person or legal entity `key` (citizen ID or USCC), as a
-/// JSON array of `{"query_seq", "time", "user", "department", "purpose", "dataset",
-/// "version", "sql"}` in `*out_json`.
+/// Every recorded query (and administrative lookup) that read the person or legal entity
+/// `key` (citizen ID or USCC), asked by auditor `by` (recorded), as a JSON array of
+/// `{"query_seq", "time", "user", "department", "purpose", "dataset", "version", "sql"}` in
+/// `*out_json`.
 ///
 /// # Safety
-/// `key` is NULL or NUL-terminated; `out_json` is NULL or writable.
+/// `by` and `key` are NULL or NUL-terminated; `out_json` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gs_engine_who_accessed(
     engine: *mut gs_engine,
+    by: *const c_char,
     key: *const c_char,
     out_json: *mut *mut c_char,
 ) -> gs_status {
@@ -303,7 +317,7 @@ pub unsafe extern "C" fn gs_engine_who_accessed(
         // SAFETY: per contract (`key` and `out_json`).
         unsafe {
             json_out(out_json, || {
-                to_json(&h.engine.who_accessed(arg(key, "key")?)?)
+                to_json(&h.engine.who_accessed(arg(by, "by")?, arg(key, "key")?)?)
             })
         }
     })

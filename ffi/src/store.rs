@@ -48,17 +48,24 @@ pub unsafe extern "C" fn gs_string_free(s: *mut c_char) {
     }
 }
 
-/// Create an empty store at `path` (directories are created; a store already there is left
-/// as it is). Open it with [`gs_engine_open`].
+/// Create an empty store at `path` (directories are created) with its first platform
+/// administrator, `founder_json` = `{"user", "name", "department", "department_name",
+/// "region"}`; every later act is done by a user that administrator (or another) adds. On a
+/// store already there this succeeds only when the founder is one of its active platform
+/// administrators. Open it with [`gs_engine_open`].
 ///
 /// # Safety
-/// `path` is NULL or a NUL-terminated string.
+/// `path` and `founder_json` are NULL or NUL-terminated strings.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn gs_store_init(path: *const c_char) -> gs_status {
+pub unsafe extern "C" fn gs_store_init(
+    path: *const c_char,
+    founder_json: *const c_char,
+) -> gs_status {
     run(None, || {
         // SAFETY: per contract.
-        let path = unsafe { arg(path, "path") }?;
-        govshare_core::Store::init(path)?;
+        let (path, founder) = unsafe { (arg(path, "path")?, arg(founder_json, "founder_json")?) };
+        let founder: govshare_core::access::policy::Founder = json_arg(founder, "founder_json")?;
+        govshare_core::Store::init(path, &founder)?;
         Ok(())
     })
 }

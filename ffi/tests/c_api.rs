@@ -61,9 +61,9 @@ fn fixture(dir: &Path) -> PathBuf {
     let county = testkit::largest_county(&store);
     let engine = Engine::open(&root).expect("engine");
     engine
-        .writer()
+        .writer(testkit::ROOT)
         .expect("writer")
-        .update_policy("root", "C test principals", |p, _| {
+        .update_policy("C test principals", |p, _| {
             testkit::add_principals(
                 p,
                 "430000",

@@ -79,9 +79,27 @@ def _str(value: object, name: str) -> str:
     return value
 
 
-def init_store(path: _Path) -> None:
-    """Create an empty store at ``path`` (a store already there is left as it is)."""
-    _internal.init_store(_os.fspath(path))
+def init_store(
+    path: _Path,
+    *,
+    admin: str,
+    admin_name: str,
+    region: str,
+    department: str = "PLAT",
+    department_name: str = "数据共享平台",
+) -> None:
+    """Create a store at ``path`` with its first platform administrator ``admin`` (like
+    ``initdb``'s superuser); every later act is done by a user that administrator, or another,
+    adds. On a store already there this succeeds only for one of its platform administrators.
+    """
+    founder = {
+        "user": _str(admin, "admin"),
+        "name": _str(admin_name, "admin_name"),
+        "department": _str(department, "department"),
+        "department_name": _str(department_name, "department_name"),
+        "region": _str(region, "region"),
+    }
+    _internal.init_store(_os.fspath(path), _json.dumps(founder))
 
 
 def write_synthetic(
@@ -259,9 +277,11 @@ class Session:
 class Engine:
     """An open store: sessions, administration, and the audit trail. Thread-safe.
 
-    Administrative calls take ``by``, the acting real-name user, which is recorded; who may do
-    what follows the platform's rules (a platform admin grants unconditional fields on
-    request; the providing department's approver approves or rejects conditional ones).
+    Administrative calls and reads take ``by``, the acting real-name user, which is recorded;
+    who may do what follows the platform's roles and separation of duties (platform admins
+    manage departments, users and grants on request; the providing department's approver
+    decides conditional requests, never for their own department; operators load; auditors
+    read the trail).
     """
 
     def __init__(self, path: _Path) -> None:
@@ -285,7 +305,7 @@ class Engine:
         self, user_id: str, name: str, department: str, roles: Sequence[str], *, by: str
     ) -> None:
         """Add (or replace) a real-name user. Roles: ``consumer``, ``provider_approver``,
-        ``platform_admin``, ``auditor``, ``coordinator``."""
+        ``platform_admin``, ``auditor``, ``coordinator``, ``operator``."""
         if isinstance(roles, str):
             raise TypeError("roles must be a sequence of role names, not a str")
         u = {
@@ -320,15 +340,17 @@ class Engine:
         """Revoke a grant; sessions relying on it are refused from their next query on."""
         self._raw.revoke_grant(_str(by, "by"), grant_id, _str(reason, "reason"))
 
-    def policy(self) -> dict[str, Any]:
-        """Departments, users, grants and approvals as a dict."""
-        return _json.loads(self._raw.policy_json())
+    def policy(self, *, by: str) -> dict[str, Any]:
+        """Departments, users, grants and approvals as ``by`` may see them, as a dict
+        (recorded)."""
+        return _json.loads(self._raw.policy_json(_str(by, "by")))
 
     def load(
         self,
         dataset: str,
         path: _Path,
         *,
+        by: str,
         incremental: bool = False,
         strict: bool = False,
         handover: dict[str, str] | None = None,
@@ -337,18 +359,26 @@ class Engine:
         live rows, handover record with counts, rejects file)."""
         h = None if handover is None else _json.dumps(handover)
         summary = self._raw.load(
-            _str(dataset, "dataset"), _os.fspath(path), bool(incremental), bool(strict), h
+            _str(by, "by"),
+            _str(dataset, "dataset"),
+            _os.fspath(path),
+            bool(incremental),
+            bool(strict),
+            h,
         )
         return _json.loads(summary)
 
-    def verify_audit(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Walk the audit trail's hash chain (against a kept checkpoint, when given).
+    def verify_audit(
+        self, checkpoint: dict[str, Any] | None = None, *, by: str
+    ) -> dict[str, Any]:
+        """Walk the audit trail's hash chain as auditor ``by`` (against a kept checkpoint,
+        when given).
 
         Returns ``{"verdict": "intact", "records": n, "head": {...}}``; a broken chain raises
         :class:`IntegrityError` naming the first bad record.
         """
         cp = None if checkpoint is None else _json.dumps(checkpoint)
-        verdict = _json.loads(self._raw.audit_verify(cp))
+        verdict = _json.loads(self._raw.audit_verify(_str(by, "by"), cp))
         if verdict["verdict"] != "intact":
             raise IntegrityError(
                 f"audit trail broken at record {verdict['seq']} "
@@ -356,14 +386,16 @@ class Engine:
             )
         return verdict
 
-    def checkpoint(self) -> dict[str, Any]:
-        """The chain head ``{"seq", "hash"}`` for an external party to keep."""
-        return _json.loads(self._raw.audit_checkpoint())
+    def checkpoint(self, *, by: str) -> dict[str, Any]:
+        """The chain head ``{"seq", "hash"}`` for an external party to keep, taken by auditor
+        ``by``."""
+        return _json.loads(self._raw.audit_checkpoint(_str(by, "by")))
 
-    def who_accessed(self, key: str) -> list[dict[str, Any]]:
-        """Every recorded query that read this citizen ID or USCC: user, department, purpose,
-        time, dataset version and SQL."""
-        return _json.loads(self._raw.who_accessed(_str(key, "key")))
+    def who_accessed(self, key: str, *, by: str) -> list[dict[str, Any]]:
+        """Every recorded query (and administrative lookup) that read this citizen ID or USCC:
+        user, department, purpose, time, dataset version and SQL. Asked by auditor ``by``;
+        their own acts are left to another auditor."""
+        return _json.loads(self._raw.who_accessed(_str(by, "by"), _str(key, "key")))
 
     def audit_sql(self, user: str, query: str) -> Result:
         """Query the audit trail (table ``audit_log``) as ``user``: auditors see every record,

@@ -136,10 +136,13 @@ fn status(active: bool) -> PrincipalStatus {
     }
 }
 
-/// Create an empty store at `path` (a store already there is left as it is).
+/// Create an empty store at `path` with its first platform administrator (`founder_json`:
+/// user, name, department, department_name, region); on a store already there, succeed only
+/// for one of its active platform administrators.
 #[pyfunction]
-fn init_store(py: Python<'_>, path: PathBuf) -> PyResult<()> {
-    py.detach(|| govshare_core::Store::init(&path).map(|_| ()))
+fn init_store(py: Python<'_>, path: PathBuf, founder_json: &str) -> PyResult<()> {
+    let founder: govshare_core::access::policy::Founder = json(founder_json, "founder")?;
+    py.detach(|| govshare_core::Store::init(&path, &founder).map(|_| ()))
         .map_err(to_py)
 }
 
@@ -244,15 +247,17 @@ impl RawEngine {
             .map_err(to_py)
     }
 
-    fn policy_json(&self, py: Python<'_>) -> PyResult<String> {
-        let p = py.detach(|| self.engine.policy()).map_err(to_py)?;
+    fn policy_json(&self, py: Python<'_>, by: &str) -> PyResult<String> {
+        let p = py.detach(|| self.engine.policy(by)).map_err(to_py)?;
         to_json(&p)
     }
 
-    #[pyo3(signature = (dataset, path, incremental, strict, handover_json=None))]
+    #[pyo3(signature = (by, dataset, path, incremental, strict, handover_json=None))]
+    #[allow(clippy::too_many_arguments)]
     fn load(
         &self,
         py: Python<'_>,
+        by: &str,
         dataset: &str,
         path: PathBuf,
         incremental: bool,
@@ -266,30 +271,37 @@ impl RawEngine {
         let summary = py
             .detach(|| {
                 self.engine
-                    .load_file(dataset, &path, incremental, strict, handover)
+                    .load_file(by, dataset, &path, incremental, strict, handover)
             })
             .map_err(to_py)?;
         to_json(&summary)
     }
 
-    #[pyo3(signature = (checkpoint_json=None))]
-    fn audit_verify(&self, py: Python<'_>, checkpoint_json: Option<&str>) -> PyResult<String> {
+    #[pyo3(signature = (by, checkpoint_json=None))]
+    fn audit_verify(
+        &self,
+        py: Python<'_>,
+        by: &str,
+        checkpoint_json: Option<&str>,
+    ) -> PyResult<String> {
         let cp: Option<Checkpoint> = checkpoint_json.map(|j| json(j, "checkpoint")).transpose()?;
         let v = py
-            .detach(|| self.engine.verify_audit(cp.as_ref()))
+            .detach(|| self.engine.verify_audit(by, cp.as_ref()))
             .map_err(to_py)?;
         to_json(&v)
     }
 
-    fn audit_checkpoint(&self, py: Python<'_>) -> PyResult<String> {
+    fn audit_checkpoint(&self, py: Python<'_>, by: &str) -> PyResult<String> {
         let cp = py
-            .detach(|| self.engine.audit().checkpoint())
+            .detach(|| self.engine.audit_checkpoint(by))
             .map_err(to_py)?;
         to_json(&cp)
     }
 
-    fn who_accessed(&self, py: Python<'_>, key: &str) -> PyResult<String> {
-        let hits = py.detach(|| self.engine.who_accessed(key)).map_err(to_py)?;
+    fn who_accessed(&self, py: Python<'_>, by: &str, key: &str) -> PyResult<String> {
+        let hits = py
+            .detach(|| self.engine.who_accessed(by, key))
+            .map_err(to_py)?;
         to_json(&hits)
     }
 

@@ -104,8 +104,25 @@ pub(crate) enum Command {
 /// The data commands: stores, files, loads, the catalog, versions.
 #[derive(Subcommand)]
 pub(crate) enum DataCmd {
-    /// Create a store (with the built-in catalog) at --store.
-    Init,
+    /// Create a store (with the built-in catalog) at --store, naming its first platform
+    /// administrator; every later act is done by a user that administrator, or another, adds.
+    Init {
+        /// The first platform administrator's account id.
+        #[arg(long)]
+        admin: String,
+        /// Their real name.
+        #[arg(long)]
+        admin_name: String,
+        /// The platform's own department code.
+        #[arg(long, default_value = "PLAT")]
+        dept: String,
+        /// Its name.
+        #[arg(long, default_value = "数据共享平台")]
+        dept_name: String,
+        /// Its region of jurisdiction (GB/T 2260 code).
+        #[arg(long)]
+        region: String,
+    },
     /// Write deterministic synthetic person and legal-entity files.
     Generate {
         /// Number of persons.
@@ -157,6 +174,9 @@ pub(crate) enum DataCmd {
         /// Delivery method.
         #[arg(long, default_value = "file")]
         method: String,
+        /// The operator doing the load (recorded; needs the operator role).
+        #[arg(long)]
+        by: String,
     },
     /// Show or change the catalog.
     Catalog {
@@ -179,17 +199,26 @@ pub(crate) enum DataCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Look a row up by key.
+    /// An operator's administrative lookup of one row by key (recorded with its reason).
     Lookup {
         /// Dataset name.
         dataset: String,
         /// Key value (citizen ID, USCC, ...).
         key: String,
+        /// The operator looking (needs the operator role).
+        #[arg(long)]
+        by: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
     },
     /// Rewrite a dataset's live rows into clustered files (new version, same content).
     Compact {
         /// Dataset name.
         dataset: String,
+        /// The operator doing it.
+        #[arg(long)]
+        by: String,
     },
     /// Delete all but the newest versions of a dataset and unreferenced files.
     Vacuum {
@@ -198,6 +227,9 @@ pub(crate) enum DataCmd {
         /// Versions to keep.
         #[arg(long, default_value_t = 1)]
         keep: usize,
+        /// The operator doing it.
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -208,23 +240,36 @@ pub(crate) enum AuditCmd {
         /// A checkpoint file kept from `audit checkpoint` (JSON).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// The auditor checking.
+        #[arg(long)]
+        by: String,
     },
-    /// The last records.
+    /// The last records (an auditor sees all but their own; others their department's).
     Tail {
         /// How many.
         #[arg(short, default_value_t = 10)]
         n: usize,
+        /// Who reads.
+        #[arg(long)]
+        by: String,
     },
     /// Print the chain head as JSON, for an external party to keep.
-    Checkpoint,
+    Checkpoint {
+        /// The auditor taking it.
+        #[arg(long)]
+        by: String,
+    },
     /// Every department, time and purpose whose query read this citizen ID or USCC.
     WhoAccessed {
         /// The subject's key.
         key: String,
+        /// The auditor asking.
+        #[arg(long)]
+        by: String,
     },
     /// Move closed segments into Parquet archives (they stay on the chain and verifiable).
     Archive {
-        /// Who does it (recorded).
+        /// The operator doing it (recorded).
         #[arg(long)]
         by: String,
     },
@@ -233,7 +278,7 @@ pub(crate) enum AuditCmd {
         /// Retention in years; at least 3 (the regulations' minimum).
         #[arg(long, default_value_t = govshare_core::audit::Retention::MIN_YEARS)]
         retention_years: u32,
-        /// Who does it (recorded).
+        /// The operator doing it (recorded).
         #[arg(long)]
         by: String,
     },
@@ -271,7 +316,11 @@ pub(crate) enum DeptCmd {
         by: String,
     },
     /// List departments.
-    List,
+    List {
+        /// Who reads.
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,7 +334,7 @@ pub(crate) enum UserCmd {
         /// Department code.
         #[arg(long)]
         dept: String,
-        /// Roles: consumer, provider-approver, platform-admin, auditor, coordinator.
+        /// Roles: consumer, provider-approver, platform-admin, auditor, coordinator, operator.
         #[arg(long, value_delimiter = ',', default_value = "consumer")]
         roles: Vec<String>,
         /// Who makes the change.
@@ -300,8 +349,12 @@ pub(crate) enum UserCmd {
         #[arg(long)]
         by: String,
     },
-    /// List users.
-    List,
+    /// List users (a department's own, unless the reader oversees the platform).
+    List {
+        /// Who reads.
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -364,8 +417,12 @@ pub(crate) enum GrantCmd {
         #[arg(long)]
         reason: String,
     },
-    /// List grants.
-    List,
+    /// List grants and decisions as the reader may see them.
+    List {
+        /// Who reads.
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -386,9 +443,9 @@ pub(crate) enum CatalogCmd {
     Apply {
         /// Catalog file.
         file: PathBuf,
-        /// Who makes the change.
-        #[arg(long)]
-        author: String,
+        /// Who makes the change (a platform administrator; a coordinator to reclassify).
+        #[arg(long, alias = "author")]
+        by: String,
         /// Why.
         #[arg(long, default_value = "")]
         note: String,

@@ -2,18 +2,17 @@
 
 use std::path::Path;
 
-use govshare_core::{Error, Store};
+use govshare_core::Error;
 
 use super::args::*;
 
 pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
-    use govshare_core::audit::{Checkpoint, Verdict, verify};
-    let s = Store::open(store)?;
-    let dir = s.audit_dir();
-    // The trail alone: reading or archiving it needs no engine (no runtime, no keys).
-    let log = || govshare_core::audit::AuditLog::open(&dir);
+    use govshare_core::audit::{Checkpoint, Verdict};
+    // Every audit read and act goes through the engine: it is decided (auditor, operator) and
+    // recorded.
+    let engine = govshare_core::Engine::open(store)?;
     match action {
-        AuditCmd::Verify { checkpoint } => {
+        AuditCmd::Verify { checkpoint, by } => {
             let cp: Option<Checkpoint> =
                 match checkpoint {
                     None => None,
@@ -27,8 +26,8 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
                         })?)
                     }
                 };
-            match verify(&dir, cp.as_ref())? {
-                Verdict::Intact { records, head } => println!(
+            match engine.verify_audit(&by, cp.as_ref())? {
+                Verdict::Intact { records, head } => out!(
                     "audit trail intact: {records} records, head {} {}",
                     head.seq, head.hash
                 ),
@@ -45,31 +44,33 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
                 }
             }
         }
-        AuditCmd::Tail { n } => {
-            let records = log()?.records()?;
-            for r in &records[records.len().saturating_sub(n)..] {
-                println!(
-                    "{} {} {:<14} {:<10} {}",
-                    r.seq,
-                    r.time.format("%Y-%m-%d %H:%M:%S%.3f"),
-                    r.kind,
-                    r.actor,
-                    r.body
-                );
+        AuditCmd::Tail { n, by } => {
+            let r = engine.audit_sql(
+                &by,
+                &format!(
+                    "SELECT seq, time, kind, actor, body FROM audit_log ORDER BY seq DESC LIMIT {n}"
+                ),
+            )?;
+            let mut lines = Vec::new();
+            for b in &r.batches {
+                lines.extend(cells(b)?);
+            }
+            for l in lines.iter().rev() {
+                out!("{}", l.join(" "));
             }
         }
-        AuditCmd::Checkpoint => {
-            let cp = log()?.checkpoint()?;
-            println!(
+        AuditCmd::Checkpoint { by } => {
+            let cp = engine.audit_checkpoint(&by)?;
+            out!(
                 "{}",
                 serde_json::to_string(&cp).map_err(|e| Error::invalid(e.to_string()))?
             );
         }
         AuditCmd::Archive { by } => {
-            let written = log()?.archive(&by)?;
-            println!("archived {} segment(s)", written.len());
+            let written = engine.archive_audit(&by)?;
+            out!("archived {} segment(s)", written.len());
             for p in written {
-                println!("  {}", p.display());
+                out!("  {}", p.display());
             }
         }
         AuditCmd::Purge {
@@ -77,21 +78,20 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
             by,
         } => {
             let retention = govshare_core::audit::Retention::years(retention_years)?;
-            let n = log()?.purge_expired(retention, &by)?;
-            println!(
+            let n = engine.purge_audit(&by, retention)?;
+            out!(
                 "purged {n} record(s) older than {} years",
                 retention.in_years()
             );
         }
-        AuditCmd::WhoAccessed { key } => {
-            let engine = govshare_core::Engine::open(store)?;
-            let hits = engine.who_accessed(&key)?;
+        AuditCmd::WhoAccessed { key, by } => {
+            let hits = engine.who_accessed(&by, &key)?;
             if hits.is_empty() {
-                println!("no recorded query read {key}");
+                out!("no recorded read of that subject");
             }
             for a in hits {
-                println!(
-                    "{} read by dept {} user {} purpose {} — {} v{} (query #{}: {})",
+                out!(
+                    "{} read by dept {} user {} purpose {} — {} v{} (record #{}: {})",
                     a.time.format("%Y-%m-%d %H:%M:%S"),
                     a.department,
                     a.user,
@@ -105,4 +105,18 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The cells of a batch as text, row by row.
+fn cells(b: &arrow::array::RecordBatch) -> Result<Vec<Vec<String>>, Error> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default();
+    let cols = b
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((0..b.num_rows())
+        .map(|i| cols.iter().map(|c| c.value(i).to_string()).collect())
+        .collect())
 }

@@ -1,7 +1,9 @@
 //! The catalog commands: list, show, history, apply.
 
 use govshare_core::catalog::{CatalogFile, ShareType};
-use govshare_core::{Error, Store};
+use std::path::Path;
+
+use govshare_core::{Engine, Error, Store};
 
 use super::args::*;
 
@@ -13,18 +15,21 @@ pub(super) fn share_label(s: ShareType) -> &'static str {
     }
 }
 
-pub(super) fn run(store: &Store, action: CatalogCmd) -> Result<(), Error> {
+pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
+    // The catalog is published to every department (it is what they apply against); changing
+    // it is an act of the platform administrator, or of the coordinator for reclassification.
+    let store = &Store::open(path)?;
     match action {
         CatalogCmd::List => {
             let c = store.catalog()?;
-            println!("catalog version {}", store.catalog_version()?);
-            println!(
+            out!("catalog version {}", store.catalog_version()?);
+            out!(
                 "{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider",
                 "dataset", "label", "fields", "unconditional", "conditional", "not shared"
             );
             for d in c.datasets.values() {
                 let count = |s| d.fields.iter().filter(|f| f.share == s).count();
-                println!(
+                out!(
                     "{:<16} {:<14} {:>6} {:>14} {:>12} {:>11}  {}",
                     d.name,
                     d.label,
@@ -42,7 +47,7 @@ pub(super) fn run(store: &Store, action: CatalogCmd) -> Result<(), Error> {
                 None => store.catalog()?,
             };
             let d = c.dataset(&dataset)?;
-            println!(
+            out!(
                 "{} {} — key {}, clustered by {}, provider {}",
                 d.name,
                 d.label,
@@ -50,12 +55,12 @@ pub(super) fn run(store: &Store, action: CatalogCmd) -> Result<(), Error> {
                 d.cluster_field.as_deref().unwrap_or("-"),
                 d.provider
             );
-            println!(
+            out!(
                 "{:<22} {:<16} {:<14} {:<20} {:<14} {:<5} {:<12} index",
                 "field", "label", "type", "standard", "share", "grade", "mask"
             );
             for f in &d.fields {
-                println!(
+                out!(
                     "{:<22} {:<12} {:<14} {:<20} {:<14} {:<5} {:<12} {:?}",
                     f.name,
                     f.label,
@@ -70,7 +75,7 @@ pub(super) fn run(store: &Store, action: CatalogCmd) -> Result<(), Error> {
         }
         CatalogCmd::History => {
             for v in store.catalog_history()? {
-                println!(
+                out!(
                     "version {} by {} at {}: {}",
                     v.version,
                     v.author,
@@ -78,16 +83,16 @@ pub(super) fn run(store: &Store, action: CatalogCmd) -> Result<(), Error> {
                     v.note
                 );
                 for c in &v.changes {
-                    println!("    {c}");
+                    out!("    {c}");
                 }
             }
         }
-        CatalogCmd::Apply { file, author, note } => {
+        CatalogCmd::Apply { file, by, note } => {
             let f = CatalogFile::read(&file)?;
-            let v = store.writer()?.apply_catalog(f, &author, &note)?;
-            println!("catalog version {}", v.version);
+            let v = Engine::open(path)?.apply_catalog(&by, f, &note)?;
+            out!("catalog version {}", v.version);
             for c in &v.changes {
-                println!("    {c}");
+                out!("    {c}");
             }
         }
     }

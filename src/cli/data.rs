@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use govshare_core::access::policy::Founder;
 use govshare_core::ingest::{Encoding, HandoverInfo, LoadMode, LoadOptions, Source, write_csv};
 use govshare_core::store::Manifest;
 use govshare_core::synth::Synth;
@@ -15,10 +16,23 @@ use super::*;
 /// Run one data command on the store at `store`.
 pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
     match cmd {
-        DataCmd::Init => {
-            let s = Store::init(store)?;
-            println!(
-                "store ready at {} (catalog version {})",
+        DataCmd::Init {
+            admin,
+            admin_name,
+            dept,
+            dept_name,
+            region,
+        } => {
+            let founder = Founder {
+                user: admin.clone(),
+                name: admin_name,
+                department: dept,
+                department_name: dept_name,
+                region,
+            };
+            let s = Store::init(store, &founder)?;
+            out!(
+                "store ready at {} (catalog version {}); first platform administrator: {admin}",
                 s.root().display(),
                 s.catalog_version()?
             );
@@ -43,10 +57,10 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             };
             let p = out.join(format!("person.{ext}"));
             let n = write_file(&p, synth.persons(64 * 1024), format, encoding.into())?;
-            println!("{n} persons → {}", p.display());
+            out!("{n} persons → {}", p.display());
             let p = out.join(format!("legal_entity.{ext}"));
             let n = write_file(&p, synth.entities(64 * 1024), format, encoding.into())?;
-            println!("{n} legal entities → {}", p.display());
+            out!("{n} legal entities → {}", p.display());
         }
         DataCmd::Load {
             dataset,
@@ -59,6 +73,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             handover_person,
             receiver,
             method,
+            by,
         } => {
             let engine = Engine::open(store)?;
             let source = match Source::from_path(&file) {
@@ -84,11 +99,11 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
                 ..Default::default()
             };
             let t = Instant::now();
-            let report = engine.load(&dataset, source, &opts);
+            let report = engine.load(&by, &dataset, source, &opts);
             pb.finish_and_clear();
             let report = report?;
             let h = &report.handover;
-            println!(
+            out!(
                 "{dataset} version {}: {} read, {} accepted, {} rejected, {} deleted in {:.2?}; {} live rows",
                 report.version,
                 h.rows_read,
@@ -99,10 +114,10 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
                 report.live_rows
             );
             if let Some(r) = report.rejects_file {
-                println!("rejected rows are listed in {}", r.display());
+                out!("rejected rows are listed in {}", r.display());
             }
         }
-        DataCmd::Catalog { action } => super::catalog::run(&Store::open(store)?, action)?,
+        DataCmd::Catalog { action } => super::catalog::run(store, action)?,
         DataCmd::Versions { dataset } => {
             let store = Store::open(store)?;
             print_versions(&store.versions(&dataset)?);
@@ -120,44 +135,35 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             let today = chrono_today();
             let r = quality::report(&catalog, &dataset, &Source::from_path(&file), today)?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&r).map_err(|e| Error::invalid(e.to_string()))?
                 );
             } else {
-                print!("{r}");
+                out_partial!("{r}");
             }
         }
-        DataCmd::Lookup { dataset, key } => {
-            let store = Store::open(store)?;
-            let snap = store.snapshot(&dataset)?;
-            match snap.lookup(&key)? {
-                None => {
-                    return Err(Error::NotFound(format!(
-                        "no row with key {key} in {dataset} version {}",
-                        snap.version()
-                    )));
-                }
-                Some(id) => {
-                    let rows = snap.read(Some(&[id].into_iter().collect()), None)?;
-                    println!("{}", arrow_pretty(&rows)?);
-                }
-            }
+        DataCmd::Lookup {
+            dataset,
+            key,
+            by,
+            reason,
+        } => {
+            let r = Engine::open(store)?.lookup(&by, &reason, &dataset, &key)?;
+            out!("{}", arrow_pretty(&r.batches)?);
         }
-        DataCmd::Compact { dataset } => {
-            let store = Store::open(store)?;
-            let m = store.writer()?.compact(&dataset)?;
-            println!(
+        DataCmd::Compact { dataset, by } => {
+            let m = Engine::open(store)?.compact(&by, &dataset)?;
+            out!(
                 "{dataset} compacted into version {} ({} files, {} rows)",
                 m.version,
                 m.files.len(),
                 m.live_rows
             );
         }
-        DataCmd::Vacuum { dataset, keep } => {
-            let store = Store::open(store)?;
-            let r = store.writer()?.vacuum(&dataset, keep)?;
-            println!(
+        DataCmd::Vacuum { dataset, keep, by } => {
+            let r = Engine::open(store)?.vacuum(&by, &dataset, keep)?;
+            out!(
                 "removed versions {:?} and {} files",
                 r.versions_removed, r.files_removed
             );
@@ -196,7 +202,7 @@ pub(super) fn write_file(
 pub(super) fn print_versions(ms: &[Manifest]) {
     for m in ms {
         let h = &m.handover;
-        println!(
+        out!(
             "v{:<3} {:?} {} — {} live rows in {} files; from {} by {} → {} ({}), read {} / accepted {} / rejected {} / deleted {}, input blake3 {}…",
             m.version,
             m.operation,

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+    Department, FieldGrant, Founder, GrantRequest, Mode, PrincipalStatus, Role, RowScope,
+    Treatment, User,
 };
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{Encoding, HandoverInfo, LoadMode, LoadOptions, Source, write_csv};
@@ -15,8 +16,12 @@ use govshare_core::{Error, Store, quality};
 use super::args::*;
 use super::*;
 
+/// The demo's operator (loads) and auditor (audit reads).
+const OPERATOR: &str = "ops";
+const AUDITOR: &str = "audit";
+
 fn step(title: &str) {
-    println!("\n== {title}");
+    out!("\n== {title}");
 }
 
 pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Error> {
@@ -33,9 +38,36 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             source: e,
         })?;
     }
-    step(&format!("1. A new store at {}", dir.display()));
-    let store = Store::init(dir)?;
-    super::catalog::run(&store, CatalogCmd::List)?;
+    step(&format!(
+        "1. A new store at {}, its first platform administrator, the platform's staff",
+        dir.display()
+    ));
+    let founder = Founder {
+        user: "admin".into(),
+        name: "周平台".into(),
+        department: "PLAT".into(),
+        department_name: "省大数据中心".into(),
+        region: "430000".into(),
+    };
+    let store = Store::init(dir, &founder)?;
+    let engine = govshare_core::Engine::open(dir)?;
+    for (id, name, role) in [
+        (OPERATOR, "王芳", Role::Operator),
+        (AUDITOR, "孙审计", Role::Auditor),
+    ] {
+        engine.upsert_user(
+            "admin",
+            User {
+                id: id.into(),
+                name: name.into(),
+                department: "PLAT".into(),
+                roles: vec![role],
+                status: PrincipalStatus::Active,
+            },
+        )?;
+    }
+    out!("admin (platform-admin) added {OPERATOR} (operator) and {AUDITOR} (auditor)");
+    super::catalog::run(dir, CatalogCmd::List)?;
 
     step(&format!(
         "2. Synthetic base data: {persons} persons, {entities} legal entities (seed 42)"
@@ -44,7 +76,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
     let t = Instant::now();
     let person_batches: Vec<_> = synth.persons(64 * 1024).collect();
     let entity_batches: Vec<_> = synth.entities(64 * 1024).collect();
-    println!("generated in {:.2?}", t.elapsed());
+    out!("generated in {:.2?}", t.elapsed());
 
     step("3. Full loads: validate every value, cluster by region, build indexes, commit");
     for (name, batches, total) in [
@@ -64,11 +96,13 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             ..Default::default()
         };
         let t = Instant::now();
-        let r = store.writer()?.load(name, Source::Batches(batches), &opts);
+        let r = engine
+            .writer(OPERATOR)?
+            .load(name, Source::Batches(batches), &opts);
         pb.finish_and_clear();
         let r = r?;
         let secs = t.elapsed().as_secs_f64();
-        println!(
+        out!(
             "{name}: {} rows in {:.2}s ({:.0} rows/s), {} files, {} row groups",
             r.manifest.live_rows,
             secs,
@@ -91,13 +125,13 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         .unwrap_or_default();
     let t = Instant::now();
     let id = snap.lookup(&key)?;
-    println!(
+    out!(
         "lookup of a citizen ID → row {id:?} ({:.2?}, including lazy index load)",
         t.elapsed()
     );
     let t = Instant::now();
     let id2 = snap.lookup(&key)?;
-    println!("second lookup → row {id2:?} ({:.2?})", t.elapsed());
+    out!("second lookup → row {id2:?} ({:.2?})", t.elapsed());
     let county = govshare_core::regions::all()
         .iter()
         .map(|r| {
@@ -113,7 +147,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         .unwrap_or("430623");
     for scope in [&county[..2], &county[..4], county] {
         let bm = snap.scope("hukou_region_code", scope)?;
-        println!(
+        out!(
             "scope {scope:<6}: {:>8} persons, {:>3} of {} row groups touched",
             bm.len(),
             snap.row_groups_touched(&bm),
@@ -122,7 +156,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
     }
     let women = snap.scope("sex_code", "2")?;
     let here = snap.scope("hukou_region_code", county)?;
-    println!(
+    out!(
         "women registered in {county}: {} (bitmap AND)",
         (&women & &here).len()
     );
@@ -150,7 +184,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         path: tmp.clone(),
         source: e,
     })?;
-    let r = store.writer()?.load(
+    let r = engine.writer(OPERATOR)?.load(
         "person",
         Source::from_path(&tmp),
         &LoadOptions {
@@ -158,7 +192,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             ..Default::default()
         },
     )?;
-    println!(
+    out!(
         "version {}: {} upserted, {} deleted, {} live rows",
         r.manifest.version,
         r.manifest.handover.rows_accepted,
@@ -167,7 +201,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
     );
     let v1 = store.snapshot_at("person", 1)?;
     let v2 = store.snapshot("person")?;
-    println!(
+    out!(
         "deleted key in v1: {:?}, in v2: {:?}",
         v1.lookup(&del_key)?.is_some(),
         v2.lookup(&del_key)?.is_some()
@@ -181,7 +215,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
             .unwrap_or_default())
     };
-    println!(
+    out!(
         "updated address v1: {}\n                v2: {}",
         addr(&v1)?,
         addr(&v2)?
@@ -218,7 +252,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         path: qfile.clone(),
         source: e,
     })?;
-    print!(
+    out_partial!(
         "{}",
         quality::report(
             &store.catalog()?,
@@ -227,21 +261,26 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             chrono_today()
         )?
     );
-    let subject = access_demo(dir, &store, county)?;
+    let subject = access_demo(&engine, county)?;
     step("8. The audit trail: every decision on a hash chain; who accessed a person");
-    let engine = govshare_core::Engine::open(dir)?;
-    match govshare_core::audit::verify(&dir.join("audit"), None)? {
-        govshare_core::audit::Verdict::Intact { records, head } => println!(
+    match engine.verify_audit(AUDITOR, None)? {
+        govshare_core::audit::Verdict::Intact { records, head } => out!(
             "chain intact: {records} records, head #{} {}…",
             head.seq,
             &head.hash[..16]
         ),
-        other => println!("chain BROKEN: {other:?}"),
+        other => out!("chain BROKEN: {other:?}"),
     }
-    super::audit::run(dir, AuditCmd::Tail { n: 4 })?;
-    println!("\n$ govshare audit who-accessed <a citizen ID in county {county}>");
-    for a in engine.who_accessed(&subject)? {
-        println!(
+    super::audit::run(
+        dir,
+        AuditCmd::Tail {
+            n: 4,
+            by: AUDITOR.into(),
+        },
+    )?;
+    out!("\n$ govshare audit who-accessed <a citizen ID in county {county}> --by {AUDITOR}");
+    for a in engine.who_accessed(AUDITOR, &subject)? {
+        out!(
             "  {} dept {} user {} purpose {} read {} v{} — {}",
             a.time.format("%H:%M:%S"),
             a.department,
@@ -252,8 +291,8 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             a.sql
         );
     }
-    println!(
-        "\nDone. Explore with: govshare --store {} catalog show person | versions person | grant list | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
+    out!(
+        "\nDone. Explore with: govshare --store {} catalog show person | versions person | grant list --by admin | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
         dir.display()
     );
     Ok(())
@@ -261,16 +300,15 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
 
 /// Step 7 of the demo: departments, users, grants, and the same queries as three principals.
 /// Returns the citizen ID of a person in the county, for the who-accessed example.
-fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error> {
+fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, Error> {
     step(
-        "7. Access control: departments, real-name users, grants — the same queries as three principals",
+        "7. Access control: departments, real-name users, grants — each by the user whose act it is; the same queries as three principals",
     );
     let now = chrono::Utc::now();
     let province = format!("{}0000", &county[..2]);
-    store.writer()?.update_policy(
-        "demo",
-        "departments, users and grants of the demo",
-        |p, c| {
+    engine
+        .writer("admin")?
+        .update_policy("departments and users of the demo", |p, _| {
             for (code, name, region) in [
                 ("PLAT", "省大数据中心", province.as_str()),
                 ("PSB", "省公安厅", province.as_str()),
@@ -287,7 +325,6 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error>
                 })?;
             }
             for (id, name, dept, role) in [
-                ("admin", "周平台", "PLAT", Role::PlatformAdmin),
                 ("psb_appr", "赵审批", "PSB", Role::ProviderApprover),
                 ("amr_appr", "钱审批", "AMR", Role::ProviderApprover),
                 ("zhang", "张民政", "CIVIL", Role::Consumer),
@@ -302,7 +339,9 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error>
                     status: PrincipalStatus::Active,
                 })?;
             }
-            let grant = |dept: &str,
+            Ok(())
+        })?;
+    let grant = |dept: &str,
                          dataset: &str,
                          purpose: &str,
                          text: &str,
@@ -328,7 +367,7 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error>
                 valid_from: now,
                 valid_until: now + chrono::Duration::days(365),
             };
-            let ident = [
+    let ident = [
                 ("citizen_id", None),
                 ("name", None),
                 ("birth_date", None),
@@ -336,6 +375,7 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error>
                 ("hukou_address", None),
                 ("mobile_phone", Some(MaskKind::Phone)),
             ];
+    engine.writer("psb_appr")?.update_policy("demo approvals", |p, c| {
             p.decide_request(
                 c,
                 grant(
@@ -374,6 +414,9 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error>
                 "",
                 now,
             )?;
+            Ok(())
+        })?;
+    engine.writer("admin")?.update_policy("demo grant on request", |p, c| {
             p.grant_on_request(
                 c,
                 grant(
@@ -393,30 +436,28 @@ fn access_demo(dir: &Path, store: &Store, county: &str) -> Result<String, Error>
                 now,
             )?;
             Ok(())
-        },
-    )?;
-    println!(
+        })?;
+    out!(
         "zhang (省民政厅, P01): person in province {province}, identity in clear, phone masked"
     );
-    println!("li    (县人社局, P02):  person in county {county}, identity masked");
-    println!("wang  (省税务局, P03):  legal_entity only");
-    let engine = govshare_core::Engine::open(dir)?;
+    out!("li    (县人社局, P02):  person in county {county}, identity masked");
+    out!("wang  (省税务局, P03):  legal_entity only");
     let queries = [
         "SELECT citizen_id, name, birth_date, hukou_address, mobile_phone FROM person ORDER BY citizen_id LIMIT 3",
         "SELECT count(*) AS persons FROM person",
         "SELECT marital_status_code FROM person LIMIT 1",
     ];
     for q in queries {
-        println!("\n$ {q}");
+        out!("\n$ {q}");
         for (user, purpose) in [("zhang", "P01"), ("li", "P02"), ("wang", "P03")] {
-            print!("-- as {user}/{purpose}: ");
+            out_partial!("-- as {user}/{purpose}: ");
             match engine.session(user, purpose).and_then(|s| s.sql(q)) {
-                Ok(r) => println!("\n{}", arrow_pretty(&r.batches)?),
-                Err(e) => println!("{e}"),
+                Ok(r) => out!("\n{}", arrow_pretty(&r.batches)?),
+                Err(e) => out!("{e}"),
             }
         }
     }
-    let snap = store.snapshot("person")?;
+    let snap = engine.store().snapshot("person")?;
     let row = snap
         .scope("hukou_region_code", county)?
         .min()

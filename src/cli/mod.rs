@@ -2,6 +2,18 @@
 //! demo in its own file. Commands only parse, call govshare-core (the same `Engine`, `Session`
 //! and administrative calls the C and Python bindings use) and print.
 
+/// `println!` for the command's output, ending the program quietly when stdout is closed
+/// (`govshare ... | head`) instead of panicking.
+macro_rules! out {
+    () => { $crate::cli::emit(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::emit(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` with the same closed-pipe handling as [`out!`].
+macro_rules! out_partial {
+    ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*)) };
+}
+
 mod args;
 mod audit;
 mod catalog;
@@ -26,6 +38,20 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// Write to stdout; a closed pipe ends the program with success (the reader has what it
+/// wanted), any other write failure with exit code 1.
+pub(crate) fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -60,15 +86,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             let engine = govshare_core::Engine::open(&cli.store)?;
             let r = engine.session(&user, &purpose)?.sql(&query)?;
             if csv {
-                let mut w = arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(std::io::stdout().lock());
-                for b in &r.batches {
-                    w.write(b)?;
+                for (i, b) in r.batches.iter().enumerate() {
+                    let mut buf = Vec::new();
+                    arrow::csv::WriterBuilder::new()
+                        .with_header(i == 0)
+                        .build(&mut buf)
+                        .write(b)?;
+                    out_partial!("{}", String::from_utf8_lossy(&buf));
                 }
             } else {
-                println!("{}", arrow_pretty(&r.batches)?);
-                println!("({} rows)", r.num_rows());
+                out!("{}", arrow_pretty(&r.batches)?);
+                out!("({} rows)", r.num_rows());
             }
         }
         Command::Audit { action } => audit::run(&cli.store, action)?,

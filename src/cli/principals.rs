@@ -4,26 +4,16 @@
 use std::path::Path;
 
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, PrincipalStatus, Role, RowScope, Treatment, User,
+    Department, FieldGrant, GrantRequest, Mode, Origin, PrincipalStatus, Role, RowScope, Treatment,
+    User,
 };
 use govshare_core::catalog::MaskKind;
-use govshare_core::{Error, Store};
+use govshare_core::Error;
 
 use super::args::*;
 
 pub(super) fn parse_role(r: &str) -> Result<Role, Error> {
-    Ok(match r.trim() {
-        "consumer" => Role::Consumer,
-        "provider-approver" | "provider_approver" => Role::ProviderApprover,
-        "platform-admin" | "platform_admin" => Role::PlatformAdmin,
-        "auditor" => Role::Auditor,
-        "coordinator" => Role::Coordinator,
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown role '{other}' (consumer, provider-approver, platform-admin, auditor, coordinator)"
-            )));
-        }
-    })
+    Role::parse(r)
 }
 
 pub(super) fn parse_mask(m: &str) -> Result<MaskKind, Error> {
@@ -44,7 +34,7 @@ impl GrantArgs {
                     },
                     Some((n, m)) => FieldGrant {
                         field: n.trim().to_string(),
-                        treatment: Treatment::Masked(parse_mask(m.trim())?),
+                        treatment: Treatment::of(parse_mask(m.trim())?),
                     },
                 })
             })
@@ -86,7 +76,7 @@ pub(super) fn dept_cmd(store: &Path, action: DeptCmd) -> Result<(), Error> {
                     status: PrincipalStatus::Active,
                 },
             )?;
-            println!("department {code} added");
+            out!("department {code} added");
         }
         DeptCmd::Suspend { code, by } => {
             engine()?.set_department_status(&by, &code, PrincipalStatus::Suspended)?
@@ -94,11 +84,14 @@ pub(super) fn dept_cmd(store: &Path, action: DeptCmd) -> Result<(), Error> {
         DeptCmd::Activate { code, by } => {
             engine()?.set_department_status(&by, &code, PrincipalStatus::Active)?
         }
-        DeptCmd::List => {
-            for d in Store::open(store)?.policy()?.departments.values() {
-                println!(
-                    "{:<12} {:<20} region {} {:?}",
-                    d.code, d.name, d.region, d.status
+        DeptCmd::List { by } => {
+            for d in engine()?.policy(&by)?.departments.values() {
+                out!(
+                    "{:<12} {:<20} region {} {}",
+                    d.code,
+                    d.name,
+                    d.region,
+                    status_label(d.status)
                 );
             }
         }
@@ -129,7 +122,7 @@ pub(super) fn user_cmd(store: &Path, action: UserCmd) -> Result<(), Error> {
                     status: PrincipalStatus::Active,
                 },
             )?;
-            println!("user {id} added");
+            out!("user {id} added");
         }
         UserCmd::Suspend { id, by } => {
             govshare_core::Engine::open(store)?.set_user_status(
@@ -137,13 +130,22 @@ pub(super) fn user_cmd(store: &Path, action: UserCmd) -> Result<(), Error> {
                 &id,
                 PrincipalStatus::Suspended,
             )?;
-            println!("user {id} suspended");
+            out!("user {id} suspended");
         }
-        UserCmd::List => {
-            for u in Store::open(store)?.policy()?.users.values() {
-                println!(
-                    "{:<12} {:<8} {:<12} {:?} {:?}",
-                    u.id, u.name, u.department, u.roles, u.status
+        UserCmd::List { by } => {
+            for u in govshare_core::Engine::open(store)?
+                .policy(&by)?
+                .users
+                .values()
+            {
+                let roles: Vec<&str> = u.roles.iter().map(|r| r.label()).collect();
+                out!(
+                    "{:<12} {:<8} {:<12} {:<40} {}",
+                    u.id,
+                    u.name,
+                    u.department,
+                    roles.join(", "),
+                    status_label(u.status)
                 );
             }
         }
@@ -156,45 +158,104 @@ pub(super) fn grant_cmd(store: &Path, action: GrantCmd) -> Result<(), Error> {
     match action {
         GrantCmd::Request(a) => {
             let g = engine()?.request_grant(&a.by, a.request()?)?;
-            println!("grant {} created", g.id);
+            out!("grant {} created", g.id);
         }
         GrantCmd::Approve(a) => {
             let ap = engine()?.decide_request(&a.by, a.request()?, true, "")?;
-            println!("approval {} created grant {:?}", ap.id, ap.grant);
+            out!("approval {} created grant {:?}", ap.id, ap.grant);
         }
         GrantCmd::Reject { args, reason } => {
             let ap = engine()?.decide_request(&args.by, args.request()?, false, &reason)?;
-            println!("request rejected (approval record {})", ap.id);
+            out!("request rejected (approval record {})", ap.id);
         }
         GrantCmd::Revoke { id, by, reason } => {
             engine()?.revoke_grant(&by, id, &reason)?;
-            println!("grant {id} revoked");
+            out!("grant {id} revoked");
         }
-        GrantCmd::List => {
-            for g in Store::open(store)?.policy()?.grants.values() {
-                let r = &g.request;
-                println!(
-                    "grant {:<4} {} → {} on {} for {} ({}) fields {:?} scope {:?} until {} {:?}{}",
-                    g.id,
+        GrantCmd::List { by } => {
+            let policy = engine()?.policy(&by)?;
+            for g in policy.grants.values() {
+                print_grant(g);
+            }
+            for a in policy.approvals.values() {
+                let r = &a.request;
+                let verdict = match (a.approved, a.grant) {
+                    (true, Some(g)) => format!("approved, grant {g}"),
+                    _ => format!("rejected: {}", a.reason),
+                };
+                out!(
+                    "approval {} by {} on {}: {} → {} for {} — {verdict}",
+                    a.id,
+                    a.approver,
+                    a.decided_at.format("%Y-%m-%d %H:%M"),
                     r.dataset,
                     r.consumer_dept,
-                    r.dataset,
-                    r.purpose_code,
-                    r.purpose_text,
-                    r.fields
-                        .iter()
-                        .map(|f| match f.treatment {
-                            Treatment::Clear => f.field.clone(),
-                            Treatment::Masked(m) => format!("{}:{m:?}", f.field),
-                        })
-                        .collect::<Vec<_>>(),
-                    r.scope,
-                    r.valid_until.format("%Y-%m-%d"),
-                    g.origin,
-                    if g.revoked.is_some() { " REVOKED" } else { "" }
+                    r.purpose_code
                 );
             }
         }
     }
     Ok(())
+}
+
+fn status_label(s: PrincipalStatus) -> &'static str {
+    match s {
+        PrincipalStatus::Active => "active",
+        PrincipalStatus::Suspended => "suspended",
+    }
+}
+
+/// The snake_case name a mask has in catalogs and on the command line.
+fn mask_label(m: MaskKind) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// One grant, as people read it: who gets what, why, which rows, until when, from whom.
+fn print_grant(g: &govshare_core::access::policy::Grant) {
+    let r = &g.request;
+    let fields: Vec<String> = r
+        .fields
+        .iter()
+        .map(|f| match f.treatment {
+            Treatment::Clear => f.field.clone(),
+            Treatment::Masked(m) => format!("{} (masked: {})", f.field, mask_label(m)),
+        })
+        .collect();
+    let rows = match (&r.scope.regions, &r.scope.subjects) {
+        (None, None) => "all rows".to_string(),
+        (Some(re), None) => format!("regions {}", re.join(", ")),
+        (None, Some(su)) => format!("{} listed subjects", su.len()),
+        (Some(re), Some(su)) => format!("regions {} ∩ {} listed subjects", re.join(", "), su.len()),
+    };
+    let users = if r.users.is_empty() {
+        format!("every user of {}", r.consumer_dept)
+    } else {
+        r.users.join(", ")
+    };
+    let origin = match g.origin {
+        Origin::Request => format!("on request, by {}", g.created_by),
+        Origin::Approval(a) => format!("approved by {} (approval {a})", g.created_by),
+    };
+    let modes: Vec<String> = r
+        .modes
+        .iter()
+        .map(|m| format!("{m:?}").to_lowercase())
+        .collect();
+    out!(
+        "grant {}: {} may read {} for purpose {} ({})",
+        g.id, r.consumer_dept, r.dataset, r.purpose_code, r.purpose_text
+    );
+    out!("    fields: {}", fields.join(", "));
+    out!("    rows:   {rows}; users: {users}; modes: {}", modes.join(", "));
+    out!(
+        "    valid:  {} to {}; {origin}",
+        r.valid_from.format("%Y-%m-%d"),
+        r.valid_until.format("%Y-%m-%d")
+    );
+    if let Some((by, at, reason)) = &g.revoked {
+        out!("    REVOKED {} by {by}: {reason}", at.format("%Y-%m-%d %H:%M"));
+    }
 }

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use chrono::Utc;
-use govshare_core::Store;
 use govshare_core::access::policy::{Role, RowScope};
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
@@ -36,7 +35,7 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
     let path = root.join("store");
     let data = root.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
-    Store::init(&path).expect("init");
+    crate::init_store(&path);
     let synth = Synth::new(7, 200, 20);
     let (person_csv, entity_csv) = (data.join("person.csv"), data.join("legal_entity.csv"));
     write_csv(&person_csv, synth.persons(64 * 1024), Encoding::Utf8).expect("person csv");
@@ -44,7 +43,7 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
     let engine = Engine::open(&path).expect("engine");
     for (dataset, csv) in [("person", &person_csv), ("legal_entity", &entity_csv)] {
         engine
-            .load_file(dataset, csv, false, false, HandoverInfo::default())
+            .load_file(crate::OPS, dataset, csv, false, false, HandoverInfo::default())
             .expect("load");
     }
     let province = {
@@ -61,9 +60,9 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
     let identity = ["citizen_id", "name", "sex_code", "hukou_region_code"];
     let prov6 = format!("{province}0000");
     engine
-        .writer()
+        .writer(crate::ROOT)
         .expect("writer")
-        .update_policy("root", "binding test principals and grants", |p, c| {
+        .update_policy("binding test principals", |p, _| {
             add_principals(
                 p,
                 "430000",
@@ -81,15 +80,27 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
                     ("other", "CIVIL", Role::Consumer),
                     ("auditor", "PLAT", Role::Auditor),
                 ],
-            )?;
-            let now = Utc::now();
+            )
+        })
+        .expect("principals");
+    let now = Utc::now();
+    engine
+        .writer("admin")
+        .expect("writer")
+        .update_policy("binding test grant on request", |p, c| {
             let stats = fields(&["sex_code", "hukou_region_code"], &[]);
             p.grant_on_request(
                 c,
                 request("STAT", "person", "STATS", stats, RowScope::default()),
                 "admin",
                 now,
-            )?;
+            )
+        })
+        .expect("request");
+    engine
+        .writer("appr")
+        .expect("writer")
+        .update_policy("binding test approvals", |p, c| {
             let check = fields(
                 &["citizen_id"],
                 &[("name", MaskKind::Name), ("mobile_phone", MaskKind::Phone)],

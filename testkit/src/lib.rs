@@ -18,16 +18,55 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Duration, Utc};
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, Policy, PrincipalStatus, Role, RowScope, Treatment,
-    User,
+    Department, FieldGrant, Founder, GrantRequest, Mode, Policy, PrincipalStatus, Role, RowScope,
+    Treatment, User,
 };
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{LoadOptions, Source};
 use govshare_core::synth::Synth;
 use govshare_core::{Result, Store};
 
+/// The fixtures' first platform administrator (the founder named at `init`).
+pub const ROOT: &str = "root";
+/// The fixtures' operator: loads, compacts, vacuums.
+pub const OPS: &str = "ops";
+/// The fixtures' coordinator: reclassifies items.
+pub const COORD: &str = "coord";
+/// The fixtures' platform department.
+pub const PLATFORM: &str = "PLAT";
+
+/// The fixtures' founder: `root`, platform administrator of `PLAT` (省大数据中心, Hunan).
+pub fn founder() -> Founder {
+    Founder {
+        user: ROOT.into(),
+        name: "平台管理员".into(),
+        department: PLATFORM.into(),
+        department_name: "省大数据中心".into(),
+        region: "430000".into(),
+    }
+}
+
+/// A new store at `dir` founded by [`ROOT`], who adds the platform staff: [`OPS`] (operator)
+/// and [`COORD`] (coordinator), both of [`PLATFORM`].
+pub fn init_store(dir: &Path) -> Store {
+    let store = Store::init(dir, &founder()).expect("init");
+    store
+        .writer(ROOT)
+        .expect("writer")
+        .update_policy("platform staff", |p, _| {
+            add_principals(
+                p,
+                "430000",
+                &[],
+                &[(OPS, PLATFORM, Role::Operator), (COORD, PLATFORM, Role::Coordinator)],
+            )
+        })
+        .expect("staff");
+    store
+}
+
 /// A new store at `dir` with `persons` generated persons and `entities` legal entities (from
-/// `seed`) loaded as version 1 of each, in row groups of `row_group_size`.
+/// `seed`) loaded by [`OPS`] as version 1 of each, in row groups of `row_group_size`.
 pub fn generated_store(
     dir: &Path,
     seed: u64,
@@ -35,14 +74,14 @@ pub fn generated_store(
     entities: usize,
     row_group_size: usize,
 ) -> Store {
-    let store = Store::init(dir).expect("init");
+    let store = init_store(dir);
     let synth = Synth::new(seed, persons, entities);
     let opts = LoadOptions {
         row_group_size,
         ..Default::default()
     };
     store
-        .writer()
+        .writer(OPS)
         .expect("writer")
         .load(
             "person",
@@ -52,7 +91,7 @@ pub fn generated_store(
         .expect("load persons");
     if entities > 0 {
         store
-            .writer()
+            .writer(OPS)
             .expect("writer")
             .load(
                 "legal_entity",
@@ -106,6 +145,41 @@ pub fn add_principals(
         })?;
     }
     Ok(())
+}
+
+/// Add departments and users (see [`add_principals`]) as [`ROOT`], one policy version.
+pub fn principals(
+    store: &Store,
+    region: &str,
+    departments: &[(&str, &str)],
+    users: &[(&str, &str, Role)],
+) {
+    store
+        .writer(ROOT)
+        .expect("writer")
+        .update_policy("test principals", |p, _| {
+            add_principals(p, region, departments, users)
+        })
+        .expect("principals");
+}
+
+/// Approve `requests` as `approver` (a provider-approver of the datasets' provider), one
+/// policy version; the ids of the grants made, in order.
+pub fn approve(store: &Store, approver: &str, requests: Vec<GrantRequest>) -> Vec<u64> {
+    store
+        .writer(approver)
+        .expect("writer")
+        .update_policy("test approvals", |p, c| {
+            let now = Utc::now();
+            requests
+                .into_iter()
+                .map(|r| {
+                    let a = p.decide_request(c, r, approver, true, "", now)?;
+                    a.grant.ok_or_else(|| govshare_core::Error::internal("no grant"))
+                })
+                .collect::<Result<Vec<u64>>>()
+        })
+        .expect("approvals")
 }
 
 /// Field grants: `clear` fields in clear, then `masked` fields with their masks.

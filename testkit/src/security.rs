@@ -5,12 +5,16 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::{Duration, Utc};
 use datafusion::prelude::SessionContext;
-use govshare_core::access::policy::{FieldGrant, PrincipalStatus, Role, RowScope, Treatment};
+use govshare_core::Result;
+use govshare_core::access::policy::{
+    FieldGrant, Policy, PrincipalStatus, Role, RowScope, Treatment,
+};
+use govshare_core::catalog::Catalog;
 use govshare_core::access::secured::SecuredTable;
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
 
-use crate::{add_principals, fields, generated_store, render, request, strings};
+use crate::{ROOT, add_principals, fields, generated_store, render, request, strings};
 
 /// The security suite's store: persons and entities, seven departments, ten users and the
 /// grants the `.slt` files are written against (see `build`), plus a raw reference context
@@ -105,220 +109,171 @@ fn build() -> Fixture {
         .expect("entity in province");
 
     let p6 = format!("{prov}0000");
-    store
-        .writer()
-        .expect("w")
-        .update_policy("root", "security fixture", |p, c| {
-            add_principals(
-                p,
-                &p6,
-                &[
-                    ("PLAT", "省大数据中心"),
-                    ("PSB", "省公安厅"),
-                    ("AMR", "省市场监督管理局"),
-                    ("CIVIL", "省民政厅"),
-                    ("HRSS", "县人社局"),
-                    ("TAX", "省税务局"),
-                    ("SUSP", "某停用部门"),
-                ],
-                &[
-                    ("admin", "PLAT", Role::PlatformAdmin),
-                    ("psb_appr", "PSB", Role::ProviderApprover),
-                    ("amr_appr", "AMR", Role::ProviderApprover),
-                    ("civil", "CIVIL", Role::Consumer),
-                    ("civil2", "CIVIL", Role::Consumer),
-                    ("gone", "CIVIL", Role::Consumer),
-                    ("hrss", "HRSS", Role::Consumer),
-                    ("tax", "TAX", Role::Consumer),
-                    ("susp", "SUSP", Role::Consumer),
-                    ("auditor", "PLAT", Role::Auditor),
-                ],
-            )?;
-            p.users.get_mut("gone").expect("gone").status = PrincipalStatus::Suspended;
-            let now = Utc::now();
-            // CIVIL, P01: a province, clear identity, masked address and phone.
-            let f = clear(&[
-                "citizen_id",
-                "name",
-                "sex_code",
-                "birth_date",
-                "hukou_region_code",
-                "person_status",
-            ]);
-            let f = masked(
-                masked(f, "hukou_address", MaskKind::Address),
-                "mobile_phone",
-                MaskKind::Phone,
-            );
-            p.decide_request(
-                c,
-                request("CIVIL", "person", "P01", f, crate::regions(&[&p6])),
-                "psb_appr",
-                true,
-                "",
-                now,
-            )?;
-            // CIVIL, P01 on entities by request: legal_rep_id only as a pseudonym.
-            let f = masked(
-                clear(&["uscc", "org_name", "domicile_region_code"]),
-                "legal_rep_id",
-                MaskKind::Pseudonym,
-            );
-            p.decide_request(
-                c,
-                request("CIVIL", "legal_entity", "P01", f, RowScope::default()),
-                "amr_appr",
-                true,
-                "",
-                now,
-            )?;
-            // HRSS, P02: one county, masked identity, birth year only.
-            let f = masked(
+    // Each act by the user whose act it is: the platform administrator adds principals, each
+    // provider's approver decides on its own data, the administrator grants on request,
+    // revokes and suspends.
+    let act = |by: &str, note: &str, f: &mut dyn FnMut(&mut Policy, &Catalog) -> Result<()>| {
+        store
+            .writer(by)
+            .expect("w")
+            .update_policy(note, |p, c| f(p, c))
+            .expect(note);
+    };
+    act(ROOT, "security fixture principals", &mut |p, _| {
+        add_principals(
+            p,
+            &p6,
+            &[
+                ("PLAT", "省大数据中心"),
+                ("PSB", "省公安厅"),
+                ("AMR", "省市场监督管理局"),
+                ("CIVIL", "省民政厅"),
+                ("HRSS", "县人社局"),
+                ("TAX", "省税务局"),
+                ("SUSP", "某停用部门"),
+            ],
+            &[
+                ("admin", "PLAT", Role::PlatformAdmin),
+                ("psb_appr", "PSB", Role::ProviderApprover),
+                ("amr_appr", "AMR", Role::ProviderApprover),
+                ("civil", "CIVIL", Role::Consumer),
+                ("civil2", "CIVIL", Role::Consumer),
+                ("gone", "CIVIL", Role::Consumer),
+                ("hrss", "HRSS", Role::Consumer),
+                ("tax", "TAX", Role::Consumer),
+                ("susp", "SUSP", Role::Consumer),
+                ("auditor", "PLAT", Role::Auditor),
+            ],
+        )?;
+        p.users.get_mut("gone").expect("gone").status = PrincipalStatus::Suspended;
+        Ok(())
+    });
+    let now = Utc::now();
+    let mut p06 = 0;
+    act("psb_appr", "security fixture: person approvals", &mut |p, c| {
+        let mut approve = |r| p.decide_request(c, r, "psb_appr", true, "", now);
+        // CIVIL, P01: a province, clear identity, masked address and phone.
+        let f = clear(&[
+            "citizen_id",
+            "name",
+            "sex_code",
+            "birth_date",
+            "hukou_region_code",
+            "person_status",
+        ]);
+        let f = masked(
+            masked(f, "hukou_address", MaskKind::Address),
+            "mobile_phone",
+            MaskKind::Phone,
+        );
+        approve(request("CIVIL", "person", "P01", f, crate::regions(&[&p6])))?;
+        // HRSS, P02: one county, masked identity, birth year only.
+        let f = masked(
+            masked(
                 masked(
-                    masked(
-                        clear(&["sex_code", "hukou_region_code"]),
-                        "citizen_id",
-                        MaskKind::CitizenId,
-                    ),
-                    "name",
-                    MaskKind::Name,
+                    clear(&["sex_code", "hukou_region_code"]),
+                    "citizen_id",
+                    MaskKind::CitizenId,
                 ),
-                "birth_date",
-                MaskKind::DateToYear,
-            );
-            p.decide_request(
-                c,
-                request("HRSS", "person", "P02", f, crate::regions(&[county])),
-                "psb_appr",
-                true,
-                "",
-                now,
-            )?;
-            // HRSS, P02 on entities, on request (unconditional fields; legal_rep_name gets its default mask).
-            let f = clear(&[
-                "uscc",
-                "org_name",
-                "legal_rep_name",
-                "domicile_region_code",
-                "reg_status",
-                "registered_capital",
-            ]);
-            p.grant_on_request(
-                c,
-                request("HRSS", "legal_entity", "P02", f, RowScope::default()),
-                "admin",
-                now,
-            )?;
-            let f = masked(clear(&["uscc"]), "legal_rep_id", MaskKind::Pseudonym);
-            p.decide_request(
-                c,
-                request("HRSS", "legal_entity", "P07", f, RowScope::default()),
-                "amr_appr",
-                true,
-                "",
-                now,
-            )?;
-            // TAX, P03: entities of the province with representatives in clear; persons only
-            // the listed subjects.
-            let f = clear(&[
-                "uscc",
-                "org_name",
-                "legal_rep_id",
-                "legal_rep_name",
-                "registered_capital",
-                "domicile_region_code",
-            ]);
-            p.decide_request(
-                c,
-                request("TAX", "legal_entity", "P03", f, crate::regions(&[&p6])),
-                "amr_appr",
-                true,
-                "",
-                now,
-            )?;
-            let subj = RowScope {
-                regions: None,
-                subjects: Some(subjects.clone()),
-            };
-            p.decide_request(
-                c,
-                request(
-                    "TAX",
-                    "person",
-                    "P03",
-                    clear(&["citizen_id", "name", "hukou_region_code"]),
-                    subj,
-                ),
-                "psb_appr",
-                true,
-                "",
-                now,
-            )?;
-            // CIVIL, P04, narrowed to civil2: pseudonymous IDs, national scope.
-            let mut r = request(
-                "CIVIL",
-                "person",
-                "P04",
-                masked(clear(&["sex_code"]), "citizen_id", MaskKind::Pseudonym),
-                RowScope::default(),
-            );
-            r.users = vec!["civil2".into()];
-            p.decide_request(c, r, "psb_appr", true, "", now)?;
-            // TAX, P05: expired. TAX, P06: revoked. SUSP, P01: its department is suspended.
-            let mut r = request(
+                "name",
+                MaskKind::Name,
+            ),
+            "birth_date",
+            MaskKind::DateToYear,
+        );
+        approve(request("HRSS", "person", "P02", f, crate::regions(&[county])))?;
+        // TAX, P03: persons only the listed subjects.
+        let subj = RowScope {
+            regions: None,
+            subjects: Some(subjects.clone()),
+        };
+        approve(request(
+            "TAX",
+            "person",
+            "P03",
+            clear(&["citizen_id", "name", "hukou_region_code"]),
+            subj,
+        ))?;
+        // CIVIL, P04, narrowed to civil2: pseudonymous IDs, national scope.
+        let mut r = request(
+            "CIVIL",
+            "person",
+            "P04",
+            masked(clear(&["sex_code"]), "citizen_id", MaskKind::Pseudonym),
+            RowScope::default(),
+        );
+        r.users = vec!["civil2".into()];
+        approve(r)?;
+        // TAX, P05: expired. TAX, P06: revoked below. SUSP, P01: its department is suspended
+        // below.
+        let only_sex = |purpose: &str| {
+            request(
                 "TAX",
                 "person",
-                "P05",
+                purpose,
                 clear(&["sex_code"]),
                 RowScope::default(),
-            );
-            r.valid_from = now - Duration::days(30);
-            r.valid_until = now - Duration::days(1);
-            p.decide_request(c, r, "psb_appr", true, "", now)?;
-            let a = p.decide_request(
-                c,
-                request(
-                    "TAX",
-                    "person",
-                    "P06",
-                    clear(&["sex_code"]),
-                    RowScope::default(),
-                ),
-                "psb_appr",
-                true,
-                "",
-                now,
-            )?;
-            p.revoke(a.grant.expect("grant"), "admin", "purpose fulfilled", now)?;
-            p.decide_request(
-                c,
-                request(
-                    "SUSP",
-                    "person",
-                    "P01",
-                    clear(&["sex_code"]),
-                    RowScope::default(),
-                ),
-                "psb_appr",
-                true,
-                "",
-                now,
-            )?;
-            // TAX, P08: a future grant, not yet valid.
-            let mut r = request(
-                "TAX",
-                "person",
-                "P08",
-                clear(&["sex_code"]),
-                RowScope::default(),
-            );
-            r.valid_from = now + Duration::days(10);
-            p.decide_request(c, r, "psb_appr", true, "", now)?;
-            // Suspended after its grant was made: the grant stays, the department cannot use it.
-            p.departments.get_mut("SUSP").expect("susp").status = PrincipalStatus::Suspended;
-            Ok(())
-        })
-        .expect("policy");
+            )
+        };
+        let mut r = only_sex("P05");
+        r.valid_from = now - Duration::days(30);
+        r.valid_until = now - Duration::days(1);
+        approve(r)?;
+        p06 = approve(only_sex("P06"))?.grant.expect("grant");
+        let mut r = only_sex("P01");
+        r.consumer_dept = "SUSP".into();
+        approve(r)?;
+        // TAX, P08: a future grant, not yet valid.
+        let mut r = only_sex("P08");
+        r.valid_from = now + Duration::days(10);
+        approve(r)?;
+        Ok(())
+    });
+    act("amr_appr", "security fixture: entity approvals", &mut |p, c| {
+        let mut approve = |r| p.decide_request(c, r, "amr_appr", true, "", now);
+        // CIVIL, P01 on entities: legal_rep_id only as a pseudonym.
+        let f = masked(
+            clear(&["uscc", "org_name", "domicile_region_code"]),
+            "legal_rep_id",
+            MaskKind::Pseudonym,
+        );
+        approve(request("CIVIL", "legal_entity", "P01", f, RowScope::default()))?;
+        let f = masked(clear(&["uscc"]), "legal_rep_id", MaskKind::Pseudonym);
+        approve(request("HRSS", "legal_entity", "P07", f, RowScope::default()))?;
+        // TAX, P03: entities of the province with representatives in clear.
+        let f = clear(&[
+            "uscc",
+            "org_name",
+            "legal_rep_id",
+            "legal_rep_name",
+            "registered_capital",
+            "domicile_region_code",
+        ]);
+        approve(request("TAX", "legal_entity", "P03", f, crate::regions(&[&p6])))?;
+        Ok(())
+    });
+    act("admin", "security fixture: requests, revocation, suspension", &mut |p, c| {
+        // HRSS, P02 on entities, on request (unconditional fields; legal_rep_name gets its
+        // default mask).
+        let f = clear(&[
+            "uscc",
+            "org_name",
+            "legal_rep_name",
+            "domicile_region_code",
+            "reg_status",
+            "registered_capital",
+        ]);
+        p.grant_on_request(
+            c,
+            request("HRSS", "legal_entity", "P02", f, RowScope::default()),
+            "admin",
+            now,
+        )?;
+        p.revoke(p06, "admin", "purpose fulfilled", now)?;
+        // Suspended after its grant was made: the grant stays, the department cannot use it.
+        p.departments.get_mut("SUSP").expect("susp").status = PrincipalStatus::Suspended;
+        Ok(())
+    });
 
     // The raw reference: same store, every field clear, no scope.
     let rt = tokio::runtime::Builder::new_current_thread()

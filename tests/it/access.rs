@@ -14,9 +14,9 @@ use govshare_testkit::render;
 pub fn small_store(dir: &std::path::Path) -> Store {
     let store = govshare_testkit::generated_store(dir, 9, 500, 80, 32 * 1024);
     store
-        .writer()
+        .writer("root")
         .expect("w")
-        .update_policy("root", "setup", |p, _| {
+        .update_policy("setup", |p, _| {
             govshare_testkit::add_principals(
                 p,
                 "430000",
@@ -34,6 +34,7 @@ pub fn small_store(dir: &std::path::Path) -> Store {
                     ("a", "A", Role::Consumer),
                     ("a2", "A", Role::Consumer),
                     ("b", "B", Role::Consumer),
+                    ("aud", "PLAT", Role::Auditor),
                 ],
             )
         })
@@ -65,9 +66,9 @@ pub fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> Grant
 
 pub fn approve(store: &Store, r: GrantRequest, approver: &str) -> u64 {
     store
-        .writer()
+        .writer(approver)
         .expect("w")
-        .update_policy(approver, "approve", |p, c| {
+        .update_policy("approve", |p, c| {
             p.decide_request(c, r, approver, true, "", Utc::now())
         })
         .expect("approve")
@@ -93,9 +94,9 @@ fn suspension_and_revocation_take_effect_on_the_next_query_of_an_open_session() 
 
     let set_dept = |st: PrincipalStatus| {
         store
-            .writer()
+            .writer("admin")
             .expect("w")
-            .update_policy("admin", "status", |p, _| {
+            .update_policy("status", |p, _| {
                 p.departments.get_mut("A").expect("A").status = st;
                 Ok(())
             })
@@ -113,9 +114,9 @@ fn suspension_and_revocation_take_effect_on_the_next_query_of_an_open_session() 
     s.sql("SELECT count(*) FROM person").expect("back");
 
     store
-        .writer()
+        .writer("admin")
         .expect("w")
-        .update_policy("admin", "suspend user", |p, _| {
+        .update_policy("suspend user", |p, _| {
             p.users.get_mut("a").expect("a").status = PrincipalStatus::Suspended;
             Ok(())
         })
@@ -129,9 +130,9 @@ fn suspension_and_revocation_take_effect_on_the_next_query_of_an_open_session() 
         .expect("a2 query");
 
     store
-        .writer()
+        .writer("admin")
         .expect("w")
-        .update_policy("admin", "revoke", |p, _| {
+        .update_policy("revoke", |p, _| {
             p.revoke(g, "admin", "done", Utc::now())
         })
         .expect("revoke");
@@ -147,9 +148,9 @@ fn grant_rules_follow_share_types_and_default_masks() {
     let store = small_store(dir.path());
     let on_request = |r: GrantRequest, by: &str| {
         store
-            .writer()
+            .writer(by)
             .expect("w")
-            .update_policy(by, "request", |p, c| {
+            .update_policy("request", |p, c| {
                 p.grant_on_request(c, r, by, Utc::now())
             })
     };
@@ -161,9 +162,9 @@ fn grant_rules_follow_share_types_and_default_masks() {
     .expect_err("not shared");
     assert!(err.to_string().contains("reclassified"), "{err}");
     let err = store
-        .writer()
+        .writer("psb")
         .expect("w")
-        .update_policy("psb", "approve", |p, c| {
+        .update_policy("approve", |p, c| {
             p.decide_request(
                 c,
                 request("A", "person", &[("marital_status_code", Treatment::Clear)]),
@@ -191,9 +192,9 @@ fn grant_rules_follow_share_types_and_default_masks() {
         .is_err()
     );
     let err = store
-        .writer()
+        .writer("amr")
         .expect("w")
-        .update_policy("amr", "approve", |p, c| {
+        .update_policy("approve", |p, c| {
             p.decide_request(
                 c,
                 request("A", "person", &[("name", Treatment::Clear)]),
@@ -204,13 +205,16 @@ fn grant_rules_follow_share_types_and_default_masks() {
             )
         })
         .expect_err("wrong provider");
-    assert!(err.to_string().contains("provider-approver"), "{err}");
+    assert!(
+        err.to_string().contains("its provider is department 'PSB'"),
+        "{err}"
+    );
     // A rejection needs its reason, and is recorded without a grant.
     assert!(
         store
-            .writer()
+            .writer("psb")
             .expect("w")
-            .update_policy("psb", "reject", |p, c| p.decide_request(
+            .update_policy("reject", |p, c| p.decide_request(
                 c,
                 request("A", "person", &[("name", Treatment::Clear)]),
                 "psb",
@@ -221,9 +225,9 @@ fn grant_rules_follow_share_types_and_default_masks() {
             .is_err()
     );
     let ap = store
-        .writer()
+        .writer("psb")
         .expect("w")
-        .update_policy("psb", "reject", |p, c| {
+        .update_policy("reject", |p, c| {
             p.decide_request(
                 c,
                 request("A", "person", &[("name", Treatment::Clear)]),
@@ -432,14 +436,13 @@ fn an_item_reclassified_as_not_shared_drops_out_of_earlier_grants() {
         }
     }
     store
-        .writer()
+        .writer(govshare_testkit::COORD)
         .expect("w")
         .apply_catalog(
             govshare_core::catalog::CatalogFile {
                 datasets: vec![person],
                 code_tables: Default::default(),
             },
-            "coordinator",
             "ethnicity becomes not shared",
         )
         .expect("reclassify");

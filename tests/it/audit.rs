@@ -70,7 +70,7 @@ fn every_decision_produces_exactly_one_record_with_its_content() {
     );
     step(
         &|| {
-            let _ = store.writer().expect("w").update_policy("a", "x", |p, c| {
+            let _ = store.writer("a").expect("w").update_policy("x", |p, c| {
                 p.grant_on_request(
                     c,
                     request("A", "person", &[("name", Treatment::Clear)]),
@@ -137,18 +137,14 @@ fn every_decision_produces_exactly_one_record_with_its_content() {
     before = kinds(&engine);
     let gdp = r#"{"datasets":[{"name":"gdp","label":"GDP","key":"k","provider":"统计局","fields":[{"name":"k","label":"k","type":"utf8","nullable":false,"share":"unconditional","grade":"L1"}]}]}"#;
     store
-        .writer()
+        .writer(govshare_testkit::ROOT)
         .expect("w")
-        .apply_catalog(
-            CatalogFile::parse(gdp, false, "t").expect("p"),
-            "张三",
-            "add",
-        )
+        .apply_catalog(CatalogFile::parse(gdp, false, "t").expect("p"), "add")
         .expect("apply");
     assert_eq!(delta(&before, &kinds(&engine)), one("catalog"));
     before = kinds(&engine);
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",
@@ -336,7 +332,7 @@ fn who_accessed_matches_a_brute_force_recomputation() {
             .map(|(u, q)| (u.to_string(), q.to_string()))
             .collect();
         let mut got: Vec<(String, String)> = engine
-            .who_accessed(id)
+            .who_accessed("aud", id)
             .expect("who")
             .into_iter()
             .map(|a| (a.user, a.sql))
@@ -367,7 +363,7 @@ fn who_accessed_matches_a_brute_force_recomputation() {
     );
     assert!(
         engine
-            .who_accessed("110105194912310021")
+            .who_accessed("aud", "110105194912310021")
             .expect("who")
             .is_empty()
     );
@@ -388,19 +384,6 @@ fn auditors_query_the_trail_with_sql_departments_see_only_their_own() {
         request("B", "person", &[("sex_code", Treatment::Clear)]),
         "psb",
     );
-    store
-        .writer()
-        .expect("w")
-        .update_policy("root", "auditor", |p, _| {
-            p.upsert_user(govshare_core::access::policy::User {
-                id: "aud".into(),
-                name: "审计员".into(),
-                department: "PLAT".into(),
-                roles: vec![govshare_core::access::policy::Role::Auditor],
-                status: govshare_core::access::policy::PrincipalStatus::Active,
-            })
-        })
-        .expect("auditor");
     let engine = Engine::open(dir.path()).expect("engine");
     engine
         .session("a", "P")

@@ -22,12 +22,12 @@ fields = [
 #[test]
 fn declared_dataset_is_first_class_and_catalog_is_versioned() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
     let file = CatalogFile::parse(GDP, true, "gdp.toml").expect("parse");
     let v = store
-        .writer()
+        .writer(govshare_testkit::ROOT)
         .expect("w")
-        .apply_catalog(file.clone(), "张主任", "add county economy")
+        .apply_catalog(file.clone(), "add county economy")
         .expect("apply");
     assert_eq!(v.version, 2);
     assert_eq!(
@@ -37,9 +37,9 @@ fn declared_dataset_is_first_class_and_catalog_is_versioned() {
     // Applying the same file again changes nothing and commits nothing.
     assert_eq!(
         store
-            .writer()
+            .writer(govshare_testkit::ROOT)
             .expect("w")
-            .apply_catalog(file, "张主任", "again")
+            .apply_catalog(file, "again")
             .expect("noop")
             .version,
         2
@@ -48,7 +48,7 @@ fn declared_dataset_is_first_class_and_catalog_is_versioned() {
     let csv = dir.path().join("gdp.csv");
     std::fs::write(&csv, "region_code,gdp,year\n430623,312.55,2025\n430602,1020.10,2025\n451425,88.00,2025\n430603,abc,2025\n").expect("w");
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("county_economy", Source::from_path(&csv), &opts())
         .expect("load");
@@ -73,23 +73,23 @@ fn declared_dataset_is_first_class_and_catalog_is_versioned() {
     assert_eq!(h.len(), 2);
     assert_eq!(
         (h[1].author.as_str(), h[1].note.as_str()),
-        ("张主任", "add county economy")
+        (govshare_testkit::ROOT, "add county economy")
     );
 
-    // Changing a field is a new version with a diff line; an anonymous change is refused.
+    // Changing a field is a new version with a diff line; a change by no user is refused.
     let changed = GDP.replace("地区生产总值(亿元)", "GDP(亿元)");
     let f = CatalogFile::parse(&changed, true, "gdp2.toml").expect("parse");
     assert!(
         store
-            .writer()
+            .writer(" ")
             .expect("w")
-            .apply_catalog(f.clone(), " ", "x")
+            .apply_catalog(f.clone(), "x")
             .is_err()
     );
     let v3 = store
-        .writer()
+        .writer(govshare_testkit::ROOT)
         .expect("w")
-        .apply_catalog(f, "张主任", "relabel")
+        .apply_catalog(f, "relabel")
         .expect("apply");
     assert_eq!(v3.changes, vec!["~ field county_economy.gdp".to_string()]);
     // The data version keeps the definition it was written with.

@@ -19,10 +19,10 @@ pub fn opts() -> LoadOptions<'static> {
 
 /// A store with `n` generated persons loaded as version 1.
 pub fn person_store(dir: &Path, n: usize) -> Store {
-    let store = Store::init(dir).expect("init");
+    let store = govshare_testkit::init_store(&dir);
     let batches: Vec<RecordBatch> = Synth::new(1, n, 0).persons(4096).collect();
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("writer")
         .load("person", Source::Batches(batches), &opts())
         .expect("load");

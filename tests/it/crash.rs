@@ -46,7 +46,7 @@ fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
     }
     // The crashed writer's lock died with it; leftovers are unreferenced and vacuumable.
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("lock is free")
         .vacuum("person", 1)
         .expect("vacuum");
@@ -146,7 +146,7 @@ fn readers_do_not_block_and_see_whole_versions_while_a_writer_runs() {
         let n = keys(&s).len() as u64;
         assert_eq!(n, s.manifest().live_rows);
         assert!(n == 400 || n == 20_000);
-        match store.writer() {
+        match store.writer(govshare_testkit::OPS) {
             Err(govshare_core::Error::Locked { .. }) => saw_locked = true,
             Ok(_) => {} // the child has not taken the lock yet, or has finished
             Err(e) => panic!("{e}"),

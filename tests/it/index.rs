@@ -37,9 +37,9 @@ proptest! {
     #[test]
     fn bitmap_scopes_equal_full_scan(seed in 0u64..1_000, n in 50usize..1500, deletes in proptest::collection::vec(0usize..1500, 0..40)) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = govshare_core::Store::init(dir.path()).expect("init");
+        let store = govshare_testkit::init_store(&dir.path());
         let o = LoadOptions { row_group_size: 1024, today: Some(today()), ..Default::default() };
-        store.writer().expect("w").load("person", Source::Batches(Synth::new(seed, n, 0).persons(333).collect()), &o).expect("load");
+        store.writer(govshare_testkit::OPS).expect("w").load("person", Source::Batches(Synth::new(seed, n, 0).persons(333).collect()), &o).expect("load");
         // Half the cases also go through an incremental delete, so deletion vectors and
         // derived indexes are covered.
         if !deletes.is_empty() && seed % 2 == 0 {
@@ -49,7 +49,7 @@ proptest! {
             let csv = dir.path().join("del.csv");
             let body: String = victims.iter().map(|k| format!("delete,{k}\n")).collect();
             std::fs::write(&csv, format!("_op,citizen_id\n{body}")).expect("write");
-            store.writer().expect("w").load("person", Source::from_path(&csv), &LoadOptions { mode: LoadMode::Incremental, ..o }).expect("inc");
+            store.writer(govshare_testkit::OPS).expect("w").load("person", Source::from_path(&csv), &LoadOptions { mode: LoadMode::Incremental, ..o }).expect("inc");
         }
         let s = store.snapshot("person").expect("s");
         let regions: BTreeSet<String> = {
@@ -79,14 +79,14 @@ proptest! {
 #[test]
 fn clustering_makes_a_county_scope_touch_few_row_groups() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path()).expect("init");
+    let store = govshare_testkit::init_store(&dir.path());
     let o = LoadOptions {
         row_group_size: 1024,
         today: Some(today()),
         ..Default::default()
     };
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",

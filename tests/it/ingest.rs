@@ -17,7 +17,7 @@ fn edit(path: &std::path::Path, row: usize, col: usize, value: &str) {
 #[test]
 fn gbk_csv_loads_with_chinese_text_intact() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
     let gbk = person_csv(dir.path(), 500, 3, Encoding::Gbk);
     let utf8 = person_csv(dir.path(), 500, 3, Encoding::Utf8);
     let raw = std::fs::read(&gbk).expect("read");
@@ -26,7 +26,7 @@ fn gbk_csv_loads_with_chinese_text_intact() {
         "the GBK file really is not UTF-8"
     );
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("person", Source::from_path(&gbk), &opts())
         .expect("auto-detected GBK");
@@ -40,7 +40,7 @@ fn gbk_csv_loads_with_chinese_text_intact() {
         "name",
     );
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("person", Source::from_path(&utf8), &opts())
         .expect("utf8");
@@ -56,7 +56,7 @@ fn gbk_csv_loads_with_chinese_text_intact() {
     assert!(names_gbk.iter().all(|n| n.chars().all(|c| !c.is_ascii())));
     // Declaring UTF-8 for a GBK file is an error naming the byte, not garbage in the store.
     let err = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",
@@ -74,7 +74,7 @@ fn gbk_csv_loads_with_chinese_text_intact() {
 #[test]
 fn bad_rows_are_rejected_with_row_field_reason_lenient_commits_strict_does_not() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
     let csv = person_csv(dir.path(), 200, 5, Encoding::Utf8);
     edit(&csv, 4, 0, "110105194912310021"); // check character
     edit(&csv, 9, 5, "1990-02-30"); // not a real date
@@ -84,7 +84,7 @@ fn bad_rows_are_rejected_with_row_field_reason_lenient_commits_strict_does_not()
     edit(&csv, 29, 8, "990101"); // unknown province prefix
 
     let err = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",
@@ -112,7 +112,7 @@ fn bad_rows_are_rejected_with_row_field_reason_lenient_commits_strict_does_not()
     assert!(rejects_file.exists());
 
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("person", Source::from_path(&csv), &opts())
         .expect("lenient");
@@ -208,7 +208,7 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
         .expect("read");
     let input = vec![with_op(&upserts, "upsert"), with_op(&del_row[0], "delete")];
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",
@@ -271,7 +271,7 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
     // Deleting a key that does not exist is a rejection, and strict mode then commits nothing.
     let missing = with_op(&del_row[0], "delete");
     let err = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",
@@ -288,7 +288,7 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
 
     // Compaction folds deletion vectors into new clustered files with identical content.
     let m = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .compact("person")
         .expect("compact");
@@ -299,7 +299,7 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
 
     // Vacuum keeps the newest version and removes what only older ones used.
     let report = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .vacuum("person", 1)
         .expect("vacuum");
@@ -315,7 +315,7 @@ fn incremental_upsert_and_delete_visible_in_next_version_absent_from_previous() 
 #[test]
 fn handover_record_and_digest_describe_the_input() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
     let csv = person_csv(dir.path(), 100, 8, Encoding::Utf8);
     let o = LoadOptions {
         handover: govshare_core::ingest::HandoverInfo {
@@ -327,7 +327,7 @@ fn handover_record_and_digest_describe_the_input() {
         ..opts()
     };
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("person", Source::from_path(&csv), &o)
         .expect("load");
@@ -357,7 +357,7 @@ fn handover_record_and_digest_describe_the_input() {
 #[test]
 fn parquet_input_and_wrong_columns() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
     let p = dir.path().join("p.parquet");
     let batches: Vec<_> = govshare_core::synth::Synth::new(4, 300, 0)
         .persons(100)
@@ -373,7 +373,7 @@ fn parquet_input_and_wrong_columns() {
     }
     w.close().expect("close");
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("person", Source::from_path(&p), &opts())
         .expect("parquet");
@@ -383,7 +383,7 @@ fn parquet_input_and_wrong_columns() {
     let csv = dir.path().join("typo.csv");
     std::fs::write(&csv, "citizen_id,nmae\n11010519491231002X,张三\n").expect("write");
     let err = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("person", Source::from_path(&csv), &opts())
         .expect_err("typo");
@@ -391,14 +391,14 @@ fn parquet_input_and_wrong_columns() {
     assert_eq!(store.current_version("person").expect("v"), 1);
     // A dataset that does not exist.
     let err = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load("persons", Source::from_path(&csv), &opts())
         .expect_err("unknown");
     assert!(matches!(err, Error::NotFound(_)));
     // Incremental before any full load.
     let err = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "legal_entity",
@@ -418,10 +418,10 @@ fn parquet_input_and_wrong_columns() {
 #[test]
 fn legal_entities_load_and_reference_persons() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_core::Store::init(dir.path().join("s")).expect("init");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
     let s = govshare_core::synth::Synth::new(11, 2000, 300);
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",
@@ -430,7 +430,7 @@ fn legal_entities_load_and_reference_persons() {
         )
         .expect("persons");
     store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "legal_entity",
@@ -492,7 +492,7 @@ fn a_full_load_with_no_valid_row_commits_nothing_unless_asked() {
         (&header_only, true),
         (&all_bad, false),
     ] {
-        let r = store.writer().expect("w").load(
+        let r = store.writer(govshare_testkit::OPS).expect("w").load(
             "person",
             Source::from_path(file),
             &LoadOptions { strict, ..opts() },
@@ -509,7 +509,7 @@ fn a_full_load_with_no_valid_row_commits_nothing_unless_asked() {
     }
     // Asked for, the dataset is emptied as a new version.
     let r = store
-        .writer()
+        .writer(govshare_testkit::OPS)
         .expect("w")
         .load(
             "person",

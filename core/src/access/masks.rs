@@ -39,6 +39,51 @@ pub fn applicable(mask: MaskKind, input: &DataType) -> bool {
     }
 }
 
+/// How much a mask hides, for "at least the catalog default" checks: clear (0) < the
+/// field-specific partial masks (1: citizen ID, name, phone, address, date to year — each
+/// only comparable with itself) < pseudonym (2: nothing readable, still joinable within the
+/// department) < nullify (3: nothing at all).
+pub fn strength(mask: MaskKind) -> u8 {
+    match mask {
+        MaskKind::Clear => 0,
+        MaskKind::CitizenId
+        | MaskKind::Name
+        | MaskKind::Phone
+        | MaskKind::Address
+        | MaskKind::DateToYear => 1,
+        MaskKind::Pseudonym => 2,
+        MaskKind::Nullify => 3,
+    }
+}
+
+/// Whether showing a field through `mask` hides at least what `floor` hides: the same mask, or
+/// a strictly stronger one. Two different partial masks are not comparable, so neither is at
+/// least the other.
+pub fn at_least(mask: MaskKind, floor: MaskKind) -> bool {
+    mask == floor || strength(mask) > strength(floor)
+}
+
+/// A way to undo a mask from other fields of the same dataset: what `mask` hides, and the
+/// fields that give it back when they are readable in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linkage {
+    /// The mask.
+    pub mask: MaskKind,
+    /// What it hides, in words.
+    pub hides: &'static str,
+    /// Fields that reveal what it hides when granted in clear.
+    pub derived_by: &'static [&'static str],
+}
+
+/// Every known linkage. The citizen ID mask keeps the first 6 and last 4 characters and hides
+/// digits 7-14, which are the birth date: with `birth_date` in clear only the 3-digit sequence
+/// number is unknown, and the visible check digit narrows it to about 90 candidates.
+pub const LINKAGES: &[Linkage] = &[Linkage {
+    mask: MaskKind::CitizenId,
+    hides: "the birth date (characters 7-14)",
+    derived_by: &["birth_date"],
+}];
+
 fn stars(n: usize) -> String {
     "*".repeat(n)
 }

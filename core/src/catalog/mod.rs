@@ -348,7 +348,8 @@ pub struct DatasetDef {
     /// groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_field: Option<String>,
-    /// Providing department.
+    /// Providing department, by its department code (approvers are matched by code, never by
+    /// a free-text name).
     pub provider: String,
     /// How often the provider updates it.
     #[serde(default)]
@@ -570,6 +571,42 @@ fn is_snake(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Items (`dataset.field`) whose share type differs from `old` to `new`: the coordinator's
+/// act (002 §21), never a side effect of an ordinary catalog change.
+pub fn reclassified(old: &Catalog, new: &Catalog) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, ds) in &new.datasets {
+        let Some(prev) = old.datasets.get(name) else {
+            continue;
+        };
+        for f in &ds.fields {
+            if let Some(p) = prev.field(&f.name)
+                && p.share != f.share
+            {
+                out.push(format!("{name}.{}", f.name));
+            }
+        }
+    }
+    out
+}
+
+/// Datasets added, changed or removed from `old` to `new`.
+pub fn changed_datasets(old: &Catalog, new: &Catalog) -> Vec<String> {
+    let mut out: Vec<String> = new
+        .datasets
+        .iter()
+        .filter(|(n, d)| old.datasets.get(*n) != Some(*d))
+        .map(|(n, _)| n.clone())
+        .collect();
+    out.extend(
+        old.datasets
+            .keys()
+            .filter(|n| !new.datasets.contains_key(*n))
+            .cloned(),
+    );
+    out
 }
 
 /// What changed from `old` to `new`, one line per dataset, field or code table.

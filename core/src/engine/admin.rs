@@ -13,13 +13,14 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::access::policy::{
-    Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, User,
+    Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, Role, User,
 };
-use crate::audit::{Checkpoint, Verdict};
-use crate::engine::Engine;
+use crate::audit::{Checkpoint, Retention, Verdict};
+use crate::engine::{Engine, QueryResult};
 use crate::error::{Error, Result};
 use crate::ingest::{HandoverInfo, LoadMode, LoadOptions, Source};
-use crate::store::Handover;
+use crate::catalog::CatalogFile;
+use crate::store::{CatalogVersion, Handover, Manifest, VacuumReport};
 
 /// What a load committed, in a form every binding can print or serialise.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,17 +38,59 @@ pub struct LoadSummary {
 }
 
 impl Engine {
-    /// The current policy document (departments, users, grants, approvals), for listings.
-    pub fn policy(&self) -> Result<Policy> {
-        self.store().policy()
+    /// The current policy document (departments, users, grants, approvals) as `by` may see it
+    /// (see [`Policy::view_for`]); the listing is recorded.
+    pub fn policy(&self, by: &str) -> Result<Policy> {
+        let outcome = (|| self.store().policy()?.view_for(by, &self.store().catalog()?))();
+        self.record_read("policy_read", by, serde_json::json!({}), outcome.as_ref())?;
+        outcome
+    }
+
+    /// An operator's administrative lookup of one row by key, with the reason recorded (and
+    /// the row id, so [`Engine::who_accessed`] finds it): the whole stored row, unmasked —
+    /// operators maintain the data. Not a consumer's read: consumers query through sessions.
+    pub fn lookup(&self, by: &str, reason: &str, dataset: &str, key: &str) -> Result<QueryResult> {
+        let found = (|| {
+            crate::catalog::check_dataset_name(dataset)?;
+            let policy = self.store().policy()?;
+            let u = policy.require(by, Role::Operator, &format!("look up rows of '{dataset}'"))?;
+            if reason.trim().is_empty() {
+                return Err(Error::invalid(
+                    "an administrative lookup must give its reason (it is recorded)",
+                ));
+            }
+            let snap = self.store().snapshot(dataset)?;
+            let row = snap.lookup(key)?;
+            Ok((u.department.clone(), snap, row))
+        })();
+        let body = match &found {
+            Ok((dept, snap, row)) => serde_json::json!({
+                "dataset": dataset, "version": snap.version(), "row": row,
+                "department": dept, "reason": reason,
+            }),
+            Err(_) => serde_json::json!({ "dataset": dataset, "reason": reason }),
+        };
+        self.record_read("admin_lookup", by, body, found.as_ref())?;
+        let (_, snap, row) = found?;
+        let Some(row) = row else {
+            return Err(Error::NotFound(format!(
+                "no row with that key in {dataset} version {}",
+                snap.version()
+            )));
+        };
+        let batches = snap.read(Some(&[row].into_iter().collect()), None)?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| Error::internal("a found row read as no batch"))?;
+        Ok(QueryResult { schema, batches })
     }
 
     /// Add or replace a department.
     pub fn upsert_department(&self, by: &str, d: Department) -> Result<()> {
         let note = format!("department {}", d.code);
-        self.store()
-            .writer()?
-            .update_policy(by, &note, |p, _| p.upsert_department(d))
+        self.writer(by)?
+            .update_policy(&note, |p, _| p.upsert_department(d))
     }
 
     /// Suspend or reactivate a department; its users' next queries are decided accordingly.
@@ -58,7 +101,7 @@ impl Engine {
         status: PrincipalStatus,
     ) -> Result<()> {
         let note = format!("department {code} {status:?}");
-        self.writer()?.update_policy(by, &note, |p, _| {
+        self.writer(by)?.update_policy(&note, |p, _| {
             let d = p
                 .departments
                 .get_mut(code)
@@ -71,15 +114,14 @@ impl Engine {
     /// Add or replace a real-name user.
     pub fn upsert_user(&self, by: &str, u: User) -> Result<()> {
         let note = format!("user {}", u.id);
-        self.store()
-            .writer()?
-            .update_policy(by, &note, |p, _| p.upsert_user(u))
+        self.writer(by)?
+            .update_policy(&note, |p, _| p.upsert_user(u))
     }
 
     /// Suspend or reactivate a user.
     pub fn set_user_status(&self, by: &str, id: &str, status: PrincipalStatus) -> Result<()> {
         let note = format!("user {id} {status:?}");
-        self.writer()?.update_policy(by, &note, |p, _| {
+        self.writer(by)?.update_policy(&note, |p, _| {
             let u = p
                 .users
                 .get_mut(id)
@@ -92,9 +134,8 @@ impl Engine {
     /// Grant on request (unconditional fields only, by a platform admin; see
     /// [`Policy::grant_on_request`]).
     pub fn request_grant(&self, by: &str, request: GrantRequest) -> Result<Grant> {
-        self.store()
-            .writer()?
-            .update_policy(by, "grant on request", |p, c| {
+        self.writer(by)?
+            .update_policy("grant on request", |p, c| {
                 p.grant_on_request(c, request, by, Utc::now())
             })
     }
@@ -113,16 +154,15 @@ impl Engine {
         } else {
             "reject request"
         };
-        self.writer()?.update_policy(by, note, |p, c| {
+        self.writer(by)?.update_policy(note, |p, c| {
             p.decide_request(c, request, by, approve, reason, Utc::now())
         })
     }
 
     /// Revoke a grant; sessions relying on it are refused from their next query on.
     pub fn revoke_grant(&self, by: &str, grant: u64, reason: &str) -> Result<()> {
-        self.store()
-            .writer()?
-            .update_policy(by, &format!("revoke grant {grant}"), |p, _| {
+        self.writer(by)?
+            .update_policy(&format!("revoke grant {grant}"), |p, _| {
                 p.revoke(grant, by, reason, Utc::now())
             })
     }
@@ -132,6 +172,7 @@ impl Engine {
     /// committed when any row is invalid.
     pub fn load_file(
         &self,
+        by: &str,
         dataset: &str,
         path: &Path,
         incremental: bool,
@@ -147,14 +188,20 @@ impl Engine {
             handover,
             ..Default::default()
         };
-        self.load(dataset, Source::from_path(path), &opts)
+        self.load(by, dataset, Source::from_path(path), &opts)
     }
 
-    /// Load `source` into `dataset` with full control of the options (encoding, progress,
-    /// row group size): one writer transaction on this engine's trail. [`Engine::load_file`]
-    /// and the command line both come here.
-    pub fn load(&self, dataset: &str, source: Source, opts: &LoadOptions) -> Result<LoadSummary> {
-        let report = self.writer()?.load(dataset, source, opts)?;
+    /// Load `source` into `dataset` as operator `by`, with full control of the options
+    /// (encoding, progress, row group size): one writer transaction on this engine's trail.
+    /// [`Engine::load_file`] and the command line both come here.
+    pub fn load(
+        &self,
+        by: &str,
+        dataset: &str,
+        source: Source,
+        opts: &LoadOptions,
+    ) -> Result<LoadSummary> {
+        let report = self.writer(by)?.load(dataset, source, opts)?;
         Ok(LoadSummary {
             dataset: dataset.to_string(),
             version: report.manifest.version,
@@ -164,8 +211,70 @@ impl Engine {
         })
     }
 
-    /// Walk the audit chain (see [`crate::audit::verify`]), against `checkpoint` when given.
-    pub fn verify_audit(&self, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
-        crate::audit::verify(self.audit().dir(), checkpoint)
+    /// Apply a catalog file as `by` (a platform administrator; a coordinator when it
+    /// reclassifies items).
+    pub fn apply_catalog(&self, by: &str, file: CatalogFile, note: &str) -> Result<CatalogVersion> {
+        self.writer(by)?.apply_catalog(file, note)
+    }
+
+    /// Compact `dataset` as operator `by`.
+    pub fn compact(&self, by: &str, dataset: &str) -> Result<Manifest> {
+        self.writer(by)?.compact(dataset)
+    }
+
+    /// Remove all but the newest `keep` versions of `dataset`, as operator `by`.
+    pub fn vacuum(&self, by: &str, dataset: &str, keep: usize) -> Result<VacuumReport> {
+        self.writer(by)?.vacuum(dataset, keep)
+    }
+
+    /// Walk the audit chain (see [`crate::audit::verify`]) as auditor `by`, against
+    /// `checkpoint` when given; the check and its verdict are recorded.
+    pub fn verify_audit(&self, by: &str, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
+        let outcome = self
+            .require(by, Role::Auditor, "verify the audit trail")
+            .and_then(|()| crate::audit::verify(self.audit().dir(), checkpoint));
+        let body = match &outcome {
+            Ok(Verdict::Intact { records, .. }) => {
+                serde_json::json!({ "verdict": "intact", "records": records })
+            }
+            Ok(Verdict::Broken { seq, .. }) => {
+                serde_json::json!({ "verdict": "broken", "at": seq })
+            }
+            Err(_) => serde_json::json!({}),
+        };
+        self.record_read("audit_verify", by, body, outcome.as_ref())?;
+        outcome
+    }
+
+    /// The trail's head, for an external party to keep, as auditor `by` (recorded).
+    pub fn audit_checkpoint(&self, by: &str) -> Result<Checkpoint> {
+        let outcome = self
+            .require(by, Role::Auditor, "take an audit checkpoint")
+            .and_then(|()| self.audit().checkpoint());
+        self.record_read("audit_checkpoint", by, serde_json::json!({}), outcome.as_ref())?;
+        outcome
+    }
+
+    /// Move closed trail segments into Parquet archives, as operator `by`.
+    pub fn archive_audit(&self, by: &str) -> Result<Vec<PathBuf>> {
+        self.require(by, Role::Operator, "archive the audit trail")
+            .or_else(|e| self.refused("audit_archive", by, e))?;
+        self.audit().archive(by)
+    }
+
+    /// Delete archived records older than `retention`, as operator `by`.
+    pub fn purge_audit(&self, by: &str, retention: Retention) -> Result<u64> {
+        self.require(by, Role::Operator, "purge expired audit records")
+            .or_else(|e| self.refused("audit_purge", by, e))?;
+        self.audit().purge_expired(retention, by)
+    }
+
+    fn require(&self, by: &str, role: Role, act: &str) -> Result<()> {
+        self.store().policy()?.require(by, role, act).map(drop)
+    }
+
+    fn refused(&self, kind: &str, by: &str, e: Error) -> Result<()> {
+        self.record_read(kind, by, serde_json::json!({}), Err::<(), _>(&e))?;
+        Err(e)
     }
 }

@@ -134,9 +134,33 @@ impl Engine {
         })
     }
 
-    /// Take the store's writer lock; the writer records its acts on this engine's trail, so
-    /// administrative acts and queries of one process are group-committed together.
-    pub fn writer(&self) -> Result<Writer<'_>> {
-        self.store().writer_with(self.inner.audit.clone())
+    /// Record an administrative read (a listing, a lookup, an audit question) with its
+    /// outcome: reads are decisions too, allowed or denied.
+    pub(crate) fn record_read<T>(
+        &self,
+        kind: &str,
+        by: &str,
+        mut body: serde_json::Value,
+        outcome: std::result::Result<T, &Error>,
+    ) -> Result<()> {
+        if let Some(o) = body.as_object_mut() {
+            match outcome {
+                Ok(_) => {
+                    o.insert("outcome".into(), "allowed".into());
+                }
+                Err(e) => {
+                    o.insert("outcome".into(), "denied".into());
+                    o.insert("reason".into(), e.to_string().into());
+                }
+            }
+        }
+        self.inner.audit.append(kind, by, body).map(drop)
+    }
+
+    /// Take the store's writer lock for `actor`, whose every act the policy authorises first;
+    /// the writer records its acts on this engine's trail, so administrative acts and queries
+    /// of one process are group-committed together.
+    pub fn writer(&self, actor: &str) -> Result<Writer<'_>> {
+        self.store().writer_with(actor, self.inner.audit.clone())
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use chrono::Utc;
 
+use crate::access::policy::Role;
 use crate::error::{Error, Result};
 
 use super::surface::{self, Explain};
@@ -35,11 +36,36 @@ pub struct Access {
 }
 
 impl Engine {
-    /// Who accessed this subject (a citizen ID or USCC): every completed query whose secured
-    /// scan emitted the subject's row — after the row scope and deletions, before any of the
-    /// query's own filters (which all run above the scan). That is the documented meaning of
-    /// "read": a row that left the barrier was read, whether or not it reached the result.
-    pub fn who_accessed(&self, key: &str) -> Result<Vec<Access>> {
+    /// Who accessed this subject (a citizen ID or USCC), asked by auditor `by` (the question is
+    /// recorded, without the key): every completed query whose secured scan emitted the
+    /// subject's row — after the row scope and deletions, before any of the query's own filters
+    /// (which all run above the scan) — and every administrative lookup of it. That is the
+    /// documented meaning of "read": a row that left the barrier was read, whether or not it
+    /// reached the result. An auditor's own acts are not in the answer: another auditor audits
+    /// them.
+    pub fn who_accessed(&self, by: &str, key: &str) -> Result<Vec<Access>> {
+        let outcome = self
+            .store()
+            .policy()
+            .and_then(|p| {
+                p.require(by, Role::Auditor, "ask who accessed a subject")
+                    .map(drop)
+            })
+            .and_then(|()| self.accesses(key))
+            .map(|mut hits| {
+                hits.retain(|a| a.user != by);
+                hits
+            });
+        self.record_read(
+            "who_accessed",
+            by,
+            serde_json::json!({}),
+            outcome.as_ref().map(Vec::len),
+        )?;
+        outcome
+    }
+
+    fn accesses(&self, key: &str) -> Result<Vec<Access>> {
         let store = self.store();
         let records = self.inner.audit.records()?;
         let opened: std::collections::HashMap<u64, &crate::audit::Record> = records
@@ -50,6 +76,39 @@ impl Engine {
         let mut rows_by_version: std::collections::HashMap<(String, u64), Option<u32>> =
             Default::default();
         let mut out = Vec::new();
+        for r in records.iter().filter(|r| r.kind == "admin_lookup") {
+            let (Some(dataset), Some(version), Some(row)) = (
+                r.body.get("dataset").and_then(|v| v.as_str()),
+                r.body.get("version").and_then(|v| v.as_u64()),
+                r.body.get("row").and_then(|v| v.as_u64()),
+            ) else {
+                continue;
+            };
+            let here = match store.snapshot_at(dataset, version) {
+                Ok(snap) => snap.lookup(key)?,
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if here.map(u64::from) == Some(row) {
+                let text = |k: &str| {
+                    r.body
+                        .get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                out.push(Access {
+                    query_seq: r.seq,
+                    time: r.time,
+                    user: r.actor.clone(),
+                    department: text("department"),
+                    purpose: format!("administrative lookup: {}", text("reason")),
+                    dataset: dataset.to_string(),
+                    version,
+                    sql: String::new(),
+                });
+            }
+        }
         for r in records.iter().filter(|r| r.kind == "query_end") {
             let Some(subjects) = r.body.get("subjects").and_then(|s| s.as_object()) else {
                 continue;
@@ -120,9 +179,10 @@ impl Engine {
     }
 
     /// Query the audit trail with SQL as table `audit_log` (seq, time, kind, actor,
-    /// department, purpose, sql, outcome, body). An auditor sees every record; any other active
-    /// user only the records of their own department. The same closed surface applies, and
-    /// the query itself is recorded.
+    /// department, purpose, sql, outcome, body). An auditor sees every record but their own
+    /// acts (an auditor does not audit themselves); any other active user only the records of
+    /// their own department. The same closed surface applies, and the query itself is
+    /// recorded.
     pub fn audit_sql(&self, user: &str, sql: &str) -> Result<QueryResult> {
         use arrow::array::{StringArray, UInt64Array};
         let policy = self.store().policy()?;
@@ -165,7 +225,7 @@ impl Engine {
                     .unwrap_or_else(|| dept_of(&r.actor));
                 (r, dept)
             })
-            .filter(|(_, d)| auditor || d == &u.department)
+            .filter(|(r, d)| if auditor { r.actor != user } else { d == &u.department })
             .collect();
         let text = |f: &dyn Fn(&crate::audit::Record, &String) -> Option<String>| -> StringArray {
             rows.iter().map(|(r, d)| f(r, d)).collect()

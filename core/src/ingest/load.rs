@@ -10,7 +10,7 @@ use crate::catalog::{DatasetDef, IndexKind};
 use crate::durable::{failpoint, read_bitmap, write_bitmap};
 use crate::error::{Error, Result};
 use crate::index::KeyIndex;
-use crate::store::{Handover, Manifest, Operation, Writer};
+use crate::store::{Act, Handover, Manifest, Operation, Writer};
 use crate::validate::{Reject, Validator};
 
 use super::cluster::{ClusteredWriter, Written, write_rejects};
@@ -29,6 +29,8 @@ impl Writer<'_> {
         source: Source,
         opts: &LoadOptions<'_>,
     ) -> Result<LoadReport> {
+        crate::catalog::check_dataset_name(dataset)?;
+        self.authorize(&Act::Load { dataset })?;
         let started_at = Utc::now();
         let store = self.store;
         let catalog_version = store.catalog_version()?;
@@ -175,6 +177,8 @@ impl Writer<'_> {
     /// Rewrite the live rows of the current version into clustered files without deletion
     /// vectors, as a new version with the same content.
     pub fn compact(&mut self, dataset: &str) -> Result<Manifest> {
+        crate::catalog::check_dataset_name(dataset)?;
+        self.authorize(&Act::Compact { dataset })?;
         let started_at = Utc::now();
         let store = self.store;
         let snap = store.snapshot(dataset)?;
@@ -305,6 +309,7 @@ impl Writer<'_> {
             bitmap_indexes,
             live_rows,
             handover: handover.clone(),
+            committed_by: self.actor().to_string(),
         };
         self.commit_manifest(&manifest)?;
         Ok(manifest)

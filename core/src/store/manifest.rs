@@ -95,6 +95,10 @@ pub struct Manifest {
     pub live_rows: u64,
     /// The handover record of the load that produced it.
     pub handover: Handover,
+    /// The operator (a user of the store) whose act committed it; separation of duties keeps
+    /// them from approving access to what they loaded.
+    #[serde(default)]
+    pub committed_by: String,
 }
 
 impl Manifest {

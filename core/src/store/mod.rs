@@ -23,6 +23,7 @@
 //! row id = `row_base` of its file + offset in the file. Deleted rows keep their ids (they are
 //! masked by the file's deletion vector), so indexes of a version stay valid for it.
 
+mod authority;
 mod chain;
 mod manifest;
 mod snapshot;
@@ -39,6 +40,7 @@ use crate::catalog::Catalog;
 use crate::durable::write_durable;
 use crate::error::{Error, IoContext, Result};
 
+pub use authority::{Act, Authorizer};
 pub(crate) use chain::DocChain;
 pub use manifest::{CatalogVersion, DataFile, Handover, Manifest, Operation};
 pub use snapshot::{FileRows, Snapshot};
@@ -80,16 +82,22 @@ struct Marker {
 }
 
 impl Store {
-    /// Create a store at `root` (or open it, if one is there), with the built-in catalog as
-    /// catalog version 1.
-    pub fn init(root: impl AsRef<Path>) -> Result<Store> {
+    /// Create a store at `root` (or open it, if one is there, without calling `found`), with
+    /// the built-in catalog as catalog version 1; `found` runs under the same writer lock
+    /// before the marker is written, so a directory with a marker always has what `found`
+    /// committed (the policy's first administrator; see `Store::init` in `access::policy`).
+    pub(crate) fn create(
+        root: impl AsRef<Path>,
+        found: impl FnOnce(&mut Writer<'_>) -> Result<()>,
+    ) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         if root.join(MARKER).exists() {
             return Store::open(&root);
         }
         crate::durable::create_private_dir(&root)?;
         let store = Store { root };
-        let mut w = store.writer()?;
+        let audit = Arc::new(AuditLog::open(store.audit_dir())?);
+        let mut w = store.lock_writer("govshare init", audit, &authority::Nobody)?;
         let marker = Marker {
             format: FORMAT_VERSION,
             created_at: Utc::now(),
@@ -99,6 +107,7 @@ impl Store {
             let changes = crate::catalog::diff(&Catalog::default(), &catalog);
             w.commit_catalog(catalog, changes, "govshare init", "built-in base databases")?;
         }
+        found(&mut w)?;
         let bytes = serde_json::to_vec_pretty(&marker).map_err(|e| Error::Serde {
             what: "store marker".into(),
             message: e.to_string(),
@@ -270,17 +279,16 @@ impl Store {
         Ok(Snapshot::new(self.dataset_dir(dataset)?, manifest))
     }
 
-    /// Take the writer lock, with a trail of its own for the writer's records. A process that
-    /// also has an [`Engine`](crate::Engine) should use [`Engine::writer`](crate::Engine::writer)
-    /// instead, so its acts and its queries are group-committed on one open trail. A second
-    /// writer, in this or another process, gets [`Error::Locked`] at once rather than waiting.
-    pub fn writer(&self) -> Result<Writer<'_>> {
-        self.writer_with(Arc::new(AuditLog::open(self.audit_dir())?))
-    }
-
-    /// Take the writer lock; the writer records its acts on `audit` (the trail of this store,
-    /// opened by whoever owns it).
-    pub fn writer_with(&self, audit: Arc<AuditLog>) -> Result<Writer<'_>> {
+    /// Take the writer lock for `actor`, whose acts `authorizer` decides and `audit` records.
+    /// A second writer, in this or another process, gets [`Error::Locked`] at once rather than
+    /// waiting. Crate-private: the public doors (`Store::writer`, `Engine::writer`) pass the
+    /// policy's authoriser.
+    pub(crate) fn lock_writer(
+        &self,
+        actor: &str,
+        audit: Arc<AuditLog>,
+        authorizer: &'static dyn Authorizer,
+    ) -> Result<Writer<'_>> {
         let path = self.root.join("LOCK");
         let file = crate::durable::private_file()
             .create(true)
@@ -289,7 +297,7 @@ impl Store {
             .open(&path)
             .at(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Writer::new(self, audit, file)),
+            Ok(()) => Ok(Writer::new(self, audit, file, actor, authorizer)),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
                 path: self.root.clone(),
             }),
@@ -302,12 +310,17 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn writer(s: &Store) -> Result<Writer<'_>> {
+        let audit = Arc::new(AuditLog::open(s.audit_dir())?);
+        s.lock_writer("t", audit, &authority::Nobody)
+    }
+
     #[test]
-    fn init_is_idempotent_and_versions_the_catalog() {
+    fn create_is_idempotent_and_versions_the_catalog() {
         let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::init(dir.path()).expect("init");
+        let s = Store::create(dir.path(), |_| Ok(())).expect("init");
         assert_eq!(s.catalog_version().expect("v"), 1);
-        let s = Store::init(dir.path()).expect("re-init");
+        let s = Store::create(dir.path(), |_| panic!("not founded twice")).expect("re-init");
         assert_eq!(s.catalog_version().expect("v"), 1);
         assert!(
             s.catalog()
@@ -324,11 +337,11 @@ mod tests {
     #[test]
     fn second_writer_is_refused_until_first_drops() {
         let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::init(dir.path()).expect("init");
-        let w = s.writer().expect("first");
+        let s = Store::create(dir.path(), |_| Ok(())).expect("init");
+        let w = writer(&s).expect("first");
         let other = Store::open(dir.path()).expect("open");
-        assert!(matches!(other.writer(), Err(Error::Locked { .. })));
+        assert!(matches!(writer(&other), Err(Error::Locked { .. })));
         drop(w);
-        other.writer().expect("free again");
+        writer(&other).expect("free again");
     }
 }

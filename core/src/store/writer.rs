@@ -1,5 +1,5 @@
-//! The one writer of a store: catalog changes, manifest commits and vacuum, each recorded on
-//! the audit trail the writer was handed.
+//! The one writer of a store: catalog changes, manifest commits and vacuum, each authorised
+//! for the writer's actor and recorded on the audit trail the writer was handed.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,15 +11,24 @@ use crate::audit::AuditLog;
 use crate::catalog::{Catalog, CatalogFile};
 use crate::error::{Error, IoContext, Result};
 
+use super::authority::{Act, Authorizer};
 use super::{CatalogVersion, Manifest, Store};
 
-/// The one writer of a store; holds the lock until dropped (or the process dies, when the OS
-/// releases it).
-#[derive(Debug)]
+/// The one writer of a store, acting for one named user: every act is authorised for that
+/// user first and recorded under their name. Holds the lock until dropped (or the process
+/// dies, when the OS releases it).
 pub struct Writer<'s> {
     pub(crate) store: &'s Store,
     audit: Arc<AuditLog>,
+    actor: String,
+    authorizer: &'static dyn Authorizer,
     _lock: File,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Writer({} as {})", self.store.root().display(), self.actor)
+    }
 }
 
 /// What [`Writer::vacuum`] removed.
@@ -32,12 +41,39 @@ pub struct VacuumReport {
 }
 
 impl<'s> Writer<'s> {
-    pub(super) fn new(store: &'s Store, audit: Arc<AuditLog>, lock: File) -> Writer<'s> {
+    pub(super) fn new(
+        store: &'s Store,
+        audit: Arc<AuditLog>,
+        lock: File,
+        actor: &str,
+        authorizer: &'static dyn Authorizer,
+    ) -> Writer<'s> {
         Writer {
             store,
             audit,
+            actor: actor.to_string(),
+            authorizer,
             _lock: lock,
         }
+    }
+
+    /// The user this writer acts for.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Ask the authoriser whether the actor may do `act`; a refusal is recorded (refused acts
+    /// are decisions too) and returned.
+    pub(crate) fn authorize(&self, act: &Act<'_>) -> Result<()> {
+        if let Err(e) = self.authorizer.authorize(self.store, &self.actor, act) {
+            self.record(
+                "act_denied",
+                &self.actor,
+                serde_json::json!({ "act": act.to_string(), "reason": e.to_string() }),
+            )?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Append an administrative record (who did what) to the writer's audit trail.
@@ -76,30 +112,33 @@ impl<'s> Writer<'s> {
         Ok(cv)
     }
 
-    /// Apply a catalog file (add or replace datasets and code tables) as a new catalog version.
-    /// A file that changes nothing commits nothing and returns the current version.
-    pub fn apply_catalog(
-        &mut self,
-        file: CatalogFile,
-        author: &str,
-        note: &str,
-    ) -> Result<CatalogVersion> {
-        if author.trim().is_empty() {
-            return Err(Error::invalid(
-                "a catalog change needs an author (real-name accountability)",
-            ));
-        }
+    /// Apply a catalog file (add or replace datasets and code tables) as a new catalog version,
+    /// authored by the writer's actor: a change that moves an item between share types is a
+    /// reclassification (the coordinator's act), any other change the platform
+    /// administrator's. A file that changes nothing commits nothing and returns the current
+    /// version.
+    pub fn apply_catalog(&mut self, file: CatalogFile, note: &str) -> Result<CatalogVersion> {
         let current = self.store.catalog_at(self.store.catalog_version()?)?;
         let mut next = current.catalog.clone();
         let changes = next.apply(file)?;
         if changes.is_empty() {
             return Ok(current);
         }
-        self.commit_catalog(next, changes, author, note)
+        let reclassified = crate::catalog::reclassified(&current.catalog, &next);
+        if reclassified.is_empty() {
+            let datasets = crate::catalog::changed_datasets(&current.catalog, &next);
+            self.authorize(&Act::ChangeCatalog {
+                datasets: &datasets,
+            })?;
+        } else {
+            self.authorize(&Act::Reclassify {
+                items: &reclassified,
+            })?;
+        }
+        let author = self.actor.clone();
+        self.commit_catalog(next, changes, &author, note)
     }
 
-    /// Change the policy: `f` edits a copy of the current policy; if it succeeds the result is
-    /// committed as a new version by `author`, otherwise nothing changes.
     /// Commit a new manifest for its dataset (the data files must already be durable).
     pub(crate) fn commit_manifest(&mut self, manifest: &Manifest) -> Result<()> {
         let chain = self.store.manifest_chain(&manifest.dataset.name)?;
@@ -113,7 +152,7 @@ impl<'s> Writer<'s> {
         chain.commit(manifest.version, manifest)?;
         self.record(
             "load",
-            &manifest.handover.handover_person,
+            &self.actor,
             serde_json::json!({
                 "dataset": manifest.dataset.name,
                 "version": manifest.version,
@@ -132,6 +171,7 @@ impl<'s> Writer<'s> {
         // Only datasets of the catalog: the name becomes a directory that files are deleted in.
         crate::catalog::check_dataset_name(dataset)?;
         self.store.catalog()?.dataset(dataset)?;
+        self.authorize(&Act::Vacuum { dataset })?;
         let chain = self.store.manifest_chain(dataset)?;
         let versions = chain.list()?;
         let split = versions.len().saturating_sub(keep);
@@ -160,7 +200,7 @@ impl<'s> Writer<'s> {
         }
         self.record(
             "vacuum",
-            "govshare",
+            &self.actor,
             serde_json::json!({ "dataset": dataset, "versions_removed": report.versions_removed, "files_removed": report.files_removed }),
         )?;
         Ok(report)

@@ -228,15 +228,24 @@ static int64_t count_rows(gs_session *s, const char *sql, gs_status *st) {
 static void admin(const char *scratch, const char *csv) {
   char path[1024];
   snprintf(path, sizeof path, "%s/admin-store", scratch);
-  CHECK_STATUS(gs_store_init(NULL), GS_INVALID_ARGUMENT, gs_last_error());
-  CHECK_STATUS(gs_store_init(path), GS_OK, gs_last_error());
+  const char *founder = "{\"user\":\"root\",\"name\":\"平台管理员\",\"department\":\"OPS\","
+                        "\"department_name\":\"平台\",\"region\":\"430000\"}";
+  CHECK_STATUS(gs_store_init(NULL, founder), GS_INVALID_ARGUMENT, gs_last_error());
+  CHECK_STATUS(gs_store_init(path, NULL), GS_INVALID_ARGUMENT, gs_last_error());
+  CHECK_STATUS(gs_store_init(path, founder), GS_OK, gs_last_error());
+  /* A second init names no one new. */
+  CHECK_STATUS(gs_store_init(path, "{\"user\":\"eve\",\"name\":\"E\",\"department\":\"OPS\","
+                                   "\"department_name\":\"平台\",\"region\":\"430000\"}"),
+               GS_INVALID_ARGUMENT, gs_last_error());
   gs_engine *e = NULL;
   CHECK_STATUS(gs_engine_open(path, &e), GS_OK, gs_last_error());
   const char *depts[] = {
       "{\"code\":\"PSB\",\"name\":\"省公安厅\",\"region\":\"430000\",\"status\":\"active\"}",
-      "{\"code\":\"STAT\",\"name\":\"统计局\",\"region\":\"430000\",\"status\":\"active\"}",
-      "{\"code\":\"OPS\",\"name\":\"平台\",\"region\":\"430000\",\"status\":\"active\"}"};
-  for (int i = 0; i < 3; i++)
+      "{\"code\":\"STAT\",\"name\":\"统计局\",\"region\":\"430000\",\"status\":\"active\"}"};
+  /* Nobody acts as a principal that does not exist. */
+  CHECK_STATUS(gs_engine_upsert_department(e, "ghost", depts[0]), GS_ACCESS_DENIED,
+               gs_engine_errmsg(e));
+  for (int i = 0; i < 2; i++)
     CHECK_STATUS(gs_engine_upsert_department(e, "root", depts[i]), GS_OK, gs_engine_errmsg(e));
   CHECK_STATUS(gs_engine_upsert_department(e, "root", "{\"code\":"), GS_INVALID_ARGUMENT,
                gs_engine_errmsg(e));
@@ -249,17 +258,29 @@ static void admin(const char *scratch, const char *csv) {
       "{\"id\":\"stat1\",\"name\":\"分析员\",\"department\":\"STAT\",\"roles\":[\"consumer\"],"
       "\"status\":\"active\"}",
       "{\"id\":\"aud\",\"name\":\"审计员\",\"department\":\"OPS\",\"roles\":[\"auditor\"],"
+      "\"status\":\"active\"}",
+      "{\"id\":\"op\",\"name\":\"运维员\",\"department\":\"OPS\",\"roles\":[\"operator\"],"
       "\"status\":\"active\"}"};
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < 5; i++)
     CHECK_STATUS(gs_engine_upsert_user(e, "root", users[i]), GS_OK, gs_engine_errmsg(e));
+  /* A consumer cannot make themselves (or anyone) an approver. */
+  CHECK_STATUS(gs_engine_upsert_user(e, "stat1",
+                                     "{\"id\":\"evil\",\"name\":\"E\",\"department\":\"PSB\","
+                                     "\"roles\":[\"provider_approver\"],\"status\":\"active\"}"),
+               GS_ACCESS_DENIED, gs_engine_errmsg(e));
+  CHECK(strstr(gs_engine_errmsg(e), "platform-admin") != NULL, "%s", gs_engine_errmsg(e));
 
   char *json = NULL;
-  CHECK_STATUS(gs_engine_load(e, "person", csv, false, false, NULL, NULL), GS_INVALID_ARGUMENT,
-               gs_engine_errmsg(e));
-  CHECK_STATUS(gs_engine_load(e, "person", "/nonexistent.csv", false, false, NULL, &json),
+  CHECK_STATUS(gs_engine_load(e, "op", "person", csv, false, false, NULL, NULL),
+               GS_INVALID_ARGUMENT, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_load(e, "op", "person", "/nonexistent.csv", false, false, NULL, &json),
                GS_NOT_FOUND, gs_engine_errmsg(e));
   CHECK(json == NULL, "no summary after a failure");
-  CHECK_STATUS(gs_engine_load(e, "person", csv, false, false,
+  /* Loading is the operator's act, not the administrator's. */
+  CHECK_STATUS(gs_engine_load(e, "admin", "person", csv, false, false, NULL, &json),
+               GS_ACCESS_DENIED, gs_engine_errmsg(e));
+  CHECK(strstr(gs_engine_errmsg(e), "operator") != NULL, "%s", gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_load(e, "op", "person", csv, false, false,
                               "{\"handover_person\":\"李明\",\"receiver\":\"王芳\"}", &json),
                GS_OK, gs_engine_errmsg(e));
   CHECK(strstr(json, "\"version\":1") != NULL && strstr(json, "李明") != NULL, "%s", json);
@@ -294,9 +315,14 @@ static void admin(const char *scratch, const char *csv) {
   CHECK(st == GS_ACCESS_DENIED, "name is not in the CENSUS grant: %s", gs_status_name(st));
   CHECK(strstr(gs_session_errmsg(s), "person.name") != NULL, "%s", gs_session_errmsg(s));
 
-  CHECK_STATUS(gs_engine_policy(e, &json), GS_OK, gs_engine_errmsg(e));
-  CHECK(strstr(json, "\"stat1\"") != NULL, "%s", json);
+  CHECK_STATUS(gs_engine_policy(e, "admin", &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(json, "\"stat1\"") != NULL && strstr(json, "\"appr\"") != NULL, "%s", json);
   gs_string_free(json);
+  /* A consumer sees their own department's users, not the others'. */
+  CHECK_STATUS(gs_engine_policy(e, "stat1", &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(json, "\"stat1\"") != NULL && strstr(json, "\"appr\"") == NULL, "%s", json);
+  gs_string_free(json);
+  CHECK_STATUS(gs_engine_policy(e, "ghost", &json), GS_ACCESS_DENIED, gs_engine_errmsg(e));
 
   CHECK_STATUS(gs_engine_revoke_grant(e, "admin", grant, "census finished"), GS_OK,
                gs_engine_errmsg(e));
@@ -324,30 +350,35 @@ static void admin(const char *scratch, const char *csv) {
   CHECK_STATUS(gs_session_close(s), GS_OK, "");
 
   /* The audit trail: verify, checkpoint, who-accessed, SQL for auditors. */
-  CHECK_STATUS(gs_engine_audit_verify(e, NULL, &json), GS_OK, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_audit_verify(e, "stat1", NULL, &json), GS_ACCESS_DENIED,
+               gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_audit_verify(e, "aud", NULL, &json), GS_OK, gs_engine_errmsg(e));
   CHECK(strstr(json, "\"verdict\":\"intact\"") != NULL, "%s", json);
   gs_string_free(json);
   char *cp = NULL;
-  CHECK_STATUS(gs_engine_audit_checkpoint(e, &cp), GS_OK, gs_engine_errmsg(e));
-  CHECK_STATUS(gs_engine_audit_verify(e, cp, &json), GS_OK, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_audit_checkpoint(e, "aud", &cp), GS_OK, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_audit_verify(e, "aud", cp, &json), GS_OK, gs_engine_errmsg(e));
   gs_string_free(json);
   gs_string_free(cp);
-  CHECK_STATUS(gs_engine_audit_verify(e, "{\"seq\":1,\"hash\":\"00\"}", &json), GS_INTEGRITY,
-               gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_audit_verify(e, "aud", "{\"seq\":1,\"hash\":\"00\"}", &json),
+               GS_INTEGRITY, gs_engine_errmsg(e));
   CHECK(strstr(json, "\"verdict\":\"broken\"") != NULL, "%s", json);
   CHECK(strstr(gs_engine_errmsg(e), "checkpoint") != NULL, "%s", gs_engine_errmsg(e));
   gs_string_free(json);
-  CHECK_STATUS(gs_engine_audit_verify(e, "not json", &json), GS_INVALID_ARGUMENT,
+  CHECK_STATUS(gs_engine_audit_verify(e, "aud", "not json", &json), GS_INVALID_ARGUMENT,
                gs_engine_errmsg(e));
-  CHECK_STATUS(gs_engine_who_accessed(e, "110105194912310021", &json), GS_OK,
+  CHECK_STATUS(gs_engine_who_accessed(e, "stat1", "110105194912310021", &json), GS_ACCESS_DENIED,
+               gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_who_accessed(e, "aud", "110105194912310021", &json), GS_OK,
                gs_engine_errmsg(e));
   CHECK(json[0] == '[', "%s", json);
   gs_string_free(json);
   /* A key nobody read (or that does not exist) is simply never accessed. */
-  CHECK_STATUS(gs_engine_who_accessed(e, "not-a-key", &json), GS_OK, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_who_accessed(e, "aud", "not-a-key", &json), GS_OK, gs_engine_errmsg(e));
   CHECK(strcmp(json, "[]") == 0, "%s", json);
   gs_string_free(json);
-  CHECK_STATUS(gs_engine_who_accessed(e, NULL, &json), GS_INVALID_ARGUMENT, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_who_accessed(e, "aud", NULL, &json), GS_INVALID_ARGUMENT,
+               gs_engine_errmsg(e));
   struct ArrowArrayStream stream;
   CHECK_STATUS(gs_engine_audit_query(e, "aud", "SELECT kind FROM audit_log", &stream), GS_OK,
                gs_engine_errmsg(e));

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, DatasetDef, MaskKind, ShareType};
 use crate::error::{Error, Result};
 
+mod authority;
 mod versions;
+pub(crate) use authority::PolicyAuthorizer;
+pub use authority::Stewards;
 pub use versions::PolicyVersion;
 
 /// Lifecycle of a department or user.
@@ -51,8 +54,28 @@ pub enum Role {
     PlatformAdmin,
     /// Reads the audit trail.
     Auditor,
-    /// Resolves disputes; may reclassify items.
+    /// Resolves disputes; reclassifies items between share types.
     Coordinator,
+    /// Runs the store: loads, compaction, vacuum, administrative lookups.
+    Operator,
+}
+
+/// The first platform administrator and their department, named when a store is created
+/// (like `initdb`'s superuser): every later act is done by a user this one, or another
+/// administrator, added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Founder {
+    /// Account id.
+    pub user: String,
+    /// Real name.
+    pub name: String,
+    /// Department code (the platform's own department).
+    pub department: String,
+    /// Department name.
+    pub department_name: String,
+    /// Region of jurisdiction (GB/T 2260 code).
+    pub region: String,
 }
 
 /// A real-name user (accounts are personal, 000 §10).
@@ -247,10 +270,11 @@ pub fn how_to_obtain(share: ShareType) -> &'static str {
 
 impl Policy {
     fn active_user(&self, user: &str) -> Result<(&User, &Department)> {
-        let u = self
-            .users
-            .get(user)
-            .ok_or_else(|| denied(format!("unknown user '{user}'")))?;
+        let u = self.users.get(user).ok_or_else(|| {
+            denied(format!(
+                "unknown user '{user}': every act and query is done by an existing user of this store"
+            ))
+        })?;
         if u.status != PrincipalStatus::Active {
             return Err(denied(format!("user '{user}' is suspended")));
         }
@@ -301,15 +325,22 @@ impl Policy {
             // Catalog order; fields no longer in the catalog, or reclassified as not shared
             // since the grant was made, are dropped (the current catalog decides, at every
             // query; fail closed).
+            // A grant made on request holds only what is unconditional *now*, at no less than
+            // today's default mask; an approver's treatment of conditional items stands.
+            let on_request = g.origin == Origin::Request;
             let fields = def
                 .fields
                 .iter()
                 .filter(|f| f.share != ShareType::NotShared)
+                .filter(|f| !on_request || f.share == ShareType::Unconditional)
                 .filter_map(|f| {
-                    r.fields
-                        .iter()
-                        .find(|g| g.field == f.name)
-                        .map(|g| (f.name.clone(), g.treatment))
+                    r.fields.iter().find(|g| g.field == f.name).map(|g| {
+                        let mut t = g.treatment.mask();
+                        if on_request && !crate::access::masks::at_least(t, f.mask) {
+                            t = f.mask;
+                        }
+                        (f.name.clone(), Treatment::of(t))
+                    })
                 })
                 .collect();
             datasets.insert(
@@ -413,12 +444,7 @@ impl Policy {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<Grant> {
-        let (admin, _) = self.active_user(by)?;
-        if !admin.roles.contains(&Role::PlatformAdmin) {
-            return Err(denied(format!(
-                "user '{by}' is not a platform administrator"
-            )));
-        }
+        self.require(by, Role::PlatformAdmin, "grant on request")?;
         let def = self.check_request(catalog, &r)?;
         for fg in &mut r.fields {
             let f = def.require_field(&fg.field)?;
@@ -430,8 +456,12 @@ impl Policy {
                     how_to_obtain(ShareType::Conditional)
                 )));
             }
-            if fg.treatment == Treatment::Clear && f.mask != MaskKind::Clear {
-                fg.treatment = Treatment::Masked(f.mask);
+            // At least the catalog default: a weaker ask (clear included, however spelt) gets
+            // the default.
+            if !crate::access::masks::at_least(fg.treatment.mask(), f.mask) {
+                fg.treatment = Treatment::of(f.mask);
+            } else {
+                fg.treatment = Treatment::of(fg.treatment.mask());
             }
         }
         Ok(self.insert_grant(r, Origin::Request, by, now))
@@ -468,14 +498,16 @@ impl Policy {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Approval> {
-        let (a, dept) = self.active_user(approver)?;
+        let a = self.require(
+            approver,
+            Role::ProviderApprover,
+            &format!("decide requests for '{}'", r.dataset),
+        )?;
         let def = catalog.dataset(&r.dataset)?;
-        if !a.roles.contains(&Role::ProviderApprover)
-            || dept.name != def.provider && dept.code != def.provider
-        {
+        if a.department != def.provider {
             return Err(denied(format!(
-                "user '{approver}' is not a provider-approver of '{}', which provides '{}'",
-                def.provider, def.name
+                "user '{approver}' of department '{}' may not decide requests for '{}': its provider is department '{}'",
+                a.department, def.name, def.provider
             )));
         }
         if !approve && reason.trim().is_empty() {

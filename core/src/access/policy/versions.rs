@@ -1,17 +1,25 @@
-//! The policy as a versioned document of the store: reading the current version and its
-//! history, and committing an edit as a new version recorded on the writer's trail.
+//! The policy as a versioned document of the store: creating a store with its first
+//! administrator, opening its writer for a user, reading the current policy and its history,
+//! and committing an edit as a new version recorded on the writer's trail.
 //!
 //! These are inherent methods of [`Store`] and [`Writer`] written here, in the access layer,
-//! so that storage never imports the policy (the store only keeps a chain of documents).
+//! so that storage never imports the policy (the store only keeps a chain of documents) and
+//! so that the only public way to a writer passes the policy's authoriser.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditLog;
 use crate::catalog::Catalog;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
-use super::Policy;
+use super::{
+    Department, Founder, Policy, PolicyAuthorizer, PrincipalStatus, Role, Stewards, User,
+};
 
 /// One committed policy version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +37,50 @@ pub struct PolicyVersion {
 }
 
 impl Store {
+    /// Create a store at `root` with the built-in catalog and `founder` as its first platform
+    /// administrator (policy version 1, on the trail as `init` by the founder). On an existing
+    /// store this only opens it, and only when `founder` is one of its active platform
+    /// administrators — a second `init` names no one.
+    pub fn init(root: impl AsRef<Path>, founder: &Founder) -> Result<Store> {
+        let (dept, admin) = founder.principals();
+        let mut check = Policy::default();
+        check.upsert_department(dept.clone())?;
+        check.upsert_user(admin.clone())?;
+        let store = Store::create(root, |w| found(w, founder))?;
+        if store.policy_version()? == 0 {
+            // A store created before it had a founder (or by a crashed init before its
+            // marker): it has no principals, so nothing was ever authorised in it.
+            let audit = Arc::new(AuditLog::open(store.audit_dir())?);
+            found(&mut store.lock_writer(&founder.user, audit, &PolicyAuthorizer)?, founder)?;
+        }
+        let policy = store.policy()?;
+        policy
+            .require(&founder.user, Role::PlatformAdmin, "open this store as its founder")
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "the store at {} is initialised already, and '{}' is not one of its active platform administrators",
+                    store.root().display(),
+                    founder.user
+                ))
+            })?;
+        Ok(store)
+    }
+
+    /// Take the writer lock for `actor`, with a trail of its own for the writer's records.
+    /// Every act of the writer is authorised for `actor` by the policy first. A process that
+    /// also has an [`Engine`](crate::Engine) should use [`Engine::writer`](crate::Engine::writer)
+    /// instead, so its acts and its queries are group-committed on one open trail. A second
+    /// writer, in this or another process, gets [`Error::Locked`] at once rather than waiting.
+    pub fn writer(&self, actor: &str) -> Result<Writer<'_>> {
+        self.writer_with(actor, Arc::new(AuditLog::open(self.audit_dir())?))
+    }
+
+    /// Take the writer lock for `actor`; the writer records its acts on `audit` (the trail of
+    /// this store, opened by whoever owns it).
+    pub fn writer_with(&self, actor: &str, audit: Arc<AuditLog>) -> Result<Writer<'_>> {
+        self.lock_writer(actor, audit, &PolicyAuthorizer)
+    }
+
     /// The current policy version number (0 when no principal or grant was ever committed).
     pub fn policy_version(&self) -> Result<u64> {
         self.policy_chain().current()
@@ -51,20 +103,79 @@ impl Store {
     }
 }
 
+impl Founder {
+    fn principals(&self) -> (Department, User) {
+        (
+            Department {
+                code: self.department.clone(),
+                name: self.department_name.clone(),
+                region: self.region.clone(),
+                status: PrincipalStatus::Active,
+            },
+            User {
+                id: self.user.clone(),
+                name: self.name.clone(),
+                department: self.department.clone(),
+                roles: vec![Role::PlatformAdmin],
+                status: PrincipalStatus::Active,
+            },
+        )
+    }
+}
+
+/// Commit policy version 1: the founder's department and the founder as platform
+/// administrator. The only policy change not authorised by an earlier policy.
+fn found(w: &mut Writer<'_>, founder: &Founder) -> Result<()> {
+    let chain = w.store().policy_chain();
+    if chain.current()? != 0 {
+        return Ok(());
+    }
+    let (dept, admin) = founder.principals();
+    let mut policy = Policy::default();
+    policy.upsert_department(dept)?;
+    policy.upsert_user(admin)?;
+    chain.commit(
+        1,
+        &PolicyVersion {
+            version: 1,
+            author: founder.user.clone(),
+            created_at: Utc::now(),
+            note: "init: first platform administrator".into(),
+            policy,
+        },
+    )?;
+    w.record(
+        "policy",
+        &founder.user,
+        serde_json::json!({ "policy_version": 1, "note": "init: first platform administrator" }),
+    )?;
+    Ok(())
+}
+
 impl Writer<'_> {
-    /// Change the policy: `f` edits a copy of the current policy; if it succeeds the result is
-    /// committed as a new version by `author`, otherwise nothing changes.
+    /// Change the policy as the writer's actor: `f` edits a copy of the current policy; the
+    /// edited copy is committed as a new version only if `f` succeeds *and* the actor may make
+    /// every change it contains ([`Policy::authorize_change`]); otherwise nothing changes and
+    /// the refusal is recorded.
     pub fn update_policy<T>(
         &mut self,
-        author: &str,
         note: &str,
         f: impl FnOnce(&mut Policy, &Catalog) -> Result<T>,
     ) -> Result<T> {
+        let author = self.actor().to_string();
+        let author = author.as_str();
         let store = self.store();
         let chain = store.policy_chain();
-        let mut policy = store.policy()?;
+        let before = store.policy()?;
+        let mut policy = before.clone();
         let catalog = store.catalog()?;
-        let out = match f(&mut policy, &catalog) {
+        let now = Utc::now();
+        let edited = f(&mut policy, &catalog).and_then(|o| {
+            let stewards = Stewards::of(store)?;
+            before.authorize_change(&policy, author, &catalog, &stewards, now)?;
+            Ok(o)
+        });
+        let out = match edited {
             Ok(o) => o,
             Err(e) => {
                 // Refused administrative acts are decisions too.
