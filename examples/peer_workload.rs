@@ -16,10 +16,10 @@
 use std::time::Instant;
 
 use chrono::Utc;
+use govshare_core::Engine;
 use govshare_core::access::policy::{Role, RowScope};
 use govshare_core::catalog::{CatalogFile, MaskKind, ShareType};
 use govshare_core::ingest::{LoadOptions, Source};
-use govshare_core::Engine;
 use govshare_testkit as testkit;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,34 +76,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ],
                 )
             })?;
-        store
-            .writer("appr")?
-            .update_policy("peer grants", |p, c| {
-                let fields = testkit::fields(
-                    &[
-                        "sex_code",
-                        "birth_date",
-                        "hukou_region_code",
-                        "education_code",
-                        "marital_status_code",
-                    ],
-                    &[
-                        // Not the citizen ID mask: with birth_date in clear it would give
-                        // the ID back (the linkage rule refuses that grant).
-                        ("citizen_id", MaskKind::Pseudonym),
-                        ("name", MaskKind::Name),
-                        ("mobile_phone", MaskKind::Phone),
-                    ],
-                );
-                for (purpose, scope) in [
-                    ("ALL", RowScope::default()),
-                    ("COUNTY", testkit::regions(&[&county])),
-                ] {
-                    let r = testkit::request("D", "person", purpose, fields.clone(), scope);
-                    p.decide_request(c, r, "appr", true, "", Utc::now())?;
-                }
-                Ok(())
-            })?;
+        store.writer("appr")?.update_policy("peer grants", |p, c| {
+            let fields = testkit::fields(
+                &[
+                    "sex_code",
+                    "birth_date",
+                    "hukou_region_code",
+                    "education_code",
+                    "marital_status_code",
+                ],
+                &[
+                    // Not the citizen ID mask: with birth_date in clear it would give
+                    // the ID back (the linkage rule refuses that grant).
+                    ("citizen_id", MaskKind::Pseudonym),
+                    ("name", MaskKind::Name),
+                    ("mobile_phone", MaskKind::Phone),
+                ],
+            );
+            for (purpose, scope) in [
+                ("ALL", RowScope::default()),
+                ("COUNTY", testkit::regions(&[&county])),
+            ] {
+                let r = testkit::request("D", "person", purpose, fields.clone(), scope);
+                p.decide_request(c, r, "appr", true, "", Utc::now())?;
+            }
+            Ok(())
+        })?;
     }
     let engine = Engine::open(&root)?;
     let all = engine.session("u", "ALL")?;

@@ -6,10 +6,22 @@
 //!
 //! ```
 //! use govshare_core::{Store, ingest::{LoadOptions, Source}, synth};
+//! use govshare_core::access::policy::{Founder, PrincipalStatus, Role, User};
 //! let dir = tempfile::tempdir().expect("temp dir");
-//! let store = Store::init(dir.path())?;
+//! // A store is created with its first platform administrator ...
+//! let founder = Founder {
+//!     user: "root".into(), name: "平台管理员".into(),
+//!     department: "PLAT".into(), department_name: "省大数据中心".into(), region: "430000".into(),
+//! };
+//! let store = Store::init(dir.path(), &founder)?;
+//! // ... who adds the operator that loads data: every act is done by a user with the role.
+//! store.writer("root")?.update_policy("staff", |p, _| p.upsert_user(User {
+//!     id: "ops".into(), name: "王芳".into(), department: "PLAT".into(),
+//!     roles: vec![Role::Operator], status: PrincipalStatus::Active,
+//! }))?;
 //! let data = synth::Synth::new(42, 1_000, 100);
-//! let mut w = store.writer()?;
+//! assert!(store.writer("root")?.load("person", Source::Batches(vec![]), &LoadOptions::default()).is_err());
+//! let mut w = store.writer("ops")?;
 //! let report = w.load("person", Source::Batches(data.persons(500).collect()), &LoadOptions::default())?;
 //! assert_eq!(report.manifest.live_rows, 1_000);
 //! let snap = store.snapshot("person")?;

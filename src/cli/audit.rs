@@ -29,7 +29,8 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
             match engine.verify_audit(&by, cp.as_ref())? {
                 Verdict::Intact { records, head } => out!(
                     "audit trail intact: {records} records, head {} {}",
-                    head.seq, head.hash
+                    head.seq,
+                    head.hash
                 ),
                 Verdict::Broken {
                     segment,

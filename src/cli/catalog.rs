@@ -25,7 +25,12 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
             out!("catalog version {}", store.catalog_version()?);
             out!(
                 "{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider",
-                "dataset", "label", "fields", "unconditional", "conditional", "not shared"
+                "dataset",
+                "label",
+                "fields",
+                "unconditional",
+                "conditional",
+                "not shared"
             );
             for d in c.datasets.values() {
                 let count = |s| d.fields.iter().filter(|f| f.share == s).count();
@@ -57,7 +62,13 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
             );
             out!(
                 "{:<22} {:<16} {:<14} {:<20} {:<14} {:<5} {:<12} index",
-                "field", "label", "type", "standard", "share", "grade", "mask"
+                "field",
+                "label",
+                "type",
+                "standard",
+                "share",
+                "grade",
+                "mask"
             );
             for f in &d.fields {
                 out!(

@@ -165,7 +165,8 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             let r = Engine::open(store)?.vacuum(&by, &dataset, keep)?;
             out!(
                 "removed versions {:?} and {} files",
-                r.versions_removed, r.files_removed
+                r.versions_removed,
+                r.files_removed
             );
         }
     }

@@ -342,40 +342,42 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
             Ok(())
         })?;
     let grant = |dept: &str,
-                         dataset: &str,
-                         purpose: &str,
-                         text: &str,
-                         fields: &[(&str, Option<MaskKind>)],
-                         regions: Option<Vec<String>>| GrantRequest {
-                consumer_dept: dept.into(),
-                users: vec![],
-                dataset: dataset.into(),
-                fields: fields
-                    .iter()
-                    .map(|(f, m)| FieldGrant {
-                        field: f.to_string(),
-                        treatment: m.map_or(Treatment::Clear, Treatment::Masked),
-                    })
-                    .collect(),
-                purpose_code: purpose.into(),
-                purpose_text: text.into(),
-                scope: RowScope {
-                    regions,
-                    subjects: None,
-                },
-                modes: vec![Mode::Query],
-                valid_from: now,
-                valid_until: now + chrono::Duration::days(365),
-            };
+                 dataset: &str,
+                 purpose: &str,
+                 text: &str,
+                 fields: &[(&str, Option<MaskKind>)],
+                 regions: Option<Vec<String>>| GrantRequest {
+        consumer_dept: dept.into(),
+        users: vec![],
+        dataset: dataset.into(),
+        fields: fields
+            .iter()
+            .map(|(f, m)| FieldGrant {
+                field: f.to_string(),
+                treatment: m.map_or(Treatment::Clear, Treatment::Masked),
+            })
+            .collect(),
+        purpose_code: purpose.into(),
+        purpose_text: text.into(),
+        scope: RowScope {
+            regions,
+            subjects: None,
+        },
+        modes: vec![Mode::Query],
+        valid_from: now,
+        valid_until: now + chrono::Duration::days(365),
+    };
     let ident = [
-                ("citizen_id", None),
-                ("name", None),
-                ("birth_date", None),
-                ("hukou_region_code", None),
-                ("hukou_address", None),
-                ("mobile_phone", Some(MaskKind::Phone)),
-            ];
-    engine.writer("psb_appr")?.update_policy("demo approvals", |p, c| {
+        ("citizen_id", None),
+        ("name", None),
+        ("birth_date", None),
+        ("hukou_region_code", None),
+        ("hukou_address", None),
+        ("mobile_phone", Some(MaskKind::Phone)),
+    ];
+    engine
+        .writer("psb_appr")?
+        .update_policy("demo approvals", |p, c| {
             p.decide_request(
                 c,
                 grant(
@@ -416,7 +418,9 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
             )?;
             Ok(())
         })?;
-    engine.writer("admin")?.update_policy("demo grant on request", |p, c| {
+    engine
+        .writer("admin")?
+        .update_policy("demo grant on request", |p, c| {
             p.grant_on_request(
                 c,
                 grant(
@@ -437,9 +441,7 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
             )?;
             Ok(())
         })?;
-    out!(
-        "zhang (省民政厅, P01): person in province {province}, identity in clear, phone masked"
-    );
+    out!("zhang (省民政厅, P01): person in province {province}, identity in clear, phone masked");
     out!("li    (县人社局, P02):  person in county {county}, identity masked");
     out!("wang  (省税务局, P03):  legal_entity only");
     let queries = [

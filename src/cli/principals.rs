@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
+use govshare_core::Error;
 use govshare_core::access::policy::{
     Department, FieldGrant, GrantRequest, Mode, Origin, PrincipalStatus, Role, RowScope, Treatment,
     User,
 };
 use govshare_core::catalog::MaskKind;
-use govshare_core::Error;
 
 use super::args::*;
 
@@ -246,16 +246,26 @@ fn print_grant(g: &govshare_core::access::policy::Grant) {
         .collect();
     out!(
         "grant {}: {} may read {} for purpose {} ({})",
-        g.id, r.consumer_dept, r.dataset, r.purpose_code, r.purpose_text
+        g.id,
+        r.consumer_dept,
+        r.dataset,
+        r.purpose_code,
+        r.purpose_text
     );
     out!("    fields: {}", fields.join(", "));
-    out!("    rows:   {rows}; users: {users}; modes: {}", modes.join(", "));
+    out!(
+        "    rows:   {rows}; users: {users}; modes: {}",
+        modes.join(", ")
+    );
     out!(
         "    valid:  {} to {}; {origin}",
         r.valid_from.format("%Y-%m-%d"),
         r.valid_until.format("%Y-%m-%d")
     );
     if let Some((by, at, reason)) = &g.revoked {
-        out!("    REVOKED {} by {by}: {reason}", at.format("%Y-%m-%d %H:%M"));
+        out!(
+            "    REVOKED {} by {by}: {reason}",
+            at.format("%Y-%m-%d %H:%M")
+        );
     }
 }

@@ -43,7 +43,14 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
     let engine = Engine::open(&path).expect("engine");
     for (dataset, csv) in [("person", &person_csv), ("legal_entity", &entity_csv)] {
         engine
-            .load_file(crate::OPS, dataset, csv, false, false, HandoverInfo::default())
+            .load_file(
+                crate::OPS,
+                dataset,
+                csv,
+                false,
+                false,
+                HandoverInfo::default(),
+            )
             .expect("load");
     }
     let province = {

@@ -58,7 +58,10 @@ pub fn init_store(dir: &Path) -> Store {
                 p,
                 "430000",
                 &[],
-                &[(OPS, PLATFORM, Role::Operator), (COORD, PLATFORM, Role::Coordinator)],
+                &[
+                    (OPS, PLATFORM, Role::Operator),
+                    (COORD, PLATFORM, Role::Coordinator),
+                ],
             )
         })
         .expect("staff");
@@ -175,7 +178,8 @@ pub fn approve(store: &Store, approver: &str, requests: Vec<GrantRequest>) -> Ve
                 .into_iter()
                 .map(|r| {
                     let a = p.decide_request(c, r, approver, true, "", now)?;
-                    a.grant.ok_or_else(|| govshare_core::Error::internal("no grant"))
+                    a.grant
+                        .ok_or_else(|| govshare_core::Error::internal("no grant"))
                 })
                 .collect::<Result<Vec<u64>>>()
         })

@@ -9,8 +9,8 @@ use govshare_core::Result;
 use govshare_core::access::policy::{
     FieldGrant, Policy, PrincipalStatus, Role, RowScope, Treatment,
 };
-use govshare_core::catalog::Catalog;
 use govshare_core::access::secured::SecuredTable;
+use govshare_core::catalog::Catalog;
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::Engine;
 
@@ -150,130 +150,166 @@ fn build() -> Fixture {
     });
     let now = Utc::now();
     let mut p06 = 0;
-    act("psb_appr", "security fixture: person approvals", &mut |p, c| {
-        let mut approve = |r| p.decide_request(c, r, "psb_appr", true, "", now);
-        // CIVIL, P01: a province, clear identity, masked address and phone.
-        let f = clear(&[
-            "citizen_id",
-            "name",
-            "sex_code",
-            "birth_date",
-            "hukou_region_code",
-            "person_status",
-        ]);
-        let f = masked(
-            masked(f, "hukou_address", MaskKind::Address),
-            "mobile_phone",
-            MaskKind::Phone,
-        );
-        approve(request("CIVIL", "person", "P01", f, crate::regions(&[&p6])))?;
-        // HRSS, P02: one county, masked identity, birth year only.
-        let f = masked(
-            masked(
-                masked(
-                    clear(&["sex_code", "hukou_region_code"]),
-                    "citizen_id",
-                    MaskKind::CitizenId,
-                ),
+    act(
+        "psb_appr",
+        "security fixture: person approvals",
+        &mut |p, c| {
+            let mut approve = |r| p.decide_request(c, r, "psb_appr", true, "", now);
+            // CIVIL, P01: a province, clear identity, masked address and phone.
+            let f = clear(&[
+                "citizen_id",
                 "name",
-                MaskKind::Name,
-            ),
-            "birth_date",
-            MaskKind::DateToYear,
-        );
-        approve(request("HRSS", "person", "P02", f, crate::regions(&[county])))?;
-        // TAX, P03: persons only the listed subjects.
-        let subj = RowScope {
-            regions: None,
-            subjects: Some(subjects.clone()),
-        };
-        approve(request(
-            "TAX",
-            "person",
-            "P03",
-            clear(&["citizen_id", "name", "hukou_region_code"]),
-            subj,
-        ))?;
-        // CIVIL, P04, narrowed to civil2: pseudonymous IDs, national scope.
-        let mut r = request(
-            "CIVIL",
-            "person",
-            "P04",
-            masked(clear(&["sex_code"]), "citizen_id", MaskKind::Pseudonym),
-            RowScope::default(),
-        );
-        r.users = vec!["civil2".into()];
-        approve(r)?;
-        // TAX, P05: expired. TAX, P06: revoked below. SUSP, P01: its department is suspended
-        // below.
-        let only_sex = |purpose: &str| {
-            request(
+                "sex_code",
+                "birth_date",
+                "hukou_region_code",
+                "person_status",
+            ]);
+            let f = masked(
+                masked(f, "hukou_address", MaskKind::Address),
+                "mobile_phone",
+                MaskKind::Phone,
+            );
+            approve(request("CIVIL", "person", "P01", f, crate::regions(&[&p6])))?;
+            // HRSS, P02: one county, masked identity, birth year only.
+            let f = masked(
+                masked(
+                    masked(
+                        clear(&["sex_code", "hukou_region_code"]),
+                        "citizen_id",
+                        MaskKind::CitizenId,
+                    ),
+                    "name",
+                    MaskKind::Name,
+                ),
+                "birth_date",
+                MaskKind::DateToYear,
+            );
+            approve(request(
+                "HRSS",
+                "person",
+                "P02",
+                f,
+                crate::regions(&[county]),
+            ))?;
+            // TAX, P03: persons only the listed subjects.
+            let subj = RowScope {
+                regions: None,
+                subjects: Some(subjects.clone()),
+            };
+            approve(request(
                 "TAX",
                 "person",
-                purpose,
-                clear(&["sex_code"]),
+                "P03",
+                clear(&["citizen_id", "name", "hukou_region_code"]),
+                subj,
+            ))?;
+            // CIVIL, P04, narrowed to civil2: pseudonymous IDs, national scope.
+            let mut r = request(
+                "CIVIL",
+                "person",
+                "P04",
+                masked(clear(&["sex_code"]), "citizen_id", MaskKind::Pseudonym),
                 RowScope::default(),
-            )
-        };
-        let mut r = only_sex("P05");
-        r.valid_from = now - Duration::days(30);
-        r.valid_until = now - Duration::days(1);
-        approve(r)?;
-        p06 = approve(only_sex("P06"))?.grant.expect("grant");
-        let mut r = only_sex("P01");
-        r.consumer_dept = "SUSP".into();
-        approve(r)?;
-        // TAX, P08: a future grant, not yet valid.
-        let mut r = only_sex("P08");
-        r.valid_from = now + Duration::days(10);
-        approve(r)?;
-        Ok(())
-    });
-    act("amr_appr", "security fixture: entity approvals", &mut |p, c| {
-        let mut approve = |r| p.decide_request(c, r, "amr_appr", true, "", now);
-        // CIVIL, P01 on entities: legal_rep_id only as a pseudonym.
-        let f = masked(
-            clear(&["uscc", "org_name", "domicile_region_code"]),
-            "legal_rep_id",
-            MaskKind::Pseudonym,
-        );
-        approve(request("CIVIL", "legal_entity", "P01", f, RowScope::default()))?;
-        let f = masked(clear(&["uscc"]), "legal_rep_id", MaskKind::Pseudonym);
-        approve(request("HRSS", "legal_entity", "P07", f, RowScope::default()))?;
-        // TAX, P03: entities of the province with representatives in clear.
-        let f = clear(&[
-            "uscc",
-            "org_name",
-            "legal_rep_id",
-            "legal_rep_name",
-            "registered_capital",
-            "domicile_region_code",
-        ]);
-        approve(request("TAX", "legal_entity", "P03", f, crate::regions(&[&p6])))?;
-        Ok(())
-    });
-    act("admin", "security fixture: requests, revocation, suspension", &mut |p, c| {
-        // HRSS, P02 on entities, on request (unconditional fields; legal_rep_name gets its
-        // default mask).
-        let f = clear(&[
-            "uscc",
-            "org_name",
-            "legal_rep_name",
-            "domicile_region_code",
-            "reg_status",
-            "registered_capital",
-        ]);
-        p.grant_on_request(
-            c,
-            request("HRSS", "legal_entity", "P02", f, RowScope::default()),
-            "admin",
-            now,
-        )?;
-        p.revoke(p06, "admin", "purpose fulfilled", now)?;
-        // Suspended after its grant was made: the grant stays, the department cannot use it.
-        p.departments.get_mut("SUSP").expect("susp").status = PrincipalStatus::Suspended;
-        Ok(())
-    });
+            );
+            r.users = vec!["civil2".into()];
+            approve(r)?;
+            // TAX, P05: expired. TAX, P06: revoked below. SUSP, P01: its department is suspended
+            // below.
+            let only_sex = |purpose: &str| {
+                request(
+                    "TAX",
+                    "person",
+                    purpose,
+                    clear(&["sex_code"]),
+                    RowScope::default(),
+                )
+            };
+            let mut r = only_sex("P05");
+            r.valid_from = now - Duration::days(30);
+            r.valid_until = now - Duration::days(1);
+            approve(r)?;
+            p06 = approve(only_sex("P06"))?.grant.expect("grant");
+            let mut r = only_sex("P01");
+            r.consumer_dept = "SUSP".into();
+            approve(r)?;
+            // TAX, P08: a future grant, not yet valid.
+            let mut r = only_sex("P08");
+            r.valid_from = now + Duration::days(10);
+            approve(r)?;
+            Ok(())
+        },
+    );
+    act(
+        "amr_appr",
+        "security fixture: entity approvals",
+        &mut |p, c| {
+            let mut approve = |r| p.decide_request(c, r, "amr_appr", true, "", now);
+            // CIVIL, P01 on entities: legal_rep_id only as a pseudonym.
+            let f = masked(
+                clear(&["uscc", "org_name", "domicile_region_code"]),
+                "legal_rep_id",
+                MaskKind::Pseudonym,
+            );
+            approve(request(
+                "CIVIL",
+                "legal_entity",
+                "P01",
+                f,
+                RowScope::default(),
+            ))?;
+            let f = masked(clear(&["uscc"]), "legal_rep_id", MaskKind::Pseudonym);
+            approve(request(
+                "HRSS",
+                "legal_entity",
+                "P07",
+                f,
+                RowScope::default(),
+            ))?;
+            // TAX, P03: entities of the province with representatives in clear.
+            let f = clear(&[
+                "uscc",
+                "org_name",
+                "legal_rep_id",
+                "legal_rep_name",
+                "registered_capital",
+                "domicile_region_code",
+            ]);
+            approve(request(
+                "TAX",
+                "legal_entity",
+                "P03",
+                f,
+                crate::regions(&[&p6]),
+            ))?;
+            Ok(())
+        },
+    );
+    act(
+        "admin",
+        "security fixture: requests, revocation, suspension",
+        &mut |p, c| {
+            // HRSS, P02 on entities, on request (unconditional fields; legal_rep_name gets its
+            // default mask).
+            let f = clear(&[
+                "uscc",
+                "org_name",
+                "legal_rep_name",
+                "domicile_region_code",
+                "reg_status",
+                "registered_capital",
+            ]);
+            p.grant_on_request(
+                c,
+                request("HRSS", "legal_entity", "P02", f, RowScope::default()),
+                "admin",
+                now,
+            )?;
+            p.revoke(p06, "admin", "purpose fulfilled", now)?;
+            // Suspended after its grant was made: the grant stays, the department cannot use it.
+            p.departments.get_mut("SUSP").expect("susp").status = PrincipalStatus::Suspended;
+            Ok(())
+        },
+    );
 
     // The raw reference: same store, every field clear, no scope.
     let rt = tokio::runtime::Builder::new_current_thread()

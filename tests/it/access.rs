@@ -132,9 +132,7 @@ fn suspension_and_revocation_take_effect_on_the_next_query_of_an_open_session() 
     store
         .writer("admin")
         .expect("w")
-        .update_policy("revoke", |p, _| {
-            p.revoke(g, "admin", "done", Utc::now())
-        })
+        .update_policy("revoke", |p, _| p.revoke(g, "admin", "done", Utc::now()))
         .expect("revoke");
     let err = engine
         .session("a2", "P")
@@ -150,9 +148,7 @@ fn grant_rules_follow_share_types_and_default_masks() {
         store
             .writer(by)
             .expect("w")
-            .update_policy("request", |p, c| {
-                p.grant_on_request(c, r, by, Utc::now())
-            })
+            .update_policy("request", |p, c| p.grant_on_request(c, r, by, Utc::now()))
     };
     // Not shared: never, whoever asks; the refusal says it must be reclassified.
     let err = on_request(
@@ -263,12 +259,19 @@ fn grant_rules_follow_share_types_and_default_masks() {
         .sql("SELECT legal_rep_name FROM legal_entity")
         .expect("q");
     assert!(render(&r.batches).iter().all(|n| n.ends_with('*')));
-    // The policy is versioned: the setup, the reasoned rejection and the grant on request are
-    // versions; every refused change above committed nothing.
+    // The policy is versioned: the founding, the platform staff, the setup, the reasoned
+    // rejection and the grant on request are versions; every refused change above committed
+    // nothing.
     let history = store.policy_history().expect("history");
     assert_eq!(
         history.iter().map(|v| v.note.as_str()).collect::<Vec<_>>(),
-        ["setup", "reject", "request"]
+        [
+            "init: first platform administrator",
+            "platform staff",
+            "setup",
+            "reject",
+            "request"
+        ]
     );
 }
 

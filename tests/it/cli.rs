@@ -21,12 +21,37 @@ fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `init` naming `root` as the first platform administrator, who adds the operator `ops` and
+/// the auditor `aud`.
+fn init(store: &std::path::Path) {
+    ok(&govshare(
+        store,
+        &[
+            "init",
+            "--admin",
+            "root",
+            "--admin-name",
+            "平台管理员",
+            "--region",
+            "430000",
+        ],
+    ));
+    for (id, name, role) in [("ops", "王芳", "operator"), ("aud", "孙审计", "auditor")] {
+        ok(&govshare(
+            store,
+            &[
+                "user", "add", id, name, "--dept", "PLAT", "--roles", role, "--by", "root",
+            ],
+        ));
+    }
+}
+
 #[test]
 fn init_generate_load_inspect_validate() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
     let data = dir.path().join("data");
-    ok(&govshare(&store, &["init"]));
+    init(&store);
     let out = ok(&govshare(
         &store,
         &[
@@ -53,6 +78,8 @@ fn init_generate_load_inspect_validate() {
             "李明",
             "--receiver",
             "王芳",
+            "--by",
+            "ops",
         ],
     ));
     assert!(
@@ -66,6 +93,8 @@ fn init_generate_load_inspect_validate() {
             "legal_entity",
             data.join("legal_entity.csv").to_str().expect("p"),
             "--strict",
+            "--by",
+            "ops",
         ],
     ));
     let out = ok(&govshare(&store, &["catalog", "list"]));
@@ -74,6 +103,34 @@ fn init_generate_load_inspect_validate() {
     assert!(out.contains("citizen_id") && out.contains("not shared"));
     let out = ok(&govshare(&store, &["catalog", "history"]));
     assert!(out.contains("version 1 by govshare init"));
+    // The operator's lookup prints the row and is on the trail with its reason.
+    let id = data_first_id(&person);
+    let out = ok(&govshare(
+        &store,
+        &[
+            "lookup",
+            "person",
+            &id,
+            "--by",
+            "ops",
+            "--reason",
+            "地址核对",
+        ],
+    ));
+    assert!(out.contains(&id), "{out}");
+    let o = govshare(
+        &store,
+        &["lookup", "person", &id, "--by", "aud", "--reason", "x"],
+    );
+    assert_eq!(o.status.code(), Some(5), "only operators look rows up");
+    let out = ok(&govshare(
+        &store,
+        &["audit", "who-accessed", &id, "--by", "aud"],
+    ));
+    assert!(
+        out.contains("user ops") && out.contains("地址核对"),
+        "{out}"
+    );
     let out = ok(&govshare(&store, &["versions", "person"]));
     assert!(out.contains("by 李明 → 王芳"), "{out}");
     let out = ok(&govshare(
@@ -107,12 +164,19 @@ fn errors_are_messages_with_exit_codes_not_panics() {
     let o = govshare(&store, &["versions", "person"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no govshare store"));
-    ok(&govshare(&store, &["init"]));
+    init(&store);
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "citizen_id,name\n\"unterminated,x\n").expect("w");
     let o = govshare(
         &store,
-        &["load", "person", bad.to_str().expect("p"), "--strict"],
+        &[
+            "load",
+            "person",
+            bad.to_str().expect("p"),
+            "--strict",
+            "--by",
+            "ops",
+        ],
     );
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -120,7 +184,18 @@ fn errors_are_messages_with_exit_codes_not_panics() {
         err.starts_with("error:") && !err.contains("panicked"),
         "{err}"
     );
-    let o = govshare(&store, &["lookup", "person", "110105194912310021"]);
+    let o = govshare(
+        &store,
+        &[
+            "lookup",
+            "person",
+            "110105194912310021",
+            "--by",
+            "ops",
+            "--reason",
+            "数据核对",
+        ],
+    );
     assert_eq!(o.status.code(), Some(3));
     // A retention below the legal minimum is refused before anything is touched; a purge
     // within retention deletes nothing and is not an error.
@@ -137,7 +212,7 @@ fn errors_are_messages_with_exit_codes_not_panics() {
     );
     let out = ok(&govshare(&store, &["audit", "archive", "--by", "ops"]));
     assert!(out.contains("archived 0 segment(s)"), "{out}");
-    ok(&govshare(&store, &["audit", "verify"]));
+    ok(&govshare(&store, &["audit", "verify", "--by", "aud"]));
 }
 
 #[test]
@@ -145,7 +220,7 @@ fn access_control_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
     let data = dir.path().join("data");
-    ok(&govshare(&store, &["init"]));
+    init(&store);
     ok(&govshare(
         &store,
         &[
@@ -164,6 +239,8 @@ fn access_control_from_the_command_line() {
             "load",
             "person",
             data.join("person.csv").to_str().expect("p"),
+            "--by",
+            "ops",
         ],
     ));
     for args in [
@@ -296,7 +373,7 @@ fn access_control_from_the_command_line() {
         ],
     );
     assert_eq!(o.status.code(), Some(5));
-    assert!(ok(&govshare(&store, &["grant", "list"])).contains("低保审核"));
+    assert!(ok(&govshare(&store, &["grant", "list", "--by", "root"])).contains("低保审核"));
 }
 
 /// A dataset name is never a path: `vacuum ../../x` (or any command naming a dataset) is
@@ -305,18 +382,26 @@ fn access_control_from_the_command_line() {
 fn dataset_names_cannot_reach_outside_the_store() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
-    ok(&govshare(&store, &["init"]));
+    init(&store);
     // A directory that looks like a dataset's, next to the store.
     let outside = dir.path().join("somewhere");
     std::fs::create_dir_all(outside.join("data")).expect("mkdir");
     let victim = outside.join("data").join("precious.parquet");
     std::fs::write(&victim, b"not yours").expect("write");
     for args in [
-        vec!["vacuum", "../../somewhere"],
-        vec!["vacuum", "/tmp"],
-        vec!["compact", "../../somewhere"],
+        vec!["vacuum", "../../somewhere", "--by", "ops"],
+        vec!["vacuum", "/tmp", "--by", "ops"],
+        vec!["compact", "../../somewhere", "--by", "ops"],
         vec!["versions", "../../somewhere"],
-        vec!["lookup", "../../somewhere", "x"],
+        vec![
+            "lookup",
+            "../../somewhere",
+            "x",
+            "--by",
+            "ops",
+            "--reason",
+            "r",
+        ],
     ] {
         let o = govshare(&store, &args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -325,11 +410,307 @@ fn dataset_names_cannot_reach_outside_the_store() {
     }
     assert_eq!(std::fs::read(&victim).expect("still there"), b"not yours");
     // A well-formed name that is not in the catalog is not vacuumed either.
-    let o = govshare(&store, &["vacuum", "no_such_dataset"]);
+    let o = govshare(&store, &["vacuum", "no_such_dataset", "--by", "ops"]);
     assert_eq!(
         o.status.code(),
         Some(3),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// The first citizen ID of a generated person CSV (GBK or UTF-8: IDs are ASCII).
+fn data_first_id(csv: &std::path::Path) -> String {
+    let bytes = std::fs::read(csv).expect("csv");
+    let line = bytes
+        .split(|b| *b == b'\n')
+        .nth(1)
+        .expect("a data row")
+        .to_vec();
+    String::from_utf8_lossy(&line)
+        .split(',')
+        .next()
+        .expect("id")
+        .to_string()
+}
+
+/// The escalation chain the round-1 review found, step by step: a consumer cannot make an
+/// approver, an unknown user cannot act, a request cannot lift a default mask, the catalog
+/// cannot be changed by nobody — and the trail records every refusal.
+#[test]
+fn nobody_acts_beyond_their_role() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    init(&store);
+    for args in [
+        vec![
+            "dept",
+            "add",
+            "PSB",
+            "省公安厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "dept",
+            "add",
+            "TAX",
+            "税务局",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "wang",
+            "王税务",
+            "--dept",
+            "TAX",
+            "--by",
+            "root",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let refused = |args: &[&str], needle: &str| {
+        let o = govshare(&store, args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(5), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    // wang, a consumer, cannot create an approver ...
+    refused(
+        &[
+            "user",
+            "add",
+            "evil",
+            "E",
+            "--dept",
+            "PSB",
+            "--roles",
+            "provider-approver",
+            "--by",
+            "wang",
+        ],
+        "needs the platform-admin role",
+    );
+    // ... so evil does not exist and cannot approve anything for wang.
+    refused(
+        &[
+            "grant",
+            "approve",
+            "--by",
+            "evil",
+            "--dept",
+            "TAX",
+            "--dataset",
+            "person",
+            "--fields",
+            "citizen_id,name,mobile_phone",
+            "--purpose",
+            "X",
+            "--purpose-text",
+            "x",
+        ],
+        "unknown user 'evil'",
+    );
+    refused(
+        &[
+            "dept", "add", "X", "某局", "--region", "430000", "--by", "ghost",
+        ],
+        "unknown user 'ghost'",
+    );
+    refused(
+        &["dept", "suspend", "TAX", "--by", "wang"],
+        "platform-admin",
+    );
+    // root cannot change their own account, not even to add a role.
+    refused(
+        &[
+            "user",
+            "add",
+            "root",
+            "平台管理员",
+            "--dept",
+            "PLAT",
+            "--roles",
+            "platform-admin,provider-approver",
+            "--by",
+            "root",
+        ],
+        "their own account",
+    );
+    let catalog = dir.path().join("c.toml");
+    std::fs::write(
+        &catalog,
+        "[[datasets]]\nname = \"gdp\"\nlabel = \"GDP\"\nkey = \"k\"\nprovider = \"TAX\"\nfields = [{ name = \"k\", label = \"k\", type = \"utf8\", nullable = false, share = \"unconditional\", grade = \"L1\" }]\n",
+    )
+    .expect("write");
+    refused(
+        &[
+            "catalog",
+            "apply",
+            catalog.to_str().expect("p"),
+            "--author",
+            "ghost",
+        ],
+        "unknown user 'ghost'",
+    );
+    refused(
+        &[
+            "catalog",
+            "apply",
+            catalog.to_str().expect("p"),
+            "--by",
+            "ops",
+        ],
+        "platform-admin",
+    );
+    ok(&govshare(
+        &store,
+        &[
+            "catalog",
+            "apply",
+            catalog.to_str().expect("p"),
+            "--by",
+            "root",
+        ],
+    ));
+    // A request for an unconditional field "in clear" still gets the catalog's default mask.
+    ok(&govshare(
+        &store,
+        &[
+            "grant",
+            "request",
+            "--by",
+            "root",
+            "--dept",
+            "TAX",
+            "--dataset",
+            "legal_entity",
+            "--fields",
+            "uscc,legal_rep_name:clear",
+            "--purpose",
+            "P03",
+            "--purpose-text",
+            "税务登记比对",
+        ],
+    ));
+    let list = ok(&govshare(&store, &["grant", "list", "--by", "root"]));
+    assert!(
+        list.contains("fields: uscc, legal_rep_name (masked: name)"),
+        "{list}"
+    );
+    // wang sees their department's grants, not the staff.
+    let mine = ok(&govshare(&store, &["user", "list", "--by", "wang"]));
+    assert!(mine.contains("wang") && !mine.contains("root"), "{mine}");
+    // Every refusal above is on the trail.
+    let tail = ok(&govshare(
+        &store,
+        &["audit", "tail", "-n", "40", "--by", "aud"],
+    ));
+    assert!(
+        tail.matches("policy_denied").count() >= 4 && tail.contains("act_denied"),
+        "{tail}"
+    );
+}
+
+/// `govshare ... | head`: a reader that stops early ends the command quietly (it panicked on
+/// the closed pipe before).
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    init(&store);
+    ok(&govshare(
+        &store,
+        &[
+            "generate",
+            "--persons",
+            "300",
+            "--entities",
+            "0",
+            "--out",
+            data.to_str().expect("p"),
+        ],
+    ));
+    for args in [
+        vec![
+            "load",
+            "person",
+            data.join("person.csv").to_str().expect("p"),
+            "--by",
+            "ops",
+        ],
+        vec![
+            "dept",
+            "add",
+            "STAT",
+            "统计局",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "stat",
+            "钱统计",
+            "--dept",
+            "STAT",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "request",
+            "--by",
+            "root",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "sex_code",
+            "--purpose",
+            "S",
+            "--purpose-text",
+            "统计",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    // 90,000 rows as a table: far more than a pipe buffer holds.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .arg("--store")
+        .arg(&store)
+        .args([
+            "sql",
+            "--user",
+            "stat",
+            "--purpose",
+            "S",
+            "SELECT a.sex_code FROM person a CROSS JOIN person b",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("a line");
+    assert!(first.starts_with('+'), "{first}");
+    // The reader is gone; what the command still writes meets a closed pipe.
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
 }

@@ -37,6 +37,8 @@ fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
                 "load",
                 "person",
                 csv.to_str().expect("utf8"),
+                "--by",
+                govshare_testkit::OPS,
             ])
             .env("GOVSHARE_FAILPOINT", point)
             .output()
@@ -62,6 +64,8 @@ fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
             "load",
             "person",
             csv.to_str().expect("utf8"),
+            "--by",
+            govshare_testkit::OPS,
         ])
         .output()
         .expect("spawn");
@@ -93,15 +97,17 @@ fn sigkill_at_random_moments_during_a_load_never_damages_the_store() {
                 "load",
                 "person",
                 csv.to_str().expect("utf8"),
+                "--by",
+                govshare_testkit::OPS,
             ])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
         std::thread::sleep(Duration::from_millis(delay_ms));
         let finished = child.try_wait().expect("wait").is_some();
         child.kill().ok(); // SIGKILL on Unix
-        child.wait().expect("reap");
+        let out = child.wait_with_output().expect("reap");
         let v = store.current_version("person").expect("v");
         if !finished && v == 1 {
             killed_midway += 1;
@@ -110,7 +116,9 @@ fn sigkill_at_random_moments_during_a_load_never_damages_the_store() {
             // The load won the race and committed: it must then be complete.
             assert_eq!(
                 store.snapshot("person").expect("s").manifest().live_rows,
-                20_000
+                20_000,
+                "after {delay_ms} ms (finished: {finished}): {}",
+                String::from_utf8_lossy(&out.stderr)
             );
             break;
         }
@@ -134,6 +142,8 @@ fn readers_do_not_block_and_see_whole_versions_while_a_writer_runs() {
             "load",
             "person",
             csv.to_str().expect("utf8"),
+            "--by",
+            govshare_testkit::OPS,
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -16,10 +16,10 @@ use crate::access::policy::{
     Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, Role, User,
 };
 use crate::audit::{Checkpoint, Retention, Verdict};
+use crate::catalog::CatalogFile;
 use crate::engine::{Engine, QueryResult};
 use crate::error::{Error, Result};
 use crate::ingest::{HandoverInfo, LoadMode, LoadOptions, Source};
-use crate::catalog::CatalogFile;
 use crate::store::{CatalogVersion, Handover, Manifest, VacuumReport};
 
 /// What a load committed, in a form every binding can print or serialise.
@@ -41,7 +41,11 @@ impl Engine {
     /// The current policy document (departments, users, grants, approvals) as `by` may see it
     /// (see [`Policy::view_for`]); the listing is recorded.
     pub fn policy(&self, by: &str) -> Result<Policy> {
-        let outcome = (|| self.store().policy()?.view_for(by, &self.store().catalog()?))();
+        let outcome = (|| {
+            self.store()
+                .policy()?
+                .view_for(by, &self.store().catalog()?)
+        })();
         self.record_read("policy_read", by, serde_json::json!({}), outcome.as_ref())?;
         outcome
     }
@@ -134,10 +138,9 @@ impl Engine {
     /// Grant on request (unconditional fields only, by a platform admin; see
     /// [`Policy::grant_on_request`]).
     pub fn request_grant(&self, by: &str, request: GrantRequest) -> Result<Grant> {
-        self.writer(by)?
-            .update_policy("grant on request", |p, c| {
-                p.grant_on_request(c, request, by, Utc::now())
-            })
+        self.writer(by)?.update_policy("grant on request", |p, c| {
+            p.grant_on_request(c, request, by, Utc::now())
+        })
     }
 
     /// Approve (creating a grant) or reject a request, by the providing department's approver
@@ -251,7 +254,12 @@ impl Engine {
         let outcome = self
             .require(by, Role::Auditor, "take an audit checkpoint")
             .and_then(|()| self.audit().checkpoint());
-        self.record_read("audit_checkpoint", by, serde_json::json!({}), outcome.as_ref())?;
+        self.record_read(
+            "audit_checkpoint",
+            by,
+            serde_json::json!({}),
+            outcome.as_ref(),
+        )?;
         outcome
     }
 

@@ -3,9 +3,13 @@
 //! ```
 //! use govshare_core::engine::Engine;
 //! let dir = tempfile::tempdir().expect("tmp");
-//! govshare_core::Store::init(dir.path())?;
+//! let founder = govshare_core::access::policy::Founder {
+//!     user: "root".into(), name: "平台管理员".into(),
+//!     department: "PLAT".into(), department_name: "省大数据中心".into(), region: "430000".into(),
+//! };
+//! govshare_core::Store::init(dir.path(), &founder)?;
 //! let engine = Engine::open(dir.path())?;
-//! // No principal exists yet: the gate fails closed.
+//! // No consumer and no grant exist yet: the gate fails closed.
 //! assert!(matches!(engine.session("u1", "P01"), Err(govshare_core::Error::AccessDenied(_))));
 //! # Ok::<(), govshare_core::Error>(())
 //! ```

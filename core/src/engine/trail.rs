@@ -225,7 +225,13 @@ impl Engine {
                     .unwrap_or_else(|| dept_of(&r.actor));
                 (r, dept)
             })
-            .filter(|(r, d)| if auditor { r.actor != user } else { d == &u.department })
+            .filter(|(r, d)| {
+                if auditor {
+                    r.actor != user
+                } else {
+                    d == &u.department
+                }
+            })
             .collect();
         let text = |f: &dyn Fn(&crate::audit::Record, &String) -> Option<String>| -> StringArray {
             rows.iter().map(|(r, d)| f(r, d)).collect()

@@ -46,7 +46,9 @@ impl std::fmt::Display for Act<'_> {
             Act::Load { dataset } => write!(f, "load {dataset}"),
             Act::Compact { dataset } => write!(f, "compact {dataset}"),
             Act::Vacuum { dataset } => write!(f, "vacuum {dataset}"),
-            Act::ChangeCatalog { datasets } => write!(f, "change catalog ({})", datasets.join(", ")),
+            Act::ChangeCatalog { datasets } => {
+                write!(f, "change catalog ({})", datasets.join(", "))
+            }
             Act::Reclassify { items } => write!(f, "reclassify {}", items.join(", ")),
         }
     }

@@ -27,7 +27,12 @@ pub struct Writer<'s> {
 
 impl std::fmt::Debug for Writer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Writer({} as {})", self.store.root().display(), self.actor)
+        write!(
+            f,
+            "Writer({} as {})",
+            self.store.root().display(),
+            self.actor
+        )
     }
 }
 

@@ -156,7 +156,10 @@ impl Policy {
             r.consumer_dept == dept || approver && provider == Some(dept.as_str())
         };
         let provider_of = |g: &super::GrantRequest| {
-            catalog.dataset(&g.dataset).ok().map(|d| d.provider.as_str())
+            catalog
+                .dataset(&g.dataset)
+                .ok()
+                .map(|d| d.provider.as_str())
         };
         Ok(Policy {
             departments: self.departments.clone(),
@@ -328,7 +331,13 @@ impl Policy {
         Ok(())
     }
 
-    fn check_revocation(&self, g: &Grant, h: &Grant, author: &str, catalog: &Catalog) -> Result<()> {
+    fn check_revocation(
+        &self,
+        g: &Grant,
+        h: &Grant,
+        author: &str,
+        catalog: &Catalog,
+    ) -> Result<()> {
         let mut unrevoked = h.clone();
         unrevoked.revoked = None;
         let Some((by, _, reason)) = &h.revoked else {

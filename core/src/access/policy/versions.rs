@@ -17,9 +17,7 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
-use super::{
-    Department, Founder, Policy, PolicyAuthorizer, PrincipalStatus, Role, Stewards, User,
-};
+use super::{Department, Founder, Policy, PolicyAuthorizer, PrincipalStatus, Role, Stewards, User};
 
 /// One committed policy version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +49,10 @@ impl Store {
             // A store created before it had a founder (or by a crashed init before its
             // marker): it has no principals, so nothing was ever authorised in it.
             let audit = Arc::new(AuditLog::open(store.audit_dir())?);
-            found(&mut store.lock_writer(&founder.user, audit, &PolicyAuthorizer)?, founder)?;
+            found(
+                &mut store.lock_writer(&founder.user, audit, &PolicyAuthorizer)?,
+                founder,
+            )?;
         }
         let policy = store.policy()?;
         policy
