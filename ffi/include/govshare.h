@@ -208,14 +208,14 @@ gs_status gs_engine_revoke_grant(gs_engine *engine,
                                  uint64_t grant_id,
                                  const char *reason);
 
-// The policy document (departments, users, grants, approvals) as JSON in `*out_json`
-// (free with [`gs_string_free`]).
+// The policy document (departments, users, grants, approvals) as user `by` may see it, as
+// JSON in `*out_json` (free with [`gs_string_free`]); the listing is recorded.
 //
 // # Safety
-// `out_json` is NULL or writable.
-gs_status gs_engine_policy(gs_engine *engine, char **out_json);
+// `by` is NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_policy(gs_engine *engine, const char *by, char **out_json);
 
-// Load a CSV (encoding detected) or Parquet file (by extension) into `dataset`: a full
+// Load, as operator `by`, a CSV (encoding detected) or Parquet file (by extension) into `dataset`: a full
 // replacement, or with `incremental` an upsert/delete by key (`_op` column); with `strict`
 // nothing is committed when any row is invalid (`GS_REJECTED`). `handover_json` (may be
 // NULL) is `{"provider_dept", "handover_person", "receiver", "method"}`. The load summary
@@ -224,6 +224,7 @@ gs_status gs_engine_policy(gs_engine *engine, char **out_json);
 // # Safety
 // String arguments are NULL or NUL-terminated; `out_json` is NULL or writable.
 gs_status gs_engine_load(gs_engine *engine,
+                         const char *by,
                          const char *dataset,
                          const char *path,
                          bool incremental,
@@ -231,30 +232,37 @@ gs_status gs_engine_load(gs_engine *engine,
                          const char *handover_json,
                          char **out_json);
 
-// Verify the audit trail's hash chain, against a kept checkpoint (`{"seq", "hash"}` JSON,
+// Verify the audit trail's hash chain as auditor `by` (recorded), against a kept checkpoint (`{"seq", "hash"}` JSON,
 // may be NULL). The verdict is written as JSON to `*out_json` either way
 // (`{"verdict": "intact", "records", "head"}` or `{"verdict": "broken", "segment", "line",
 // "seq", "problem"}`); the status is `GS_OK` for an intact chain and `GS_INTEGRITY` for a
 // broken one.
 //
 // # Safety
-// `checkpoint_json` is NULL or NUL-terminated; `out_json` is NULL or writable.
-gs_status gs_engine_audit_verify(gs_engine *engine, const char *checkpoint_json, char **out_json);
+// `by` and `checkpoint_json` are NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_audit_verify(gs_engine *engine,
+                                 const char *by,
+                                 const char *checkpoint_json,
+                                 char **out_json);
 
 // The audit chain's head as checkpoint JSON `{"seq", "hash"}` in `*out_json`, for an
-// external party to keep.
+// external party to keep; taken by auditor `by` (recorded).
 //
 // # Safety
-// `out_json` is NULL or writable.
-gs_status gs_engine_audit_checkpoint(gs_engine *engine, char **out_json);
+// `by` is NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_audit_checkpoint(gs_engine *engine, const char *by, char **out_json);
 
-// Every recorded query that read the person or legal entity `key` (citizen ID or USCC), as a
-// JSON array of `{"query_seq", "time", "user", "department", "purpose", "dataset",
-// "version", "sql"}` in `*out_json`.
+// Every recorded query (and administrative lookup) that read the person or legal entity
+// `key` (citizen ID or USCC), asked by auditor `by` (recorded), as a JSON array of
+// `{"query_seq", "time", "user", "department", "purpose", "dataset", "version", "sql"}` in
+// `*out_json`.
 //
 // # Safety
-// `key` is NULL or NUL-terminated; `out_json` is NULL or writable.
-gs_status gs_engine_who_accessed(gs_engine *engine, const char *key, char **out_json);
+// `by` and `key` are NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_who_accessed(gs_engine *engine,
+                                 const char *by,
+                                 const char *key,
+                                 char **out_json);
 
 // Query the audit trail (table `audit_log`) with SQL as `user`: an auditor sees every
 // record, anyone else only their department's. Result as an Arrow C stream, as in
@@ -337,12 +345,15 @@ const char *gs_last_error(void);
 // `s` is NULL or a string govshare returned and that has not been freed yet.
 void gs_string_free(char *s);
 
-// Create an empty store at `path` (directories are created; a store already there is left
-// as it is). Open it with [`gs_engine_open`].
+// Create an empty store at `path` (directories are created) with its first platform
+// administrator, `founder_json` = `{"user", "name", "department", "department_name",
+// "region"}`; every later act is done by a user that administrator (or another) adds. On a
+// store already there this succeeds only when the founder is one of its active platform
+// administrators. Open it with [`gs_engine_open`].
 //
 // # Safety
-// `path` is NULL or a NUL-terminated string.
-gs_status gs_store_init(const char *path);
+// `path` and `founder_json` are NULL or NUL-terminated strings.
+gs_status gs_store_init(const char *path, const char *founder_json);
 
 // Open the store at `path` and write the engine handle to `*out_engine`.
 //

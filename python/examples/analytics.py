@@ -20,14 +20,15 @@ import govshare
 def demo_store(root: Path) -> tuple[str, str, str]:
     """A store with 5 000 synthetic persons and a statistics grant for user 'analyst'."""
     store = root / "store"
-    govshare.init_store(store)
+    # The store's first platform administrator is named when it is created; every later act
+    # is done by a user with the role for it.
+    govshare.init_store(store, admin="admin", admin_name="平台管理员", region="430000")
     person_csv, _ = govshare.write_synthetic(root / "data", persons=5000, entities=0)
     engine = govshare.Engine(store)
-    engine.load("person", person_csv)
-    engine.add_department("PLAT", "省大数据中心", "430000", by="setup")
-    engine.add_department("STAT", "省统计局", "430000", by="setup")
-    engine.add_user("admin", "平台管理员", "PLAT", ["platform_admin"], by="setup")
-    engine.add_user("analyst", "统计分析员", "STAT", ["consumer"], by="setup")
+    engine.add_user("ops", "运维员", "PLAT", ["operator"], by="admin")
+    engine.load("person", person_csv, by="ops")
+    engine.add_department("STAT", "省统计局", "430000", by="admin")
+    engine.add_user("analyst", "统计分析员", "STAT", ["consumer"], by="admin")
     # Unconditional fields are granted on request by the platform admin.
     request = govshare.grant_request(
         "STAT", "person", ["sex_code", "hukou_region_code", "education_code", "person_status"],

@@ -65,11 +65,11 @@ def test_row_scope_holds_even_against_a_division_by_zero_oracle(store):
 
 def test_revocation_takes_effect_in_an_open_session(tmp_path):
     root = tmp_path / "s"
-    govshare.init_store(root)
+    govshare.init_store(root, admin="root", admin_name="平台管理员", region="430000")
     csv, _ = govshare.write_synthetic(tmp_path / "d", 50, 5)
     e = govshare.Engine(root)
-    e.load("person", csv)
-    e.add_department("PLAT", "平台", "430000", by="root")
+    e.add_user("ops", "运维", "PLAT", ["operator"], by="root")
+    e.load("person", csv, by="ops")
     e.add_department("STAT", "统计", "430000", by="root")
     e.add_user("admin", "管理员", "PLAT", ["platform_admin"], by="root")
     e.add_user("a", "分析员", "STAT", ["consumer"], by="root")

@@ -41,7 +41,7 @@ def test_bad_values_raise_value_error_or_invalid_input(store):
     with pytest.raises(ValueError, match="user"):
         e.add_user("x", "x", "STAT", ["no-such-role"], by="root")
     with pytest.raises(ValueError, match="checkpoint"):
-        e._raw.audit_verify("{not json")
+        e._raw.audit_verify("auditor", "{not json")
     with govshare.connect(store["path"], user="analyst", purpose="STATS") as s:
         with pytest.raises(govshare.InvalidInput):
             s.sql("SELEC sex_code FROM person")
@@ -54,7 +54,7 @@ def test_missing_store_and_files_raise_not_found(store, tmp_path):
         govshare.Engine(tmp_path / "nope")
     e = govshare.Engine(store["path"])
     with pytest.raises(NotFound):
-        e.load("person", tmp_path / "missing.csv")
+        e.load("person", tmp_path / "missing.csv", by="ops")
 
 
 def test_closing_a_result_early_and_reading_after_close(store):
