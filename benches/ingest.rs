@@ -34,7 +34,7 @@ fn ingest(c: &mut Criterion) {
         b.iter_batched(
             || (tempfile::tempdir().expect("tmp"), batches.clone()),
             |(dir, batches)| {
-                let store = govshare_testkit::init_store(&dir.path());
+                let store = govshare_testkit::init_store(dir.path());
                 let r = store
                     .writer(govshare_testkit::OPS)
                     .expect("w")
@@ -50,7 +50,7 @@ fn ingest(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir().expect("tmp"),
             |dir| {
-                let store = govshare_testkit::init_store(&dir.path());
+                let store = govshare_testkit::init_store(dir.path());
                 let r = store
                     .writer(govshare_testkit::OPS)
                     .expect("w")

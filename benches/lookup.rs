@@ -23,7 +23,7 @@ fn rows() -> usize {
 fn lookup(c: &mut Criterion) {
     let n = rows();
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_testkit::init_store(&dir.path());
+    let store = govshare_testkit::init_store(dir.path());
     store
         .writer(govshare_testkit::OPS)
         .expect("w")

@@ -19,7 +19,7 @@ pub fn opts() -> LoadOptions<'static> {
 
 /// A store with `n` generated persons loaded as version 1.
 pub fn person_store(dir: &Path, n: usize) -> Store {
-    let store = govshare_testkit::init_store(&dir);
+    let store = govshare_testkit::init_store(dir);
     let batches: Vec<RecordBatch> = Synth::new(1, n, 0).persons(4096).collect();
     store
         .writer(govshare_testkit::OPS)

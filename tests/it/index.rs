@@ -37,7 +37,7 @@ proptest! {
     #[test]
     fn bitmap_scopes_equal_full_scan(seed in 0u64..1_000, n in 50usize..1500, deletes in proptest::collection::vec(0usize..1500, 0..40)) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = govshare_testkit::init_store(&dir.path());
+        let store = govshare_testkit::init_store(dir.path());
         let o = LoadOptions { row_group_size: 1024, today: Some(today()), ..Default::default() };
         store.writer(govshare_testkit::OPS).expect("w").load("person", Source::Batches(Synth::new(seed, n, 0).persons(333).collect()), &o).expect("load");
         // Half the cases also go through an incremental delete, so deletion vectors and
@@ -79,7 +79,7 @@ proptest! {
 #[test]
 fn clustering_makes_a_county_scope_touch_few_row_groups() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = govshare_testkit::init_store(&dir.path());
+    let store = govshare_testkit::init_store(dir.path());
     let o = LoadOptions {
         row_group_size: 1024,
         today: Some(today()),

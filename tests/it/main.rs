@@ -16,3 +16,6 @@ mod cli;
 mod access;
 // The audit trail: records per decision, fail closed, crash safety, who-accessed.
 mod audit;
+// Authority: roles for every act, policy edits checked by effect, separation of duties,
+// grants only tighten, administrative reads decided and recorded.
+mod authority;

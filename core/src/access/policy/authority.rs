@@ -173,13 +173,13 @@ impl Policy {
                 .grants
                 .iter()
                 .filter(|(_, g)| concerns(&g.request, provider_of(&g.request)))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect(),
             approvals: self
                 .approvals
                 .iter()
                 .filter(|(_, a)| concerns(&a.request, provider_of(&a.request)))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect(),
             next_id: self.next_id,
         })
@@ -453,35 +453,34 @@ impl Policy {
                         && now < o.request.valid_until
             })
             .collect();
+        let fields = || {
+            together
+                .iter()
+                .flat_map(|o| o.request.fields.iter().map(move |f| (o.id, f)))
+        };
         for l in LINKAGES {
-            for masked in together.iter().flat_map(|o| &o.request.fields) {
-                if masked.treatment.mask() != l.mask {
-                    continue;
-                }
-                for d in l.derived_by {
-                    let clear = together.iter().find(|o| {
-                        o.request
-                            .fields
-                            .iter()
-                            .any(|f| f.field == *d && f.treatment.mask() == MaskKind::Clear)
-                    });
-                    if let Some(o) = clear {
-                        return Err(denied(format!(
-                            "linkage rule: {ds}.{m} masked as {mask:?} hides {hides}, and {ds}.{d} in clear{within} gives it back; grant {d} masked (date_to_year) or {m} as a pseudonym",
-                            ds = r.dataset,
-                            m = masked.field,
-                            mask = l.mask,
-                            hides = l.hides,
-                            within = if o.id == g.id {
-                                String::new()
-                            } else {
-                                format!(
-                                    " (grant {} of department '{}' for purpose '{}')",
-                                    o.id, r.consumer_dept, r.purpose_code
-                                )
-                            },
-                        )));
-                    }
+            for (masked_in, masked) in fields().filter(|(_, f)| f.treatment.mask() == l.mask) {
+                let clear = fields().find(|(_, f)| {
+                    l.derived_by.contains(&f.field.as_str())
+                        && f.treatment.mask() == MaskKind::Clear
+                });
+                if let Some((clear_in, d)) = clear {
+                    let other = [masked_in, clear_in].into_iter().find(|id| *id != g.id);
+                    return Err(denied(format!(
+                        "linkage rule: {ds}.{m} masked as {mask:?} hides {hides}, and {ds}.{d} in clear gives it back{within}; grant {d} masked (date_to_year) or {m} as a pseudonym",
+                        ds = r.dataset,
+                        m = masked.field,
+                        d = d.field,
+                        mask = l.mask,
+                        hides = l.hides,
+                        within = match other {
+                            None => String::new(),
+                            Some(o) => format!(
+                                " (together with grant {o} of department '{}' for purpose '{}')",
+                                r.consumer_dept, r.purpose_code
+                            ),
+                        },
+                    )));
                 }
             }
         }
