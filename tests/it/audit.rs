@@ -416,3 +416,150 @@ fn auditors_query_the_trail_with_sql_departments_see_only_their_own() {
         ("audit_query", "nobody")
     );
 }
+
+/// A trail cut short verifies as intact on its own (every remaining record chains); the store's
+/// commits anchor the head they saw, so the engine's verification finds the cut without any
+/// checkpoint kept outside.
+#[test]
+fn a_truncated_trail_is_caught_by_the_anchors_in_the_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    approve(
+        &store,
+        request("A", "person", &[("sex_code", Treatment::Clear)]),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    assert!(matches!(
+        engine.verify_audit("aud", None).expect("verify"),
+        Verdict::Intact { .. }
+    ));
+    let anchor = store
+        .policy_history()
+        .expect("history")
+        .last()
+        .and_then(|v| v.anchor.clone())
+        .expect("the policy version anchors the trail");
+    drop(engine);
+    // Cut the trail back to well below the anchor, at a record boundary.
+    let seg = store.audit_dir().join("seg-000000000001.log");
+    let text = std::fs::read(&seg).expect("segment");
+    let keep = anchor.seq as usize - 3;
+    let cut = text
+        .split_inclusive(|b| *b == b'\n')
+        .take(keep)
+        .map(<[u8]>::len)
+        .sum::<usize>();
+    std::fs::write(&seg, &text[..cut]).expect("truncate");
+    assert!(
+        matches!(
+            govshare_core::audit::verify(&store.audit_dir(), None).expect("raw"),
+            Verdict::Intact { .. }
+        ),
+        "on its own the shortened chain is consistent"
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    match engine.verify_audit("aud", None).expect("verify") {
+        Verdict::Broken { problem, .. } => assert!(problem.contains("checkpoint"), "{problem}"),
+        other => panic!("a truncated trail verified: {other:?}"),
+    }
+}
+
+/// Two processes querying at once, and a third killed mid-query: every completion record
+/// points at its own opening record, who-accessed gives exactly the brute-force answer, and
+/// the killed query is counted (as unfinished) for every subject in its scope.
+#[test]
+fn concurrent_processes_and_a_killed_query_keep_who_accessed_exact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let snap = store.snapshot("person").expect("snap");
+    let rows = snap
+        .read(None, Some(&["citizen_id", "hukou_region_code"]))
+        .expect("r");
+    let ids = crate::common::strings(&rows, "citizen_id");
+    let regions = crate::common::strings(&rows, "hukou_region_code");
+    let prov = format!("{}0000", &regions[0][..2]);
+    approve(
+        &store,
+        request("A", "person", &[("sex_code", Treatment::Clear)]),
+        "psb",
+    );
+    let mut r = request("B", "person", &[("sex_code", Treatment::Clear)]);
+    r.scope = RowScope {
+        regions: Some(vec![prov.clone()]),
+        subjects: None,
+    };
+    approve(&store, r, "psb");
+    let sql = |user: &str, q: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_govshare"));
+        c.arg("--store")
+            .arg(dir.path())
+            .args(["sql", "--user", user, "--purpose", "P", q]);
+        c
+    };
+    let runs = |user: &'static str| {
+        let sql = &sql;
+        move || {
+            for i in 0..6 {
+                let q = format!("SELECT count(*) FROM person WHERE sex_code <> '{user}{i}'");
+                let out = sql(user, &q).output().expect("spawn");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(runs("a"));
+        s.spawn(runs("b"));
+    });
+    // A long query of a's (national scope: 500³ rows), killed once its opening record is
+    // durable.
+    let slow = "SELECT max(x.sex_code || y.sex_code || z.sex_code) FROM person x CROSS JOIN person y CROSS JOIN person z";
+    let mut child = sql("a", slow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let log = AuditLog::open(store.audit_dir()).expect("trail");
+    let opened = || {
+        log.records()
+            .expect("records")
+            .iter()
+            .any(|r| r.kind == "query" && r.body["sql"] == slow)
+    };
+    let t = std::time::Instant::now();
+    while !opened() {
+        assert!(t.elapsed().as_secs() < 60, "the slow query never opened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    // Every completion record names an opening record of the same user.
+    let records = log.records().expect("records");
+    for end in records.iter().filter(|r| r.kind == "query_end") {
+        let q = end.body["query"].as_u64().expect("query");
+        let open = records.iter().find(|r| r.seq == q).expect("opening record");
+        assert_eq!((open.kind.as_str(), &open.actor), ("query", &end.actor));
+    }
+    let engine = Engine::open(dir.path()).expect("engine");
+    for (id, region) in ids.iter().zip(&regions).step_by(11) {
+        let in_b = region.starts_with(&prov[..2]);
+        let mut want: Vec<(String, bool)> = (0..6).map(|_| ("a".to_string(), true)).collect();
+        want.push(("a".to_string(), false));
+        if in_b {
+            want.extend((0..6).map(|_| ("b".to_string(), true)));
+        }
+        let mut got: Vec<(String, bool)> = engine
+            .who_accessed("aud", id)
+            .expect("who")
+            .into_iter()
+            .map(|a| (a.user, a.finished))
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "subject in {region}");
+    }
+}

@@ -22,31 +22,53 @@ fn assert_v1_intact(store: &Store, expect_keys: &[String]) {
     assert!(s.lookup(k).expect("lookup").is_some());
 }
 
+fn load_cmd(root: &std::path::Path, csv: &std::path::Path) -> Command {
+    let mut c = Command::new(bin());
+    c.args([
+        "--store",
+        root.to_str().expect("utf8"),
+        "load",
+        "person",
+        csv.to_str().expect("utf8"),
+        "--by",
+        govshare_testkit::OPS,
+    ]);
+    c
+}
+
+fn kinds(store: &Store) -> Vec<String> {
+    govshare_core::audit::AuditLog::open(store.audit_dir())
+        .expect("trail")
+        .records()
+        .expect("records")
+        .into_iter()
+        .map(|r| r.kind)
+        .collect()
+}
+
+/// The record comes before the commit takes effect. A load aborted before its audit record
+/// (after its data files, or after its manifest) leaves the previous version current, and the
+/// next writer discards the unrecorded manifest; a load aborted after its record but before the
+/// pointer swap is completed by the next writer — never a version in force without a record.
 #[test]
-fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
+fn a_commit_aborted_before_its_record_never_takes_effect_and_after_it_is_completed() {
     let dir = tempfile::tempdir().expect("tmp");
     let root = dir.path().join("s");
     let store = person_store(&root, 500);
     let before = keys(&store.snapshot("person").expect("s"));
     let csv = person_csv(dir.path(), 800, 77, Encoding::Utf8);
-    for point in ["after-data-files", "before-current-swap"] {
-        let out = Command::new(bin())
-            .args([
-                "--store",
-                root.to_str().expect("utf8"),
-                "load",
-                "person",
-                csv.to_str().expect("utf8"),
-                "--by",
-                govshare_testkit::OPS,
-            ])
+    for point in ["after-data-files", "after-document"] {
+        let out = load_cmd(&root, &csv)
             .env("GOVSHARE_FAILPOINT", point)
             .output()
             .expect("spawn");
         assert!(!out.status.success(), "the child crashed at {point}");
         assert_v1_intact(&store, &before);
+        // Only version 1's load record: the aborted load has none.
+        assert_eq!(kinds(&store).iter().filter(|k| *k == "load").count(), 1);
     }
-    // The crashed writer's lock died with it; leftovers are unreferenced and vacuumable.
+    // The next writer reconciles: the manifest written without a record is discarded; the
+    // crashed writer's lock died with it; leftovers are unreferenced and vacuumable.
     let r = store
         .writer(govshare_testkit::OPS)
         .expect("lock is free")
@@ -57,28 +79,96 @@ fn abort_between_manifest_and_pointer_swap_keeps_previous_version() {
         "leftovers of the crashed loads were found"
     );
     assert_v1_intact(&store, &before);
-    let ok = Command::new(bin())
-        .args([
-            "--store",
-            root.to_str().expect("utf8"),
-            "load",
-            "person",
-            csv.to_str().expect("utf8"),
-            "--by",
-            govshare_testkit::OPS,
-        ])
+    assert_eq!(
+        kinds(&store).iter().filter(|k| *k == "discarded").count(),
+        1
+    );
+    // Aborted after its record: not current yet, but in force by its record — the next
+    // writer completes it.
+    let out = load_cmd(&root, &csv)
+        .env("GOVSHARE_FAILPOINT", "before-current-swap")
         .output()
         .expect("spawn");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(!out.status.success());
+    assert_v1_intact(&store, &before);
+    assert_eq!(kinds(&store).iter().filter(|k| *k == "load").count(), 2);
+    drop(store.writer(govshare_testkit::OPS).expect("writer"));
     assert_eq!(store.current_version("person").expect("v"), 2);
     assert_eq!(
         store.snapshot("person").expect("s").manifest().live_rows,
         800
     );
+    assert_eq!(kinds(&store).last().map(String::as_str), Some("recovered"));
+    let ok = load_cmd(&root, &csv).output().expect("spawn");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(store.current_version("person").expect("v"), 3);
+}
+
+/// Killed at random moments, loads and policy changes never leave a version in force without
+/// its audit record: after the next writer reconciles, every version of the person data and
+/// of the policy up to the current one has a `commit` record naming it.
+#[test]
+fn sigkill_never_leaves_an_act_in_force_without_its_record() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("s");
+    let store = person_store(&root, 300);
+    let csv = person_csv(dir.path(), 3_000, 80, Encoding::Utf8);
+    let mut rng = 0x2545_f491_u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for trial in 0..16 {
+        let mut cmd = if trial % 2 == 0 {
+            load_cmd(&root, &csv)
+        } else {
+            let mut c = Command::new(bin());
+            c.args([
+                "--store",
+                root.to_str().expect("utf8"),
+                "dept",
+                "add",
+                &format!("D{trial}"),
+                "某局",
+                "--region",
+                "430000",
+                "--by",
+                govshare_testkit::ROOT,
+            ]);
+            c
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(20 + next(400)));
+        child.kill().ok();
+        child.wait().expect("reap");
+        // The next writer reconciles whatever the kill interrupted.
+        drop(store.writer(govshare_testkit::OPS).expect("writer"));
+        let records = govshare_core::audit::AuditLog::open(store.audit_dir())
+            .expect("trail")
+            .records()
+            .expect("records");
+        let recorded = |chain: &str, v: u64| {
+            records
+                .iter()
+                .any(|r| r.body["commit"]["chain"] == chain && r.body["commit"]["version"] == v)
+        };
+        for v in 1..=store.current_version("person").expect("v") {
+            assert!(recorded("datasets/person", v), "trial {trial}: person v{v}");
+        }
+        for v in 1..=store.policy_version().expect("v") {
+            assert!(recorded("policy", v), "trial {trial}: policy v{v}");
+        }
+    }
 }
 
 #[test]

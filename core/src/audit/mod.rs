@@ -9,8 +9,11 @@
 //! Appends are group-committed: concurrent appenders queue their lines, one of them writes and
 //! fsyncs the whole batch, and every appender returns only once its record is durable. Across
 //! processes an OS lock (`audit/LOCK`) serialises commits, and a process re-reads the chain
-//! head when another one has appended since. A torn tail found on open (a crash mid-write) is
-//! moved to a quarantine file and recorded on the chain — never silently dropped.
+//! head when another one has appended since. A torn tail (a crash mid-write) is left alone by
+//! opening and reading — a read never changes the trail, and [`verify()`] reports it — and is
+//! repaired by the next process that appends, under the OS lock: the partial bytes are moved
+//! to a quarantine file and a `recovery` record, chained before the appender's own records,
+//! says so. [`AuditLog::repair`] does the same as an explicit act.
 //!
 //! **Retention and archiving.** Closed segments can be archived ([`AuditLog::archive`]) into
 //! `arch-<first seq>.parquet`: one row per record with its hash and the exact JSON that was
@@ -119,7 +122,8 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Open (or create) the trail in `dir`. A torn tail is quarantined and recorded.
+    /// Open (or create) the trail in `dir`. Opening changes nothing in an existing trail (a
+    /// torn tail is repaired by the next append; see the module docs).
     pub fn open(dir: impl AsRef<Path>) -> Result<AuditLog> {
         Self::open_with(dir, SEGMENT_RECORDS)
     }
@@ -149,26 +153,7 @@ impl AuditLog {
             cond: Condvar::new(),
         };
         let lock = log.os_lock()?;
-        let (head, torn) = read_head(&dir)?;
-        let mut recovered = None;
-        if let Some(at) = torn {
-            let q = dir.join(format!(
-                "torn-{}-{}.bin",
-                head.segment_first,
-                Utc::now().format("%Y%m%dT%H%M%S%.f")
-            ));
-            let data = std::fs::read(&head.segment).at(&head.segment)?;
-            crate::durable::create_private(&q)?
-                .write_all(&data[at as usize..])
-                .at(&q)?;
-            let f = crate::durable::private_file()
-                .write(true)
-                .open(&head.segment)
-                .at(&head.segment)?;
-            f.set_len(at).at(&head.segment)?;
-            f.sync_all().at(&head.segment)?;
-            recovered = Some((at, data.len() as u64 - at, q));
-        }
+        let (head, _torn) = read_head(&dir)?;
         {
             let mut st = log.lock_state()?;
             st.durable = head.seq;
@@ -176,18 +161,6 @@ impl AuditLog {
             st.head = head;
         }
         drop(lock);
-        if let Some((at, bytes, q)) = recovered {
-            log.append(
-                "recovery",
-                "govshare",
-                serde_json::json!({
-                    "torn_tail_offset": at,
-                    "torn_tail_bytes": bytes,
-                    "quarantined_to": q.file_name().map(|n| n.to_string_lossy().into_owned()),
-                    "note": "an interrupted write left a partial record; it was moved aside, not dropped",
-                }),
-            )?;
-        }
         Ok(log)
     }
 
@@ -288,28 +261,49 @@ impl AuditLog {
             .map(|m| m.len())
             .unwrap_or(0);
         let newer = segments(&self.dir)?.last().map(|(f, _)| *f).unwrap_or(1) != head.segment_first;
+        let mut recovery = None;
         if on_disk != head.len || newer {
-            head = read_head(&self.dir)?.0; // another process appended
+            // Another process appended, or a crash left a partial record.
+            let (h, torn) = read_head(&self.dir)?;
+            head = h;
+            if let Some(at) = torn {
+                recovery = Some(self.quarantine(&head, at)?);
+            }
         }
-        let ticket_offset = head.seq as i128 - (first_ticket as i128 - 1);
-        let first_seq = head.seq + 1;
-        let mut out: Vec<u8> = Vec::with_capacity(batch.len() * 2);
-        let mut file_changes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        for (i, line) in batch
+        let mut lines: Vec<std::borrow::Cow<'_, [u8]>> = batch
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
-            .enumerate()
-        {
+            .map(std::borrow::Cow::Borrowed)
+            .collect();
+        if let Some(body) = recovery {
+            // Chained before this batch, in the same fsync, by the process that found it.
+            let actor = lines
+                .first()
+                .and_then(|l| serde_json::from_slice::<(String, String, serde_json::Value)>(l).ok())
+                .map(|(_, a, _)| a)
+                .unwrap_or_else(|| "govshare".into());
+            let line =
+                serde_json::to_vec(&("recovery", actor, body)).map_err(|e| Error::Serde {
+                    what: "audit record".into(),
+                    message: e.to_string(),
+                })?;
+            lines.insert(0, std::borrow::Cow::Owned(line));
+        }
+        let skipped = lines.len() as u64 - (last_ticket + 1 - first_ticket);
+        let ticket_offset = head.seq as i128 + skipped as i128 - (first_ticket as i128 - 1);
+        let first_seq = head.seq + 1 + skipped;
+        let mut out: Vec<u8> = Vec::with_capacity(batch.len() * 2);
+        let mut file_changes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let line: &[u8] = line;
+            let i = i as i128 - skipped as i128;
             let (kind, actor, body): (String, String, serde_json::Value) =
                 serde_json::from_slice(line).map_err(|e| Error::Serde {
                     what: "audit record".into(),
                     message: e.to_string(),
                 })?;
             let seq = head.seq + 1;
-            debug_assert_eq!(
-                seq as i128,
-                first_ticket as i128 + i as i128 + ticket_offset
-            );
+            debug_assert_eq!(seq as i128, first_ticket as i128 + i + ticket_offset);
             if seq - head.segment_first >= self.segment_records {
                 file_changes.push((head.segment.clone(), std::mem::take(&mut out)));
                 head.segment_first = seq;
@@ -358,6 +352,44 @@ impl AuditLog {
         Ok(first_seq)
     }
 
+    /// Move the partial record at byte `at` of the head segment to a quarantine file and cut
+    /// it from the segment (under the OS lock); the body of the `recovery` record that says so.
+    fn quarantine(&self, head: &Head, at: u64) -> Result<serde_json::Value> {
+        let q = self.dir.join(format!(
+            "torn-{}-{}.bin",
+            head.segment_first,
+            Utc::now().format("%Y%m%dT%H%M%S%.f")
+        ));
+        let data = std::fs::read(&head.segment).at(&head.segment)?;
+        crate::durable::create_private(&q)?
+            .write_all(&data[at as usize..])
+            .at(&q)?;
+        let f = crate::durable::private_file()
+            .write(true)
+            .open(&head.segment)
+            .at(&head.segment)?;
+        f.set_len(at).at(&head.segment)?;
+        f.sync_all().at(&head.segment)?;
+        Ok(serde_json::json!({
+            "torn_tail_offset": at,
+            "torn_tail_bytes": data.len() as u64 - at,
+            "quarantined_to": q.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "note": "an interrupted write left a partial record; it was moved aside, not dropped",
+        }))
+    }
+
+    /// Repair the trail explicitly, as `actor`: a `repair` record whose append moves a torn
+    /// tail, if there is one, aside (with its `recovery` record). Returns whether there was
+    /// one.
+    pub fn repair(&self, actor: &str) -> Result<bool> {
+        let torn = {
+            let _lock = self.os_lock()?;
+            read_head(&self.dir)?.1.is_some()
+        };
+        self.append("repair", actor, serde_json::json!({ "torn_tail": torn }))?;
+        Ok(torn)
+    }
+
     /// The current chain head, to be kept by an external party.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         let _lock = self.os_lock()?;
@@ -371,8 +403,14 @@ impl AuditLog {
     /// Every record, in order (for tails, queries and reports).
     pub fn records(&self) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        for (_, p) in segments(&self.dir)? {
-            let data = read_segment(&p)?;
+        let segs = segments(&self.dir)?;
+        for (i, (_, p)) in segs.iter().enumerate() {
+            let mut data = read_segment(p)?;
+            if i + 1 == segs.len() {
+                // A torn tail (a partial last line) is not a record; the next append repairs it.
+                let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                data.truncate(complete);
+            }
             for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let (_, r) = parse_line(line).ok_or_else(|| {
                     Error::Corrupt(format!("malformed record in {}", p.display()))

@@ -119,21 +119,40 @@ fn deletion_swap_and_truncation_are_detected_with_position() {
     assert!(problem.contains("checkpoint"), "{problem}");
 }
 
+/// A crash mid-write leaves a partial record. Opening and reading leave it alone (and
+/// verify reports it); the next append moves it aside and records that before its own record.
 #[test]
-fn torn_tail_is_quarantined_and_recorded_on_open() {
+fn a_torn_tail_is_reported_by_reads_and_repaired_by_the_next_append() {
     let (dir, log) = filled(3);
     drop(log);
     let p = seg(dir.path());
     let mut f = OpenOptions::new().append(true).open(&p).expect("open");
     f.write_all(b"0123abc {\"seq\":4,").expect("write");
     drop(f);
+    let torn = std::fs::read(&p).expect("read");
     let log = AuditLog::open(dir.path()).expect("reopen");
-    let recs = log.records().expect("records");
-    assert_eq!(recs.len(), 4);
-    assert_eq!(recs[3].kind, "recovery");
+    assert_eq!(log.records().expect("records").len(), 3);
     assert!(matches!(
         verify(dir.path(), None).expect("v"),
-        Verdict::Intact { records: 4, .. }
+        Verdict::Broken { .. }
+    ));
+    log.checkpoint().expect("checkpoint");
+    assert_eq!(
+        std::fs::read(&p).expect("read"),
+        torn,
+        "reads changed the trail"
+    );
+    let seq = log.append("q", "u", serde_json::json!({})).expect("append");
+    assert_eq!(seq, 5, "the recovery record is chained first");
+    let recs = log.records().expect("records");
+    assert_eq!(recs.len(), 5);
+    assert_eq!(
+        (recs[3].kind.as_str(), recs[3].actor.as_str()),
+        ("recovery", "u")
+    );
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { records: 5, .. }
     ));
     assert!(std::fs::read_dir(dir.path()).expect("dir").any(|e| {
         e.expect("e")
@@ -141,6 +160,9 @@ fn torn_tail_is_quarantined_and_recorded_on_open() {
             .to_string_lossy()
             .starts_with("torn-")
     }));
+    // Repair as an explicit act: nothing torn now, and the act is on the chain.
+    assert!(!log.repair("ops").expect("repair"));
+    assert_eq!(log.records().expect("records")[5].kind, "repair");
 }
 
 #[test]

@@ -33,6 +33,11 @@ pub struct Access {
     pub version: u64,
     /// The query text.
     pub sql: String,
+    /// Whether the query completed (its completion record names the rows it read). `false`:
+    /// the process died first, and every subject its scope covered is counted as possibly
+    /// read — the opening record, durable before the first batch, names the grant and data
+    /// version that fix that scope.
+    pub finished: bool,
 }
 
 impl Engine {
@@ -106,6 +111,7 @@ impl Engine {
                     dataset: dataset.to_string(),
                     version,
                     sql: String::new(),
+                    finished: true,
                 });
             }
         }
@@ -171,11 +177,76 @@ impl Engine {
                         dataset: dataset.clone(),
                         version,
                         sql: field("sql"),
+                        finished: true,
                     });
                 }
             }
         }
+        self.unfinished(key, &records, &mut out)?;
         Ok(out)
+    }
+
+    /// Queries opened and allowed but never completed (a killed process): the subject counts
+    /// as read when it lies in the scope of the grant the opening record names, at the data
+    /// version it names.
+    fn unfinished(
+        &self,
+        key: &str,
+        records: &[crate::audit::Record],
+        out: &mut Vec<Access>,
+    ) -> Result<()> {
+        let ended: std::collections::HashSet<u64> = records
+            .iter()
+            .filter(|r| r.kind == "query_end")
+            .filter_map(|r| r.body.get("query").and_then(|q| q.as_u64()))
+            .collect();
+        let open = records
+            .iter()
+            .filter(|r| r.kind == "query" && r.body["outcome"] == "allowed")
+            .filter(|r| !ended.contains(&r.seq));
+        let mut policy = None;
+        for r in open {
+            let Some(datasets) = r.body.get("datasets").and_then(|d| d.as_object()) else {
+                continue;
+            };
+            for (dataset, info) in datasets {
+                let (Some(grant), Some(version)) =
+                    (info["grant"].as_u64(), info["version"].as_u64())
+                else {
+                    continue;
+                };
+                let snap = match self.store().snapshot_at(dataset, version) {
+                    Ok(s) => s,
+                    Err(Error::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let Some(row) = snap.lookup(key)? else {
+                    continue;
+                };
+                if policy.is_none() {
+                    policy = Some(self.store().policy()?);
+                }
+                let Some(g) = policy.as_ref().and_then(|p| p.grants.get(&grant)) else {
+                    continue;
+                };
+                if !crate::access::secured::scope_rows(&snap, &g.request.scope)?.contains(row) {
+                    continue;
+                }
+                let text = |k: &str| r.body[k].as_str().unwrap_or_default().to_string();
+                out.push(Access {
+                    query_seq: r.seq,
+                    time: r.time,
+                    user: r.actor.clone(),
+                    department: text("department"),
+                    purpose: text("purpose"),
+                    dataset: dataset.clone(),
+                    version,
+                    sql: text("sql"),
+                    finished: false,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Query the audit trail with SQL as table `audit_log` (seq, time, kind, actor,

@@ -310,6 +310,7 @@ impl Writer<'_> {
             live_rows,
             handover: handover.clone(),
             committed_by: self.actor().to_string(),
+            anchor: Some(self.anchor()?),
         };
         self.commit_manifest(&manifest)?;
         Ok(manifest)

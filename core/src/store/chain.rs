@@ -1,5 +1,8 @@
 //! Versioned JSON documents with a `CURRENT` pointer: the commit protocol of catalogs, policies
-//! and dataset manifests (document first, then the pointer swap, each durable).
+//! and dataset manifests. A writer writes the document, then its audit record, then swaps the
+//! pointer (each durable; see `Writer::commit_recorded`), so no version is in force without
+//! its record; a document past `CURRENT` is a commit interrupted before or after its record,
+//! which the next writer reconciles.
 
 use std::path::PathBuf;
 
@@ -13,6 +16,8 @@ use crate::error::{Error, IoContext, Result};
 pub(crate) struct DocChain {
     pub(crate) dir: PathBuf,
     pub(crate) what: &'static str,
+    /// The chain's name in audit records: its directory relative to the store root.
+    pub(crate) id: String,
 }
 
 impl DocChain {
@@ -81,14 +86,20 @@ impl DocChain {
         Ok(out)
     }
 
-    /// Commit `doc` as version `v`: document first, then the pointer swap.
-    pub(crate) fn commit<T: Serialize>(&self, v: u64, doc: &T) -> Result<()> {
+    /// Write `doc` as version `v` (durable, not yet current); its bytes, for the digest the
+    /// audit record carries.
+    pub(crate) fn write_doc<T: Serialize>(&self, v: u64, doc: &T) -> Result<Vec<u8>> {
         crate::durable::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Serde {
             what: self.what.into(),
             message: e.to_string(),
         })?;
         write_durable(&self.doc_path(v), &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Make version `v` current.
+    pub(crate) fn swap(&self, v: u64) -> Result<()> {
         failpoint("before-current-swap");
         write_durable(&self.pointer(), format!("{v}\n").as_bytes())
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Checkpoint;
 use crate::catalog::{Catalog, DatasetDef};
 
 /// A handover record (数据交接清单, 000 §15(1)): who delivered what, how, and what came of it.
@@ -99,6 +100,10 @@ pub struct Manifest {
     /// them from approving access to what they loaded.
     #[serde(default)]
     pub committed_by: String,
+    /// The audit trail's head when this version was committed (before its own record): a trail
+    /// cut short below it no longer verifies, checkpoint or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Checkpoint>,
 }
 
 impl Manifest {
@@ -123,4 +128,7 @@ pub struct CatalogVersion {
     pub changes: Vec<String>,
     /// The whole catalog at this version.
     pub catalog: Catalog,
+    /// The audit trail's head when this version was committed (see [`Manifest::anchor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Checkpoint>,
 }

@@ -157,6 +157,7 @@ impl Store {
         DocChain {
             dir: self.root.join("catalog"),
             what: "catalog",
+            id: "catalog".into(),
         }
     }
 
@@ -165,6 +166,7 @@ impl Store {
         DocChain {
             dir: self.root.join("policy"),
             what: "policy",
+            id: "policy".into(),
         }
     }
 
@@ -189,17 +191,27 @@ impl Store {
         let mut secret = [0u8; 32];
         rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut secret)
             .map_err(|e| Error::internal(format!("no OS randomness: {e}")))?;
-        match crate::durable::private_file()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        // Published whole or not at all: written to a private temporary file, then hard-linked
+        // into place, which fails when another process published first — a reader never sees
+        // a half-written secret.
+        let tmp = dir.join(format!(
+            "pseudonym.secret.{}.{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
         {
-            Ok(mut f) => {
-                f.write_all(&secret).at(&path)?;
-                f.sync_all().at(&path)?;
+            let mut f = crate::durable::create_private(&tmp)?;
+            f.write_all(&secret).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+        }
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                crate::durable::sync_dir(&path)?;
                 Ok(secret)
             }
-            // Another process made it first: use theirs.
+            // Another process published first: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let b = std::fs::read(&path).at(&path)?;
                 b.try_into()
@@ -219,6 +231,7 @@ impl Store {
         Ok(DocChain {
             dir: self.dataset_dir(dataset)?.join("manifests"),
             what: "dataset",
+            id: format!("datasets/{dataset}"),
         })
     }
 
@@ -297,7 +310,11 @@ impl Store {
             .open(&path)
             .at(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Writer::new(self, audit, file, actor, authorizer)),
+            Ok(()) => {
+                let mut w = Writer::new(self, audit, file, actor, authorizer);
+                w.recover()?;
+                Ok(w)
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
                 path: self.root.clone(),
             }),

@@ -12,7 +12,8 @@ use crate::catalog::{Catalog, CatalogFile};
 use crate::error::{Error, IoContext, Result};
 
 use super::authority::{Act, Authorizer};
-use super::{CatalogVersion, Manifest, Store};
+use super::{CatalogVersion, DocChain, Manifest, Store};
+use crate::audit::Checkpoint;
 
 /// The one writer of a store, acting for one named user: every act is authorised for that
 /// user first and recorded under their name. Holds the lock until dropped (or the process
@@ -91,6 +92,98 @@ impl<'s> Writer<'s> {
         self.store
     }
 
+    /// The trail's head now: documents carry it as their anchor.
+    pub(crate) fn anchor(&self) -> Result<Checkpoint> {
+        self.audit.checkpoint()
+    }
+
+    /// Commit `doc` as version `v` of `chain` with its audit record *before* it takes effect:
+    /// the document is written (durable, not current), then the record — `kind`, `body` and a
+    /// `commit` entry naming the chain, the version and the document's digest — then the
+    /// pointer swap. A crash before the record leaves nothing in force; a crash after it
+    /// leaves a recorded version that the next writer makes current ([`Writer::recover`]).
+    pub(crate) fn commit_recorded<T: serde::Serialize>(
+        &mut self,
+        chain: &DocChain,
+        v: u64,
+        doc: &T,
+        kind: &str,
+        mut body: serde_json::Value,
+    ) -> Result<u64> {
+        let bytes = chain.write_doc(v, doc)?;
+        crate::durable::failpoint("after-document");
+        if let Some(o) = body.as_object_mut() {
+            o.insert(
+                "commit".into(),
+                serde_json::json!({
+                    "chain": chain.id,
+                    "version": v,
+                    "doc_blake3": blake3::hash(&bytes).to_hex().to_string(),
+                }),
+            );
+        }
+        let seq = self.record(kind, &self.actor.clone(), body)?;
+        chain.swap(v)?;
+        Ok(seq)
+    }
+
+    /// Reconcile commits a crash interrupted (run when a writer takes the lock): a document
+    /// one past its chain's `CURRENT` whose audit record exists (same chain, version and
+    /// digest) was in force by its record, and is made current (`recovered`); one without a
+    /// record never took effect and is removed (`discarded`). Either way the trail says so.
+    pub(crate) fn recover(&mut self) -> Result<()> {
+        let mut chains = vec![self.store.catalog_chain(), self.store.policy_chain()];
+        let datasets = self.store.root().join("datasets");
+        if let Ok(entries) = std::fs::read_dir(&datasets) {
+            for e in entries {
+                let name = e.at(&datasets)?.file_name().to_string_lossy().into_owned();
+                if let Ok(c) = self.store.manifest_chain(&name) {
+                    chains.push(c);
+                }
+            }
+        }
+        let mut records = None;
+        for chain in chains {
+            let v = chain.current()? + 1;
+            let path = chain.doc_path(v);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if records.is_none() {
+                records = Some(self.audit.records()?);
+            }
+            let digest = blake3::hash(&bytes).to_hex().to_string();
+            let recorded = records.iter().flatten().rev().find(|r| {
+                let c = &r.body["commit"];
+                c["chain"] == chain.id.as_str()
+                    && c["version"] == v
+                    && c["doc_blake3"] == digest.as_str()
+            });
+            match recorded {
+                Some(r) => {
+                    let seq = r.seq;
+                    chain.swap(v)?;
+                    self.record(
+                        "recovered",
+                        &self.actor.clone(),
+                        serde_json::json!({ "chain": chain.id, "version": v, "record": seq,
+                            "note": "a commit interrupted after its audit record was completed" }),
+                    )?;
+                }
+                None => {
+                    std::fs::remove_file(&path).at(&path)?;
+                    self.record(
+                        "discarded",
+                        &self.actor.clone(),
+                        serde_json::json!({ "chain": chain.id, "version": v,
+                            "note": "a commit interrupted before its audit record never took effect" }),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn commit_catalog(
         &mut self,
         catalog: Catalog,
@@ -107,11 +200,13 @@ impl<'s> Writer<'s> {
             note: note.to_string(),
             changes,
             catalog,
+            anchor: Some(self.anchor()?),
         };
-        chain.commit(version, &cv)?;
-        self.record(
+        self.commit_recorded(
+            &chain,
+            version,
+            &cv,
             "catalog",
-            author,
             serde_json::json!({ "catalog_version": version, "note": note, "changes": cv.changes }),
         )?;
         Ok(cv)
@@ -154,10 +249,11 @@ impl<'s> Writer<'s> {
                 manifest.version
             )));
         }
-        chain.commit(manifest.version, manifest)?;
-        self.record(
+        self.commit_recorded(
+            &chain,
+            manifest.version,
+            manifest,
             "load",
-            &self.actor,
             serde_json::json!({
                 "dataset": manifest.dataset.name,
                 "version": manifest.version,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Checkpoint};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
@@ -32,6 +32,10 @@ pub struct PolicyVersion {
     pub note: String,
     /// The whole policy at this version.
     pub policy: Policy,
+    /// The audit trail's head when this version was committed (see
+    /// [`Manifest::anchor`](crate::store::Manifest::anchor)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Checkpoint>,
 }
 
 impl Store {
@@ -135,20 +139,20 @@ fn found(w: &mut Writer<'_>, founder: &Founder) -> Result<()> {
     let mut policy = Policy::default();
     policy.upsert_department(dept)?;
     policy.upsert_user(admin)?;
-    chain.commit(
+    let doc = PolicyVersion {
+        version: 1,
+        author: founder.user.clone(),
+        created_at: Utc::now(),
+        note: "init: first platform administrator".into(),
+        policy,
+        anchor: Some(w.anchor()?),
+    };
+    w.commit_recorded(
+        &chain,
         1,
-        &PolicyVersion {
-            version: 1,
-            author: founder.user.clone(),
-            created_at: Utc::now(),
-            note: "init: first platform administrator".into(),
-            policy,
-        },
-    )?;
-    w.record(
+        &doc,
         "policy",
-        &founder.user,
-        serde_json::json!({ "policy_version": 1, "note": "init: first platform administrator" }),
+        serde_json::json!({ "policy_version": 1, "note": "init: first platform administrator", "founder": founder.user }),
     )?;
     Ok(())
 }
@@ -189,19 +193,19 @@ impl Writer<'_> {
             }
         };
         let version = chain.current()? + 1;
-        chain.commit(
+        let doc = PolicyVersion {
             version,
-            &PolicyVersion {
-                version,
-                author: author.to_string(),
-                created_at: Utc::now(),
-                note: note.to_string(),
-                policy,
-            },
-        )?;
-        self.record(
+            author: author.to_string(),
+            created_at: Utc::now(),
+            note: note.to_string(),
+            policy,
+            anchor: Some(self.anchor()?),
+        };
+        self.commit_recorded(
+            &chain,
+            version,
+            &doc,
             "policy",
-            author,
             serde_json::json!({ "policy_version": version, "note": note }),
         )?;
         Ok(out)
