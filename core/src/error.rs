@@ -79,8 +79,9 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
-    /// The caller interrupted a running query (e.g. Ctrl-C in Python); its stream should be
-    /// dropped, which cancels the work and records the query as abandoned.
+    /// A running query was stopped by its caller: Ctrl-C (Python, the command line) or a
+    /// cancel of its session from another thread (`Session::cancel`, `gs_session_cancel`). Its
+    /// completion record says `interrupted` or `cancelled`.
     #[error("the query was interrupted")]
     Interrupted,
     /// File system error, with the path involved.

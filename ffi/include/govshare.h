@@ -318,6 +318,14 @@ gs_status gs_session_query(gs_session *session,
                            const char *sql,
                            struct ArrowArrayStream *out_stream);
 
+// Cancel the session's running queries, from any thread: each stops at its next check (within
+// milliseconds), its stream's `get_next` fails with the message "interrupted", and its
+// completion record says it was cancelled. Queries started later run normally.
+//
+// # Safety
+// None beyond passing a value previously returned by govshare or NULL.
+gs_status gs_session_cancel(gs_session *session);
+
 // The catalog as this session may see it now: a JSON array of
 // `{"dataset": name, "fields": [{"name", "type", "nullable"}]}` with only the granted
 // fields (masked fields with their masked type). Written to `*out_json` (free with

@@ -102,6 +102,20 @@ pub unsafe extern "C" fn gs_session_query(
     })
 }
 
+/// Cancel the session's running queries, from any thread: each stops at its next check (within
+/// milliseconds), its stream's `get_next` fails with the message "interrupted", and its
+/// completion record says it was cancelled. Queries started later run normally.
+///
+/// # Safety
+/// None beyond passing a value previously returned by govshare or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_cancel(session: *mut gs_session) -> gs_status {
+    with_session(session, |h| {
+        h.session.cancel();
+        Ok(())
+    })
+}
+
 /// The catalog as this session may see it now: a JSON array of
 /// `{"dataset": name, "fields": [{"name", "type", "nullable"}]}` with only the granted
 /// fields (masked fields with their masked type). Written to `*out_json` (free with

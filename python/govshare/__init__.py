@@ -263,6 +263,12 @@ class Session:
         """
         return _json.loads(self._raw.catalog_json())
 
+    def cancel(self) -> None:
+        """Stop this session's running queries, from any thread; each raises
+        ``KeyboardInterrupt`` where it is consumed and is recorded as cancelled. Later queries run
+        normally."""
+        self._raw.cancel()
+
     def close(self) -> None:
         """End the session (recorded on the audit trail). Closing twice is harmless."""
         self._raw.close()

@@ -359,6 +359,11 @@ impl RawSession {
         to_json(&c)
     }
 
+    fn cancel(&self) -> PyResult<()> {
+        self.get()?.cancel();
+        Ok(())
+    }
+
     fn close(&self) -> PyResult<()> {
         // The session ends (and is recorded) when the last query using it lets go.
         self.session

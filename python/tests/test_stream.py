@@ -91,4 +91,30 @@ def test_ctrl_c_interrupts_a_running_query_and_it_is_recorded(store):
         "auditor",
         "SELECT body FROM audit_log WHERE kind = 'query_end' ORDER BY seq DESC LIMIT 1",
     ).to_arrow()
-    assert '"abandoned"' in rows["body"][0].as_py()
+    assert '"outcome":"interrupted"' in rows["body"][0].as_py()
+
+
+def test_a_running_query_is_cancelled_from_another_thread(store):
+    """Session.cancel() from any thread stops the running query (KeyboardInterrupt where it
+    is consumed, recorded as cancelled); the session keeps working."""
+    slow = "SELECT max(x.sex_code || y.sex_code || z.sex_code) FROM person x, person y, person z"
+    with govshare.connect(store["path"], user="analyst", purpose="STATS") as s:
+        done = threading.Event()
+
+        def keep_cancelling() -> None:
+            # Repeated until the query has stopped: the first may land while it still plans.
+            while not done.wait(0.1):
+                s.cancel()
+
+        t = threading.Thread(target=keep_cancelling)
+        t.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                s.sql(slow).to_arrow()
+        finally:
+            done.set()
+            t.join()
+        assert s.sql("SELECT count(*) AS n FROM person").to_arrow()["n"][0].as_py() == 200
+    e = govshare.Engine(store["path"])
+    ends = e.audit_sql("auditor", "SELECT body FROM audit_log WHERE kind = 'query_end'").to_arrow()
+    assert any('"outcome":"cancelled"' in b for b in ends["body"].to_pylist())

@@ -267,6 +267,13 @@ pub(crate) enum AuditCmd {
         #[arg(long)]
         by: String,
     },
+    /// Move a torn tail left by a crash aside, as a recorded act (appends do it too; reads
+    /// never do).
+    Repair {
+        /// The operator doing it (recorded).
+        #[arg(long)]
+        by: String,
+    },
     /// Move closed segments into Parquet archives (they stay on the chain and verifiable).
     Archive {
         /// The operator doing it (recorded).

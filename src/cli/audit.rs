@@ -67,6 +67,13 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
                 serde_json::to_string(&cp).map_err(|e| Error::invalid(e.to_string()))?
             );
         }
+        AuditCmd::Repair { by } => {
+            if engine.repair_audit(&by)? {
+                out!("a torn tail was moved aside; the repair is on the trail");
+            } else {
+                out!("nothing to repair; the check is on the trail");
+            }
+        }
         AuditCmd::Archive { by } => {
             let written = engine.archive_audit(&by)?;
             out!("archived {} segment(s)", written.len());

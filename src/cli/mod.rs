@@ -84,7 +84,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             query,
         } => {
             let engine = govshare_core::Engine::open(&cli.store)?;
-            let r = engine.session(&user, &purpose)?.sql(&query)?;
+            let session = engine.session(&user, &purpose)?;
+            // Ctrl-C cancels the query (it ends recorded as cancelled, and the command exits
+            // with the interrupted code) rather than killing the process mid-query.
+            let cancel = session.canceller();
+            ctrlc::set_handler(move || cancel.cancel())
+                .map_err(|e| Error::internal(format!("cannot handle Ctrl-C: {e}")))?;
+            let r = session.sql(&query)?;
             if csv {
                 for (i, b) in r.batches.iter().enumerate() {
                     let mut buf = Vec::new();

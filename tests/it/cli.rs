@@ -714,3 +714,115 @@ fn a_closed_pipe_ends_the_output_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{err}");
 }
+
+/// Ctrl-C (SIGINT) during a query cancels it: the command exits with the interrupted code
+/// (1) and a message, not a panic, and the trail records the query as cancelled.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_a_running_query_and_records_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    init(&store);
+    ok(&govshare(
+        &store,
+        &[
+            "generate",
+            "--persons",
+            "300",
+            "--entities",
+            "0",
+            "--out",
+            data.to_str().expect("p"),
+        ],
+    ));
+    for args in [
+        vec![
+            "load",
+            "person",
+            data.join("person.csv").to_str().expect("p"),
+            "--by",
+            "ops",
+        ],
+        vec![
+            "dept",
+            "add",
+            "STAT",
+            "统计局",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "stat",
+            "钱统计",
+            "--dept",
+            "STAT",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "request",
+            "--by",
+            "root",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "sex_code",
+            "--purpose",
+            "S",
+            "--purpose-text",
+            "统计",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let slow =
+        "SELECT max(x.sex_code || y.sex_code || z.sex_code) FROM person x, person y, person z";
+    let child = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .arg("--store")
+        .arg(&store)
+        .args(["sql", "--user", "stat", "--purpose", "S", slow])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the query is on the trail (so it is running), then press Ctrl-C.
+    let log = govshare_core::audit::AuditLog::open(store.join("audit")).expect("trail");
+    let t = std::time::Instant::now();
+    while !log
+        .records()
+        .expect("records")
+        .iter()
+        .any(|r| r.kind == "query" && r.body["sql"] == slow)
+    {
+        assert!(t.elapsed().as_secs() < 60, "the query never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interrupted") && !err.contains("panicked"),
+        "{err}"
+    );
+    let end = log
+        .records()
+        .expect("records")
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == "query_end")
+        .expect("a completion record");
+    assert_eq!(end.body["outcome"], "cancelled");
+}

@@ -19,3 +19,5 @@ mod audit;
 // Authority: roles for every act, policy edits checked by effect, separation of duties,
 // grants only tighten, administrative reads decided and recorded.
 mod authority;
+// Bounded queries: memory, recursion and time limits, cancellation, EXPLAIN.
+mod limits;

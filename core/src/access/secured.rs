@@ -230,7 +230,9 @@ impl TableProvider for SecuredTable {
             .collect();
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(files.len().max(1)),
+            // A fixed count: the number of files in scope is not the principal's to learn
+            // (EXPLAIN prints partition counts).
+            Partitioning::UnknownPartitioning(SCAN_PARTITIONS),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
@@ -244,6 +246,12 @@ impl TableProvider for SecuredTable {
         }))
     }
 }
+
+/// The batches of one file with the file's index, in a partition's chain of files.
+type FileBatches = Box<dyn Iterator<Item = DfResult<(usize, RecordBatch, Arc<Inner>)>> + Send>;
+
+/// Output partitions of every secured scan, whatever its scope.
+const SCAN_PARTITIONS: usize = 2;
 
 /// The scan leaf: Parquet read with the scope as row selection, then masks.
 #[derive(Debug)]
@@ -271,12 +279,12 @@ impl DisplayAs for SecuredScanExec {
                 }
             })
             .collect();
-        // Deliberately no scope contents, row counts or file names.
+        // Deliberately no scope contents, row or file counts, file names, or data version
+        // (versions also count loads of rows outside the scope).
         write!(
             f,
-            "SecuredScan: dataset={} version={} fields=[{}]",
+            "SecuredScan: dataset={} fields=[{}]",
             snap.dataset().name,
-            snap.version(),
             cols.join(", ")
         )
     }
@@ -326,29 +334,27 @@ impl ExecutionPlan for SecuredScanExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.schema.clone();
-        let Some(&file) = self.files.get(partition) else {
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(
-                schema,
-                futures::stream::empty(),
-            )));
-        };
+        // Partition p reads every SCAN_PARTITIONS-th file in scope, in order.
+        let files: Vec<usize> = self
+            .files
+            .iter()
+            .copied()
+            .skip(partition)
+            .step_by(SCAN_PARTITIONS)
+            .collect();
         let inner = self.inner.clone();
-        let names: Vec<&str> = self
+        let names: Vec<String> = self
             .projection
             .iter()
-            .map(|&i| inner.columns[i].0.as_str())
+            .map(|&i| inner.columns[i].0.clone())
             .collect();
         // With no column wanted (COUNT(*)), read the narrowest one for row counts only.
         let no_cols = names.is_empty();
-        let read_cols: Vec<&str> = if no_cols {
-            vec![inner.snapshot.dataset().key.as_str()]
+        let read_cols: Vec<String> = if no_cols {
+            vec![inner.snapshot.dataset().key.clone()]
         } else {
             names
         };
-        let reader = inner
-            .snapshot
-            .file_reader(file, Some(&inner.rows), Some(&read_cols))
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let masks_: Vec<MaskKind> = self
             .projection
             .iter()
@@ -357,39 +363,56 @@ impl ExecutionPlan for SecuredScanExec {
         let key = inner.pseudonym_key;
         let out_schema = schema.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
-        let collector = inner.clone();
-        let iter = reader.into_iter().flatten().map_while(move |b| {
-            if remaining == 0 {
-                return None;
-            }
-            let r = (|| -> DfResult<RecordBatch> {
-                let b = b.map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
-                let n = b.num_rows().min(remaining);
-                let b = b.slice(0, n);
-                remaining -= n;
-                if let Ok(mut e) = collector.emitted.lock() {
-                    *e.entry(file).or_default() += n as u64;
-                }
-                let cols: Vec<ArrayRef> = if no_cols {
-                    Vec::new()
-                } else {
-                    b.columns()
-                        .iter()
-                        .zip(&masks_)
-                        .map(|(c, m)| {
-                            masks::apply(*m, c, &key)
-                                .map_err(|e| DataFusionError::External(Box::new(e)))
-                        })
-                        .collect::<DfResult<_>>()?
+        let iter = files
+            .into_iter()
+            .flat_map(move |file| {
+                let cols: Vec<&str> = read_cols.iter().map(String::as_str).collect();
+                let reader = inner
+                    .snapshot
+                    .file_reader(file, Some(&inner.rows), Some(&cols))
+                    .map_err(|e| DataFusionError::External(Box::new(e)));
+                let collector = inner.clone();
+                let batches: FileBatches = match reader {
+                    Ok(r) => Box::new(r.into_iter().flatten().map(move |b| {
+                        b.map(|b| (file, b, collector.clone()))
+                            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+                    })),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
                 };
-                Ok(RecordBatch::try_new_with_options(
-                    out_schema.clone(),
-                    cols,
-                    &RecordBatchOptions::new().with_row_count(Some(n)),
-                )?)
-            })();
-            Some(r)
-        });
+                batches
+            })
+            .map_while(move |item| {
+                if remaining == 0 {
+                    return None;
+                }
+                let r = (|| -> DfResult<RecordBatch> {
+                    let (file, b, collector) = item?;
+                    let n = b.num_rows().min(remaining);
+                    let b = b.slice(0, n);
+                    remaining -= n;
+                    if let Ok(mut e) = collector.emitted.lock() {
+                        *e.entry(file).or_default() += n as u64;
+                    }
+                    let cols: Vec<ArrayRef> = if no_cols {
+                        Vec::new()
+                    } else {
+                        b.columns()
+                            .iter()
+                            .zip(&masks_)
+                            .map(|(c, m)| {
+                                masks::apply(*m, c, &key)
+                                    .map_err(|e| DataFusionError::External(Box::new(e)))
+                            })
+                            .collect::<DfResult<_>>()?
+                    };
+                    Ok(RecordBatch::try_new_with_options(
+                        out_schema.clone(),
+                        cols,
+                        &RecordBatchOptions::new().with_row_count(Some(n)),
+                    )?)
+                })();
+                Some(r)
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(iter),

@@ -271,6 +271,15 @@ impl Engine {
         outcome
     }
 
+    /// Repair the trail as operator `by`, an explicit, recorded act: a torn tail left by a
+    /// crash is moved aside (see [`crate::audit::AuditLog::repair`]); returns whether there was
+    /// one.
+    pub fn repair_audit(&self, by: &str) -> Result<bool> {
+        self.require(by, Role::Operator, "repair the audit trail")
+            .or_else(|e| self.refused("audit_repair", by, e))?;
+        self.audit().repair(by)
+    }
+
     /// Move closed trail segments into Parquet archives, as operator `by`.
     pub fn archive_audit(&self, by: &str) -> Result<Vec<PathBuf>> {
         self.require(by, Role::Operator, "archive the audit trail")

@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
 pub use admin::LoadSummary;
-pub use session::{Session, VisibleDataset, VisibleField};
+pub use session::{Canceller, Session, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};
 pub use trail::Access;
 
@@ -92,6 +92,7 @@ impl Engine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("govshare")
+            .enable_time()
             .build()
             .map_err(|e| Error::Io {
                 path: store.root().to_path_buf(),
@@ -135,6 +136,7 @@ impl Engine {
             engine: self.clone(),
             user: user.to_string(),
             purpose: purpose.to_string(),
+            cancel: Default::default(),
         })
     }
 

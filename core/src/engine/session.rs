@@ -3,11 +3,11 @@
 //! starts the audited stream.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 
 use crate::access::masks::department_key;
@@ -15,11 +15,11 @@ use crate::access::policy::{Decision, Mode, Treatment};
 use crate::access::secured::SecuredTable;
 use crate::error::{Error, Result};
 
-use super::stream::{QueryAudit, QueryStream};
+use super::stream::{Bounds, QueryAudit, QueryStream};
 use super::surface;
-use super::surface::Explain;
 use super::translate::Denials;
 use super::{Engine, QueryResult, SecuredTables};
+use crate::store::QueryLimits;
 
 /// A dataset as a session sees it ([`Session::catalog`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -49,6 +49,21 @@ pub struct Session {
     pub(super) engine: Engine,
     pub(super) user: String,
     pub(super) purpose: String,
+    /// Bumped by [`Session::cancel`]; a running query stops when it no longer matches the
+    /// value it started with.
+    pub(super) cancel: Arc<AtomicU64>,
+}
+
+/// Cancels the running queries of one session from any thread (a signal handler, a watchdog,
+/// another thread of the host): see [`Session::canceller`].
+#[derive(Debug, Clone)]
+pub struct Canceller(Arc<AtomicU64>);
+
+impl Canceller {
+    /// Stop every query of the session that is running now; later queries run normally.
+    pub fn cancel(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The gate, asked with the current policy and catalog.
@@ -82,6 +97,19 @@ impl Session {
         &self.purpose
     }
 
+    /// Stop every query of this session that is running now (from another thread: the
+    /// session is `Sync`); each ends with [`Error::Interrupted`] and a completion record
+    /// saying it was cancelled. Later queries run normally.
+    pub fn cancel(&self) {
+        self.canceller().cancel();
+    }
+
+    /// A handle that cancels this session's running queries, to hand to another thread or a
+    /// signal handler.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(self.cancel.clone())
+    }
+
     /// The decision the gate makes now for this session.
     pub fn decision(&self) -> Result<Decision> {
         decide(&self.engine, &self.user, &self.purpose)
@@ -90,7 +118,7 @@ impl Session {
     /// The datasets and fields this session may see, as (dataset, schema) pairs.
     pub fn visible(&self) -> Result<Vec<(String, SchemaRef)>> {
         let decision = self.decision()?;
-        let (_, tables) = self.context(&decision)?;
+        let (_, tables) = self.context(&decision, &QueryLimits::default())?;
         Ok(tables
             .into_iter()
             .map(|(n, t)| (n, datafusion::catalog::TableProvider::schema(t.as_ref())))
@@ -118,10 +146,14 @@ impl Session {
             .collect())
     }
 
-    fn context(&self, decision: &Decision) -> Result<(SessionContext, SecuredTables)> {
+    fn context(
+        &self,
+        decision: &Decision,
+        limits: &QueryLimits,
+    ) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, &decision.department);
-        let ctx = surface::closed_context();
+        let ctx = surface::closed_context(limits)?;
         let mut tables = Vec::new();
         for (name, access) in &decision.datasets {
             let snap = match store.snapshot(name) {
@@ -153,7 +185,14 @@ impl Session {
         let started = Instant::now();
         let audit = &self.engine.inner.audit;
         match self.plan(sql) {
-            Ok((decision, tables, schema, stream)) => {
+            Ok(Planned {
+                decision,
+                tables,
+                schema,
+                plan,
+                task,
+                limits,
+            }) => {
                 let datasets: serde_json::Map<String, serde_json::Value> = tables
                     .iter()
                     .map(|(name, t)| {
@@ -183,12 +222,29 @@ impl Session {
                         "outcome": "allowed",
                     }),
                 )?;
+                // Only now does anything run: DataFusion may start tasks as soon as a plan is
+                // executed, and no row is read before the trail holds the query (its grant
+                // and data version fix what it may read, so a killed process still leaves
+                // who-accessed true).
+                let generation = self.cancel.load(Ordering::SeqCst);
+                let stream = {
+                    let _rt = self.engine.inner.runtime.enter();
+                    datafusion::physical_plan::execute_stream(plan, task)
+                        .map_err(super::translate::runtime)?
+                };
                 let digest =
                     arrow::ipc::writer::StreamWriter::try_new(blake3::Hasher::new(), &schema)?;
                 Ok(QueryStream {
                     engine: self.engine.clone(),
                     schema,
                     stream,
+                    ended: false,
+                    bounds: Bounds {
+                        deadline: started + std::time::Duration::from_millis(limits.time_limit_ms),
+                        time_limit_ms: limits.time_limit_ms,
+                        cancel: self.cancel.clone(),
+                        generation,
+                    },
                     audit: Some(QueryAudit {
                         seq,
                         user: self.user.clone(),
@@ -215,29 +271,40 @@ impl Session {
         }
     }
 
-    /// Decide, build the context, check and plan `sql`, start execution.
-    fn plan(
-        &self,
-        sql: &str,
-    ) -> Result<(
-        Decision,
-        SecuredTables,
-        SchemaRef,
-        SendableRecordBatchStream,
-    )> {
+    /// Decide, build the context under the store's query limits, check and plan `sql` down
+    /// to a bounded physical plan — nothing executed yet.
+    fn plan(&self, sql: &str) -> Result<Planned> {
         let decision = self.decision()?;
-        let (ctx, tables) = self.context(&decision)?;
+        let limits = self.engine.store().settings()?.query;
+        let (ctx, tables) = self.context(&decision, &limits)?;
         let catalog = self.engine.store().catalog()?;
-        let (schema, stream) = self.engine.inner.runtime.block_on(async {
+        let (schema, plan) = self.engine.inner.runtime.block_on(async {
             let denials = Denials {
                 catalog: &catalog,
                 decision: &decision,
             };
             let df = surface::plan(&ctx, sql, &denials).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let stream = df.execute_stream().await.map_err(|e| denials.error(e))?;
-            Ok::<_, Error>((schema, stream))
+            let plan = surface::physical(df, &limits, &denials).await?;
+            Ok::<_, Error>((schema, plan))
         })?;
-        Ok((decision, tables, schema, stream))
+        Ok(Planned {
+            decision,
+            tables,
+            schema,
+            plan,
+            task: ctx.task_ctx(),
+            limits,
+        })
     }
+}
+
+/// A query decided and planned, not started.
+struct Planned {
+    decision: Decision,
+    tables: SecuredTables,
+    schema: SchemaRef,
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    task: Arc<datafusion::execution::TaskContext>,
+    limits: QueryLimits,
 }

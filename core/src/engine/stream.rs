@@ -3,6 +3,7 @@
 //! failure or when the stream is dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -20,6 +21,35 @@ pub struct QueryStream {
     pub(super) schema: SchemaRef,
     pub(super) stream: SendableRecordBatchStream,
     pub(super) audit: Option<QueryAudit>,
+    pub(super) bounds: Bounds,
+    /// Set once the query ended (completed, failed, stopped): later calls yield nothing.
+    pub(super) ended: bool,
+}
+
+/// What stops a running query besides its end: the time limit and its session's cancel.
+pub(super) struct Bounds {
+    pub(super) deadline: Instant,
+    pub(super) time_limit_ms: u64,
+    pub(super) cancel: Arc<AtomicU64>,
+    pub(super) generation: u64,
+}
+
+impl Bounds {
+    fn check(&self) -> Option<(Error, &'static str)> {
+        if self.cancel.load(Ordering::SeqCst) != self.generation {
+            return Some((Error::Interrupted, "cancelled"));
+        }
+        if Instant::now() >= self.deadline {
+            return Some((
+                Error::LimitExceeded(format!(
+                    "the query ran past the time limit of {:.1} s (store settings)",
+                    self.time_limit_ms as f64 / 1000.0
+                )),
+                "limit_exceeded",
+            ));
+        }
+        None
+    }
 }
 
 /// What the completion record of a query needs, gathered while it streams.
@@ -102,13 +132,22 @@ impl QueryStream {
 
 impl QueryStream {
     /// The next batch like [`Iterator::next`], but asking `interrupted` every few
-    /// milliseconds while the engine works; when it answers `true` the wait stops with
-    /// [`Error::Interrupted`] (drop the stream to cancel the query). Bindings use this to let
-    /// Ctrl-C through while a long query runs without holding their interpreter's lock.
+    /// milliseconds while the engine works; when it answers `true` the query stops with
+    /// [`Error::Interrupted`]. Bindings use this to let Ctrl-C through while a long query
+    /// runs without holding their interpreter's lock. Either way the query also stops at its
+    /// time limit ([`Error::LimitExceeded`]) or when its session is cancelled
+    /// ([`Session::cancel`](super::Session::cancel), [`Error::Interrupted`]); the completion
+    /// record says which.
     pub fn next_interruptible(
         &mut self,
         mut interrupted: impl FnMut() -> bool,
     ) -> Option<Result<RecordBatch>> {
+        if self.ended {
+            return None;
+        }
+        if let Some((e, outcome)) = self.bounds.check() {
+            return Some(Err(self.stop(e, outcome)));
+        }
         use futures::StreamExt;
         use std::task::{Context, Poll, Wake, Waker};
         /// Wakes the polling thread when DataFusion has made progress.
@@ -128,13 +167,33 @@ impl QueryStream {
                 Poll::Ready(item) => break item,
                 Poll::Pending => {
                     if interrupted() {
-                        return Some(Err(Error::Interrupted));
+                        return Some(Err(self.stop(Error::Interrupted, "interrupted")));
+                    }
+                    if let Some((e, outcome)) = self.bounds.check() {
+                        return Some(Err(self.stop(e, outcome)));
                     }
                     std::thread::park_timeout(std::time::Duration::from_millis(20));
                 }
             }
         };
         self.on_item(item)
+    }
+
+    /// End the query early: the completion record names why, and the plan is dropped (which
+    /// cancels its tasks).
+    fn stop(&mut self, e: Error, outcome: &str) -> Error {
+        self.ended = true;
+        let finished = self.finish(outcome);
+        self.stream = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::empty(),
+            ),
+        );
+        match finished {
+            Ok(()) => e,
+            Err(f) => f,
+        }
     }
 
     /// Account for one item of the plan's stream: digest and count a batch, write the
@@ -154,11 +213,21 @@ impl QueryStream {
                 Some(Ok(batch))
             }
             Some(Err(e)) => {
-                let _ = self.finish("failed");
-                Some(Err(super::translate::runtime(e)))
+                let e = super::translate::runtime(e);
+                let outcome = if matches!(e, Error::LimitExceeded(_)) {
+                    "limit_exceeded"
+                } else {
+                    "failed"
+                };
+                self.ended = true;
+                let _ = self.finish(outcome);
+                Some(Err(e))
             }
             // End of results: the completion record must be written, or the caller hears why.
-            None => self.finish("completed").err().map(Err),
+            None => {
+                self.ended = true;
+                self.finish("completed").err().map(Err)
+            }
         }
     }
 }
@@ -167,9 +236,7 @@ impl Iterator for QueryStream {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        use futures::StreamExt;
-        let item = self.engine.inner.runtime.block_on(self.stream.next());
-        self.on_item(item)
+        self.next_interruptible(|| false)
     }
 }
 

@@ -4,30 +4,160 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 
 use crate::error::{Error, Result};
+use crate::store::QueryLimits;
 
 /// A DataFusion context with the closed surface: no table functions (generate_series, range,
 /// file readers), no CREATE EXTERNAL TABLE factories, URL tables never enabled, and an
-/// information_schema that lists only what is registered for this one decision.
-pub(super) fn closed_context() -> SessionContext {
+/// information_schema that lists only what is registered for this one decision. Its memory
+/// pool is the query's memory limit, with no spilling to disk: an operator that would reserve
+/// more fails with `ResourcesExhausted`, which the engine reports as [`Error::LimitExceeded`].
+pub(super) fn closed_context(limits: &QueryLimits) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(2)
         .with_default_catalog_and_schema("govshare", "public");
+    // No spilling: spill files would put query data (masked, but still personal data) in the
+    // host's temporary directory, outside the store's private files; the limit is the limit.
+    let no_spill = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_disk_manager_builder(no_spill)
+        .with_memory_limit(
+            usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+            1.0,
+        )
+        .build_arc()
+        .map_err(|e| Error::internal(e.to_string()))?;
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_table_functions(HashMap::new())
         .with_table_factories(HashMap::new())
         .build();
-    SessionContext::new_with_state(state)
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// The physical plan of `df`, bounded: every recursive CTE's recursive term counts its
+/// iterations and fails past `limits.recursion_depth` (DataFusion itself has no such bound).
+pub(super) async fn physical(
+    df: DataFrame,
+    limits: &QueryLimits,
+    explain: &dyn Explain,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = df
+        .create_physical_plan()
+        .await
+        .map_err(|e| explain.error(e))?;
+    let depth = limits.recursion_depth;
+    plan.transform_up(|node| {
+        if !node.is::<RecursiveQueryExec>() {
+            return Ok(Transformed::no(node));
+        }
+        let mut children: Vec<Arc<dyn ExecutionPlan>> =
+            node.children().into_iter().cloned().collect();
+        if let Some(term) = children.get_mut(1) {
+            *term = Arc::new(DepthLimitExec::new(term.clone(), depth));
+        }
+        // The wrapper keeps its input's properties.
+        let keep = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
+        node.replace_children(children, keep).map(Transformed::yes)
+    })
+    .map(|t| t.data)
+    .map_err(|e| explain.error(e))
+}
+
+/// Wraps the recursive term of a recursive CTE: DataFusion executes it once per iteration, so
+/// counting executions counts iterations. The counter is shared by the copies DataFusion makes
+/// when it resets the term between iterations.
+#[derive(Debug)]
+struct DepthLimitExec {
+    input: Arc<dyn ExecutionPlan>,
+    max: u32,
+    runs: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl DepthLimitExec {
+    fn new(input: Arc<dyn ExecutionPlan>, max: u32) -> DepthLimitExec {
+        DepthLimitExec {
+            input,
+            max,
+            runs: Arc::default(),
+        }
+    }
+}
+
+impl DisplayAs for DepthLimitExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "RecursionLimit: max_depth={}", self.max)
+    }
+}
+
+impl ExecutionPlan for DepthLimitExec {
+    fn name(&self) -> &str {
+        "RecursionLimitExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let input = children.pop().ok_or_else(|| {
+            DataFusionError::Internal("RecursionLimitExec needs its input".into())
+        })?;
+        Ok(Arc::new(DepthLimitExec {
+            input,
+            max: self.max,
+            runs: self.runs.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let runs = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if runs > self.max {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the recursive query passed the recursion depth limit of {} iterations",
+                self.max
+            )));
+        }
+        self.input.execute(partition, context)
+    }
 }
 
 /// The allowlist: a session runs queries (and EXPLAIN of queries, and SHOW over its own

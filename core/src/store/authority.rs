@@ -33,6 +33,8 @@ pub enum Act<'a> {
         /// Datasets added or changed.
         datasets: &'a [String],
     },
+    /// A change of the store's settings (query limits).
+    ChangeSettings,
     /// A catalog change that moves items between share types (`dataset.field`).
     Reclassify {
         /// The items reclassified.
@@ -50,6 +52,7 @@ impl std::fmt::Display for Act<'_> {
                 write!(f, "change catalog ({})", datasets.join(", "))
             }
             Act::Reclassify { items } => write!(f, "reclassify {}", items.join(", ")),
+            Act::ChangeSettings => write!(f, "change the store's settings"),
         }
     }
 }

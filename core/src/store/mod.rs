@@ -26,6 +26,7 @@
 mod authority;
 mod chain;
 mod manifest;
+mod settings;
 mod snapshot;
 mod writer;
 
@@ -43,6 +44,7 @@ use crate::error::{Error, IoContext, Result};
 pub use authority::{Act, Authorizer};
 pub(crate) use chain::DocChain;
 pub use manifest::{CatalogVersion, DataFile, Handover, Manifest, Operation};
+pub use settings::{QueryLimits, Settings, SettingsVersion};
 pub use snapshot::{FileRows, Snapshot};
 pub use writer::{VacuumReport, Writer};
 
@@ -167,6 +169,15 @@ impl Store {
             dir: self.root.join("policy"),
             what: "policy",
             id: "policy".into(),
+        }
+    }
+
+    /// The chain of settings documents.
+    pub(crate) fn settings_chain(&self) -> DocChain {
+        DocChain {
+            dir: self.root.join("settings"),
+            what: "settings",
+            id: "settings".into(),
         }
     }
 

@@ -132,7 +132,11 @@ impl<'s> Writer<'s> {
     /// digest) was in force by its record, and is made current (`recovered`); one without a
     /// record never took effect and is removed (`discarded`). Either way the trail says so.
     pub(crate) fn recover(&mut self) -> Result<()> {
-        let mut chains = vec![self.store.catalog_chain(), self.store.policy_chain()];
+        let mut chains = vec![
+            self.store.catalog_chain(),
+            self.store.policy_chain(),
+            self.store.settings_chain(),
+        ];
         let datasets = self.store.root().join("datasets");
         if let Ok(entries) = std::fs::read_dir(&datasets) {
             for e in entries {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "govshare.h"
 
@@ -225,6 +226,37 @@ static int64_t count_rows(gs_session *s, const char *sql, gs_status *st) {
   return *st == GS_OK ? drain(&stream, NULL) : -1;
 }
 
+/* A query long enough to need stopping, run on its own thread. */
+typedef struct {
+  gs_session *session;
+  gs_status status;
+  int rc;
+  char error[512];
+  volatile int done;
+} slow_query;
+
+static void *run_slow(void *arg) {
+  slow_query *q = arg;
+  struct ArrowArrayStream stream;
+  q->status = gs_session_query(
+      q->session,
+      "SELECT max(x.name || y.name || z.name) FROM person x, person y, person z",
+      &stream);
+  if (q->status == GS_OK) {
+    struct ArrowArray array;
+    q->rc = stream.get_next(&stream, &array);
+    if (q->rc != 0) {
+      const char *e = stream.get_last_error(&stream);
+      snprintf(q->error, sizeof q->error, "%s", e ? e : "");
+    } else if (array.release) {
+      array.release(&array);
+    }
+    stream.release(&stream);
+  }
+  q->done = 1;
+  return NULL;
+}
+
 static void admin(const char *scratch, const char *csv) {
   char path[1024];
   snprintf(path, sizeof path, "%s/admin-store", scratch);
@@ -347,6 +379,22 @@ static void admin(const char *scratch, const char *csv) {
                gs_engine_errmsg(e));
   n = count_rows(s, "SELECT name FROM person", &st);
   CHECK(st == GS_OK && n > 0, "reactivated: %s", gs_session_errmsg(s));
+  /* Cancel from another thread: the running query stops with "interrupted". Cancelling is
+     repeated until it lands, since the query may still be planning the first time. */
+  slow_query q = {.session = s};
+  pthread_t runner;
+  CHECK(pthread_create(&runner, NULL, run_slow, &q) == 0, "pthread_create");
+  for (int i = 0; i < 1200 && !q.done; i++) {
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    CHECK_STATUS(gs_session_cancel(s), GS_OK, gs_session_errmsg(s));
+  }
+  pthread_join(runner, NULL);
+  CHECK(q.status == GS_OK && q.rc != 0 && strstr(q.error, "interrupted") != NULL,
+        "cancelled query: status %s, rc %d, error '%s'", gs_status_name(q.status), q.rc, q.error);
+  n = count_rows(s, "SELECT name FROM person", &st);
+  CHECK(st == GS_OK && n > 0, "the session works after a cancel: %s", gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_cancel(NULL), GS_INVALID_HANDLE, gs_last_error());
   CHECK_STATUS(gs_session_close(s), GS_OK, "");
 
   /* The audit trail: verify, checkpoint, who-accessed, SQL for auditors. */

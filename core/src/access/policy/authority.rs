@@ -190,7 +190,7 @@ impl Policy {
     pub fn authorize_act(&self, actor: &str, act: &Act<'_>) -> Result<()> {
         let role = match act {
             Act::Load { .. } | Act::Compact { .. } | Act::Vacuum { .. } => Role::Operator,
-            Act::ChangeCatalog { .. } => Role::PlatformAdmin,
+            Act::ChangeCatalog { .. } | Act::ChangeSettings => Role::PlatformAdmin,
             Act::Reclassify { .. } => Role::Coordinator,
         };
         self.require(actor, role, &act.to_string()).map(drop)
