@@ -362,6 +362,17 @@ impl<'a> Validator<'a> {
             let text = cast_with_options(col, &DataType::Utf8, &CastOptions::default())?;
             self.parse_text(field, text.as_string::<i32>(), &mut errs)?
         } else {
+            // Typed input is converted only where nothing can change meaning: wider integers,
+            // decimals, dates to dates. An int64 is not a date, a number is not a code.
+            if !lossless(col.data_type(), &field.data_type) {
+                return Err(Error::invalid(format!(
+                    "column '{}' is {} in the input, and the catalog declares {}: govshare converts text, or a type that becomes {} without changing its meaning — convert the column first",
+                    field.name,
+                    col.data_type(),
+                    field.data_type,
+                    field.data_type
+                )));
+            }
             let safe = CastOptions {
                 safe: true,
                 ..Default::default()
@@ -382,6 +393,7 @@ impl<'a> Validator<'a> {
             out
         };
         let checked = self.check_standard(field, typed, &mut errs)?;
+        let checked = check_text(field, checked, &mut errs)?;
         Ok((checked, errs))
     }
 
@@ -569,5 +581,78 @@ impl DatasetDef {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ))
+    }
+}
+
+/// The longest text a field takes unless its catalog entry says otherwise (`max_length`).
+pub const DEFAULT_MAX_TEXT: usize = 4096;
+
+/// Text values carry no control characters (C0, DEL, C1: they break CSV exports, terminals
+/// and logs, and hide content) and no more characters than the field allows. Offending values
+/// are rejected with the rule, never echoed.
+fn check_text(
+    field: &FieldDef,
+    col: ArrayRef,
+    errs: &mut Vec<(usize, String)>,
+) -> Result<ArrayRef> {
+    if !matches!(field.data_type, FieldType::Utf8) {
+        return Ok(col);
+    }
+    let max = field.max_length.map_or(DEFAULT_MAX_TEXT, |m| m as usize);
+    let s = col.as_string::<i32>();
+    let mut bad = Vec::new();
+    for i in 0..s.len() {
+        if s.is_null(i) {
+            continue;
+        }
+        let v = s.value(i);
+        if v.chars().any(char::is_control) {
+            errs.push((
+                i,
+                "text contains a control character (U+0000-U+001F, U+007F-U+009F)".into(),
+            ));
+            bad.push(i);
+        } else if v.len() > max && v.chars().count() > max {
+            errs.push((i, format!("text longer than {max} characters")));
+            bad.push(i);
+        }
+    }
+    if bad.is_empty() {
+        return Ok(col);
+    }
+    let out: StringArray = (0..s.len())
+        .map(|i| (!s.is_null(i) && !bad.contains(&i)).then(|| s.value(i)))
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// Whether a typed input column of type `from` becomes `to` without changing what it means.
+fn lossless(from: &DataType, to: &FieldType) -> bool {
+    use DataType as D;
+    let int = |t: &DataType| {
+        matches!(
+            t,
+            D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32
+        )
+    };
+    match to {
+        FieldType::Utf8 => matches!(from, D::Utf8 | D::LargeUtf8 | D::Utf8View),
+        FieldType::Int64 => int(from),
+        FieldType::Float64 => {
+            matches!(
+                from,
+                D::Float16 | D::Float32 | D::Float64 | D::Int8 | D::Int16 | D::Int32
+            )
+        }
+        FieldType::Boolean => matches!(from, D::Boolean),
+        FieldType::Date32 => matches!(from, D::Date32 | D::Date64),
+        FieldType::Timestamp => matches!(from, D::Timestamp(_, None)),
+        FieldType::Decimal(..) => {
+            int(from) || matches!(from, D::Decimal128(..) | D::Decimal256(..))
+        }
+        FieldType::ListUtf8 => match from {
+            D::List(f) | D::LargeList(f) => matches!(f.data_type(), D::Utf8 | D::LargeUtf8),
+            _ => false,
+        },
     }
 }

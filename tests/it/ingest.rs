@@ -523,3 +523,90 @@ fn a_full_load_with_no_valid_row_commits_nothing_unless_asked() {
     assert_eq!(r.manifest.live_rows, 0);
     assert_eq!(store.current_version("person").expect("v"), 2);
 }
+
+/// Types are converted only where the catalog says so: a typed column whose values would
+/// change meaning on the way (an int64 read as days since 1970, a number as a code) refuses
+/// the load with the column, the input type and the declared type.
+#[test]
+fn a_typed_column_is_never_reinterpreted() {
+    use arrow::array::{Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
+    let batch = govshare_core::synth::Synth::new(4, 50, 0)
+        .persons(50)
+        .next()
+        .expect("batch");
+    let swap = |name: &str, col: Arc<dyn Array>, ty: DataType| {
+        let schema = batch.schema();
+        let idx = schema.index_of(name).expect("column");
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[idx] = Field::new(name, ty, true);
+        let mut cols = batch.columns().to_vec();
+        cols[idx] = col;
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("batch")
+    };
+    let days: Int64Array = (0..50).map(|i| Some(7_000 + i)).collect();
+    let as_int = swap("birth_date", Arc::new(days), DataType::Int64);
+    let err = store
+        .writer(govshare_testkit::OPS)
+        .expect("w")
+        .load("person", Source::Batches(vec![as_int]), &opts())
+        .expect_err("an int64 is not a date");
+    match err {
+        Error::InvalidInput(m) => {
+            assert!(
+                m.contains("'birth_date' is Int64") && m.contains("date32"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let codes: Int64Array = (0..50).map(|_| Some(430_623)).collect();
+    let as_int = swap("hukou_region_code", Arc::new(codes), DataType::Int64);
+    assert!(matches!(
+        store.writer(govshare_testkit::OPS).expect("w").load(
+            "person",
+            Source::Batches(vec![as_int]),
+            &opts()
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(
+        store.current_version("person").expect("v"),
+        0,
+        "nothing committed"
+    );
+}
+
+/// Control characters and oversize text are rejected row by row with the rule (and the value
+/// never appears in the message or the rejects file).
+#[test]
+fn control_characters_and_oversize_text_are_rejected_with_the_rule() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = govshare_testkit::init_store(&dir.path().join("s"));
+    let csv = person_csv(dir.path(), 40, 9, Encoding::Utf8);
+    let header = std::fs::read_to_string(&csv).expect("csv");
+    let cols: Vec<&str> = header.lines().next().expect("header").split(',').collect();
+    let name = cols.iter().position(|c| *c == "name").expect("name");
+    let addr = cols
+        .iter()
+        .position(|c| *c == "hukou_address")
+        .expect("address");
+    edit(&csv, 3, name, "张\u{7}三");
+    edit(&csv, 5, addr, &"长".repeat(5000));
+    let r = store
+        .writer(govshare_testkit::OPS)
+        .expect("w")
+        .load("person", Source::from_path(&csv), &opts())
+        .expect("lenient load");
+    assert_eq!(r.manifest.handover.rows_rejected, 2);
+    let rejects = std::fs::read_to_string(r.rejects_file.expect("rejects")).expect("read");
+    assert!(rejects.contains("control character"), "{rejects}");
+    assert!(rejects.contains("longer than 4096 characters"), "{rejects}");
+    assert!(
+        !rejects.contains('\u{7}') && !rejects.contains("长长"),
+        "{rejects}"
+    );
+}

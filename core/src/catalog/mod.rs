@@ -326,6 +326,10 @@ pub struct FieldDef {
     /// Free-text description.
     #[serde(default)]
     pub description: String,
+    /// Longest text accepted, in characters (text fields; default
+    /// [`crate::validate::DEFAULT_MAX_TEXT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
     /// Lifecycle status.
     #[serde(default)]
     pub status: Status,
