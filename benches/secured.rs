@@ -92,7 +92,8 @@ fn secured(c: &mut Criterion) {
             .decide(&catalog, "u", purpose, Mode::Query, Utc::now())
             .expect("decide");
         let snap = std::sync::Arc::new(store.snapshot("person").expect("snap"));
-        let table = SecuredTable::new(snap, &decision.datasets["person"], [7; 32]).expect("table");
+        let table =
+            SecuredTable::new(snap, &decision.datasets()["person"], [7; 32]).expect("table");
         let ctx = SessionContext::new_with_config(
             datafusion::prelude::SessionConfig::new().with_target_partitions(2),
         );

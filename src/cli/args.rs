@@ -187,6 +187,9 @@ pub(crate) enum DataCmd {
     Versions {
         /// Dataset name.
         dataset: String,
+        /// Who reads (an operator, platform administrator or auditor; recorded).
+        #[arg(long)]
+        by: String,
     },
     /// Data-quality report of a file against a dataset (nothing is loaded).
     Validate {
@@ -435,7 +438,11 @@ pub(crate) enum GrantCmd {
 #[derive(Subcommand)]
 pub(crate) enum CatalogCmd {
     /// Datasets with their field counts by share type.
-    List,
+    List {
+        /// Who reads (any active user; recorded).
+        #[arg(long)]
+        by: String,
+    },
     /// Fields of one dataset.
     Show {
         /// Dataset name.
@@ -443,9 +450,16 @@ pub(crate) enum CatalogCmd {
         /// Catalog version (default: current).
         #[arg(long)]
         version: Option<u64>,
+        /// Who reads (any active user; recorded).
+        #[arg(long)]
+        by: String,
     },
     /// Every catalog version: who, when, what changed.
-    History,
+    History {
+        /// Who reads (any active user; recorded).
+        #[arg(long)]
+        by: String,
+    },
     /// Declare datasets / code tables from a JSON or TOML file, as a new catalog version.
     Apply {
         /// Catalog file.

@@ -3,7 +3,7 @@
 use govshare_core::catalog::{CatalogFile, ShareType};
 use std::path::Path;
 
-use govshare_core::{Engine, Error, Store};
+use govshare_core::{Engine, Error};
 
 use super::args::*;
 
@@ -18,11 +18,11 @@ pub(super) fn share_label(s: ShareType) -> &'static str {
 pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
     // The catalog is published to every department (it is what they apply against); changing
     // it is an act of the platform administrator, or of the coordinator for reclassification.
-    let store = &Store::open(path)?;
+    let engine = Engine::open(path)?;
     match action {
-        CatalogCmd::List => {
-            let c = store.catalog()?;
-            out!("catalog version {}", store.catalog_version()?);
+        CatalogCmd::List { by } => {
+            let c = engine.catalog(&by)?;
+            out!("catalog version {}", engine.store().catalog_version()?);
             out!(
                 "{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider",
                 "dataset",
@@ -46,10 +46,21 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
                 );
             }
         }
-        CatalogCmd::Show { dataset, version } => {
+        CatalogCmd::Show {
+            dataset,
+            version,
+            by,
+        } => {
             let c = match version {
-                Some(v) => store.catalog_at(v)?.catalog,
-                None => store.catalog()?,
+                Some(v) => {
+                    engine
+                        .catalog_history(&by)?
+                        .into_iter()
+                        .find(|c| c.version == v)
+                        .ok_or_else(|| Error::NotFound(format!("catalog version {v}")))?
+                        .catalog
+                }
+                None => engine.catalog(&by)?,
             };
             let d = c.dataset(&dataset)?;
             out!(
@@ -84,8 +95,8 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
                 );
             }
         }
-        CatalogCmd::History => {
-            for v in store.catalog_history()? {
+        CatalogCmd::History { by } => {
+            for v in engine.catalog_history(&by)? {
                 out!(
                     "version {} by {} at {}: {}",
                     v.version,
@@ -100,7 +111,7 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
         }
         CatalogCmd::Apply { file, by, note } => {
             let f = CatalogFile::read(&file)?;
-            let v = Engine::open(path)?.apply_catalog(&by, f, &note)?;
+            let v = engine.apply_catalog(&by, f, &note)?;
             out!("catalog version {}", v.version);
             for c in &v.changes {
                 out!("    {c}");

@@ -118,9 +118,8 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             }
         }
         DataCmd::Catalog { action } => super::catalog::run(store, action)?,
-        DataCmd::Versions { dataset } => {
-            let store = Store::open(store)?;
-            print_versions(&store.versions(&dataset)?);
+        DataCmd::Versions { dataset, by } => {
+            print_versions(&Engine::open(store)?.versions(&by, &dataset)?);
         }
         DataCmd::Validate {
             file,

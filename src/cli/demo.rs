@@ -67,7 +67,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         )?;
     }
     out!("admin (platform-admin) added {OPERATOR} (operator) and {AUDITOR} (auditor)");
-    super::catalog::run(dir, CatalogCmd::List)?;
+    super::catalog::run(dir, CatalogCmd::List { by: "admin".into() })?;
 
     step(&format!(
         "2. Synthetic base data: {persons} persons, {entities} legal entities (seed 42)"
@@ -77,6 +77,18 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
     let person_batches: Vec<_> = synth.persons(64 * 1024).collect();
     let entity_batches: Vec<_> = synth.entities(64 * 1024).collect();
     out!("generated in {:.2?}", t.elapsed());
+    // Three generated persons the later steps look up and change: taken from the input, so
+    // the demo never reads the store around the gate.
+    let sample = person_batches
+        .first()
+        .map(|b| b.slice(0, b.num_rows().min(3)))
+        .ok_or_else(|| Error::invalid("no persons generated"))?;
+    let sample_id = |i: usize| -> String {
+        sample
+            .column_by_name("citizen_id")
+            .map(|c| c.as_string::<i32>().value(i).to_string())
+            .unwrap_or_default()
+    };
 
     step("3. Full loads: validate every value, cluster by region, build indexes, commit");
     for (name, batches, total) in [
@@ -118,20 +130,21 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
 
     step("4. Key lookup and region scopes from roaring bitmaps");
     let snap = store.snapshot("person")?;
-    let first = snap.read(Some(&[0u32].into_iter().collect()), Some(&["citizen_id"]))?;
-    let key = first
-        .first()
-        .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
-        .unwrap_or_default();
+    let key = sample_id(0);
     let t = Instant::now();
     let id = snap.lookup(&key)?;
     out!(
-        "lookup of a citizen ID → row {id:?} ({:.2?}, including lazy index load)",
+        "key index: a citizen ID → row {id:?} ({:.2?}, including lazy index load)",
         t.elapsed()
     );
     let t = Instant::now();
-    let id2 = snap.lookup(&key)?;
-    out!("second lookup → row {id2:?} ({:.2?})", t.elapsed());
+    let found = engine.lookup(OPERATOR, "demo: check a delivered record", "person", &key)?;
+    out!(
+        "the operator's lookup of that person: {} row, {} fields ({:.2?}; recorded with its reason)",
+        found.num_rows(),
+        found.schema.fields().len(),
+        t.elapsed()
+    );
     let county = govshare_core::regions::all()
         .iter()
         .map(|r| {
@@ -162,12 +175,10 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
     );
 
     step("5. Incremental update: one upsert (new address), one delete — by key");
-    let target = snap.read(Some(&[1u32, 2].into_iter().collect()), None)?;
-    let batch = target.first().ok_or_else(|| Error::invalid("no rows"))?;
-    let upd_key = batch.column(0).as_string::<i32>().value(0).to_string();
-    let del_key = batch.column(0).as_string::<i32>().value(1).to_string();
+    let upd_key = sample_id(1);
+    let del_key = sample_id(2);
     let tmp = dir.join("incremental.csv");
-    let changed = batch.slice(0, 1);
+    let changed = sample.slice(1, 1);
     write_csv(&tmp, [changed], Encoding::Utf8)?;
     let text = std::fs::read_to_string(&tmp).map_err(|e| Error::Io {
         path: tmp.clone(),
@@ -206,21 +217,21 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         v1.lookup(&del_key)?.is_some(),
         v2.lookup(&del_key)?.is_some()
     );
-    let addr = |s: &govshare_core::Snapshot| -> Result<String, Error> {
-        let id = s
-            .lookup(&upd_key)?
-            .ok_or_else(|| Error::NotFound(upd_key.clone()))?;
-        let b = s.read(Some(&[id].into_iter().collect()), Some(&["hukou_address"]))?;
-        Ok(b.first()
-            .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
-            .unwrap_or_default())
+    let address = |b: &arrow::array::RecordBatch, row: usize| -> String {
+        b.column_by_name("hukou_address")
+            .map(|c| c.as_string::<i32>().value(row).to_string())
+            .unwrap_or_default()
     };
+    let now = engine.lookup(OPERATOR, "demo: check the update", "person", &upd_key)?;
     out!(
-        "updated address v1: {}\n                v2: {}",
-        addr(&v1)?,
-        addr(&v2)?
+        "updated address as delivered: {}\n                  now stored: {}",
+        address(&sample, 1),
+        now.batches
+            .first()
+            .map(|b| address(b, 0))
+            .unwrap_or_default()
     );
-    super::data::print_versions(&store.versions("person")?);
+    super::data::print_versions(&engine.versions(AUDITOR, "person")?);
 
     step("6. Data-quality report on a provider file with some bad rows");
     let qfile = dir.join("quality-sample.csv");
@@ -292,7 +303,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         );
     }
     out!(
-        "\nDone. Explore with: govshare --store {} catalog show person | versions person | grant list --by admin | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
+        "\nDone. Explore with: govshare --store {} catalog show person --by zhang | versions person --by audit | grant list --by admin | sql --user zhang --purpose P01 \"SELECT count(*) FROM person\"",
         dir.display()
     );
     Ok(())
@@ -459,16 +470,17 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
             }
         }
     }
-    let snap = engine.store().snapshot("person")?;
-    let row = snap
-        .scope("hukou_region_code", county)?
-        .min()
-        .ok_or_else(|| Error::NotFound("nobody in the county".into()))?;
-    let b = snap.read(Some(&[row].into_iter().collect()), Some(&["citizen_id"]))?;
+    // A person of the county, found the way everyone finds data: through the gate, on the
+    // trail (zhang's grant covers the province in clear).
+    let b = engine.session("zhang", "P01")?.sql(&format!(
+        "SELECT citizen_id FROM person WHERE hukou_region_code = '{county}' ORDER BY citizen_id LIMIT 1"
+    ))?;
     use arrow::array::AsArray;
-    Ok(b.first()
+    b.batches
+        .first()
+        .filter(|b| b.num_rows() > 0)
         .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
-        .unwrap_or_default())
+        .ok_or_else(|| Error::NotFound("nobody in the county".into()))
 }
 
 fn flip_check(line: &str) -> String {

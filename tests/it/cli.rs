@@ -97,11 +97,14 @@ fn init_generate_load_inspect_validate() {
             "ops",
         ],
     ));
-    let out = ok(&govshare(&store, &["catalog", "list"]));
+    let out = ok(&govshare(&store, &["catalog", "list", "--by", "aud"]));
     assert!(out.contains("person") && out.contains("legal_entity"));
-    let out = ok(&govshare(&store, &["catalog", "show", "person"]));
+    let out = ok(&govshare(
+        &store,
+        &["catalog", "show", "person", "--by", "aud"],
+    ));
     assert!(out.contains("citizen_id") && out.contains("not shared"));
-    let out = ok(&govshare(&store, &["catalog", "history"]));
+    let out = ok(&govshare(&store, &["catalog", "history", "--by", "aud"]));
     assert!(out.contains("version 1 by govshare init"));
     // The operator's lookup prints the row and is on the trail with its reason.
     let id = data_first_id(&person);
@@ -131,7 +134,7 @@ fn init_generate_load_inspect_validate() {
         out.contains("user ops") && out.contains("地址核对"),
         "{out}"
     );
-    let out = ok(&govshare(&store, &["versions", "person"]));
+    let out = ok(&govshare(&store, &["versions", "person", "--by", "aud"]));
     assert!(out.contains("by 李明 → 王芳"), "{out}");
     let out = ok(&govshare(
         &store,
@@ -161,7 +164,7 @@ fn init_generate_load_inspect_validate() {
 fn errors_are_messages_with_exit_codes_not_panics() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
-    let o = govshare(&store, &["versions", "person"]);
+    let o = govshare(&store, &["versions", "person", "--by", "aud"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no govshare store"));
     init(&store);
@@ -392,7 +395,7 @@ fn dataset_names_cannot_reach_outside_the_store() {
         vec!["vacuum", "../../somewhere", "--by", "ops"],
         vec!["vacuum", "/tmp", "--by", "ops"],
         vec!["compact", "../../somewhere", "--by", "ops"],
-        vec!["versions", "../../somewhere"],
+        vec!["versions", "../../somewhere", "--by", "aud"],
         vec![
             "lookup",
             "../../somewhere",

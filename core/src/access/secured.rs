@@ -114,7 +114,7 @@ impl SecuredTable {
         let def = snapshot.dataset();
         let mut columns = Vec::new();
         let mut fields = Vec::new();
-        for (name, treatment) in &access.fields {
+        for (name, treatment) in access.fields() {
             // A field granted but absent from this data version is simply not there.
             let Some(f) = def.field(name) else { continue };
             let raw = f.data_type.arrow();
@@ -132,7 +132,7 @@ impl SecuredTable {
             fields.push(Field::new(name, masks::output_type(mask, &raw), nullable));
             columns.push((name.clone(), mask));
         }
-        let rows = scope_rows(&snapshot, &access.scope)?;
+        let rows = scope_rows(&snapshot, access.scope())?;
         Ok(SecuredTable {
             inner: Arc::new(Inner {
                 snapshot,

@@ -16,7 +16,7 @@ use crate::access::policy::{
     Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, Role, User,
 };
 use crate::audit::{Checkpoint, Retention, Verdict};
-use crate::catalog::CatalogFile;
+use crate::catalog::{Catalog, CatalogFile};
 use crate::engine::{Engine, QueryResult};
 use crate::error::{Error, Result};
 use crate::ingest::{HandoverInfo, LoadMode, LoadOptions, Source};
@@ -47,6 +47,60 @@ impl Engine {
                 .view_for(by, &self.store().catalog()?)
         })();
         self.record_read("policy_read", by, serde_json::json!({}), outcome.as_ref())?;
+        outcome
+    }
+
+    /// The published catalog (every dataset and item with its share type, grade, default mask
+    /// and provider), as any active user `by` reads it — the list departments apply against;
+    /// the reading is recorded.
+    pub fn catalog(&self, by: &str) -> Result<Catalog> {
+        let outcome = (|| {
+            self.store().policy()?.active(by)?;
+            self.store().catalog()
+        })();
+        self.record_read("catalog_read", by, serde_json::json!({}), outcome.as_ref())?;
+        outcome
+    }
+
+    /// Every catalog version (who changed what, when), as any active user `by` (recorded).
+    pub fn catalog_history(&self, by: &str) -> Result<Vec<CatalogVersion>> {
+        let outcome = (|| {
+            self.store().policy()?.active(by)?;
+            self.store().catalog_history()
+        })();
+        self.record_read(
+            "catalog_history",
+            by,
+            serde_json::json!({}),
+            outcome.as_ref().map(Vec::len),
+        )?;
+        outcome
+    }
+
+    /// The versions of `dataset` with their handover records, as an operator, platform
+    /// administrator or auditor `by` (recorded): who delivered what, when, with what counts.
+    pub fn versions(&self, by: &str, dataset: &str) -> Result<Vec<Manifest>> {
+        let outcome = (|| {
+            crate::catalog::check_dataset_name(dataset)?;
+            let policy = self.store().policy()?;
+            let (u, _) = policy.active(by)?;
+            let overseer = [Role::Operator, Role::PlatformAdmin, Role::Auditor]
+                .iter()
+                .any(|r| u.roles.contains(r));
+            if !overseer {
+                return Err(Error::AccessDenied(format!(
+                    "user '{by}' may not list the versions of '{dataset}': that needs the operator, platform-admin or auditor role"
+                )));
+            }
+            self.store().catalog()?.dataset(dataset)?;
+            self.store().versions(dataset)
+        })();
+        self.record_read(
+            "versions_read",
+            by,
+            serde_json::json!({ "dataset": dataset }),
+            outcome.as_ref().map(Vec::len),
+        )?;
         outcome
     }
 

@@ -124,7 +124,7 @@ impl Engine {
         let outcome = session::decide(self, user, purpose);
         let body = match &outcome {
             Ok(d) => {
-                serde_json::json!({ "purpose": purpose, "department": d.department, "outcome": "allowed" })
+                serde_json::json!({ "purpose": purpose, "department": d.department(), "outcome": "allowed" })
             }
             Err(e) => {
                 serde_json::json!({ "purpose": purpose, "outcome": "denied", "reason": e.to_string() })

@@ -110,13 +110,14 @@ impl Session {
         Canceller(self.cancel.clone())
     }
 
-    /// The decision the gate makes now for this session.
-    pub fn decision(&self) -> Result<Decision> {
+    /// The decision the gate makes now for this session (for the engine's own use: what a
+    /// session shows of it goes through [`Session::catalog`], which is recorded).
+    pub(crate) fn decision(&self) -> Result<Decision> {
         decide(&self.engine, &self.user, &self.purpose)
     }
 
     /// The datasets and fields this session may see, as (dataset, schema) pairs.
-    pub fn visible(&self) -> Result<Vec<(String, SchemaRef)>> {
+    fn visible(&self) -> Result<Vec<(String, SchemaRef)>> {
         let decision = self.decision()?;
         let (_, tables) = self.context(&decision, &QueryLimits::default())?;
         Ok(tables
@@ -126,10 +127,14 @@ impl Session {
     }
 
     /// The catalog as this session may see it now: each visible dataset with its granted
-    /// fields (masked fields with their masked type) — what the bindings list.
+    /// fields (masked fields with their masked type) — what the bindings list. Decided by the
+    /// gate and recorded like a query.
     pub fn catalog(&self) -> Result<Vec<VisibleDataset>> {
-        Ok(self
-            .visible()?
+        let outcome = self.visible();
+        let body = serde_json::json!({ "purpose": self.purpose });
+        self.engine
+            .record_read("session_catalog", &self.user, body, outcome.as_ref())?;
+        Ok(outcome?
             .into_iter()
             .map(|(dataset, schema)| VisibleDataset {
                 dataset,
@@ -152,10 +157,10 @@ impl Session {
         limits: &QueryLimits,
     ) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
-        let key = department_key(&self.engine.inner.secret, &decision.department);
+        let key = department_key(&self.engine.inner.secret, decision.department());
         let ctx = surface::closed_context(limits)?;
         let mut tables = Vec::new();
-        for (name, access) in &decision.datasets {
+        for (name, access) in decision.datasets() {
             let snap = match store.snapshot(name) {
                 Ok(s) => Arc::new(s),
                 // Granted but never loaded: the dataset is simply empty of data; not visible.
@@ -196,13 +201,13 @@ impl Session {
                 let datasets: serde_json::Map<String, serde_json::Value> = tables
                     .iter()
                     .map(|(name, t)| {
-                        let access = &decision.datasets[name];
+                        let access = &decision.datasets()[name];
                         (
                             name.clone(),
                             serde_json::json!({
-                                "grant": access.grant_id,
+                                "grant": access.grant_id(),
                                 "version": t.snapshot().version(),
-                                "fields": access.fields.iter().map(|(f, tr)| match tr {
+                                "fields": access.fields().iter().map(|(f, tr)| match tr {
                                     Treatment::Clear => f.clone(),
                                     Treatment::Masked(m) => format!("{f}:{m:?}"),
                                 }).collect::<Vec<_>>(),
@@ -217,7 +222,7 @@ impl Session {
                     serde_json::json!({
                         "sql": sql,
                         "purpose": self.purpose,
-                        "department": decision.department,
+                        "department": decision.department(),
                         "datasets": datasets,
                         "outcome": "allowed",
                     }),

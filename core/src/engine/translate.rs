@@ -27,15 +27,15 @@ impl Explain for Denials<'_> {
             for (name, def) in &catalog.datasets {
                 if let Some(f) = def.field(&field) {
                     let granted = decision
-                        .datasets
+                        .datasets()
                         .get(name)
-                        .is_some_and(|a| a.fields.iter().any(|(n, _)| n == &field));
+                        .is_some_and(|a| a.fields().iter().any(|(n, _)| n == &field));
                     if !granted {
                         return Error::AccessDenied(format!(
                             "field {name}.{field} ({}) is not granted to department '{}' for purpose '{}'; it is {}",
                             f.label,
-                            decision.department,
-                            decision.purpose,
+                            decision.department(),
+                            decision.purpose(),
                             how_to_obtain(f.share)
                         ));
                     }
@@ -53,7 +53,11 @@ impl Explain for Denials<'_> {
         match self.catalog.dataset(table) {
             Ok(def) => Error::AccessDenied(format!(
                 "dataset {} ({}) is not granted to department '{}' for purpose '{}'; apply to {} through the platform",
-                def.name, def.label, decision.department, decision.purpose, def.provider
+                def.name,
+                def.label,
+                decision.department(),
+                decision.purpose(),
+                def.provider
             )),
             Err(_) => Error::NotFound(format!("no table '{table}' among the granted datasets")),
         }

@@ -48,6 +48,9 @@ pub use settings::{QueryLimits, Settings, SettingsVersion};
 pub use snapshot::{FileRows, Snapshot};
 pub use writer::{VacuumReport, Writer};
 
+/// How often a writer retries a held lock (every 20 ms) before reporting [`Error::Locked`].
+const LOCK_GRACE_TRIES: u32 = 10;
+
 /// On-disk format version written in the store marker.
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "govshare-store.json";
@@ -304,8 +307,8 @@ impl Store {
     }
 
     /// Take the writer lock for `actor`, whose acts `authorizer` decides and `audit` records.
-    /// A second writer, in this or another process, gets [`Error::Locked`] at once rather than
-    /// waiting. Crate-private: the public doors (`Store::writer`, `Engine::writer`) pass the
+    /// A second writer, in this or another process, gets [`Error::Locked`] after a grace period
+    /// of 200 ms rather than waiting for a long act to end. Crate-private: the public doors (`Store::writer`, `Engine::writer`) pass the
     /// policy's authoriser.
     pub(crate) fn lock_writer(
         &self,
@@ -320,16 +323,30 @@ impl Store {
             .write(true)
             .open(&path)
             .at(&path)?;
-        match file.try_lock() {
-            Ok(()) => {
-                let mut w = Writer::new(self, audit, file, actor, authorizer);
-                w.recover()?;
-                Ok(w)
+        // A short grace period: another writer's brief act (a policy edit, a reconciliation,
+        // or the instant a forked child still shares the lock before it execs) ends within
+        // it; a long one (a load) is reported at once after it.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    let mut w = Writer::new(self, audit, file, actor, authorizer);
+                    w.recover()?;
+                    return Ok(w);
+                }
+                Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_GRACE_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        path: self.root.clone(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::Io { path, source: e });
+                }
             }
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-                path: self.root.clone(),
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
         }
     }
 }

@@ -225,28 +225,64 @@ pub struct Policy {
     pub next_id: u64,
 }
 
-/// What one dataset looks like to a decision.
+/// What one dataset looks like to a decision. Made only by [`Policy::decide`] (its fields are
+/// private to the policy module), so a [`SecuredTable`](crate::access::secured::SecuredTable)
+/// can only be built from what the gate decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetAccess {
+    pub(in crate::access::policy) grant_id: u64,
+    pub(in crate::access::policy) fields: Vec<(String, Treatment)>,
+    pub(in crate::access::policy) scope: RowScope,
+}
+
+impl DatasetAccess {
     /// The grant it comes from.
-    pub grant_id: u64,
+    pub fn grant_id(&self) -> u64 {
+        self.grant_id
+    }
+
     /// Granted fields in catalog order, with treatment.
-    pub fields: Vec<(String, Treatment)>,
+    pub fn fields(&self) -> &[(String, Treatment)] {
+        &self.fields
+    }
+
     /// Rows.
-    pub scope: RowScope,
+    pub fn scope(&self) -> &RowScope {
+        &self.scope
+    }
 }
 
 /// The outcome of [`Policy::decide`]: the user, department, purpose and per-dataset access.
+/// Only the policy module makes one (the fields are private to it): code elsewhere can read a
+/// decision, never forge or widen it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    pub(in crate::access::policy) user: String,
+    pub(in crate::access::policy) department: String,
+    pub(in crate::access::policy) purpose: String,
+    pub(in crate::access::policy) datasets: BTreeMap<String, DatasetAccess>,
+}
+
+impl Decision {
     /// User id.
-    pub user: String,
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// Department code.
-    pub department: String,
+    pub fn department(&self) -> &str {
+        &self.department
+    }
+
     /// Purpose code.
-    pub purpose: String,
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
     /// Access per dataset name.
-    pub datasets: BTreeMap<String, DatasetAccess>,
+    pub fn datasets(&self) -> &BTreeMap<String, DatasetAccess> {
+        &self.datasets
+    }
 }
 
 fn denied(msg: impl Into<String>) -> Error {
@@ -269,6 +305,12 @@ pub fn how_to_obtain(share: ShareType) -> &'static str {
 }
 
 impl Policy {
+    /// The active user `user` of an active department, or a denial saying why not: every act
+    /// and every read is done by someone who exists and may act.
+    pub fn active(&self, user: &str) -> Result<(&User, &Department)> {
+        self.active_user(user)
+    }
+
     fn active_user(&self, user: &str) -> Result<(&User, &Department)> {
         let u = self.users.get(user).ok_or_else(|| {
             denied(format!(

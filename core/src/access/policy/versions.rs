@@ -75,7 +75,7 @@ impl Store {
     /// Every act of the writer is authorised for `actor` by the policy first. A process that
     /// also has an [`Engine`](crate::Engine) should use [`Engine::writer`](crate::Engine::writer)
     /// instead, so its acts and its queries are group-committed on one open trail. A second
-    /// writer, in this or another process, gets [`Error::Locked`] at once rather than waiting.
+    /// writer, in this or another process, gets [`Error::Locked`] after a 200 ms grace period.
     pub fn writer(&self, actor: &str) -> Result<Writer<'_>> {
         self.writer_with(actor, Arc::new(AuditLog::open(self.audit_dir())?))
     }
