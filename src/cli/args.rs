@@ -201,6 +201,10 @@ pub(crate) enum DataCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Who checks (reads the store's catalog as that user; without a store, the built-in
+        /// catalog is used and no one need be named).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// An operator's administrative lookup of one row by key (recorded with its reason).
     Lookup {

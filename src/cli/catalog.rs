@@ -21,8 +21,9 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
     let engine = Engine::open(path)?;
     match action {
         CatalogCmd::List { by } => {
-            let c = engine.catalog(&by)?;
-            out!("catalog version {}", engine.store().catalog_version()?);
+            let v = engine.catalog(&by)?;
+            let c = v.catalog;
+            out!("catalog version {}", v.version);
             out!(
                 "{:<16} {:<18} {:>6} {:>14} {:>12} {:>11}  provider",
                 "dataset",
@@ -60,7 +61,7 @@ pub(super) fn run(path: &Path, action: CatalogCmd) -> Result<(), Error> {
                         .ok_or_else(|| Error::NotFound(format!("catalog version {v}")))?
                         .catalog
                 }
-                None => engine.catalog(&by)?,
+                None => engine.catalog(&by)?.catalog,
             };
             let d = c.dataset(&dataset)?;
             out!(

@@ -125,11 +125,17 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             file,
             dataset,
             json,
+            by,
         } => {
-            let catalog = match Store::open(store) {
-                Ok(s) => s.catalog()?,
-                Err(Error::NotFound(_)) => govshare_core::catalog::Catalog::builtin(),
-                Err(e) => return Err(e),
+            let catalog = match (Engine::open(store), by) {
+                (Ok(engine), Some(by)) => engine.catalog(&by)?.catalog,
+                (Ok(_), None) => {
+                    return Err(Error::invalid(
+                        "a store is open: name who checks with --by (reading its catalog is recorded)",
+                    ));
+                }
+                (Err(Error::NotFound(_)), _) => govshare_core::catalog::Catalog::builtin(),
+                (Err(e), _) => return Err(e),
             };
             let today = chrono_today();
             let r = quality::report(&catalog, &dataset, &Source::from_path(&file), today)?;

@@ -143,6 +143,8 @@ fn init_generate_load_inspect_validate() {
             person.to_str().expect("p"),
             "--dataset",
             "person",
+            "--by",
+            "ops",
         ],
     ));
     assert!(out.contains("2000 rows, 0 with errors"), "{out}");
@@ -154,6 +156,8 @@ fn init_generate_load_inspect_validate() {
             "--dataset",
             "person",
             "--json",
+            "--by",
+            "ops",
         ],
     ));
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");

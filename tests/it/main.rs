@@ -21,3 +21,5 @@ mod audit;
 mod authority;
 // Bounded queries: memory, recursion and time limits, cancellation, EXPLAIN.
 mod limits;
+// The one gate, enumerated over Rust, C and Python entries.
+mod gate;

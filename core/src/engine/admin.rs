@@ -16,7 +16,7 @@ use crate::access::policy::{
     Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, Role, User,
 };
 use crate::audit::{Checkpoint, Retention, Verdict};
-use crate::catalog::{Catalog, CatalogFile};
+use crate::catalog::CatalogFile;
 use crate::engine::{Engine, QueryResult};
 use crate::error::{Error, Result};
 use crate::ingest::{HandoverInfo, LoadMode, LoadOptions, Source};
@@ -53,10 +53,11 @@ impl Engine {
     /// The published catalog (every dataset and item with its share type, grade, default mask
     /// and provider), as any active user `by` reads it — the list departments apply against;
     /// the reading is recorded.
-    pub fn catalog(&self, by: &str) -> Result<Catalog> {
+    pub fn catalog(&self, by: &str) -> Result<CatalogVersion> {
         let outcome = (|| {
             self.store().policy()?.active(by)?;
-            self.store().catalog()
+            let store = self.store();
+            store.catalog_at(store.catalog_version()?)
         })();
         self.record_read("catalog_read", by, serde_json::json!({}), outcome.as_ref())?;
         outcome

@@ -175,11 +175,16 @@ impl Writer<'_> {
         let mut policy = before.clone();
         let catalog = store.catalog()?;
         let now = Utc::now();
-        let edited = f(&mut policy, &catalog).and_then(|o| {
-            let stewards = Stewards::of(store)?;
-            before.authorize_change(&policy, author, &catalog, &stewards, now)?;
-            Ok(o)
-        });
+        // Who acts is settled before what they act on is looked at.
+        let edited = before
+            .active(author)
+            .map(drop)
+            .and_then(|()| f(&mut policy, &catalog))
+            .and_then(|o| {
+                let stewards = Stewards::of(store)?;
+                before.authorize_change(&policy, author, &catalog, &stewards, now)?;
+                Ok(o)
+            });
         let out = match edited {
             Ok(o) => o,
             Err(e) => {
