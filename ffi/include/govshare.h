@@ -208,6 +208,22 @@ gs_status gs_engine_revoke_grant(gs_engine *engine,
                                  uint64_t grant_id,
                                  const char *reason);
 
+// Register (or change) a host system as platform administrator `by`; `system_json` =
+// `{"id", "name", "department", "status"}`.
+//
+// # Safety
+// `by` and `system_json` are NULL or NUL-terminated.
+gs_status gs_engine_upsert_system(gs_engine *engine, const char *by, const char *system_json);
+
+// Suspend (`active` false) or reactivate a host system, as platform administrator `by`.
+//
+// # Safety
+// `by` and `id` are NULL or NUL-terminated.
+gs_status gs_engine_set_system_active(gs_engine *engine,
+                                      const char *by,
+                                      const char *id,
+                                      bool active);
+
 // The policy document (departments, users, grants, approvals) as user `by` may see it, as
 // JSON in `*out_json` (free with [`gs_string_free`]); the listing is recorded.
 //
@@ -287,6 +303,16 @@ gs_status gs_session_open(gs_engine *engine,
                           const char *user,
                           const char *purpose,
                           gs_session **out_session);
+
+// Open a session for a login, `login_json` = `{"user", "purpose", "system", "auth"}`:
+// `system` names the registered host system the session runs through (or null), `auth` how
+// the host authenticated the user (`"password"`, `"certificate"` or `"second_factor"`;
+// sensitive items in clear need `"second_factor"`). Otherwise as [`gs_session_open`], which
+// is this with no system and `"password"`.
+//
+// # Safety
+// `login_json` is NULL or NUL-terminated; `out_session` is NULL or writable.
+gs_status gs_session_open_as(gs_engine *engine, const char *login_json, gs_session **out_session);
 
 // Close a session (its end is recorded on the audit trail). NULL is accepted (`GS_OK`); a
 // handle already closed gives `GS_INVALID_HANDLE`. Streams returned by [`gs_session_query`]

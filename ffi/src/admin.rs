@@ -176,6 +176,48 @@ pub unsafe extern "C" fn gs_engine_revoke_grant(
     })
 }
 
+/// Register (or change) a host system as platform administrator `by`; `system_json` =
+/// `{"id", "name", "department", "status"}`.
+///
+/// # Safety
+/// `by` and `system_json` are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_engine_upsert_system(
+    engine: *mut gs_engine,
+    by: *const c_char,
+    system_json: *const c_char,
+) -> gs_status {
+    with_engine(engine, |h| {
+        // SAFETY: per contract.
+        let (by, system) = unsafe { (arg(by, "by")?, arg(system_json, "system_json")?) };
+        let system: govshare_core::access::policy::HostSystem = json_arg(system, "system_json")?;
+        Ok(h.engine.upsert_system(by, system)?)
+    })
+}
+
+/// Suspend (`active` false) or reactivate a host system, as platform administrator `by`.
+///
+/// # Safety
+/// `by` and `id` are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_engine_set_system_active(
+    engine: *mut gs_engine,
+    by: *const c_char,
+    id: *const c_char,
+    active: bool,
+) -> gs_status {
+    with_engine(engine, |h| {
+        // SAFETY: per contract.
+        let (by, id) = unsafe { (arg(by, "by")?, arg(id, "id")?) };
+        let status = if active {
+            govshare_core::access::policy::PrincipalStatus::Active
+        } else {
+            govshare_core::access::policy::PrincipalStatus::Suspended
+        };
+        Ok(h.engine.set_system_status(by, id, status)?)
+    })
+}
+
 /// The policy document (departments, users, grants, approvals) as user `by` may see it, as
 /// JSON in `*out_json` (free with [`gs_string_free`]); the listing is recorded.
 ///

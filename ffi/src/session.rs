@@ -41,6 +41,38 @@ pub unsafe extern "C" fn gs_session_open(
     })
 }
 
+/// Open a session for a login, `login_json` = `{"user", "purpose", "system", "auth"}`:
+/// `system` names the registered host system the session runs through (or null), `auth` how
+/// the host authenticated the user (`"password"`, `"certificate"` or `"second_factor"`;
+/// sensitive items in clear need `"second_factor"`). Otherwise as [`gs_session_open`], which
+/// is this with no system and `"password"`.
+///
+/// # Safety
+/// `login_json` is NULL or NUL-terminated; `out_session` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_open_as(
+    engine: *mut gs_engine,
+    login_json: *const c_char,
+    out_session: *mut *mut gs_session,
+) -> gs_status {
+    with_engine(engine, |h| {
+        non_null(out_session, "out_session")?;
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { *out_session = std::ptr::null_mut() };
+        // SAFETY: per contract.
+        let login = unsafe { arg(login_json, "login_json") }?;
+        let login: govshare_core::access::policy::Login = json_arg(login, "login_json")?;
+        let session = h.engine.session_as(&login)?;
+        let token = SESSIONS.insert(SessionHandle {
+            session,
+            messages: Messages::default(),
+        })?;
+        // SAFETY: as above.
+        unsafe { *out_session = token as *mut gs_session };
+        Ok(())
+    })
+}
+
 /// Close a session (its end is recorded on the audit trail). NULL is accepted (`GS_OK`); a
 /// handle already closed gives `GS_INVALID_HANDLE`. Streams returned by [`gs_session_query`]
 /// stay valid and must still be released.

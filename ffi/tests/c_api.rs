@@ -8,7 +8,7 @@ use std::process::Command;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use govshare_core::Engine;
-use govshare_core::access::policy::{Role, RowScope};
+use govshare_core::access::policy::{AuthMethod, Login, Role, RowScope};
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{Encoding, write_csv};
 use govshare_core::synth::Synth;
@@ -123,7 +123,9 @@ fn rust_outcomes(store: &Path, cases: &str) -> String {
             parts.next().expect("purpose"),
             parts.next().expect("sql"),
         );
-        let result = engine.session(user, purpose).and_then(|s| s.sql(sql));
+        // The C program opens second-factor sessions for the cases too.
+        let login = Login::new(user, purpose, AuthMethod::SecondFactor);
+        let result = engine.session_as(&login).and_then(|s| s.sql(sql));
         match result {
             Ok(r) => {
                 out.push_str(&format!("CASE {n} GS_OK\n"));

@@ -293,10 +293,33 @@ class Engine:
     def __init__(self, path: _Path) -> None:
         self._raw = _internal.RawEngine(_os.fspath(path))
 
-    def session(self, user: str, purpose: str) -> Session:
+    def session(
+        self, user: str, purpose: str, *, system: str | None = None, auth: str = "password"
+    ) -> Session:
         """Open a session; fails at once with :class:`AccessDenied` when nothing would be
-        allowed (unknown or suspended user, no valid grant for the purpose)."""
-        return Session(self._raw.session(_str(user, "user"), _str(purpose, "purpose")))
+        allowed (unknown or suspended user or host system, no valid grant for the purpose).
+
+        ``system`` names the registered host system the session runs through; ``auth`` says
+        how the host authenticated the user: ``"password"``, ``"certificate"`` or
+        ``"second_factor"`` — sensitive items (grade L4) in clear need ``"second_factor"``.
+        """
+        login = {
+            "user": _str(user, "user"),
+            "purpose": _str(purpose, "purpose"),
+            "system": None if system is None else _str(system, "system"),
+            "auth": _str(auth, "auth"),
+        }
+        return Session(self._raw.session_as(_json.dumps(login)))
+
+    def add_system(self, system_id: str, name: str, department: str, *, by: str) -> None:
+        """Register (or change) a host system that links govshare, run by ``department``."""
+        s = {"id": system_id, "name": name, "department": department, "status": "active"}
+        self._raw.upsert_system(_str(by, "by"), _json.dumps(s))
+
+    def set_system_active(self, system_id: str, active: bool, *, by: str) -> None:
+        """Suspend (``active=False``) or reactivate a host system: its sessions are refused
+        from their next query on."""
+        self._raw.set_system_active(_str(by, "by"), _str(system_id, "system_id"), bool(active))
 
     def add_department(self, code: str, name: str, region: str, *, by: str) -> None:
         """Add (or replace) a department with its region of jurisdiction (GB/T 2260 code)."""
@@ -409,11 +432,19 @@ class Engine:
         return Result(self._raw.audit_sql(_str(user, "user"), _str(query, "query")))
 
 
-def connect(path: _Path, *, user: str, purpose: str) -> Session:
-    """Open the store at ``path`` and a session for ``user`` acting for ``purpose``.
+def connect(
+    path: _Path,
+    *,
+    user: str,
+    purpose: str,
+    system: str | None = None,
+    auth: str = "password",
+) -> Session:
+    """Open the store at ``path`` and a session for ``user`` acting for ``purpose`` (see
+    :meth:`Engine.session` for ``system`` and ``auth``).
 
     >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
     ...     s.user, s.purpose
     ('analyst', 'STATS')
     """
-    return Engine(path).session(user, purpose)
+    return Engine(path).session(user, purpose, system=system, auth=auth)

@@ -194,6 +194,27 @@ impl RawEngine {
         })
     }
 
+    fn session_as(&self, py: Python<'_>, login_json: &str) -> PyResult<RawSession> {
+        let login: govshare_core::access::policy::Login = json(login_json, "login")?;
+        let session = py
+            .detach(|| self.engine.session_as(&login))
+            .map_err(to_py)?;
+        Ok(RawSession {
+            session: Mutex::new(Some(Arc::new(session))),
+        })
+    }
+
+    fn upsert_system(&self, py: Python<'_>, by: &str, system_json: &str) -> PyResult<()> {
+        let s: govshare_core::access::policy::HostSystem = json(system_json, "host system")?;
+        py.detach(|| self.engine.upsert_system(by, s))
+            .map_err(to_py)
+    }
+
+    fn set_system_active(&self, py: Python<'_>, by: &str, id: &str, active: bool) -> PyResult<()> {
+        py.detach(|| self.engine.set_system_status(by, id, status(active)))
+            .map_err(to_py)
+    }
+
     fn upsert_department(&self, py: Python<'_>, by: &str, department_json: &str) -> PyResult<()> {
         let d: Department = json(department_json, "department")?;
         py.detach(|| self.engine.upsert_department(by, d))

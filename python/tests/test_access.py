@@ -17,7 +17,7 @@ def test_denied_field_raises_access_denied_with_how_to_obtain_it(store):
 
 
 def test_not_shared_field_and_ungranted_dataset_are_denied(store):
-    with govshare.connect(store["path"], user="civil", purpose="FULL") as s:
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
         with pytest.raises(AccessDenied, match="marital_status_code"):
             s.sql("SELECT marital_status_code FROM person")
         with pytest.raises(AccessDenied, match="legal_entity"):
@@ -36,9 +36,9 @@ def test_no_session_without_a_grant_for_the_purpose(store):
 
 
 def test_masks_hold_and_masked_values_are_no_oracle(store):
-    with govshare.connect(store["path"], user="civil", purpose="FULL") as s:
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
         clear = s.sql("SELECT citizen_id, name FROM person ORDER BY citizen_id").to_arrow()
-    with govshare.connect(store["path"], user="civil", purpose="CHECK") as s:
+    with govshare.connect(store["path"], user="civil", purpose="CHECK", auth="second_factor") as s:
         masked = s.sql("SELECT citizen_id, name, mobile_phone FROM person ORDER BY citizen_id").to_arrow()
         real_name = clear["name"][0].as_py()
         # Filtering on a masked field compares masked values: the real name matches nothing.
@@ -52,7 +52,7 @@ def test_masks_hold_and_masked_values_are_no_oracle(store):
 
 def test_row_scope_holds_even_against_a_division_by_zero_oracle(store):
     prov = store["province"]
-    with govshare.connect(store["path"], user="civil", purpose="PROV") as s:
+    with govshare.connect(store["path"], user="civil", purpose="PROV", auth="second_factor") as s:
         codes = s.sql("SELECT DISTINCT substr(hukou_region_code, 1, 2) AS p FROM person").to_arrow()
         # A row outside the scope would make this divide by zero; none reaches the expression.
         n = s.sql(
@@ -79,3 +79,18 @@ def test_revocation_takes_effect_in_an_open_session(tmp_path):
         e.revoke(g, by="admin", reason="done")
         with pytest.raises(AccessDenied):
             s.sql("SELECT count(*) FROM person")
+
+
+def test_sensitive_items_in_clear_need_a_second_factor_and_systems_are_principals(store, tmp_path):
+    """The host says how it authenticated the user: with a password the citizen ID in clear
+    (grade L4) is withheld, with a second factor it is there. Sessions through a host system
+    need the system registered and active."""
+    with govshare.connect(store["path"], user="civil", purpose="FULL") as s:
+        with pytest.raises(AccessDenied, match="second factor"):
+            s.sql("SELECT citizen_id FROM person LIMIT 1")
+        assert "citizen_id" not in [f["name"] for d in s.catalog() for f in d["fields"]]
+        s.sql("SELECT name FROM person LIMIT 1").to_arrow()
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
+        assert s.sql("SELECT citizen_id FROM person LIMIT 1").to_arrow().num_rows == 1
+    with pytest.raises(AccessDenied, match="not registered"):
+        govshare.connect(store["path"], user="civil", purpose="FULL", system="civil-app")

@@ -38,7 +38,7 @@ def test_load_grant_query_and_who_accessed(fresh):
     assert grant > 0
     policy = e.policy(by="admin")
     assert str(grant) in policy["grants"] or grant in policy["grants"]
-    with e.session("tax", "T1") as s:
+    with e.session("tax", "T1", auth="second_factor") as s:
         t = s.sql("SELECT citizen_id FROM person ORDER BY citizen_id LIMIT 1").to_arrow()
     key = t["citizen_id"][0].as_py()
     with pytest.raises(AccessDenied):

@@ -19,9 +19,13 @@ QUERIES = [
 
 @pytest.mark.parametrize("user,purpose,sql", QUERIES)
 def test_results_equal_the_rust_results(store, govshare_cli, user, purpose, sql):
-    with govshare.connect(store["path"], user=user, purpose=purpose) as s:
+    # Second-factor logins on both sides: the identity grants hold the citizen ID in clear.
+    with govshare.connect(store["path"], user=user, purpose=purpose, auth="second_factor") as s:
         got = s.sql(sql).to_arrow()
-    out = run_cli(govshare_cli, store["path"], "sql", "--user", user, "--purpose", purpose, "--csv", sql)
+    out = run_cli(
+        govshare_cli, store["path"], "sql", "--user", user, "--purpose", purpose,
+        "--auth", "second-factor", "--csv", sql,
+    )
     assert out.returncode == 0, out.stderr
     want = pacsv.read_csv(
         io.BytesIO(out.stdout.encode()),
@@ -46,7 +50,7 @@ def test_to_pandas_and_to_polars(store):
 
 
 def test_batches_iterate_and_schema_is_known_before_reading(store):
-    with govshare.connect(store["path"], user="civil", purpose="FULL") as s:
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
         r = s.sql("SELECT citizen_id FROM person")
         assert r.schema.names == ["citizen_id"]
         batches = list(r)
@@ -55,14 +59,14 @@ def test_batches_iterate_and_schema_is_known_before_reading(store):
 
 
 def test_empty_result_keeps_its_schema(store):
-    with govshare.connect(store["path"], user="civil", purpose="FULL") as s:
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
         t = s.sql("SELECT citizen_id, name FROM person WHERE 1 = 0").to_arrow()
     assert t.num_rows == 0
     assert t.schema.names == ["citizen_id", "name"]
 
 
 def test_catalog_lists_only_granted_fields_with_masked_types(store):
-    with govshare.connect(store["path"], user="civil", purpose="CHECK") as s:
+    with govshare.connect(store["path"], user="civil", purpose="CHECK", auth="second_factor") as s:
         (person,) = s.catalog()
     assert person["dataset"] == "person"
     names = [f["name"] for f in person["fields"]]

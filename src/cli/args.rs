@@ -68,6 +68,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: GrantCmd,
     },
+    /// Register host systems that link govshare.
+    System {
+        #[command(subcommand)]
+        action: SystemCmd,
+    },
     /// Run a SQL query as a user, for a declared purpose, under that user's grants.
     Sql {
         /// User id.
@@ -76,6 +81,10 @@ pub(crate) enum Command {
         /// Purpose code the query is made for.
         #[arg(long)]
         purpose: String,
+        /// How the user was authenticated: sensitive items (grade L4) in clear need
+        /// second-factor.
+        #[arg(long, value_enum, default_value = "password")]
+        auth: AuthArg,
         /// Print the rows as CSV (with a header) instead of a table.
         #[arg(long)]
         csv: bool,
@@ -293,6 +302,49 @@ pub(crate) enum AuditCmd {
         #[arg(long, default_value_t = govshare_core::audit::Retention::MIN_YEARS)]
         retention_years: u32,
         /// The operator doing it (recorded).
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum AuthArg {
+    Password,
+    Certificate,
+    SecondFactor,
+}
+
+impl From<AuthArg> for govshare_core::access::policy::AuthMethod {
+    fn from(a: AuthArg) -> Self {
+        use govshare_core::access::policy::AuthMethod as M;
+        match a {
+            AuthArg::Password => M::Password,
+            AuthArg::Certificate => M::Certificate,
+            AuthArg::SecondFactor => M::SecondFactor,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SystemCmd {
+    /// Register (or change) a host system run by a department.
+    Add {
+        /// Id.
+        id: String,
+        /// Name.
+        name: String,
+        /// The department that runs it.
+        #[arg(long)]
+        dept: String,
+        /// Who registers it (a platform administrator).
+        #[arg(long)]
+        by: String,
+    },
+    /// Suspend a host system: its sessions are refused from their next query on.
+    Suspend {
+        /// Id.
+        id: String,
+        /// Who suspends it.
         #[arg(long)]
         by: String,
     },

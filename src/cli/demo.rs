@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use govshare_core::access::policy::{
-    Department, FieldGrant, Founder, GrantRequest, Mode, PrincipalStatus, Role, RowScope,
-    Treatment, User,
+    AuthMethod, Department, FieldGrant, Founder, GrantRequest, Login, Mode, PrincipalStatus, Role,
+    RowScope, Treatment, User,
 };
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{Encoding, HandoverInfo, LoadMode, LoadOptions, Source, write_csv};
@@ -464,7 +464,10 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
         out!("\n$ {q}");
         for (user, purpose) in [("zhang", "P01"), ("li", "P02"), ("wang", "P03")] {
             out_partial!("-- as {user}/{purpose}: ");
-            match engine.session(user, purpose).and_then(|s| s.sql(q)) {
+            // The host authenticated them with a second factor: sensitive items in clear
+            // (grade L4, the citizen ID) need it.
+            let login = Login::new(user, purpose, AuthMethod::SecondFactor);
+            match engine.session_as(&login).and_then(|s| s.sql(q)) {
                 Ok(r) => out!("\n{}", arrow_pretty(&r.batches)?),
                 Err(e) => out!("{e}"),
             }
@@ -472,7 +475,8 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
     }
     // A person of the county, found the way everyone finds data: through the gate, on the
     // trail (zhang's grant covers the province in clear).
-    let b = engine.session("zhang", "P01")?.sql(&format!(
+    let login = Login::new("zhang", "P01", AuthMethod::SecondFactor);
+    let b = engine.session_as(&login)?.sql(&format!(
         "SELECT citizen_id FROM person WHERE hukou_region_code = '{county}' ORDER BY citizen_id LIMIT 1"
     ))?;
     use arrow::array::AsArray;

@@ -77,14 +77,17 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Dept { action } => principals::dept_cmd(&cli.store, action)?,
         Command::User { action } => principals::user_cmd(&cli.store, action)?,
         Command::Grant { action } => principals::grant_cmd(&cli.store, action)?,
+        Command::System { action } => principals::system_cmd(&cli.store, action)?,
         Command::Sql {
             user,
             purpose,
+            auth,
             csv,
             query,
         } => {
             let engine = govshare_core::Engine::open(&cli.store)?;
-            let session = engine.session(&user, &purpose)?;
+            let login = govshare_core::access::policy::Login::new(&user, &purpose, auth.into());
+            let session = engine.session_as(&login)?;
             // Ctrl-C cancels the query (it ends recorded as cancelled, and the command exits
             // with the interrupted code) rather than killing the process mid-query.
             let cancel = session.canceller();

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use govshare_core::Error;
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, Mode, Origin, PrincipalStatus, Role, RowScope, Treatment,
-    User,
+    Department, FieldGrant, GrantRequest, HostSystem, Mode, Origin, PrincipalStatus, Role,
+    RowScope, Treatment, User,
 };
 use govshare_core::catalog::MaskKind;
 
@@ -94,6 +94,29 @@ pub(super) fn dept_cmd(store: &Path, action: DeptCmd) -> Result<(), Error> {
                     status_label(d.status)
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn system_cmd(store: &Path, action: SystemCmd) -> Result<(), Error> {
+    let engine = govshare_core::Engine::open(store)?;
+    match action {
+        SystemCmd::Add { id, name, dept, by } => {
+            engine.upsert_system(
+                &by,
+                HostSystem {
+                    id: id.clone(),
+                    name,
+                    department: dept,
+                    status: PrincipalStatus::Active,
+                },
+            )?;
+            out!("host system {id} registered");
+        }
+        SystemCmd::Suspend { id, by } => {
+            engine.set_system_status(&by, &id, PrincipalStatus::Suspended)?;
+            out!("host system {id} suspended");
         }
     }
     Ok(())

@@ -81,7 +81,13 @@ fn every_decision_produces_exactly_one_record_with_its_content() {
         },
         one("policy_denied"),
     );
-    let s = engine.session("a", "P").expect("session");
+    // A second-factor login: the grant holds the citizen ID (grade L4) in clear.
+    let login = govshare_core::access::policy::Login::new(
+        "a",
+        "P",
+        govshare_core::access::policy::AuthMethod::SecondFactor,
+    );
+    let s = engine.session_as(&login).expect("session");
     assert_eq!(delta(&before, &kinds(&engine)), one("session_open"));
     before = kinds(&engine);
     let r = s

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use govshare_core::Error;
-use govshare_core::access::policy::{Department, PrincipalStatus, Treatment, User};
+use govshare_core::access::policy::{
+    AuthMethod, Department, HostSystem, Login, PrincipalStatus, Treatment, User,
+};
 use govshare_core::catalog::CatalogFile;
 use govshare_core::engine::Engine;
 use govshare_core::ingest::{HandoverInfo, LoadOptions, Source};
@@ -36,6 +38,9 @@ const RUST: &[(&str, Gate)] = &[
     ("Engine::audit", Gate::HostOnly),
     ("Engine::store", Gate::HostOnly),
     ("Engine::session", Gate::Decided),
+    ("Engine::session_as", Gate::Decided),
+    ("Engine::upsert_system", Gate::Decided),
+    ("Engine::set_system_status", Gate::Decided),
     ("Engine::writer", Gate::Decided),
     ("Engine::policy", Gate::Decided),
     ("Engine::catalog", Gate::Decided),
@@ -97,6 +102,9 @@ const C: &[(&str, &str)] = &[
     ("gs_engine_who_accessed", "Engine::who_accessed"),
     ("gs_engine_audit_query", "Engine::audit_sql"),
     ("gs_session_open", "Engine::session"),
+    ("gs_session_open_as", "Engine::session_as"),
+    ("gs_engine_upsert_system", "Engine::upsert_system"),
+    ("gs_engine_set_system_active", "Engine::set_system_status"),
     ("gs_session_close", "plumbing"),
     ("gs_session_errmsg", "plumbing"),
     ("gs_session_query", "Session::sql_stream"),
@@ -109,9 +117,11 @@ const PYTHON: &[(&str, &str)] = &[
     ("init_store", "Store::init (names the founder)"),
     ("write_synthetic", "plumbing (writes files, reads no store)"),
     ("grant_request", "plumbing (builds a request dict)"),
-    ("connect", "Engine::session"),
+    ("connect", "Engine::session_as"),
     ("Engine.__init__", "Engine::open"),
-    ("Engine.session", "Engine::session"),
+    ("Engine.session", "Engine::session_as"),
+    ("Engine.add_system", "Engine::upsert_system"),
+    ("Engine.set_system_active", "Engine::set_system_status"),
     ("Engine.add_department", "Engine::upsert_department"),
     (
         "Engine.set_department_active",
@@ -316,6 +326,31 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Engine::session",
             Box::new(|| engine.session(GHOST, "P").map(drop)),
+        ),
+        (
+            "Engine::session_as",
+            Box::new(|| {
+                let login = Login::new(GHOST, "P", AuthMethod::SecondFactor);
+                engine.session_as(&login).map(drop)
+            }),
+        ),
+        (
+            "Engine::upsert_system",
+            Box::new(|| {
+                engine.upsert_system(
+                    GHOST,
+                    HostSystem {
+                        id: "hr".into(),
+                        name: "人社业务系统".into(),
+                        department: "A".into(),
+                        status: PrincipalStatus::Active,
+                    },
+                )
+            }),
+        ),
+        (
+            "Engine::set_system_status",
+            Box::new(|| engine.set_system_status(GHOST, "hr", PrincipalStatus::Suspended)),
         ),
         (
             "Engine::writer",

@@ -4,13 +4,19 @@
 
 use std::time::Duration;
 
-use govshare_core::access::policy::Treatment;
+use govshare_core::access::policy::{AuthMethod, Login, Treatment};
 use govshare_core::engine::Engine;
 use govshare_core::store::{QueryLimits, Settings};
 use govshare_core::{Error, Store};
 use govshare_testkit::{ROOT, render};
 
 use crate::access::{approve, request, small_store};
+
+/// A second-factor login of `user` for purpose P (the grants below hold the citizen ID in
+/// clear, a sensitive item).
+fn strong(user: &str) -> Login {
+    Login::new(user, "P", AuthMethod::SecondFactor)
+}
 
 /// A store where `a` (department A) may read sex_code and citizen_id of every person.
 fn setup(dir: &std::path::Path) -> (Store, Engine) {
@@ -62,7 +68,7 @@ const SLOW: &str =
 fn a_runaway_recursion_stops_at_the_depth_limit() {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, engine) = setup(dir.path());
-    let s = engine.session("a", "P").expect("session");
+    let s = engine.session_as(&strong("a")).expect("session");
     match s.sql(FOREVER) {
         Err(Error::LimitExceeded(m)) => assert!(m.contains("recursion depth limit of 100"), "{m}"),
         other => panic!("an endless recursion was not stopped: {other:?}"),
@@ -97,7 +103,7 @@ fn a_query_stops_at_the_memory_limit() {
             ..Default::default()
         },
     );
-    let s = engine.session("a", "P").expect("session");
+    let s = engine.session_as(&strong("a")).expect("session");
     // 250,000 distinct 378-character groups: about 90 MiB of hash table, and no spilling.
     let wide = "SELECT repeat(x.citizen_id, 20) || y.citizen_id AS k, count(*) \
                 FROM person x, person y GROUP BY 1";
@@ -124,7 +130,7 @@ fn a_query_stops_at_the_time_limit() {
             ..Default::default()
         },
     );
-    let s = engine.session("a", "P").expect("session");
+    let s = engine.session_as(&strong("a")).expect("session");
     let t = std::time::Instant::now();
     match s.sql(SLOW) {
         Err(Error::LimitExceeded(m)) => assert!(m.contains("time limit of 0.3 s"), "{m}"),
@@ -146,7 +152,7 @@ fn a_query_stops_at_the_time_limit() {
 fn a_query_is_cancelled_from_another_thread() {
     let dir = tempfile::tempdir().expect("tmp");
     let (_store, engine) = setup(dir.path());
-    let s = engine.session("a", "P").expect("session");
+    let s = engine.session_as(&strong("a")).expect("session");
     let canceller = s.canceller();
     let t = std::time::Instant::now();
     let result = std::thread::scope(|scope| {

@@ -24,6 +24,7 @@ use std::rc::Rc;
 
 use arrow::datatypes::DataType;
 use govshare_core::Session;
+use govshare_core::access::policy::{AuthMethod, Login};
 use govshare_testkit::{Fixture, fixture, render_cells};
 use sqllogictest::harness::{Arguments, Failed, Trial, run};
 use sqllogictest::{
@@ -43,11 +44,11 @@ impl std::fmt::Display for QueryError {
 
 impl std::error::Error for QueryError {}
 
-/// One principal's connection: a session opened for `user@purpose`.
+/// One principal's connection: a session opened for `user@purpose` — a second-factor login,
+/// as the hosts of the suite's principals authenticate them — or for `user@purpose/password`.
 struct Principal {
     fixture: &'static Fixture,
-    user: String,
-    purpose: String,
+    login: Login,
     session: Option<Session>,
 }
 
@@ -59,15 +60,11 @@ impl DB for Principal {
         let sql = self.fixture.subst(sql);
         let outcome = match &self.session {
             Some(s) => s.sql(&sql),
-            None => self
-                .fixture
-                .engine
-                .session(&self.user, &self.purpose)
-                .and_then(|s| {
-                    let r = s.sql(&sql);
-                    self.session = Some(s);
-                    r
-                }),
+            None => self.fixture.engine.session_as(&self.login).and_then(|s| {
+                let r = s.sql(&sql);
+                self.session = Some(s);
+                r
+            }),
         };
         match outcome {
             Ok(r) => Ok(DBOutput::Rows {
@@ -139,18 +136,17 @@ fn validate(_: Normalizer, actual: &[Vec<String>], expected: &[String]) -> bool 
 /// records whose expectation fails.
 fn run_file(path: &Path, complete: bool) -> Result<(), Failed> {
     let f = fixture();
-    let principal: Rc<RefCell<Option<(String, String)>>> = Rc::default();
+    let principal: Rc<RefCell<Option<Login>>> = Rc::default();
     let current = principal.clone();
     let mut runner = Runner::new(move || {
         let who = current.borrow().clone();
         async move {
-            let (user, purpose) = who.ok_or_else(|| {
+            let login = who.ok_or_else(|| {
                 QueryError("no `connection user@purpose` before this record".into())
             })?;
             Ok(Principal {
                 fixture: f,
-                user,
-                purpose,
+                login,
                 session: None,
             })
         }
@@ -170,7 +166,17 @@ fn run_file(path: &Path, complete: bool) -> Result<(), Failed> {
                     path.display()
                 ))
             })?;
-            *principal.borrow_mut() = Some((user.to_string(), purpose.to_string()));
+            let (purpose, auth) = match purpose.split_once('/') {
+                None => (purpose, AuthMethod::SecondFactor),
+                Some((p, "password")) => (p, AuthMethod::Password),
+                Some(_) => {
+                    return Err(Failed::from(format!(
+                        "{}: `connection {name}`: only /password may follow the purpose",
+                        path.display()
+                    )));
+                }
+            };
+            *principal.borrow_mut() = Some(Login::new(user, purpose, auth));
             current = Connection::Named(name.clone());
         }
         // In plain sqllogictest a `connection` line applies to the next record only; here it

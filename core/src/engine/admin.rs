@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::access::policy::{
-    Approval, Department, Grant, GrantRequest, Policy, PrincipalStatus, Role, User,
+    Approval, Department, Grant, GrantRequest, HostSystem, Policy, PrincipalStatus, Role, User,
 };
 use crate::audit::{Checkpoint, Retention, Verdict};
 use crate::catalog::CatalogFile;
@@ -186,6 +186,38 @@ impl Engine {
                 .get_mut(id)
                 .ok_or_else(|| Error::NotFound(format!("user '{id}'")))?;
             u.status = status;
+            Ok(())
+        })
+    }
+
+    /// Register (or change) a host system, as a platform administrator.
+    pub fn upsert_system(&self, by: &str, system: HostSystem) -> Result<()> {
+        let note = format!("host system {}", system.id);
+        self.writer(by)?.update_policy(&note, |p, _| {
+            if system.id.trim().is_empty() || system.name.trim().is_empty() {
+                return Err(Error::invalid("a host system needs an id and a name"));
+            }
+            if !p.departments.contains_key(&system.department) {
+                return Err(Error::NotFound(format!(
+                    "department '{}'",
+                    system.department
+                )));
+            }
+            p.systems.insert(system.id.clone(), system);
+            Ok(())
+        })
+    }
+
+    /// Suspend or reactivate a host system; its sessions are decided accordingly from their
+    /// next query on.
+    pub fn set_system_status(&self, by: &str, id: &str, status: PrincipalStatus) -> Result<()> {
+        let note = format!("host system {id} {status:?}");
+        self.writer(by)?.update_policy(&note, |p, _| {
+            let s = p
+                .systems
+                .get_mut(id)
+                .ok_or_else(|| Error::NotFound(format!("host system '{id}'")))?;
+            s.status = status;
             Ok(())
         })
     }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
+use crate::access::policy::{AuthMethod, Login};
 use crate::access::secured::SecuredTable;
 use crate::audit::AuditLog;
 use crate::error::{Error, Result};
@@ -118,24 +119,36 @@ impl Engine {
         &self.inner.store
     }
 
-    /// Open a session for `user` acting for `purpose`. Fails at once when the gate would deny
-    /// every query (unknown or suspended principal, no valid grant for the purpose).
+    /// Open a session for `user` acting for `purpose`, as the embedding process itself (no
+    /// host system) with single-factor authentication: sensitive items (grade L4) in clear are
+    /// withheld; see [`Engine::session_as`]. Fails at once when the gate would deny every query
+    /// (unknown or suspended principal, no valid grant for the purpose).
     pub fn session(&self, user: &str, purpose: &str) -> Result<Session> {
-        let outcome = session::decide(self, user, purpose);
+        self.session_as(&Login::new(user, purpose, AuthMethod::Password))
+    }
+
+    /// Open a session for a login: the user, the purpose, the host system it runs through
+    /// (registered, active) and how the host authenticated the user — all recorded, all
+    /// decided again at every query.
+    pub fn session_as(&self, login: &Login) -> Result<Session> {
+        let outcome = session::decide(self, login);
         let body = match &outcome {
-            Ok(d) => {
-                serde_json::json!({ "purpose": purpose, "department": d.department(), "outcome": "allowed" })
-            }
-            Err(e) => {
-                serde_json::json!({ "purpose": purpose, "outcome": "denied", "reason": e.to_string() })
-            }
+            Ok(d) => serde_json::json!({
+                "purpose": login.purpose, "department": d.department(), "system": login.system,
+                "auth": login.auth, "outcome": "allowed",
+            }),
+            Err(e) => serde_json::json!({
+                "purpose": login.purpose, "system": login.system, "auth": login.auth,
+                "outcome": "denied", "reason": e.to_string(),
+            }),
         };
-        self.inner.audit.append("session_open", user, body)?;
+        self.inner.audit.append("session_open", &login.user, body)?;
         outcome?;
         Ok(Session {
             engine: self.clone(),
-            user: user.to_string(),
-            purpose: purpose.to_string(),
+            user: login.user.clone(),
+            purpose: login.purpose.clone(),
+            login: login.clone(),
             cancel: Default::default(),
         })
     }

@@ -11,7 +11,7 @@ use chrono::Utc;
 use datafusion::prelude::SessionContext;
 
 use crate::access::masks::department_key;
-use crate::access::policy::{Decision, Mode, Treatment};
+use crate::access::policy::{Decision, Login, Mode, Treatment};
 use crate::access::secured::SecuredTable;
 use crate::error::{Error, Result};
 
@@ -49,6 +49,7 @@ pub struct Session {
     pub(super) engine: Engine,
     pub(super) user: String,
     pub(super) purpose: String,
+    pub(super) login: Login,
     /// Bumped by [`Session::cancel`]; a running query stops when it no longer matches the
     /// value it started with.
     pub(super) cancel: Arc<AtomicU64>,
@@ -67,11 +68,11 @@ impl Canceller {
 }
 
 /// The gate, asked with the current policy and catalog.
-pub(super) fn decide(engine: &Engine, user: &str, purpose: &str) -> Result<Decision> {
+pub(super) fn decide(engine: &Engine, login: &Login) -> Result<Decision> {
     let store = engine.store();
     let policy = store.policy()?;
     let catalog = store.catalog()?;
-    policy.decide(&catalog, user, purpose, Mode::Query, Utc::now())
+    policy.decide(&catalog, login, Mode::Query, Utc::now())
 }
 
 impl Drop for Session {
@@ -113,7 +114,7 @@ impl Session {
     /// The decision the gate makes now for this session (for the engine's own use: what a
     /// session shows of it goes through [`Session::catalog`], which is recorded).
     pub(crate) fn decision(&self) -> Result<Decision> {
-        decide(&self.engine, &self.user, &self.purpose)
+        decide(&self.engine, &self.login)
     }
 
     /// The datasets and fields this session may see, as (dataset, schema) pairs.
@@ -188,6 +189,9 @@ impl Session {
     /// decided before the first batch; the stream holds the query's context until dropped.
     pub fn sql_stream(&self, sql: &str) -> Result<QueryStream> {
         let started = Instant::now();
+        // A cancel from now on stops this query (taken before anything is recorded, so a
+        // cancel sent once the query is on the trail always lands).
+        let generation = self.cancel.load(Ordering::SeqCst);
         let audit = &self.engine.inner.audit;
         match self.plan(sql) {
             Ok(Planned {
@@ -231,7 +235,6 @@ impl Session {
                 // executed, and no row is read before the trail holds the query (its grant
                 // and data version fix what it may read, so a killed process still leaves
                 // who-accessed true).
-                let generation = self.cancel.load(Ordering::SeqCst);
                 let stream = {
                     let _rt = self.engine.inner.runtime.enter();
                     datafusion::physical_plan::execute_stream(plan, task)

@@ -30,6 +30,19 @@ impl Explain for Denials<'_> {
                         .datasets()
                         .get(name)
                         .is_some_and(|a| a.fields().iter().any(|(n, _)| n == &field));
+                    if !granted
+                        && decision
+                            .withheld()
+                            .iter()
+                            .any(|(d, n)| d == name && n == &field)
+                    {
+                        return Error::AccessDenied(format!(
+                            "field {name}.{field} ({}) is granted to department '{}' for purpose '{}', but in clear it is sensitive (grade L4): it needs a session whose user the host authenticated with a second factor (003 §11)",
+                            f.label,
+                            decision.department(),
+                            decision.purpose(),
+                        ));
+                    }
                     if !granted {
                         return Error::AccessDenied(format!(
                             "field {name}.{field} ({}) is not granted to department '{}' for purpose '{}'; it is {}",

@@ -169,6 +169,12 @@ impl Policy {
                 .filter(|(_, x)| x.department == dept)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            systems: self
+                .systems
+                .iter()
+                .filter(|(_, x)| x.department == dept)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             grants: self
                 .grants
                 .iter()
@@ -226,6 +232,22 @@ impl Policy {
         }
         if after.departments.len() > self.departments.len() {
             self.require(author, Role::PlatformAdmin, "add departments")?;
+        }
+        if after.systems != self.systems {
+            self.require(
+                author,
+                Role::PlatformAdmin,
+                "register or change host systems",
+            )?;
+            if let Some(id) = self
+                .systems
+                .keys()
+                .find(|id| !after.systems.contains_key(*id))
+            {
+                return Err(denied(format!(
+                    "host system '{id}' cannot be removed: systems are suspended, never deleted (records name them)"
+                )));
+            }
         }
         if let Some(id) = self.users.keys().find(|id| !after.users.contains_key(*id)) {
             return Err(denied(format!(

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, DatasetDef, MaskKind, ShareType};
+use crate::catalog::{Catalog, DatasetDef, Grade, MaskKind, ShareType};
 use crate::error::{Error, Result};
 
 mod authority;
@@ -58,6 +58,66 @@ pub enum Role {
     Coordinator,
     /// Runs the store: loads, compaction, vacuum, administrative lookups.
     Operator,
+}
+
+/// How the host authenticated the user of a session (the host asserts it; govshare records it
+/// and decides by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A password (or any single factor).
+    #[default]
+    Password,
+    /// A certificate (digital ID, USB key).
+    Certificate,
+    /// Two factors, e.g. password and a one-time code: needed for sensitive items (grade L4)
+    /// in clear (003 §11: sensitive information needs a second check).
+    SecondFactor,
+}
+
+/// Who asks: the real-name user, the purpose, the host system the session runs through (a
+/// registered principal; `None` for the process that embeds govshare itself, e.g. the
+/// command line) and how the host authenticated the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// Account id.
+    pub user: String,
+    /// Purpose code.
+    pub purpose: String,
+    /// The host system, by id.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// How the user was authenticated.
+    #[serde(default)]
+    pub auth: AuthMethod,
+}
+
+impl Login {
+    /// A direct login (no host system) authenticated by `auth`.
+    pub fn new(user: &str, purpose: &str, auth: AuthMethod) -> Login {
+        Login {
+            user: user.into(),
+            purpose: purpose.into(),
+            system: None,
+            auth,
+        }
+    }
+}
+
+/// A host system that links govshare (third-party systems, 004 §20-21): registered by a
+/// platform administrator, run by a department; suspending it refuses its sessions from their
+/// next query on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSystem {
+    /// Id, unique.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The department that runs it.
+    pub department: String,
+    /// Status.
+    pub status: PrincipalStatus,
 }
 
 /// The first platform administrator and their department, named when a store is created
@@ -221,6 +281,9 @@ pub struct Policy {
     pub grants: BTreeMap<u64, Grant>,
     /// Approvals by id.
     pub approvals: BTreeMap<u64, Approval>,
+    /// Registered host systems by id.
+    #[serde(default)]
+    pub systems: BTreeMap<String, HostSystem>,
     /// Next id for grants and approvals.
     pub next_id: u64,
 }
@@ -261,6 +324,7 @@ pub struct Decision {
     pub(in crate::access::policy) department: String,
     pub(in crate::access::policy) purpose: String,
     pub(in crate::access::policy) datasets: BTreeMap<String, DatasetAccess>,
+    pub(in crate::access::policy) withheld: Vec<(String, String)>,
 }
 
 impl Decision {
@@ -282,6 +346,12 @@ impl Decision {
     /// Access per dataset name.
     pub fn datasets(&self) -> &BTreeMap<String, DatasetAccess> {
         &self.datasets
+    }
+
+    /// Granted `(dataset, field)`s left out because the session's authentication is too weak
+    /// for them (sensitive items in clear need a second factor).
+    pub fn withheld(&self) -> &[(String, String)] {
+        &self.withheld
     }
 }
 
@@ -337,12 +407,23 @@ impl Policy {
     pub fn decide(
         &self,
         catalog: &Catalog,
-        user: &str,
-        purpose: &str,
+        login: &Login,
         mode: Mode,
         now: DateTime<Utc>,
     ) -> Result<Decision> {
+        let (user, purpose) = (login.user.as_str(), login.purpose.as_str());
         let (u, d) = self.active_user(user)?;
+        if let Some(id) = &login.system {
+            let s = self.systems.get(id).ok_or_else(|| {
+                denied(format!(
+                    "host system '{id}' is not registered: sessions run through registered systems only"
+                ))
+            })?;
+            if s.status != PrincipalStatus::Active {
+                return Err(denied(format!("host system '{id}' is suspended")));
+            }
+        }
+        let mut withheld = Vec::new();
         if !u.roles.contains(&Role::Consumer) {
             return Err(denied(format!("user '{user}' has no consumer role")));
         }
@@ -381,9 +462,20 @@ impl Policy {
                         if on_request && !crate::access::masks::at_least(t, f.mask) {
                             t = f.mask;
                         }
-                        (f.name.clone(), Treatment::of(t))
+                        (f, Treatment::of(t))
                     })
                 })
+                // Sensitive items in clear need a second factor (003 §11).
+                .filter(|(f, t)| {
+                    let strong = f.grade < Grade::L4
+                        || *t != Treatment::Clear
+                        || login.auth == AuthMethod::SecondFactor;
+                    if !strong {
+                        withheld.push((def.name.clone(), f.name.clone()));
+                    }
+                    strong
+                })
+                .map(|(f, t)| (f.name.clone(), t))
                 .collect();
             datasets.insert(
                 r.dataset.clone(),
@@ -405,6 +497,7 @@ impl Policy {
             department: d.code.clone(),
             purpose: purpose.into(),
             datasets,
+            withheld,
         })
     }
 
