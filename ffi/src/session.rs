@@ -3,6 +3,7 @@
 use std::ffi::c_char;
 
 use arrow::ffi_stream::FFI_ArrowArrayStream;
+use govshare_core::access::policy::{AuthMethod, Login};
 use govshare_core::engine::QueryStreamArrow;
 
 use crate::handles::*;
@@ -24,21 +25,13 @@ pub unsafe extern "C" fn gs_session_open(
     purpose: *const c_char,
     out_session: *mut *mut gs_session,
 ) -> gs_status {
-    with_engine(engine, |h| {
-        non_null(out_session, "out_session")?;
-        // SAFETY: checked non-NULL, writable per contract.
-        unsafe { *out_session = std::ptr::null_mut() };
-        // SAFETY: per contract.
-        let (user, purpose) = unsafe { (arg(user, "user")?, arg(purpose, "purpose")?) };
-        let session = h.engine.session(user, purpose)?;
-        let token = SESSIONS.insert(SessionHandle {
-            session,
-            messages: Messages::default(),
-        })?;
-        // SAFETY: as above.
-        unsafe { *out_session = token as *mut gs_session };
-        Ok(())
-    })
+    // SAFETY: per contract.
+    unsafe {
+        open_session(engine, out_session, || {
+            let (user, purpose) = (arg(user, "user")?, arg(purpose, "purpose")?);
+            Ok(Login::new(user, purpose, AuthMethod::Password))
+        })
+    }
 }
 
 /// Open a session for a login, `login_json` = `{"user", "purpose", "system", "auth"}`:
@@ -55,14 +48,30 @@ pub unsafe extern "C" fn gs_session_open_as(
     login_json: *const c_char,
     out_session: *mut *mut gs_session,
 ) -> gs_status {
+    // SAFETY: per contract.
+    unsafe {
+        open_session(engine, out_session, || {
+            json_arg(arg(login_json, "login_json")?, "login_json")
+        })
+    }
+}
+
+/// Both session doors: NULL the out-pointer, read the login, open the session, hand out its
+/// handle.
+///
+/// # Safety
+/// `out_session` is NULL or writable; `login` reads only arguments valid per its caller's
+/// contract.
+unsafe fn open_session(
+    engine: *mut gs_engine,
+    out_session: *mut *mut gs_session,
+    login: impl FnOnce() -> Result<Login, Failure>,
+) -> gs_status {
     with_engine(engine, |h| {
         non_null(out_session, "out_session")?;
         // SAFETY: checked non-NULL, writable per contract.
         unsafe { *out_session = std::ptr::null_mut() };
-        // SAFETY: per contract.
-        let login = unsafe { arg(login_json, "login_json") }?;
-        let login: govshare_core::access::policy::Login = json_arg(login, "login_json")?;
-        let session = h.engine.session_as(&login)?;
+        let session = h.engine.session_as(&login()?)?;
         let token = SESSIONS.insert(SessionHandle {
             session,
             messages: Messages::default(),

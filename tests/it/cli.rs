@@ -633,67 +633,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
-    let data = dir.path().join("data");
-    init(&store);
-    ok(&govshare(
-        &store,
-        &[
-            "generate",
-            "--persons",
-            "300",
-            "--entities",
-            "0",
-            "--out",
-            data.to_str().expect("p"),
-        ],
-    ));
-    for args in [
-        vec![
-            "load",
-            "person",
-            data.join("person.csv").to_str().expect("p"),
-            "--by",
-            "ops",
-        ],
-        vec![
-            "dept",
-            "add",
-            "STAT",
-            "统计局",
-            "--region",
-            "430000",
-            "--by",
-            "root",
-        ],
-        vec![
-            "user",
-            "add",
-            "stat",
-            "钱统计",
-            "--dept",
-            "STAT",
-            "--by",
-            "root",
-        ],
-        vec![
-            "grant",
-            "request",
-            "--by",
-            "root",
-            "--dept",
-            "STAT",
-            "--dataset",
-            "person",
-            "--fields",
-            "sex_code",
-            "--purpose",
-            "S",
-            "--purpose-text",
-            "统计",
-        ],
-    ] {
-        ok(&govshare(&store, &args));
-    }
+    stat_store(&store, &dir.path().join("data"));
     // 90,000 rows as a table: far more than a pipe buffer holds.
     let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
         .arg("--store")
@@ -729,67 +669,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
 fn ctrl_c_cancels_a_running_query_and_records_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
-    let data = dir.path().join("data");
-    init(&store);
-    ok(&govshare(
-        &store,
-        &[
-            "generate",
-            "--persons",
-            "300",
-            "--entities",
-            "0",
-            "--out",
-            data.to_str().expect("p"),
-        ],
-    ));
-    for args in [
-        vec![
-            "load",
-            "person",
-            data.join("person.csv").to_str().expect("p"),
-            "--by",
-            "ops",
-        ],
-        vec![
-            "dept",
-            "add",
-            "STAT",
-            "统计局",
-            "--region",
-            "430000",
-            "--by",
-            "root",
-        ],
-        vec![
-            "user",
-            "add",
-            "stat",
-            "钱统计",
-            "--dept",
-            "STAT",
-            "--by",
-            "root",
-        ],
-        vec![
-            "grant",
-            "request",
-            "--by",
-            "root",
-            "--dept",
-            "STAT",
-            "--dataset",
-            "person",
-            "--fields",
-            "sex_code",
-            "--purpose",
-            "S",
-            "--purpose-text",
-            "统计",
-        ],
-    ] {
-        ok(&govshare(&store, &args));
-    }
+    stat_store(&store, &dir.path().join("data"));
     let slow =
         "SELECT max(x.sex_code || y.sex_code || z.sex_code) FROM person x, person y, person z";
     let child = Command::new(env!("CARGO_BIN_EXE_govshare"))
@@ -832,4 +712,69 @@ fn ctrl_c_cancels_a_running_query_and_records_it() {
         .find(|r| r.kind == "query_end")
         .expect("a completion record");
     assert_eq!(end.body["outcome"], "cancelled");
+}
+
+/// A new store ([`init`]) with 300 generated persons and `stat` of STAT, granted sex_code for
+/// purpose S on request.
+fn stat_store(store: &std::path::Path, data: &std::path::Path) {
+    init(store);
+    ok(&govshare(
+        store,
+        &[
+            "generate",
+            "--persons",
+            "300",
+            "--entities",
+            "0",
+            "--out",
+            data.to_str().expect("p"),
+        ],
+    ));
+    for args in [
+        vec![
+            "load",
+            "person",
+            data.join("person.csv").to_str().expect("p"),
+            "--by",
+            "ops",
+        ],
+        vec![
+            "dept",
+            "add",
+            "STAT",
+            "统计局",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "stat",
+            "钱统计",
+            "--dept",
+            "STAT",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "request",
+            "--by",
+            "root",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "sex_code",
+            "--purpose",
+            "S",
+            "--purpose-text",
+            "统计",
+        ],
+    ] {
+        ok(&govshare(store, &args));
+    }
 }
