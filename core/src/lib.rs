@@ -39,10 +39,11 @@
 //! | access | [`access`] ([`access::policy`], [`access::secured`], [`access::masks`]) |
 //! | storage | [`store`], [`ingest`], [`index`], [`quality`] |
 //! | records | [`audit`] |
-//! | base | [`error`], `durable` (crate-private), [`ident`], [`regions`], [`catalog`], [`validate`], [`synth`] |
+//! | base | [`error`], `durable` (crate-private), [`ident`], [`regions`], [`calendar`], [`catalog`], [`validate`], [`synth`] |
 
 pub mod access;
 pub mod audit;
+pub mod calendar;
 pub mod catalog;
 pub(crate) mod durable;
 pub mod engine;

@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
         &[
-            "error", "durable", "ident", "regions", "catalog", "validate", "synth",
+            "error", "durable", "ident", "regions", "calendar", "catalog", "validate", "synth",
         ],
     ),
     ("records", &["audit"]),

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
 use serde::Serialize;
 
 use crate::access::policy::{
@@ -226,7 +225,7 @@ impl Engine {
     /// [`Policy::grant_on_request`]).
     pub fn request_grant(&self, by: &str, request: GrantRequest) -> Result<Grant> {
         self.writer(by)?.update_policy("grant on request", |p, c| {
-            p.grant_on_request(c, request, by, Utc::now())
+            p.grant_on_request(c, request, by, self.now())
         })
     }
 
@@ -245,7 +244,7 @@ impl Engine {
             "reject request"
         };
         self.writer(by)?.update_policy(note, |p, c| {
-            p.decide_request(c, request, by, approve, reason, Utc::now())
+            p.decide_request(c, request, by, approve, reason, self.now())
         })
     }
 
@@ -253,7 +252,7 @@ impl Engine {
     pub fn revoke_grant(&self, by: &str, grant: u64, reason: &str) -> Result<()> {
         self.writer(by)?
             .update_policy(&format!("revoke grant {grant}"), |p, _| {
-                p.revoke(grant, by, reason, Utc::now())
+                p.revoke(grant, by, reason, self.now())
             })
     }
 

@@ -37,6 +37,7 @@ use arrow::datatypes::SchemaRef;
 use crate::access::policy::{AuthMethod, Login};
 use crate::access::secured::SecuredTable;
 use crate::audit::AuditLog;
+use crate::calendar::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
@@ -57,6 +58,7 @@ struct EngineInner {
     audit: Arc<AuditLog>,
     runtime: tokio::runtime::Runtime,
     secret: [u8; 32],
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -87,6 +89,14 @@ impl QueryResult {
 impl Engine {
     /// Open the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
+        Engine::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// Open the store at `path` with time taken from `clock`: grant validity, deadlines in
+    /// working days, and the times of workflow transitions. Tests move a
+    /// [`ManualClock`](crate::calendar::ManualClock); the audit trail's own timestamps stay on
+    /// the system clock.
+    pub fn open_with_clock(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<Engine> {
         let store = Store::open(path)?;
         let secret = store.secret()?;
         let audit = Arc::new(AuditLog::open(store.audit_dir())?);
@@ -105,6 +115,7 @@ impl Engine {
                 audit,
                 runtime,
                 secret,
+                clock,
             }),
         })
     }
@@ -180,6 +191,13 @@ impl Engine {
     /// the writer records its acts on this engine's trail, so administrative acts and queries
     /// of one process are group-committed together.
     pub fn writer(&self, actor: &str) -> Result<Writer<'_>> {
-        self.store().writer_with(actor, self.inner.audit.clone())
+        let mut w = self.store().writer_with(actor, self.inner.audit.clone())?;
+        w.set_clock(self.inner.clock.clone());
+        Ok(w)
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
     }
 }

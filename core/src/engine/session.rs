@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
-use chrono::Utc;
 use datafusion::prelude::SessionContext;
 
 use crate::access::masks::department_key;
@@ -72,7 +71,7 @@ pub(super) fn decide(engine: &Engine, login: &Login) -> Result<Decision> {
     let store = engine.store();
     let policy = store.policy()?;
     let catalog = store.catalog()?;
-    policy.decide(&catalog, login, Mode::Query, Utc::now())
+    policy.decide(&catalog, login, Mode::Query, engine.now())
 }
 
 impl Drop for Session {

@@ -35,6 +35,11 @@ pub enum Act<'a> {
     },
     /// A change of the store's settings (query limits).
     ChangeSettings,
+    /// Years added to (or corrected in) the working-day calendar.
+    ChangeCalendar {
+        /// The years.
+        years: &'a [i32],
+    },
     /// A catalog change that moves items between share types (`dataset.field`).
     Reclassify {
         /// The items reclassified.
@@ -53,6 +58,11 @@ impl std::fmt::Display for Act<'_> {
             }
             Act::Reclassify { items } => write!(f, "reclassify {}", items.join(", ")),
             Act::ChangeSettings => write!(f, "change the store's settings"),
+            Act::ChangeCalendar { years } => write!(
+                f,
+                "change the working-day calendar ({})",
+                years.iter().map(|y| y.to_string()).collect::<Vec<_>>().join(", ")
+            ),
         }
     }
 }

@@ -28,6 +28,7 @@ mod chain;
 mod manifest;
 mod settings;
 mod snapshot;
+mod workdays;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ pub(crate) use chain::DocChain;
 pub use manifest::{CatalogVersion, DataFile, Handover, Manifest, Operation};
 pub use settings::{QueryLimits, Settings, SettingsVersion};
 pub use snapshot::{FileRows, Snapshot};
+pub use workdays::CalendarVersion;
 pub use writer::{VacuumReport, Writer};
 
 /// How often a writer retries a held lock (every 20 ms) before reporting [`Error::Locked`].
@@ -181,6 +183,15 @@ impl Store {
             dir: self.root.join("settings"),
             what: "settings",
             id: "settings".into(),
+        }
+    }
+
+    /// The chain of working-day calendar additions.
+    pub(crate) fn calendar_chain(&self) -> DocChain {
+        DocChain {
+            dir: self.root.join("calendar"),
+            what: "calendar",
+            id: "calendar".into(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::audit::AuditLog;
+use crate::calendar::{Clock, SystemClock};
 use crate::catalog::{Catalog, CatalogFile};
 use crate::error::{Error, IoContext, Result};
 
@@ -23,6 +24,7 @@ pub struct Writer<'s> {
     audit: Arc<AuditLog>,
     actor: String,
     authorizer: &'static dyn Authorizer,
+    clock: Arc<dyn Clock>,
     _lock: File,
 }
 
@@ -59,8 +61,19 @@ impl<'s> Writer<'s> {
             audit,
             actor: actor.to_string(),
             authorizer,
+            clock: Arc::new(SystemClock),
             _lock: lock,
         }
+    }
+
+    /// Count deadlines and stamp workflow records by `clock` (the engine's, which tests move).
+    pub(crate) fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    /// Now, by the writer's clock.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The user this writer acts for.
@@ -136,6 +149,7 @@ impl<'s> Writer<'s> {
             self.store.catalog_chain(),
             self.store.policy_chain(),
             self.store.settings_chain(),
+            self.store.calendar_chain(),
         ];
         let datasets = self.store.root().join("datasets");
         if let Ok(entries) = std::fs::read_dir(&datasets) {

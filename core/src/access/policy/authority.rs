@@ -195,7 +195,10 @@ impl Policy {
     /// platform administrators change the catalog; coordinators reclassify items.
     pub fn authorize_act(&self, actor: &str, act: &Act<'_>) -> Result<()> {
         let role = match act {
-            Act::Load { .. } | Act::Compact { .. } | Act::Vacuum { .. } => Role::Operator,
+            Act::Load { .. }
+            | Act::Compact { .. }
+            | Act::Vacuum { .. }
+            | Act::ChangeCalendar { .. } => Role::Operator,
             Act::ChangeCatalog { .. } | Act::ChangeSettings => Role::PlatformAdmin,
             Act::Reclassify { .. } => Role::Coordinator,
         };

@@ -174,7 +174,7 @@ impl Writer<'_> {
         let before = store.policy()?;
         let mut policy = before.clone();
         let catalog = store.catalog()?;
-        let now = Utc::now();
+        let now = self.now();
         // Who acts is settled before what they act on is looked at.
         let edited = before
             .active(author)
