@@ -358,6 +358,14 @@ pub struct DatasetDef {
     /// How often the provider updates it.
     #[serde(default)]
     pub update_frequency: String,
+    /// Working days the provider has to decide an application (default
+    /// [`DEFAULT_APPROVAL_DAYS`]; the regulations give 3, 5 or 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_days: Option<u32>,
+    /// Working days the provider has to answer an objection (default
+    /// [`DEFAULT_OBJECTION_DAYS`]; the regulations give 5 or 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objection_days: Option<u32>,
     /// Lifecycle status.
     #[serde(default)]
     pub status: Status,
@@ -365,7 +373,29 @@ pub struct DatasetDef {
     pub fields: Vec<FieldDef>,
 }
 
+/// Working days to decide an application when the catalog does not say (Hebi §15, Huarong
+/// §21).
+pub const DEFAULT_APPROVAL_DAYS: u32 = 5;
+/// Working days to answer an objection when the catalog does not say (Hunan §21(4)).
+pub const DEFAULT_OBJECTION_DAYS: u32 = 5;
+
 impl DatasetDef {
+    /// Working days the provider has to decide an application.
+    pub fn approval_days(&self) -> u32 {
+        self.approval_days.unwrap_or(DEFAULT_APPROVAL_DAYS)
+    }
+
+    /// Working days the provider has to answer an objection.
+    pub fn objection_days(&self) -> u32 {
+        self.objection_days.unwrap_or(DEFAULT_OBJECTION_DAYS)
+    }
+
+    /// The department authoritative for `field` (一数一源): the field's own provider, or the
+    /// dataset's.
+    pub fn source_of<'a>(&'a self, field: &'a FieldDef) -> &'a str {
+        field.provider.as_deref().unwrap_or(&self.provider)
+    }
+
     /// The field with this name.
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
         self.fields.iter().find(|f| f.name == name)
@@ -487,6 +517,14 @@ impl Catalog {
             }
             if ds.fields.is_empty() {
                 return bad("has no fields".into());
+            }
+            for (what, days) in [
+                ("approval_days", ds.approval_days),
+                ("objection_days", ds.objection_days),
+            ] {
+                if days.is_some_and(|d| !(1..=30).contains(&d)) {
+                    return bad(format!("{what} must be 1 to 30 working days"));
+                }
             }
             let mut seen = BTreeSet::new();
             for f in &ds.fields {

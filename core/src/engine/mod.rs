@@ -27,6 +27,7 @@ mod stream;
 mod surface;
 mod trail;
 mod translate;
+mod workflow;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub use admin::LoadSummary;
 pub use session::{Canceller, Session, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};
 pub use trail::Access;
+pub use workflow::{
+    ConflictEntry, SERVED_MODES, ServiceEntry, ServiceItem, WorkflowAct, WorkflowOutcome,
+};
 
 /// An open store with the runtime that executes its queries. Cheap to clone; share one per
 /// process.

@@ -10,11 +10,12 @@ use crate::catalog::{DatasetDef, IndexKind};
 use crate::durable::{failpoint, read_bitmap, write_bitmap};
 use crate::error::{Error, Result};
 use crate::index::KeyIndex;
-use crate::store::{Act, Handover, Manifest, Operation, Writer};
+use crate::store::{Act, Conflict, Handover, Manifest, Operation, Writer};
 use crate::validate::{Reject, Validator};
 
 use super::cluster::{ClusteredWriter, Written, write_rejects};
 use super::source::open_source;
+use super::sources::Authority;
 use super::{LoadMode, LoadOptions, LoadReport, Source};
 
 impl Writer<'_> {
@@ -60,11 +61,24 @@ impl Writer<'_> {
         let mut rejects = Vec::new();
         let mut deletes = Vec::new();
         let mut read = 0u64;
+        let source_dept = if opts.handover.provider_dept.is_empty() {
+            def.provider.clone()
+        } else {
+            opts.handover.provider_dept.clone()
+        };
+        // 一数一源: a source that is not authoritative for a field keeps the value in force.
+        let mut authority = match &prev {
+            Some(p) => Authority::new(&def, p, &source_dept)?,
+            None => None,
+        };
         for batch in batches {
             let batch = batch?;
             let checked = validator.check(&batch, read + 1)?;
             read += batch.num_rows() as u64;
-            cw.push(&checked.rows)?;
+            match authority.as_mut() {
+                Some(a) => cw.push(&a.keep(&checked.rows)?)?,
+                None => cw.push(&checked.rows)?,
+            }
             rejects.extend(checked.rejects);
             deletes.extend(checked.deletes);
             if let Some(p) = opts.progress {
@@ -77,6 +91,17 @@ impl Writer<'_> {
         if let Some(prev) = prev.as_ref().filter(|_| opts.mode == LoadMode::Incremental) {
             let kidx = prev.key_index()?;
             for (row, key) in &deletes {
+                if source_dept != def.provider {
+                    rejects.push(Reject {
+                        row: *row,
+                        field: def.key.clone(),
+                        reason: format!(
+                            "delete: only the dataset's provider '{}' removes subjects",
+                            def.provider
+                        ),
+                    });
+                    continue;
+                }
                 match kidx.get(key) {
                     Some(id) => {
                         removed.insert(id);
@@ -135,11 +160,7 @@ impl Writer<'_> {
             .to_hex()
             .to_string();
         let mut handover = Handover {
-            provider_dept: if opts.handover.provider_dept.is_empty() {
-                def.provider.clone()
-            } else {
-                opts.handover.provider_dept.clone()
-            },
+            provider_dept: source_dept.clone(),
             handover_person: opts.handover.handover_person.clone(),
             receiver: opts.handover.receiver.clone(),
             method: opts.handover.method.clone(),
@@ -151,6 +172,7 @@ impl Writer<'_> {
             rows_accepted: written.rows,
             rows_rejected: rejected_rows,
             rows_deleted,
+            corrects: opts.handover.corrects.clone(),
         };
         let (operation, prev_for_merge) = match opts.mode {
             LoadMode::Full => (Operation::Full, None),
@@ -165,6 +187,7 @@ impl Writer<'_> {
             prev_for_merge,
             removed,
             &mut handover,
+            authority.map(|a| a.conflicts).unwrap_or_default(),
         )?;
         let stats = validator.stats;
         Ok(LoadReport {
@@ -202,6 +225,7 @@ impl Writer<'_> {
             rows_accepted: written.rows,
             rows_rejected: 0,
             rows_deleted: 0,
+            corrects: Vec::new(),
         };
         let catalog_version = snap.manifest().catalog_version;
         self.assemble(
@@ -213,6 +237,7 @@ impl Writer<'_> {
             None,
             RoaringBitmap::new(),
             &mut handover,
+            Vec::new(),
         )
     }
 
@@ -228,6 +253,7 @@ impl Writer<'_> {
         prev: Option<&crate::store::Snapshot>,
         removed: RoaringBitmap,
         handover: &mut Handover,
+        conflicts: Vec<Conflict>,
     ) -> Result<Manifest> {
         let dir = self.store.dataset_dir(&def.name)?;
         let idx_dir = dir.join("index").join(format!("v{version}"));
@@ -311,6 +337,7 @@ impl Writer<'_> {
             handover: handover.clone(),
             committed_by: self.actor().to_string(),
             anchor: Some(self.anchor()?),
+            conflicts,
         };
         self.commit_manifest(&manifest)?;
         Ok(manifest)

@@ -13,6 +13,7 @@
 mod cluster;
 mod load;
 mod source;
+mod sources;
 
 use std::path::PathBuf;
 
@@ -112,6 +113,8 @@ pub struct HandoverInfo {
     pub receiver: String,
     /// Delivery method.
     pub method: String,
+    /// Objections the delivered data corrects.
+    pub corrects: Vec<u64>,
 }
 
 impl Default for HandoverInfo {
@@ -121,6 +124,7 @@ impl Default for HandoverInfo {
             handover_person: "unspecified".into(),
             receiver: "unspecified".into(),
             method: "file".into(),
+            corrects: Vec::new(),
         }
     }
 }

@@ -36,6 +36,24 @@ pub struct Handover {
     pub rows_rejected: u64,
     /// Rows deleted by key (incremental loads).
     pub rows_deleted: u64,
+    /// Objections this version corrects (a correction references what it answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrects: Vec<u64>,
+}
+
+/// A value a load did not write because its source is not the field's authoritative one
+/// (一数一源) and disagreed with the value in force: the key, the field and both sources —
+/// never either value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The subject's key.
+    pub key: String,
+    /// The field.
+    pub field: String,
+    /// The field's authoritative department, whose value stands.
+    pub authority: String,
+    /// The department whose load disagreed.
+    pub source: String,
 }
 
 /// One immutable data file of a version.
@@ -104,6 +122,9 @@ pub struct Manifest {
     /// cut short below it no longer verifies, checkpoint or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<Checkpoint>,
+    /// Values this version kept from the authoritative source against a disagreeing load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
 }
 
 impl Manifest {

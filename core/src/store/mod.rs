@@ -44,7 +44,7 @@ use crate::error::{Error, IoContext, Result};
 
 pub use authority::{Act, Authorizer};
 pub(crate) use chain::DocChain;
-pub use manifest::{CatalogVersion, DataFile, Handover, Manifest, Operation};
+pub use manifest::{CatalogVersion, Conflict, DataFile, Handover, Manifest, Operation};
 pub use settings::{QueryLimits, Settings, SettingsVersion};
 pub use snapshot::{FileRows, Snapshot};
 pub use workdays::CalendarVersion;

@@ -187,6 +187,36 @@ impl Policy {
                 .filter(|(_, a)| concerns(&a.request, provider_of(&a.request)))
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
+            applications: self
+                .applications
+                .iter()
+                .filter(|(_, a)| concerns(&a.request, provider_of(&a.request)))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            objections: self
+                .objections
+                .iter()
+                .filter(|(_, o)| o.department == dept || approver && o.provider == dept)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            agreements: self
+                .agreements
+                .iter()
+                .filter(|(_, a)| a.consumer_dept == dept || approver && a.provider == dept)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            reclassifications: self
+                .reclassifications
+                .iter()
+                .filter(|(_, r)| {
+                    self.applications
+                        .get(&r.application)
+                        .is_some_and(|a| a.request.consumer_dept == dept)
+                })
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            // Resolutions concern sources: an approver sees their department's.
+            resolutions: BTreeMap::new(),
             next_id: self.next_id,
         })
     }
@@ -217,6 +247,7 @@ impl Policy {
         author: &str,
         catalog: &Catalog,
         stewards: &Stewards,
+        facts: &super::Facts,
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.active_user(author)?;
@@ -296,7 +327,7 @@ impl Policy {
                 self.check_new_grant(after, g, author, catalog, now)?;
             }
         }
-        Ok(())
+        self.check_workflows(after, author, catalog, facts, now)
     }
 
     fn check_decision(
@@ -313,6 +344,12 @@ impl Policy {
             )));
         }
         let r = &a.request;
+        if let Some(app) = a.application
+            && self.check_application_decision(a, app, author)?.is_some()
+        {
+            // Decided by the coordinator on escalation or dispute: checked there.
+            return Ok(());
+        }
         let me = self.require(
             author,
             Role::ProviderApprover,
@@ -456,6 +493,9 @@ impl Policy {
                         g.id
                     )));
                 }
+            }
+            Origin::Application(_) | Origin::Renewal { .. } => {
+                self.check_workflow_grant(after, g, author)?;
             }
         }
         after.check_linkage(g, now)

@@ -14,9 +14,15 @@ use crate::error::{Error, Result};
 
 mod authority;
 mod versions;
+mod workflow;
 pub(crate) use authority::PolicyAuthorizer;
 pub use authority::Stewards;
 pub use versions::PolicyVersion;
+pub use workflow::{
+    AppDecision, AppState, Agreement, Application, ApplicationForm, Facts, MAX_EXTENSION_DAYS,
+    Objection, ObjectionState, REPORT_DAYS, Reclassification, Renewal, Resolution, Transition,
+    VersionFacts, conflict_id,
+};
 
 /// Lifecycle of a department or user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -205,8 +211,18 @@ pub enum Mode {
 pub enum Origin {
     /// A request for unconditional fields, opened at once.
     Request,
-    /// An approval by the providing department.
+    /// An approval by the providing department (or, on escalation or dispute, the
+    /// coordinator).
     Approval(u64),
+    /// The unconditional items of an application, granted at once.
+    Application(u64),
+    /// The renewal of grant `of` under agreement `agreement`.
+    Renewal {
+        /// The agreement.
+        agreement: u64,
+        /// The grant renewed.
+        of: u64,
+    },
 }
 
 /// What a consumer department asks for.
@@ -268,6 +284,9 @@ pub struct Approval {
     pub decided_at: DateTime<Utc>,
     /// The grant it created.
     pub grant: Option<u64>,
+    /// The application decided, when it came through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<u64>,
 }
 
 /// The policy document: principals, grants, approvals.
@@ -284,7 +303,22 @@ pub struct Policy {
     /// Registered host systems by id.
     #[serde(default)]
     pub systems: BTreeMap<String, HostSystem>,
-    /// Next id for grants and approvals.
+    /// Applications by id.
+    #[serde(default)]
+    pub applications: BTreeMap<u64, Application>,
+    /// Objections by id.
+    #[serde(default)]
+    pub objections: BTreeMap<u64, Objection>,
+    /// Sharing agreements by id.
+    #[serde(default)]
+    pub agreements: BTreeMap<u64, Agreement>,
+    /// Requests to reclassify not-shared items, by id.
+    #[serde(default)]
+    pub reclassifications: BTreeMap<u64, Reclassification>,
+    /// Resolutions of conflicts between sources, by conflict id.
+    #[serde(default)]
+    pub resolutions: BTreeMap<String, Resolution>,
+    /// Next id for grants, approvals and workflow records.
     pub next_id: u64,
 }
 
@@ -450,7 +484,7 @@ impl Policy {
             // query; fail closed).
             // A grant made on request holds only what is unconditional *now*, at no less than
             // today's default mask; an approver's treatment of conditional items stands.
-            let on_request = g.origin == Origin::Request;
+            let on_request = self.on_request(g);
             let fields = def
                 .fields
                 .iter()
@@ -665,6 +699,7 @@ impl Policy {
             reason: reason.into(),
             decided_at: now,
             grant,
+            application: None,
         };
         self.approvals.insert(id, ap.clone());
         Ok(ap)

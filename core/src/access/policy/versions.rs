@@ -17,7 +17,9 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
-use super::{Department, Founder, Policy, PolicyAuthorizer, PrincipalStatus, Role, Stewards, User};
+use super::{
+    Department, Facts, Founder, Policy, PolicyAuthorizer, PrincipalStatus, Role, Stewards, User,
+};
 
 /// One committed policy version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +169,18 @@ impl Writer<'_> {
         note: &str,
         f: impl FnOnce(&mut Policy, &Catalog) -> Result<T>,
     ) -> Result<T> {
+        self.update_policy_recorded(note, serde_json::Value::Null, f)
+    }
+
+    /// [`Writer::update_policy`] with `detail` on the commit's audit record (and on the
+    /// refusal's): a workflow step records what was asked, with its reason, next to who and
+    /// when.
+    pub fn update_policy_recorded<T>(
+        &mut self,
+        note: &str,
+        detail: serde_json::Value,
+        f: impl FnOnce(&mut Policy, &Catalog) -> Result<T>,
+    ) -> Result<T> {
         let author = self.actor().to_string();
         let author = author.as_str();
         let store = self.store();
@@ -189,18 +203,23 @@ impl Writer<'_> {
                 } else {
                     Stewards::default()
                 };
-                before.authorize_change(&policy, author, &catalog, &stewards, now)?;
+                // Data versions matter only to answers of objections and resolutions of
+                // conflicts; the calendar to every deadline.
+                let versions_needed = policy.objections != before.objections
+                    || policy.resolutions != before.resolutions;
+                let facts = Facts::of(store, versions_needed)?;
+                before.authorize_change(&policy, author, &catalog, &stewards, &facts, now)?;
                 Ok(o)
             });
         let out = match edited {
             Ok(o) => o,
             Err(e) => {
                 // Refused administrative acts are decisions too.
-                self.record(
-                    "policy_denied",
-                    author,
-                    serde_json::json!({ "note": note, "reason": e.to_string() }),
-                )?;
+                let mut body = serde_json::json!({ "note": note, "reason": e.to_string() });
+                if !detail.is_null() {
+                    body["detail"] = detail;
+                }
+                self.record("policy_denied", author, body)?;
                 return Err(e);
             }
         };
@@ -213,13 +232,11 @@ impl Writer<'_> {
             policy,
             anchor: Some(self.anchor()?),
         };
-        self.commit_recorded(
-            &chain,
-            version,
-            &doc,
-            "policy",
-            serde_json::json!({ "policy_version": version, "note": note }),
-        )?;
+        let mut body = serde_json::json!({ "policy_version": version, "note": note });
+        if !detail.is_null() {
+            body["detail"] = detail;
+        }
+        self.commit_recorded(&chain, version, &doc, "policy", body)?;
         Ok(out)
     }
 }
