@@ -94,6 +94,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
                     handover_person,
                     receiver,
                     method,
+                    ..Default::default()
                 },
                 progress: Some(&tick),
                 ..Default::default()

@@ -261,6 +261,10 @@ fn print_grant(g: &govshare_core::access::policy::Grant) {
     let origin = match g.origin {
         Origin::Request => format!("on request, by {}", g.created_by),
         Origin::Approval(a) => format!("approved by {} (approval {a})", g.created_by),
+        Origin::Application(a) => format!("granted at once for application {a}"),
+        Origin::Renewal { agreement, of } => {
+            format!("renews grant {of} under agreement {agreement}")
+        }
     };
     let modes: Vec<String> = r
         .modes

@@ -323,6 +323,7 @@ fn handover_record_and_digest_describe_the_input() {
             handover_person: "李明".into(),
             receiver: "王芳".into(),
             method: "sftp".into(),
+            ..Default::default()
         },
         ..opts()
     };

@@ -23,3 +23,7 @@ mod authority;
 mod limits;
 // The one gate, enumerated over Rust, C and Python entries.
 mod gate;
+// The working-day calendar against the State Council notices; deadline arithmetic.
+mod calendar;
+// Sharing workflows: applications, objections, agreements, one source per field, reports.
+mod workflow;

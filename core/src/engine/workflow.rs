@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::access::policy::{
-    AppDecision, AppState, Agreement, Application, ApplicationForm, Approval, Mode, Objection,
+    Agreement, AppDecision, AppState, Application, ApplicationForm, Approval, Mode, Objection,
     ObjectionState, Policy, Reclassification, Resolution, Role, Treatment, conflict_id,
     how_to_obtain,
 };
@@ -346,7 +346,9 @@ impl Engine {
         let now = self.now();
         let mut w = self.writer(by)?;
         if let WorkflowAct::AddCalendarYears { years, note } = act {
-            return Ok(WorkflowOutcome::Calendar(w.add_calendar_years(&years, &note)?));
+            return Ok(WorkflowOutcome::Calendar(
+                w.add_calendar_years(&years, &note)?,
+            ));
         }
         let calendar = self.store().calendar()?;
         w.update_policy_recorded(&note, detail, move |p: &mut Policy, c| {

@@ -35,7 +35,11 @@ pub(super) struct Authority<'a> {
 
 impl<'a> Authority<'a> {
     /// `None` when the load's source is authoritative for every field it may write.
-    pub(super) fn new(def: &'a DatasetDef, prev: &'a Snapshot, source: &str) -> Result<Option<Self>> {
+    pub(super) fn new(
+        def: &'a DatasetDef,
+        prev: &'a Snapshot,
+        source: &str,
+    ) -> Result<Option<Self>> {
         let fields: Vec<String> = def
             .fields
             .iter()
@@ -102,15 +106,18 @@ impl<'a> Authority<'a> {
             let mut kept = false;
             for (i, id) in &found {
                 let Some(&j) = at.get(id) else { continue };
-                let differs = old.is_valid(j)
-                    && (new.is_null(*i) || cmp(*i, j) != std::cmp::Ordering::Equal);
+                let differs =
+                    old.is_valid(j) && (new.is_null(*i) || cmp(*i, j) != std::cmp::Ordering::Equal);
                 if differs {
                     pick[*i] = (1, j);
                     kept = true;
                     self.conflicts.push(Conflict {
                         key: keys.value(*i).to_string(),
                         field: name.clone(),
-                        authority: self.def.source_of(self.def.require_field(name)?).to_string(),
+                        authority: self
+                            .def
+                            .source_of(self.def.require_field(name)?)
+                            .to_string(),
                         source: self.source.clone(),
                     });
                 }

@@ -61,7 +61,11 @@ impl std::fmt::Display for Act<'_> {
             Act::ChangeCalendar { years } => write!(
                 f,
                 "change the working-day calendar ({})",
-                years.iter().map(|y| y.to_string()).collect::<Vec<_>>().join(", ")
+                years
+                    .iter()
+                    .map(|y| y.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }

@@ -48,7 +48,11 @@ impl Writer<'_> {
     /// Add (or correct) years of the working-day calendar, as an operator, recorded before they
     /// apply. Each table is checked (dates of its year, adjusted working days on weekends, a
     /// named source) before anything changes.
-    pub fn add_calendar_years(&mut self, tables: &[YearTable], note: &str) -> Result<CalendarVersion> {
+    pub fn add_calendar_years(
+        &mut self,
+        tables: &[YearTable],
+        note: &str,
+    ) -> Result<CalendarVersion> {
         let years: Vec<i32> = tables.iter().map(|t| t.year).collect();
         self.authorize(&Act::ChangeCalendar { years: &years })?;
         if tables.is_empty() {

@@ -19,7 +19,7 @@ pub(crate) use authority::PolicyAuthorizer;
 pub use authority::Stewards;
 pub use versions::PolicyVersion;
 pub use workflow::{
-    AppDecision, AppState, Agreement, Application, ApplicationForm, Facts, MAX_EXTENSION_DAYS,
+    Agreement, AppDecision, AppState, Application, ApplicationForm, Facts, MAX_EXTENSION_DAYS,
     Objection, ObjectionState, REPORT_DAYS, Reclassification, Renewal, Resolution, Transition,
     VersionFacts, conflict_id,
 };

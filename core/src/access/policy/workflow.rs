@@ -574,9 +574,10 @@ impl Policy {
             r.valid_until = u;
         }
         let aid = self.take_id();
-        let grant = d
-            .approve
-            .then(|| self.insert_grant(r.clone(), Origin::Approval(aid), by, now).id);
+        let grant = d.approve.then(|| {
+            self.insert_grant(r.clone(), Origin::Approval(aid), by, now)
+                .id
+        });
         let ap = Approval {
             id: aid,
             request: r,
@@ -620,12 +621,15 @@ impl Policy {
         for o in self.objections.values_mut() {
             let waiting = matches!(
                 o.state,
-                ObjectionState::Open | ObjectionState::ExtensionRequested | ObjectionState::Extended
+                ObjectionState::Open
+                    | ObjectionState::ExtensionRequested
+                    | ObjectionState::Extended
             );
             if waiting && today > o.due {
                 let why = format!("overdue: the answer was due {}", o.due);
                 o.state = ObjectionState::Escalated;
-                o.history.push(step(ObjectionState::Escalated, by, now, &why));
+                o.history
+                    .push(step(ObjectionState::Escalated, by, now, &why));
                 objs.push(o.id);
             }
         }
@@ -895,7 +899,11 @@ fn reason_needed(reason: &str, what: &str) -> Result<()> {
 /// Whether `narrow` asks no more than `wide`: fewer or equal items (each at least as hidden),
 /// users within, rows within, modes within, validity within.
 fn check_narrower(narrow: &GrantRequest, wide: &GrantRequest, items: &[FieldGrant]) -> Result<()> {
-    let bad = |m: &str| Err(denied(format!("an approval can only narrow the application: {m}")));
+    let bad = |m: &str| {
+        Err(denied(format!(
+            "an approval can only narrow the application: {m}"
+        )))
+    };
     if narrow.consumer_dept != wide.consumer_dept
         || narrow.dataset != wide.dataset
         || narrow.purpose_code != wide.purpose_code
@@ -933,9 +941,8 @@ fn check_narrower(narrow: &GrantRequest, wide: &GrantRequest, items: &[FieldGran
         (Some(_), None) => false,
         (Some(w), Some(n)) => n.iter().all(|code| {
             let p = crate::regions::region_prefix(code).unwrap_or(code);
-            w.iter().any(|wc| {
-                crate::regions::region_prefix(wc).is_ok_and(|wp| p.starts_with(wp))
-            })
+            w.iter()
+                .any(|wc| crate::regions::region_prefix(wc).is_ok_and(|wp| p.starts_with(wp)))
         }),
     };
     let within_subjects = match (&wide.scope.subjects, &narrow.scope.subjects) {
@@ -960,9 +967,8 @@ impl Policy {
         facts: &Facts,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let never_removed = |what: &str, id: &str| {
-            denied(format!("{what} {id} is a record: it is never removed"))
-        };
+        let never_removed =
+            |what: &str, id: &str| denied(format!("{what} {id} is a record: it is never removed"));
         for id in self.applications.keys() {
             if !after.applications.contains_key(id) {
                 return Err(never_removed("application", &id.to_string()));
@@ -1128,7 +1134,11 @@ impl Policy {
                 x.application == a.id
                     && x.dataset == r.dataset
                     && x.requested_by == author
-                    && x.fields == not_shared.iter().map(|f| f.field.clone()).collect::<Vec<_>>()
+                    && x.fields
+                        == not_shared
+                            .iter()
+                            .map(|f| f.field.clone())
+                            .collect::<Vec<_>>()
             }
             _ => false,
         };
@@ -1157,7 +1167,10 @@ impl Policy {
         same.due = b.due;
         same.approval = b.approval;
         same.history = b.history.clone();
-        if same != *b || a.history.len() != b.history.len() + 1 || a.history[..b.history.len()] != b.history[..] {
+        if same != *b
+            || a.history.len() != b.history.len() + 1
+            || a.history[..b.history.len()] != b.history[..]
+        {
             return Err(denied(format!(
                 "application {}: only its state moves, one recorded step at a time; what was applied for and its history never change",
                 a.id
@@ -1185,7 +1198,11 @@ impl Policy {
         use AppState::*;
         match (from, to) {
             (Submitted, UnderReview) => {
-                self.require(author, Role::PlatformAdmin, "check applications for completeness")?;
+                self.require(
+                    author,
+                    Role::PlatformAdmin,
+                    "check applications for completeness",
+                )?;
                 let days = catalog.dataset(&a.request.dataset)?.approval_days();
                 let due = facts.calendar.add_working_days(today, days)?;
                 if a.due != Some(due) || !keeps_decision {
@@ -1196,13 +1213,18 @@ impl Policy {
                 }
             }
             (Submitted, Returned) => {
-                self.require(author, Role::PlatformAdmin, "return incomplete applications")?;
+                self.require(
+                    author,
+                    Role::PlatformAdmin,
+                    "return incomplete applications",
+                )?;
                 reason_needed(&t.reason, "returning an application")?;
                 if !keeps_due || !keeps_decision {
                     return Err(illegal());
                 }
             }
-            (Returned, Submitted) | (Submitted | Returned | UnderReview | Escalated | Disputed, Withdrawn) => {
+            (Returned, Submitted)
+            | (Submitted | Returned | UnderReview | Escalated | Disputed, Withdrawn) => {
                 if author != a.applicant {
                     return Err(denied(format!(
                         "only the applicant '{}' resubmits or withdraws application {}",
@@ -1215,7 +1237,8 @@ impl Policy {
             }
             (UnderReview, Escalated) => {
                 let (u, _) = self.active_user(author)?;
-                if !u.roles.contains(&Role::Coordinator) && !u.roles.contains(&Role::PlatformAdmin) {
+                if !u.roles.contains(&Role::Coordinator) && !u.roles.contains(&Role::PlatformAdmin)
+                {
                     return Err(denied(format!(
                         "user '{author}' may not escalate applications: that needs the coordinator or platform-admin role"
                     )));
@@ -1226,7 +1249,8 @@ impl Policy {
                         return Err(denied(format!(
                             "application {} is not overdue: the provider has until {}",
                             a.id,
-                            due.map(|d| d.to_string()).unwrap_or_else(|| "no deadline".into())
+                            due.map(|d| d.to_string())
+                                .unwrap_or_else(|| "no deadline".into())
                         )));
                     }
                 }
@@ -1235,7 +1259,11 @@ impl Policy {
                 }
             }
             (Escalated, UnderReview) => {
-                self.require(author, Role::Coordinator, "hand escalated applications back")?;
+                self.require(
+                    author,
+                    Role::Coordinator,
+                    "hand escalated applications back",
+                )?;
                 reason_needed(&t.reason, "handing an application back")?;
                 let days = catalog.dataset(&a.request.dataset)?.approval_days();
                 let due = facts.calendar.add_working_days(today, days)?;
@@ -1393,7 +1421,10 @@ impl Policy {
             return Err(Error::invalid("an error cannot be found in the future"));
         }
         let expected = Objection {
-            filed_late: today > facts.calendar.add_working_days(o.discovered_on, REPORT_DAYS)?,
+            filed_late: today
+                > facts
+                    .calendar
+                    .add_working_days(o.discovered_on, REPORT_DAYS)?,
             provider: def.source_of(f).to_string(),
             state: ObjectionState::Open,
             due: facts
@@ -1534,7 +1565,8 @@ impl Policy {
             }
             (Open | ExtensionRequested | Extended, Escalated) => {
                 let (u, _) = self.active_user(author)?;
-                if !u.roles.contains(&Role::Coordinator) && !u.roles.contains(&Role::PlatformAdmin) {
+                if !u.roles.contains(&Role::Coordinator) && !u.roles.contains(&Role::PlatformAdmin)
+                {
                     return Err(denied(format!(
                         "user '{author}' may not escalate objections: that needs the coordinator or platform-admin role"
                     )));
@@ -1554,11 +1586,21 @@ impl Policy {
         Ok(())
     }
 
-    fn check_resolution(&self, id: &str, r: &Resolution, author: &str, facts: &Facts) -> Result<()> {
+    fn check_resolution(
+        &self,
+        id: &str,
+        r: &Resolution,
+        author: &str,
+        facts: &Facts,
+    ) -> Result<()> {
         let c = facts
             .conflict(id)
             .ok_or_else(|| Error::NotFound(format!("conflict {id}")))?;
-        let u = self.require(author, Role::ProviderApprover, "resolve conflicts between sources")?;
+        let u = self.require(
+            author,
+            Role::ProviderApprover,
+            "resolve conflicts between sources",
+        )?;
         if u.department != c.authority || r.by != author {
             return Err(denied(format!(
                 "conflict {id} is resolved by the authoritative source of {}, department '{}' (一数一源)",
@@ -1595,14 +1637,20 @@ impl Policy {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let u = self.require(author, Role::ProviderApprover, "make sharing agreements")?;
-        if a.made_by != author || a.provider != u.department || a.revoked.is_some() || !a.renewals.is_empty() {
+        if a.made_by != author
+            || a.provider != u.department
+            || a.revoked.is_some()
+            || !a.renewals.is_empty()
+        {
             return Err(denied(format!(
                 "agreement {} is made by an approver of its providing department, '{author}' of '{}'",
                 a.id, u.department
             )));
         }
         if a.title.trim().is_empty() || a.grants.is_empty() {
-            return Err(Error::invalid("an agreement has a title and at least one grant"));
+            return Err(Error::invalid(
+                "an agreement has a title and at least one grant",
+            ));
         }
         if a.until <= now {
             return Err(Error::invalid("an agreement's term ends in the future"));
@@ -1612,7 +1660,10 @@ impl Policy {
                 .grants
                 .get(gid)
                 .ok_or_else(|| Error::NotFound(format!("grant {gid}")))?;
-            let provider = catalog.dataset(&g.request.dataset).map(|d| d.provider.as_str()).unwrap_or("");
+            let provider = catalog
+                .dataset(&g.request.dataset)
+                .map(|d| d.provider.as_str())
+                .unwrap_or("");
             let ok = g.revoked.is_none()
                 && g.request.consumer_dept == a.consumer_dept
                 && provider == a.provider
@@ -1623,7 +1674,11 @@ impl Policy {
                     a.id, a.provider, a.consumer_dept
                 )));
             }
-            if self.agreements.values().any(|o| o.revoked.is_none() && o.grants.contains(gid)) {
+            if self
+                .agreements
+                .values()
+                .any(|o| o.revoked.is_none() && o.grants.contains(gid))
+            {
                 return Err(denied(format!("grant {gid} is already under an agreement")));
             }
         }
@@ -1639,25 +1694,39 @@ impl Policy {
         now: DateTime<Utc>,
     ) -> Result<()> {
         if b.revoked.is_some() {
-            return Err(denied(format!("agreement {} is revoked: it does not change", b.id)));
+            return Err(denied(format!(
+                "agreement {} is revoked: it does not change",
+                b.id
+            )));
         }
         if let Some((by, _, reason)) = &a.revoked {
             let mut same = a.clone();
             same.revoked = None;
             if same != *b || by != author {
-                return Err(denied(format!("agreement {}: a revocation changes nothing else", a.id)));
+                return Err(denied(format!(
+                    "agreement {}: a revocation changes nothing else",
+                    a.id
+                )));
             }
             reason_needed(reason, "revoking an agreement")?;
             let (u, _) = self.active_user(author)?;
-            let provider_approver = u.roles.contains(&Role::ProviderApprover) && u.department == b.provider;
+            let provider_approver =
+                u.roles.contains(&Role::ProviderApprover) && u.department == b.provider;
             if !provider_approver && !u.roles.contains(&Role::PlatformAdmin) {
                 return Err(denied(format!(
                     "user '{author}' may not revoke agreement {}: that needs the platform-admin role or the provider-approver role in '{}'",
                     a.id, b.provider
                 )));
             }
-            if let Some(g) = b.grants.iter().find(|g| after.grants.get(g).is_some_and(|g| g.revoked.is_none())) {
-                return Err(denied(format!("revoking agreement {} revokes its grant {g} too", a.id)));
+            if let Some(g) = b
+                .grants
+                .iter()
+                .find(|g| after.grants.get(g).is_some_and(|g| g.revoked.is_none()))
+            {
+                return Err(denied(format!(
+                    "revoking agreement {} revokes its grant {g} too",
+                    a.id
+                )));
             }
             return Ok(());
         }
@@ -1676,7 +1745,10 @@ impl Policy {
             )));
         }
         let Some(rn) = a.renewals.last() else {
-            return Err(denied(format!("agreement {} changes only by renewal or revocation", a.id)));
+            return Err(denied(format!(
+                "agreement {} changes only by renewal or revocation",
+                a.id
+            )));
         };
         let mut same = a.clone();
         same.renewals.pop();
@@ -1701,14 +1773,24 @@ impl Policy {
             .filter(|g| self.grants.get(g).is_some_and(|g| g.revoked.is_none()))
             .collect();
         if rn.grants.len() != live.len() {
-            return Err(denied(format!("agreement {}: a renewal renews each of its grants", a.id)));
+            return Err(denied(format!(
+                "agreement {}: a renewal renews each of its grants",
+                a.id
+            )));
         }
         for (new, old) in rn.grants.iter().zip(&live) {
             let ok = after.grants.get(new).is_some_and(|g| {
-                g.origin == (Origin::Renewal { agreement: a.id, of: *old })
+                g.origin
+                    == (Origin::Renewal {
+                        agreement: a.id,
+                        of: *old,
+                    })
             });
             if !ok {
-                return Err(denied(format!("agreement {}: grant {new} does not renew grant {old}", a.id)));
+                return Err(denied(format!(
+                    "agreement {}: grant {new} does not renew grant {old}",
+                    a.id
+                )));
             }
         }
         Ok(())
@@ -1716,13 +1798,19 @@ impl Policy {
 
     /// Whether a new grant of origin [`Origin::Application`] or [`Origin::Renewal`] is backed
     /// by its application or agreement in this same change.
-    pub(super) fn check_workflow_grant(&self, after: &Policy, g: &Grant, author: &str) -> Result<()> {
+    pub(super) fn check_workflow_grant(
+        &self,
+        after: &Policy,
+        g: &Grant,
+        author: &str,
+    ) -> Result<()> {
         match g.origin {
             Origin::Application(aid) => {
                 let ok = !self.applications.contains_key(&aid)
-                    && after.applications.get(&aid).is_some_and(|a| {
-                        a.applicant == author && a.immediate_grant == Some(g.id)
-                    });
+                    && after
+                        .applications
+                        .get(&aid)
+                        .is_some_and(|a| a.applicant == author && a.immediate_grant == Some(g.id));
                 if !ok {
                     return Err(denied(format!(
                         "grant {} claims application {aid}, which is not a new application by '{author}' granting it",
