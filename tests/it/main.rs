@@ -27,3 +27,5 @@ mod gate;
 mod calendar;
 // Sharing workflows: applications, objections, agreements, one source per field, reports.
 mod workflow;
+// Reports: tables against the trail, role scoping, the page in headless Chromium.
+mod reports;

@@ -22,6 +22,7 @@
 //! nothing computed for one principal is ever served to another.
 
 mod admin;
+mod reports;
 mod session;
 mod stream;
 mod surface;
@@ -43,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
 pub use admin::LoadSummary;
+pub use reports::{REPORTS, UNUSUAL_FACTOR, UNUSUAL_FLOOR};
 pub use session::{Canceller, Session, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};
 pub use trail::Access;
