@@ -77,6 +77,18 @@ fn period(frequency: &str) -> Option<Duration> {
     Some(Duration::days(days))
 }
 
+/// One row of `late_providers`: dataset, provider, frequency, last delivery, next due, late,
+/// days late.
+type LateRow = (
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    bool,
+    Option<i64>,
+);
+
 /// Columns of one report table, built row by row.
 #[derive(Default)]
 struct Table {
@@ -278,15 +290,7 @@ impl Engine {
             .batch()?;
 
         // late providers
-        let mut lp: Vec<(
-            String,
-            String,
-            String,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            bool,
-            Option<i64>,
-        )> = Vec::new();
+        let mut lp: Vec<LateRow> = Vec::new();
         for def in catalog.datasets.values() {
             let last = store
                 .versions(&def.name)?

@@ -508,6 +508,7 @@ impl Policy {
 
     /// Move application `id` to `to` as `by`; moving to under review sets the provider's
     /// deadline. The move is checked by [`Policy::authorize_change`].
+    #[allow(clippy::too_many_arguments)]
     pub fn move_application(
         &mut self,
         catalog: &Catalog,
