@@ -91,6 +91,73 @@ pub(crate) enum Command {
         /// The query.
         query: String,
     },
+    /// The service catalog a user applies against: datasets, items, share types, sources,
+    /// versions, deadlines and what the user's department holds.
+    Services {
+        /// Who reads (any active user; recorded).
+        #[arg(long)]
+        by: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applications for data: apply, the completeness check, decisions, disputes, list.
+    Application {
+        #[command(subcommand)]
+        action: AppCmd,
+    },
+    /// Objections on data: file, extend (signed off), answer, list.
+    Objection {
+        #[command(subcommand)]
+        action: ObjectionCmd,
+    },
+    /// Sharing agreements for long-term needs: make, renew, revoke.
+    Agreement {
+        #[command(subcommand)]
+        action: AgreementCmd,
+    },
+    /// Escalate every overdue application and objection to the coordinator.
+    Escalate {
+        /// A coordinator or platform administrator.
+        #[arg(long)]
+        by: String,
+    },
+    /// Conflicts between sources (one source per field): list, resolve.
+    Conflicts {
+        #[command(subcommand)]
+        action: ConflictCmd,
+    },
+    /// The working-day calendar: add a year from its State Council notice (operator).
+    Calendar {
+        #[command(subcommand)]
+        action: CalendarCmd,
+    },
+    /// Any workflow act as JSON (`{"act": "close_reclassification", ...}`; see the README).
+    Act {
+        /// The act, as JSON.
+        json: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Reports for coordinators and auditors: a table by name, SQL over the report tables,
+    /// or the HTML page with charts.
+    Report {
+        /// A report table (usage, applications, objections, late_providers, denials, volumes).
+        name: Option<String>,
+        /// SQL over the report tables instead of one table.
+        #[arg(long, conflicts_with = "name")]
+        sql: Option<String>,
+        /// Write the rows as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the HTML report (every table, with charts) to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// A coordinator or auditor.
+        #[arg(long)]
+        by: String,
+    },
     /// The audit trail: verify, tail, checkpoint, who-accessed.
     Audit {
         #[command(subcommand)]
@@ -183,6 +250,9 @@ pub(crate) enum DataCmd {
         /// Delivery method.
         #[arg(long, default_value = "file")]
         method: String,
+        /// Objections this delivery corrects (ids).
+        #[arg(long, value_delimiter = ',')]
+        corrects: Vec<u64>,
         /// The operator doing the load (recorded; needs the operator role).
         #[arg(long)]
         by: String,
@@ -526,5 +596,232 @@ pub(crate) enum CatalogCmd {
         /// Why.
         #[arg(long, default_value = "")]
         note: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum StepArg {
+    /// Pass the completeness check (platform administrator).
+    Complete,
+    /// Return as incomplete, with --reason (platform administrator).
+    Return,
+    /// Resubmit a returned application (applicant).
+    Resubmit,
+    /// Withdraw (applicant).
+    Withdraw,
+    /// Dispute a rejection, with --reason (applicant).
+    Dispute,
+    /// Hand an escalated application back to the provider, with --reason (coordinator).
+    HandBack,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AppCmd {
+    /// File an application (a consumer, for their own department): unconditional items are
+    /// granted at once, conditional ones go to the completeness check, not-shared ones to the
+    /// coordinator.
+    Apply {
+        #[command(flatten)]
+        grant: GrantArgs,
+        /// The legal basis of the need.
+        #[arg(long)]
+        legal_basis: String,
+    },
+    /// Move an application one step.
+    Step {
+        /// Application id.
+        id: u64,
+        /// The step.
+        #[arg(value_enum)]
+        step: StepArg,
+        /// Why (needed to return, dispute, hand back).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Approve (possibly narrower) or reject an application.
+    Decide {
+        /// Application id.
+        id: u64,
+        /// Reject instead of approve.
+        #[arg(long)]
+        reject: bool,
+        /// Why (needed to reject).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Approve only these items, `name` or `name:mask`.
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+        /// Approve a shorter validity: days from now.
+        #[arg(long)]
+        days: Option<i64>,
+        /// The provider's approver (or the coordinator on escalation and dispute).
+        #[arg(long)]
+        by: String,
+    },
+    /// Applications as the reader may see them, with deadlines.
+    List {
+        /// Who reads.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ObjectionCmd {
+    /// File an objection on one field of one subject.
+    File {
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The subject's key.
+        #[arg(long)]
+        key: String,
+        /// The field.
+        #[arg(long)]
+        field: String,
+        /// What is wrong (no data values).
+        #[arg(long)]
+        description: String,
+        /// When it was found (YYYY-MM-DD; default today).
+        #[arg(long)]
+        discovered: Option<chrono::NaiveDate>,
+        /// A consumer whose department holds the item.
+        #[arg(long)]
+        by: String,
+    },
+    /// Ask for the one extension (the source's approver).
+    Extend {
+        /// Objection id.
+        id: u64,
+        /// Working days (at most 10).
+        #[arg(long)]
+        days: u32,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Sign off an extension (another approver of the source).
+    SignOff {
+        /// Objection id.
+        id: u64,
+        /// Note.
+        #[arg(long)]
+        reason: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Answer: confirmed, or corrected by --version (a data version loaded with --corrects).
+    Answer {
+        /// Objection id.
+        id: u64,
+        /// The correcting data version.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Objections as the reader may see them.
+    List {
+        /// Who reads.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AgreementCmd {
+    /// Make an agreement over grants that end with its term (the provider's approver).
+    Make {
+        /// Consumer department.
+        #[arg(long)]
+        dept: String,
+        /// What it is for.
+        #[arg(long)]
+        title: String,
+        /// Grant ids.
+        #[arg(long, value_delimiter = ',')]
+        grants: Vec<u64>,
+        /// End of the term (RFC 3339).
+        #[arg(long)]
+        until: chrono::DateTime<chrono::Utc>,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Renew before the term ends.
+    Renew {
+        /// Agreement id.
+        id: u64,
+        /// New end of the term (RFC 3339).
+        #[arg(long)]
+        until: chrono::DateTime<chrono::Utc>,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+    /// Revoke with its grants.
+    Revoke {
+        /// Agreement id.
+        id: u64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConflictCmd {
+    /// Conflicts recorded by loads, with their resolutions.
+    List {
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Who reads (the source's approver, a coordinator or an auditor).
+        #[arg(long)]
+        by: String,
+    },
+    /// Resolve a conflict as the authoritative source.
+    Resolve {
+        /// Conflict id (dataset:version:n).
+        id: String,
+        /// The later version that corrected the authoritative value, if any.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who acts.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CalendarCmd {
+    /// Add (or correct) years from a TOML file of `[[year]]` tables (the shape of the shipped
+    /// core/data/cn_calendar.toml).
+    Add {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[arg(long, default_value = "new year's notice")]
+        note: String,
+        /// An operator.
+        #[arg(long)]
+        by: String,
     },
 }

@@ -73,6 +73,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             handover_person,
             receiver,
             method,
+            corrects,
             by,
         } => {
             let engine = Engine::open(store)?;
@@ -94,7 +95,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
                     handover_person,
                     receiver,
                     method,
-                    ..Default::default()
+                    corrects,
                 },
                 progress: Some(&tick),
                 ..Default::default()

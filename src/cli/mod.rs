@@ -20,6 +20,7 @@ mod catalog;
 mod data;
 mod demo;
 mod principals;
+mod workflow;
 
 use std::process::ExitCode;
 
@@ -108,6 +109,21 @@ fn run(cli: Cli) -> Result<(), Error> {
                 out!("({} rows)", r.num_rows());
             }
         }
+        Command::Services { by, json } => workflow::services(&cli.store, &by, json)?,
+        Command::Application { action } => workflow::application(&cli.store, action)?,
+        Command::Objection { action } => workflow::objection(&cli.store, action)?,
+        Command::Agreement { action } => workflow::agreement(&cli.store, action)?,
+        Command::Escalate { by } => workflow::escalate(&cli.store, &by)?,
+        Command::Conflicts { action } => workflow::conflicts(&cli.store, action)?,
+        Command::Calendar { action } => workflow::calendar(&cli.store, action)?,
+        Command::Act { json, by } => workflow::generic(&cli.store, &by, &json)?,
+        Command::Report {
+            name,
+            sql,
+            csv,
+            html,
+            by,
+        } => workflow::report(&cli.store, name, sql, csv, html, &by)?,
         Command::Audit { action } => audit::run(&cli.store, action)?,
         Command::Demo {
             persons,

@@ -21,24 +21,28 @@ pub(super) fn parse_mask(m: &str) -> Result<MaskKind, Error> {
         .map_err(|_| Error::invalid(format!("unknown mask '{m}' (citizen_id, name, phone, address, date_to_year, nullify, pseudonym)")))
 }
 
-impl GrantArgs {
-    fn request(&self) -> Result<GrantRequest, Error> {
-        let fields = self
-            .fields
-            .iter()
-            .map(|f| {
-                Ok(match f.split_once(':') {
-                    None => FieldGrant {
-                        field: f.trim().to_string(),
-                        treatment: Treatment::Clear,
-                    },
-                    Some((n, m)) => FieldGrant {
-                        field: n.trim().to_string(),
-                        treatment: Treatment::of(parse_mask(m.trim())?),
-                    },
-                })
+/// Fields as the command line spells them: `name` (clear) or `name:mask`.
+pub(super) fn parse_fields(fields: &[String]) -> Result<Vec<FieldGrant>, Error> {
+    fields
+        .iter()
+        .map(|f| {
+            Ok(match f.split_once(':') {
+                None => FieldGrant {
+                    field: f.trim().to_string(),
+                    treatment: Treatment::Clear,
+                },
+                Some((n, m)) => FieldGrant {
+                    field: n.trim().to_string(),
+                    treatment: Treatment::of(parse_mask(m.trim())?),
+                },
             })
-            .collect::<Result<Vec<_>, Error>>()?;
+        })
+        .collect()
+}
+
+impl GrantArgs {
+    pub(super) fn request(&self) -> Result<GrantRequest, Error> {
+        let fields = parse_fields(&self.fields)?;
         let now = chrono::Utc::now();
         Ok(GrantRequest {
             consumer_dept: self.dept.clone(),

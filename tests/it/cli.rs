@@ -778,3 +778,206 @@ fn stat_store(store: &std::path::Path, data: &std::path::Path) {
         ok(&govshare(store, &args));
     }
 }
+
+#[test]
+fn workflows_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    stat_store(&store, &dir.path().join("data"));
+    for args in [
+        vec![
+            "dept",
+            "add",
+            "PSB",
+            "省公安厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "appr",
+            "赵审批",
+            "--dept",
+            "PSB",
+            "--roles",
+            "provider-approver",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "coord",
+            "周协调",
+            "--dept",
+            "PLAT",
+            "--roles",
+            "coordinator",
+            "--by",
+            "root",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let json = |o: &Output| -> serde_json::Value {
+        serde_json::from_str(&ok(o)).expect("the command prints JSON")
+    };
+    // A consumer applies: an unconditional item at once, a conditional one to the check.
+    let app = json(&govshare(
+        &store,
+        &[
+            "application",
+            "apply",
+            "--by",
+            "stat",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "hukou_region_code,name:name",
+            "--purpose",
+            "S",
+            "--purpose-text",
+            "人口统计",
+            "--legal-basis",
+            "《统计法》第七条",
+        ],
+    ));
+    assert_eq!(app["kind"], "application");
+    assert_eq!(app["state"], "submitted");
+    let id = app["id"].as_u64().expect("id").to_string();
+    // The consumer cannot pass its own completeness check (exit code 5, access denied).
+    let o = govshare(
+        &store,
+        &["application", "step", &id, "complete", "--by", "stat"],
+    );
+    assert_eq!(o.status.code(), Some(5));
+    let app = json(&govshare(
+        &store,
+        &["application", "step", &id, "complete", "--by", "root"],
+    ));
+    assert_eq!(app["state"], "under_review");
+    // A rejection without a reason is bad input (exit code 2); the approval goes through.
+    let o = govshare(
+        &store,
+        &["application", "decide", &id, "--reject", "--by", "appr"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let ap = json(&govshare(
+        &store,
+        &[
+            "application",
+            "decide",
+            &id,
+            "--reason",
+            "同意",
+            "--by",
+            "appr",
+        ],
+    ));
+    assert_eq!(ap["approved"], true);
+    let names = ok(&govshare(
+        &store,
+        &[
+            "sql",
+            "--user",
+            "stat",
+            "--purpose",
+            "S",
+            "--csv",
+            "SELECT name FROM person LIMIT 3",
+        ],
+    ));
+    assert!(names.lines().skip(1).all(|n| n.ends_with('*')), "{names}");
+    let listed = ok(&govshare(&store, &["application", "list", "--by", "stat"]));
+    for step in ["submitted", "under_review", "approved"] {
+        assert!(listed.contains(step), "{listed}");
+    }
+    let services = ok(&govshare(&store, &["services", "--by", "stat"]));
+    assert!(
+        services.contains("person") && services.contains("held"),
+        "{services}"
+    );
+    // Reports for the coordinator: a table, CSV, the HTML page; not for the consumer.
+    let report = ok(&govshare(
+        &store,
+        &["report", "applications", "--by", "coord"],
+    ));
+    assert!(report.contains("approved"), "{report}");
+    let csv = dir.path().join("usage.csv");
+    ok(&govshare(
+        &store,
+        &[
+            "report",
+            "usage",
+            "--csv",
+            csv.to_str().expect("p"),
+            "--by",
+            "coord",
+        ],
+    ));
+    assert!(
+        std::fs::read_to_string(&csv)
+            .expect("csv")
+            .starts_with("department,purpose")
+    );
+    let html = dir.path().join("report.html");
+    ok(&govshare(
+        &store,
+        &[
+            "report",
+            "--html",
+            html.to_str().expect("p"),
+            "--by",
+            "coord",
+        ],
+    ));
+    assert!(
+        std::fs::read_to_string(&html)
+            .expect("html")
+            .contains("<svg")
+    );
+    assert_eq!(
+        govshare(&store, &["report", "usage", "--by", "stat"])
+            .status
+            .code(),
+        Some(5)
+    );
+    // Any act as JSON; the escalation sweep; a calendar year from a file.
+    let esc = json(&govshare(&store, &["escalate", "--by", "coord"]));
+    assert_eq!(esc["kind"], "escalated");
+    let o = govshare(
+        &store,
+        &[
+            "act",
+            "--by",
+            "stat",
+            r#"{"act": "withdraw", "application": 1}"#,
+        ],
+    );
+    assert!(!o.status.success());
+    let year = dir.path().join("2027.toml");
+    std::fs::write(
+        &year,
+        "[[year]]\nyear = 2027\nsource = \"国务院办公厅关于2027年部分节假日安排的通知\"\noff = [\"01-01\"]\nwork = []\n",
+    )
+    .expect("toml");
+    assert_eq!(
+        govshare(
+            &store,
+            &["calendar", "add", year.to_str().expect("p"), "--by", "root"]
+        )
+        .status
+        .code(),
+        Some(5)
+    );
+    let cal = json(&govshare(
+        &store,
+        &["calendar", "add", year.to_str().expect("p"), "--by", "ops"],
+    ));
+    assert_eq!(cal["years"][0]["year"], 2027);
+}
