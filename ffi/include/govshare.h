@@ -414,6 +414,55 @@ gs_status gs_engine_close(gs_engine *engine);
 // closed. Never NULL (a static message for a NULL or closed handle).
 const char *gs_engine_errmsg(const gs_engine *engine);
 
+// Do one workflow act as user `by`: `act_json` is `{"act": "apply", ...}` (apply, complete,
+// return, resubmit, withdraw, dispute, hand_back, decide, escalate, file_objection,
+// request_extension, sign_off_extension, confirm, correct, make_agreement, renew_agreement,
+// revoke_agreement, close_reclassification, resolve_conflict, add_calendar_years; the README
+// lists their fields). What the act produced (the application, decision, objection, ...) is
+// written as JSON to `*out_json`. A refusal is `GS_ACCESS_DENIED`, a missing reason or a bad
+// act `GS_INVALID_INPUT`; either way the refusal is recorded.
+//
+// # Safety
+// `by` and `act_json` are NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_act(gs_engine *engine, const char *by, const char *act_json, char **out_json);
+
+// The service catalog as user `by` applies against it (datasets, items, share types,
+// sources, versions, deadlines, what `by`'s department holds), as JSON in `*out_json`;
+// recorded.
+//
+// # Safety
+// `by` is NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_service_catalog(gs_engine *engine, const char *by, char **out_json);
+
+// Conflicts between sources of `dataset` (every dataset when NULL) with their resolutions,
+// as user `by` may see them, as JSON in `*out_json`; recorded.
+//
+// # Safety
+// `by` is NULL or NUL-terminated, `dataset` NULL or NUL-terminated; `out_json` is NULL or
+// writable.
+gs_status gs_engine_conflicts(gs_engine *engine,
+                              const char *by,
+                              const char *dataset,
+                              char **out_json);
+
+// Query the report tables (usage, applications, objections, late_providers, denials,
+// volumes) with SQL as coordinator or auditor `by`; result as an Arrow C stream, as in
+// [`gs_session_query`]; recorded.
+//
+// # Safety
+// `by` and `sql` are NULL or NUL-terminated; `out_stream` is NULL or writable.
+gs_status gs_engine_report_query(gs_engine *engine,
+                                 const char *by,
+                                 const char *sql,
+                                 struct ArrowArrayStream *out_stream);
+
+// The HTML report (every report table, with charts) for coordinator or auditor `by`, in
+// `*out_html` (free with [`gs_string_free`]); recorded.
+//
+// # Safety
+// `by` is NULL or NUL-terminated; `out_html` is NULL or writable.
+gs_status gs_engine_report_html(gs_engine *engine, const char *by, char **out_html);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

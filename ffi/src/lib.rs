@@ -29,6 +29,7 @@ mod admin;
 mod handles;
 mod session;
 mod store;
+mod workflow;
 
 use std::ffi::CStr;
 

@@ -466,6 +466,58 @@ static void admin(const char *scratch, const char *csv) {
   CHECK(drain(&stream, NULL) > 10, "the auditor sees the records");
   CHECK_STATUS(gs_engine_audit_query(e, "nobody", "SELECT kind FROM audit_log", &stream),
                GS_ACCESS_DENIED, gs_engine_errmsg(e));
+
+  /* The sharing workflow: the service catalog, an application through the completeness check
+     and the provider's decision, refusals, reports. */
+  CHECK_STATUS(gs_engine_upsert_user(e, "root",
+                                     "{\"id\":\"coord\",\"name\":\"协调员\",\"department\":\"OPS\","
+                                     "\"roles\":[\"coordinator\"],\"status\":\"active\"}"),
+               GS_OK, gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_service_catalog(e, "stat1", &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(json, "\"dataset\":\"person\"") != NULL && strstr(json, "\"approval_days\":3"),
+        "%s", json);
+  gs_string_free(json);
+  CHECK_STATUS(gs_engine_service_catalog(e, "ghost", &json), GS_ACCESS_DENIED, gs_engine_errmsg(e));
+  const char *apply =
+      "{\"act\":\"apply\",\"legal_basis\":\"《统计法》第七条\",\"request\":{"
+      "\"consumer_dept\":\"STAT\",\"users\":[],\"dataset\":\"person\","
+      "\"fields\":[{\"field\":\"birth_date\",\"treatment\":{\"masked\":\"date_to_year\"}}],"
+      "\"purpose_code\":\"AGE\",\"purpose_text\":\"年龄结构统计\","
+      "\"scope\":{\"regions\":null,\"subjects\":null},\"modes\":[\"query\"],"
+      "\"valid_from\":\"2020-01-01T00:00:00Z\",\"valid_until\":\"2099-01-01T00:00:00Z\"}}";
+  CHECK_STATUS(gs_engine_act(e, "stat1", apply, &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(json, "\"state\":\"submitted\"") != NULL, "%s", json);
+  unsigned long long app = 0;
+  CHECK(sscanf(strstr(json, "\"id\":"), "\"id\":%llu", &app) == 1 && app > 0, "%s", json);
+  gs_string_free(json);
+  char act[256];
+  snprintf(act, sizeof act, "{\"act\":\"complete\",\"application\":%llu}", app);
+  CHECK_STATUS(gs_engine_act(e, "stat1", act, &json), GS_ACCESS_DENIED, gs_engine_errmsg(e));
+  CHECK(strstr(gs_engine_errmsg(e), "platform-admin") != NULL, "%s", gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_act(e, "admin", act, &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(json, "\"state\":\"under_review\"") != NULL, "%s", json);
+  gs_string_free(json);
+  snprintf(act, sizeof act, "{\"act\":\"decide\",\"application\":%llu,\"approve\":false}", app);
+  CHECK_STATUS(gs_engine_act(e, "appr", act, &json), GS_INVALID_INPUT, gs_engine_errmsg(e));
+  snprintf(act, sizeof act,
+           "{\"act\":\"decide\",\"application\":%llu,\"approve\":true,\"reason\":\"同意\"}", app);
+  CHECK_STATUS(gs_engine_act(e, "appr", act, &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(json, "\"approved\":true") != NULL, "%s", json);
+  gs_string_free(json);
+  CHECK_STATUS(gs_engine_act(e, "appr", "{\"act\":\"fly\"}", &json), GS_INVALID_ARGUMENT,
+               gs_engine_errmsg(e));
+  CHECK_STATUS(gs_engine_report_query(e, "coord", "SELECT state FROM applications", &stream), GS_OK,
+               gs_engine_errmsg(e));
+  CHECK(drain(&stream, NULL) == 1, "one application in the report");
+  CHECK_STATUS(gs_engine_report_query(e, "stat1", "SELECT * FROM usage", &stream),
+               GS_ACCESS_DENIED, gs_engine_errmsg(e));
+  char *html = NULL;
+  CHECK_STATUS(gs_engine_report_html(e, "coord", &html), GS_OK, gs_engine_errmsg(e));
+  CHECK(strstr(html, "<svg") != NULL, "the report has charts");
+  gs_string_free(html);
+  CHECK_STATUS(gs_engine_conflicts(e, "coord", NULL, &json), GS_OK, gs_engine_errmsg(e));
+  CHECK(strcmp(json, "[]") == 0, "%s", json);
+  gs_string_free(json);
   CHECK_STATUS(gs_engine_close(e), GS_OK, "");
   CHECK_STATUS(gs_engine_close(e), GS_INVALID_HANDLE, gs_last_error());
   printf("OK admin\n");
