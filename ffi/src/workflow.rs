@@ -52,7 +52,11 @@ pub unsafe extern "C" fn gs_engine_service_catalog(
 ) -> gs_status {
     with_engine(engine, |h| {
         // SAFETY: per contract.
-        unsafe { json_out(out_json, || to_json(&h.engine.service_catalog(arg(by, "by")?)?)) }
+        unsafe {
+            json_out(out_json, || {
+                to_json(&h.engine.service_catalog(arg(by, "by")?)?)
+            })
+        }
     })
 }
 

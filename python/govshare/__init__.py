@@ -431,6 +431,48 @@ class Engine:
         anyone else only their department's."""
         return Result(self._raw.audit_sql(_str(user, "user"), _str(query, "query")))
 
+    def act(self, act: dict[str, Any], *, by: str) -> dict[str, Any]:
+        """Do one workflow act as ``by``: ``{"act": "apply", ...}`` (apply, complete, return,
+        resubmit, withdraw, dispute, hand_back, decide, escalate, file_objection,
+        request_extension, sign_off_extension, confirm, correct, make_agreement,
+        renew_agreement, revoke_agreement, close_reclassification, resolve_conflict,
+        add_calendar_years). Returns what it produced, e.g. the application as it stands.
+        The policy decides; a refusal raises :class:`AccessDenied` and is recorded."""
+        if not isinstance(act, dict):
+            raise TypeError("act must be a dict")
+        return _json.loads(self._raw.act(_str(by, "by"), _json.dumps(act, default=str)))
+
+    def apply(
+        self,
+        request: dict[str, Any],
+        *,
+        legal_basis: str,
+        by: str,
+    ) -> dict[str, Any]:
+        """File an application (see :func:`grant_request` for ``request``): unconditional
+        items are granted at once, conditional ones go to the completeness check, not-shared
+        ones to the coordinator. Returns the application as it stands."""
+        return self.act({"act": "apply", "request": request, "legal_basis": legal_basis}, by=by)
+
+    def service_catalog(self, *, by: str) -> list[dict[str, Any]]:
+        """The datasets and items ``by`` may apply for: share types, sources, versions, last
+        update, deadlines, and what ``by``'s department holds now."""
+        return _json.loads(self._raw.service_catalog(_str(by, "by")))
+
+    def conflicts(self, *, by: str, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Conflicts between sources (one source per field) with their resolutions, as ``by``
+        (the authoritative source's approver, a coordinator or an auditor) may see them."""
+        return _json.loads(self._raw.conflicts(_str(by, "by"), dataset))
+
+    def report_sql(self, query: str, *, by: str) -> Result:
+        """Query the report tables (usage, applications, objections, late_providers, denials,
+        volumes) as coordinator or auditor ``by``."""
+        return Result(self._raw.report_sql(_str(by, "by"), _str(query, "query")))
+
+    def report_html(self, *, by: str) -> str:
+        """The report page (every table, with charts) for coordinator or auditor ``by``."""
+        return self._raw.report_html(_str(by, "by"))
+
 
 def connect(
     path: _Path,

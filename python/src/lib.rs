@@ -335,6 +335,41 @@ impl RawEngine {
             Source::Collected(r.batches.into_iter()),
         ))
     }
+
+    fn act(&self, py: Python<'_>, by: &str, act_json: &str) -> PyResult<String> {
+        let act: govshare_core::engine::WorkflowAct = json(act_json, "act")?;
+        let out = py.detach(|| self.engine.act(by, act)).map_err(to_py)?;
+        to_json(&out)
+    }
+
+    fn service_catalog(&self, py: Python<'_>, by: &str) -> PyResult<String> {
+        let out = py
+            .detach(|| self.engine.service_catalog(by))
+            .map_err(to_py)?;
+        to_json(&out)
+    }
+
+    #[pyo3(signature = (by, dataset=None))]
+    fn conflicts(&self, py: Python<'_>, by: &str, dataset: Option<&str>) -> PyResult<String> {
+        let out = py
+            .detach(|| self.engine.conflicts(by, dataset))
+            .map_err(to_py)?;
+        to_json(&out)
+    }
+
+    fn report_sql(&self, py: Python<'_>, by: &str, sql: &str) -> PyResult<RawStream> {
+        let r = py
+            .detach(|| self.engine.report_sql(by, sql))
+            .map_err(to_py)?;
+        Ok(RawStream::new(
+            r.schema,
+            Source::Collected(r.batches.into_iter()),
+        ))
+    }
+
+    fn report_html(&self, py: Python<'_>, by: &str) -> PyResult<String> {
+        py.detach(|| self.engine.report_html(by)).map_err(to_py)
+    }
 }
 
 /// A user acting for a purpose (`Session` in Rust). Thread-safe; `close` ends it.

@@ -35,6 +35,13 @@ enum Gate {
 /// Every public entry of `Engine` and `Session` (Rust).
 const RUST: &[(&str, Gate)] = &[
     ("Engine::open", Gate::Plumbing),
+    ("Engine::open_with_clock", Gate::Plumbing),
+    ("Engine::now", Gate::Plumbing),
+    ("Engine::act", Gate::Decided),
+    ("Engine::service_catalog", Gate::Decided),
+    ("Engine::conflicts", Gate::Decided),
+    ("Engine::report_sql", Gate::Decided),
+    ("Engine::report_html", Gate::Decided),
     ("Engine::audit", Gate::HostOnly),
     ("Engine::store", Gate::HostOnly),
     ("Engine::session", Gate::Decided),
@@ -105,6 +112,11 @@ const C: &[(&str, &str)] = &[
     ("gs_session_open_as", "Engine::session_as"),
     ("gs_engine_upsert_system", "Engine::upsert_system"),
     ("gs_engine_set_system_active", "Engine::set_system_status"),
+    ("gs_engine_act", "Engine::act"),
+    ("gs_engine_service_catalog", "Engine::service_catalog"),
+    ("gs_engine_conflicts", "Engine::conflicts"),
+    ("gs_engine_report_query", "Engine::report_sql"),
+    ("gs_engine_report_html", "Engine::report_html"),
     ("gs_session_close", "plumbing"),
     ("gs_session_errmsg", "plumbing"),
     ("gs_session_query", "Session::sql_stream"),
@@ -139,6 +151,12 @@ const PYTHON: &[(&str, &str)] = &[
     ("Engine.checkpoint", "Engine::audit_checkpoint"),
     ("Engine.who_accessed", "Engine::who_accessed"),
     ("Engine.audit_sql", "Engine::audit_sql"),
+    ("Engine.act", "Engine::act"),
+    ("Engine.apply", "Engine::act"),
+    ("Engine.service_catalog", "Engine::service_catalog"),
+    ("Engine.conflicts", "Engine::conflicts"),
+    ("Engine.report_sql", "Engine::report_sql"),
+    ("Engine.report_html", "Engine::report_html"),
     ("Session.__init__", "plumbing"),
     ("Session.user", "Session::user"),
     ("Session.purpose", "Session::purpose"),
@@ -513,6 +531,30 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Engine::audit_sql",
             Box::new(|| engine.audit_sql(GHOST, "SELECT 1").map(drop)),
+        ),
+        (
+            "Engine::act",
+            Box::new(|| {
+                engine
+                    .act(GHOST, govshare_core::engine::WorkflowAct::Escalate)
+                    .map(drop)
+            }),
+        ),
+        (
+            "Engine::service_catalog",
+            Box::new(|| engine.service_catalog(GHOST).map(drop)),
+        ),
+        (
+            "Engine::conflicts",
+            Box::new(|| engine.conflicts(GHOST, None).map(drop)),
+        ),
+        (
+            "Engine::report_sql",
+            Box::new(|| engine.report_sql(GHOST, "SELECT 1").map(drop)),
+        ),
+        (
+            "Engine::report_html",
+            Box::new(|| engine.report_html(GHOST).map(drop)),
         ),
     ];
     let decided: BTreeSet<&str> = RUST
