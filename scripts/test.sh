@@ -3,7 +3,8 @@
 # One debug build serves Rust, C and Python; benches are compiled, not run.
 #
 # Needs: the Rust toolchain, a C compiler (cc), python3 >= 3.11 with venv; valgrind is used
-# for the C test program when installed. Python packages (maturin, pytest, pyarrow, pandas,
+# for the C test program when installed. Debian's chromium (the report rendering test) is
+# installed with apt-get when missing. Python packages (maturin, pytest, pyarrow, pandas,
 # polars, duckdb) are installed into .venv by this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,14 @@ cargo fmt --all -- --check
 
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "headless Chromium for the report rendering test (Debian's chromium)"
+if [ -z "${GOVSHARE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
 
 step "tests: Rust unit, integration, doc; C example and C test program (ffi/tests/c_api.rs)"
 # The Python extension is built by maturin below: as a cargo test target it would have to

@@ -16,9 +16,10 @@ use govshare_core::{Error, Store, quality};
 use super::args::*;
 use super::*;
 
-/// The demo's operator (loads) and auditor (audit reads).
+/// The demo's operator (loads), auditor (audit reads) and coordinator (escalations, reports).
 const OPERATOR: &str = "ops";
 const AUDITOR: &str = "audit";
+const COORDINATOR: &str = "coord";
 
 fn step(title: &str) {
     out!("\n== {title}");
@@ -54,6 +55,7 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
     for (id, name, role) in [
         (OPERATOR, "王芳", Role::Operator),
         (AUDITOR, "孙审计", Role::Auditor),
+        (COORDINATOR, "吴协调", Role::Coordinator),
     ] {
         engine.upsert_user(
             "admin",
@@ -66,7 +68,9 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
             },
         )?;
     }
-    out!("admin (platform-admin) added {OPERATOR} (operator) and {AUDITOR} (auditor)");
+    out!(
+        "admin (platform-admin) added {OPERATOR} (operator), {AUDITOR} (auditor) and {COORDINATOR} (coordinator)"
+    );
     super::catalog::run(dir, CatalogCmd::List { by: "admin".into() })?;
 
     step(&format!(
@@ -273,7 +277,8 @@ pub(super) fn run(dir: &Path, persons: usize, entities: usize) -> Result<(), Err
         )?
     );
     let subject = access_demo(&engine, county)?;
-    step("8. The audit trail: every decision on a hash chain; who accessed a person");
+    application_demo(&engine, dir)?;
+    step("9. The audit trail: every decision on a hash chain; who accessed a person");
     match engine.verify_audit(AUDITOR, None)? {
         govshare_core::audit::Verdict::Intact { records, head } => out!(
             "chain intact: {records} records, head #{} {}…",
@@ -485,6 +490,101 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
         .filter(|b| b.num_rows() > 0)
         .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
         .ok_or_else(|| Error::NotFound("nobody in the county".into()))
+}
+
+/// Step 8: an application from the tax bureau going through the completeness check and the
+/// provider's decision, on the working-day calendar; the coordinator's report.
+fn application_demo(engine: &govshare_core::Engine, dir: &Path) -> Result<(), Error> {
+    use govshare_core::access::policy::{AppDecision, ApplicationForm};
+    use govshare_core::engine::{WorkflowAct as Act, WorkflowOutcome as Out};
+    step(
+        "8. An application in working days: wang applies, admin checks completeness, psb_appr approves narrower",
+    );
+    let now = engine.now();
+    let form = ApplicationForm {
+        request: GrantRequest {
+            consumer_dept: "TAX".into(),
+            users: vec!["wang".into()],
+            dataset: "person".into(),
+            fields: [
+                ("sex_code", Treatment::Clear),
+                ("name", Treatment::Clear),
+                ("mobile_phone", Treatment::Clear),
+            ]
+            .into_iter()
+            .map(|(f, treatment)| FieldGrant {
+                field: f.into(),
+                treatment,
+            })
+            .collect(),
+            purpose_code: "P04".into(),
+            purpose_text: "个人所得税专项附加扣除核验".into(),
+            scope: RowScope::default(),
+            modes: vec![Mode::Query],
+            valid_from: now,
+            valid_until: now + chrono::Duration::days(365),
+        },
+        legal_basis: "《中华人民共和国个人所得税法》第六条".into(),
+    };
+    let id = match engine.act("wang", Act::Apply { form })? {
+        Out::Application(a) => {
+            out!(
+                "wang applied (application {}): sex_code is unconditional, granted at once (grant {}); name and mobile_phone are conditional: {}",
+                a.id,
+                a.immediate_grant.unwrap_or_default(),
+                a.state.label()
+            );
+            a.id
+        }
+        other => return Err(Error::internal(format!("unexpected outcome {other:?}"))),
+    };
+    match engine.act("wang", Act::Complete { application: id }) {
+        Err(e) => out!("wang passes his own completeness check? {e}"),
+        Ok(_) => return Err(Error::internal("an applicant passed his own check")),
+    }
+    if let Out::Application(a) = engine.act("admin", Act::Complete { application: id })? {
+        out!(
+            "admin: complete — to PSB, due {} (the person dataset's 3 working days, counted on the Chinese calendar with its holidays and 调休)",
+            a.due.map(|d| d.to_string()).unwrap_or_default()
+        );
+    }
+    let narrower = AppDecision {
+        approve: true,
+        reason: "同意核验姓名；手机号非必要，不予提供".into(),
+        fields: Some(vec![FieldGrant {
+            field: "name".into(),
+            treatment: Treatment::Masked(MaskKind::Name),
+        }]),
+        scope: None,
+        valid_until: None,
+    };
+    if let Out::Approval(ap) = engine.act(
+        "psb_appr",
+        Act::Decide {
+            application: id,
+            decision: narrower,
+        },
+    )? {
+        out!(
+            "psb_appr: approved narrower — name masked, no phone (grant {})",
+            ap.grant.unwrap_or_default()
+        );
+    }
+    out!(
+        "
+$ govshare application list --by wang"
+    );
+    super::workflow::application(dir, AppCmd::List { by: "wang".into() })?;
+    out!(
+        "
+$ govshare report applications --by {COORDINATOR}"
+    );
+    let r = engine.report_sql(
+        COORDINATOR,
+        "SELECT id, dataset, consumer_dept, provider, state, due, overdue FROM applications",
+    )?;
+    out!("{}", arrow_pretty(&r.batches)?);
+    Ok(())
 }
 
 fn flip_check(line: &str) -> String {

@@ -146,7 +146,8 @@ pub(super) fn application(store: &Path, action: AppCmd) -> Result<(), Error> {
                 for t in &a.history {
                     out!(
                         "    {} {:<13} by {:<10} {}",
-                        t.at.format("%Y-%m-%d %H:%M"),
+                        t.at.with_timezone(&govshare_core::calendar::beijing())
+                            .format("%Y-%m-%d %H:%M %:z"),
                         t.to.label(),
                         t.by,
                         t.reason

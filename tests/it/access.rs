@@ -129,11 +129,49 @@ fn suspension_and_revocation_take_effect_on_the_next_query_of_an_open_session() 
         .sql("SELECT count(*) FROM person")
         .expect("a2 query");
 
+    // A host system: its open session is refused from the next query on when it is
+    // suspended, and works again when it is reactivated.
+    engine
+        .upsert_system(
+            "admin",
+            govshare_core::access::policy::HostSystem {
+                id: "hr".into(),
+                name: "人社业务系统".into(),
+                department: "A".into(),
+                status: PrincipalStatus::Active,
+            },
+        )
+        .expect("system");
+    let mut login = govshare_core::access::policy::Login::new(
+        "a2",
+        "P",
+        govshare_core::access::policy::AuthMethod::Password,
+    );
+    login.system = Some("hr".into());
+    let via = engine.session_as(&login).expect("through hr");
+    via.sql("SELECT count(*) FROM person").expect("hr active");
+    engine
+        .set_system_status("admin", "hr", PrincipalStatus::Suspended)
+        .expect("suspend hr");
+    let err = via
+        .sql("SELECT count(*) FROM person")
+        .expect_err("hr suspended");
+    assert!(err.to_string().contains("'hr' is suspended"), "{err}");
+    engine
+        .set_system_status("admin", "hr", PrincipalStatus::Active)
+        .expect("reactivate hr");
+    via.sql("SELECT count(*) FROM person").expect("hr back");
+
+    // A revoked grant: the open session's next query is refused, and no new session opens.
     store
         .writer("admin")
         .expect("w")
         .update_policy("revoke", |p, _| p.revoke(g, "admin", "done", Utc::now()))
         .expect("revoke");
+    assert!(matches!(
+        via.sql("SELECT count(*) FROM person"),
+        Err(Error::AccessDenied(_))
+    ));
     let err = engine
         .session("a2", "P")
         .expect_err("revoked grant: no valid grant left");
