@@ -21,13 +21,11 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Duration, Utc};
 
-use super::surface;
-use super::translate::Plain;
 use crate::access::policy::{AppState, Role};
 use crate::audit::Record;
 use crate::calendar::beijing_date;
 use crate::engine::{Engine, QueryResult};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Operation;
 
 /// The report tables, with what each row is.
@@ -131,6 +129,13 @@ impl Table {
 
 fn s(v: impl ToString) -> Option<String> {
     Some(v.to_string())
+}
+
+/// An instant as Beijing time, to the second.
+fn beijing_time(t: DateTime<Utc>) -> String {
+    t.with_timezone(&crate::calendar::beijing())
+        .format("%Y-%m-%d %H:%M:%S%:z")
+        .to_string()
 }
 
 impl Engine {
@@ -382,37 +387,6 @@ impl Engine {
         ])
     }
 
-    fn run_report(&self, tables: &[(&'static str, RecordBatch)], sql: &str) -> Result<QueryResult> {
-        let limits = self.store().settings()?.query;
-        let ctx = surface::closed_context(&limits)?;
-        for (name, batch) in tables {
-            let t = datafusion::datasource::MemTable::try_new(
-                batch.schema(),
-                vec![vec![batch.clone()]],
-            )
-            .map_err(|e| Error::internal(e.to_string()))?;
-            ctx.register_table(*name, Arc::new(t))
-                .map_err(|e| Error::internal(e.to_string()))?;
-        }
-        self.inner.runtime.block_on(async {
-            let df = surface::plan(&ctx, sql, &Plain).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let plan = surface::physical(df, &limits, &Plain).await?;
-            let run = datafusion::physical_plan::collect(plan, ctx.task_ctx());
-            let limit = std::time::Duration::from_millis(limits.time_limit_ms);
-            let batches = tokio::time::timeout(limit, run)
-                .await
-                .map_err(|_| {
-                    Error::LimitExceeded(format!(
-                        "the report query ran past the time limit of {:.1} s (store settings)",
-                        limit.as_secs_f64()
-                    ))
-                })?
-                .map_err(super::translate::runtime)?;
-            Ok(QueryResult { schema, batches })
-        })
-    }
-
     /// Query the reports with SQL, as a coordinator or auditor: the tables of [`REPORTS`]
     /// (`usage`, `applications`, `objections`, `late_providers`, `denials`, `volumes`)
     /// through the closed surface; the query and its outcome are recorded.
@@ -420,7 +394,7 @@ impl Engine {
         let result = self
             .report_reader(by)
             .and_then(|auditor| self.report_tables(by, auditor))
-            .and_then(|t| self.run_report(&t, sql));
+            .and_then(|t| self.query_tables(&t, sql, "report query"));
         let body =
             serde_json::json!({ "sql": sql, "rows": result.as_ref().map(|r| r.num_rows()).ok() });
         self.record_read("report_query", by, body, result.as_ref())?;
@@ -432,7 +406,7 @@ impl Engine {
     pub fn report_html(&self, by: &str) -> Result<String> {
         let result = self.report_reader(by).and_then(|auditor| {
             let tables = self.report_tables(by, auditor)?;
-            let q = |sql: &str| self.run_report(&tables, sql);
+            let q = |sql: &str| self.query_tables(&tables, sql, "report query");
             render_html(self, &q)
         });
         self.record_read("report_html", by, serde_json::json!({}), result.as_ref())?;
@@ -546,7 +520,7 @@ figure {{ margin: 0.5em 0; }} figcaption {{ font-weight: bold; font-size: 0.9em;
 <h1>govshare 共享运行报告 · sharing report</h1>
 <p>Generated {} (Beijing date {}). Every number is computed from the audit trail and the policy document.</p>
 "#,
-        esc(&now.to_rfc3339()),
+        esc(&beijing_time(now)),
         beijing_date(now)
     );
     out.push_str("<h2>Usage per department and purpose</h2>");

@@ -263,3 +263,45 @@ pub(super) async fn plan(
         .await
         .map_err(|e| explain.error(e))
 }
+
+impl super::Engine {
+    /// Run `sql` over in-memory `tables` (the audit trail, the reports) through the closed
+    /// surface under the store's query limits: the same statement allowlist and plan checks as
+    /// a session's queries. `what` names the query in a time-limit error.
+    pub(super) fn query_tables(
+        &self,
+        tables: &[(&str, arrow::array::RecordBatch)],
+        sql: &str,
+        what: &str,
+    ) -> Result<super::QueryResult> {
+        use super::translate::Plain;
+        let limits = self.store().settings()?.query;
+        let ctx = closed_context(&limits)?;
+        for (name, batch) in tables {
+            let t = datafusion::datasource::MemTable::try_new(
+                batch.schema(),
+                vec![vec![batch.clone()]],
+            )
+            .map_err(|e| Error::internal(e.to_string()))?;
+            ctx.register_table(*name, Arc::new(t))
+                .map_err(|e| Error::internal(e.to_string()))?;
+        }
+        self.inner.runtime.block_on(async {
+            let df = plan(&ctx, sql, &Plain).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let plan = physical(df, &limits, &Plain).await?;
+            let run = datafusion::physical_plan::collect(plan, ctx.task_ctx());
+            let limit = std::time::Duration::from_millis(limits.time_limit_ms);
+            let batches = tokio::time::timeout(limit, run)
+                .await
+                .map_err(|_| {
+                    Error::LimitExceeded(format!(
+                        "the {what} ran past the time limit of {:.1} s (store settings)",
+                        limit.as_secs_f64()
+                    ))
+                })?
+                .map_err(super::translate::runtime)?;
+            Ok(super::QueryResult { schema, batches })
+        })
+    }
+}

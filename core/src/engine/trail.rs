@@ -10,8 +10,6 @@ use chrono::Utc;
 use crate::access::policy::Role;
 use crate::error::{Error, Result};
 
-use super::surface;
-use super::translate::Plain;
 use super::{Engine, QueryResult};
 
 /// One access to a subject, from the audit trail.
@@ -353,29 +351,7 @@ impl Engine {
                 Arc::new(text(&|r, _| Some(r.body.to_string()))),
             ],
         )?;
-        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let limits = self.store().settings()?.query;
-        let ctx = surface::closed_context(&limits)?;
-        ctx.register_table("audit_log", Arc::new(table))
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let result: Result<QueryResult> = self.inner.runtime.block_on(async {
-            let df = surface::plan(&ctx, sql, &Plain).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let plan = surface::physical(df, &limits, &Plain).await?;
-            let run = datafusion::physical_plan::collect(plan, ctx.task_ctx());
-            let limit = std::time::Duration::from_millis(limits.time_limit_ms);
-            let batches = tokio::time::timeout(limit, run)
-                .await
-                .map_err(|_| {
-                    Error::LimitExceeded(format!(
-                        "the audit query ran past the time limit of {:.1} s (store settings)",
-                        limit.as_secs_f64()
-                    ))
-                })?
-                .map_err(super::translate::runtime)?;
-            Ok(QueryResult { schema, batches })
-        });
+        let result = self.query_tables(&[("audit_log", batch)], sql, "audit query");
         let body = match &result {
             Ok(r) => {
                 serde_json::json!({ "sql": sql, "outcome": "allowed", "scope": if auditor { "all" } else { "own department" }, "rows": r.num_rows() })
