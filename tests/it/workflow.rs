@@ -444,10 +444,23 @@ fn overdue_applications_escalate_to_the_coordinator_who_decides_and_disputes_go_
         .expect("complete"); // due 7 February 2025
     // Not overdue yet: the sweep moves nothing, and a forged escalation is refused.
     w.clock.set(beijing("2025-02-07"));
+    let versions = w.store.policy_version().expect("v");
     match w.engine.act(COORD, Act::Escalate).expect("sweep") {
         Out::Escalated { applications, .. } => assert!(applications.is_empty()),
         other => panic!("{other:?}"),
     }
+    // A sweep that moves nothing makes no policy version, but is on the trail; and it is the
+    // coordinator's (or a platform administrator's) to run even then.
+    assert_eq!(w.store.policy_version().expect("v"), versions);
+    assert!(
+        w.engine
+            .audit()
+            .records()
+            .expect("r")
+            .iter()
+            .any(|r| r.kind == "policy_unchanged" && r.actor == COORD)
+    );
+    denied(w.engine.act("a", Act::Escalate), "coordinator");
     let e = w
         .engine
         .writer(COORD)

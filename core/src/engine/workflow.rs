@@ -388,7 +388,7 @@ impl Engine {
                     .decide_application(application, &decision, by, now)
                     .map(WorkflowOutcome::Approval),
                 A::Escalate => {
-                    let (applications, objections) = p.escalate_overdue(by, now);
+                    let (applications, objections) = p.escalate_overdue(by, now)?;
                     Ok(WorkflowOutcome::Escalated {
                         applications,
                         objections,

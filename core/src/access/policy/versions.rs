@@ -223,6 +223,16 @@ impl Writer<'_> {
                 return Err(e);
             }
         };
+        if policy == before {
+            // Nothing changed (an escalation sweep that found nothing overdue): no new version,
+            // which would only copy the document, but the act is still on the trail.
+            let mut body = serde_json::json!({ "note": note, "policy_version": chain.current()? });
+            if !detail.is_null() {
+                body["detail"] = detail;
+            }
+            self.record("policy_unchanged", author, body)?;
+            return Ok(out);
+        }
         let version = chain.current()? + 1;
         let doc = PolicyVersion {
             version,

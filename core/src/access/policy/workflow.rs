@@ -604,7 +604,17 @@ impl Policy {
 
     /// Escalate every application and objection overdue at `now` to the coordinator, as `by`
     /// (a coordinator or platform administrator); returns the ids escalated.
-    pub fn escalate_overdue(&mut self, by: &str, now: DateTime<Utc>) -> (Vec<u64>, Vec<u64>) {
+    pub fn escalate_overdue(
+        &mut self,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let (u, _) = self.active_user(by)?;
+        if !u.roles.contains(&Role::Coordinator) && !u.roles.contains(&Role::PlatformAdmin) {
+            return Err(denied(format!(
+                "user '{by}' may not escalate overdue applications and objections: that needs the coordinator or platform-admin role"
+            )));
+        }
         let today = beijing_date(now);
         let mut apps = Vec::new();
         for a in self.applications.values_mut() {
@@ -634,7 +644,7 @@ impl Policy {
                 objs.push(o.id);
             }
         }
-        (apps, objs)
+        Ok((apps, objs))
     }
 
     /// File an objection on `dataset.field` of the subject `key`, as consumer `by`, who found
