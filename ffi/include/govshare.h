@@ -445,8 +445,8 @@ gs_status gs_engine_conflicts(gs_engine *engine,
                               const char *dataset,
                               char **out_json);
 
-// Query the report tables (usage, applications, objections, late_providers, denials,
-// volumes) with SQL as coordinator or auditor `by`; result as an Arrow C stream, as in
+// Query the report tables (usage, applications, objections, agreements, late_providers,
+// denials, volumes) with SQL as coordinator or auditor `by`; result as an Arrow C stream, as in
 // [`gs_session_query`]; recorded.
 //
 // # Safety

@@ -86,8 +86,8 @@ pub unsafe extern "C" fn gs_engine_conflicts(
     })
 }
 
-/// Query the report tables (usage, applications, objections, late_providers, denials,
-/// volumes) with SQL as coordinator or auditor `by`; result as an Arrow C stream, as in
+/// Query the report tables (usage, applications, objections, agreements, late_providers,
+/// denials, volumes) with SQL as coordinator or auditor `by`; result as an Arrow C stream, as in
 /// [`gs_session_query`]; recorded.
 ///
 /// # Safety

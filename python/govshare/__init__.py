@@ -465,8 +465,8 @@ class Engine:
         return _json.loads(self._raw.conflicts(_str(by, "by"), dataset))
 
     def report_sql(self, query: str, *, by: str) -> Result:
-        """Query the report tables (usage, applications, objections, late_providers, denials,
-        volumes) as coordinator or auditor ``by``."""
+        """Query the report tables (usage, applications, objections, agreements,
+        late_providers, denials, volumes) as coordinator or auditor ``by``."""
         return Result(self._raw.report_sql(_str(by, "by"), _str(query, "query")))
 
     def report_html(self, *, by: str) -> str:

@@ -143,7 +143,8 @@ pub(crate) enum Command {
     /// Reports for coordinators and auditors: a table by name, SQL over the report tables,
     /// or the HTML page with charts.
     Report {
-        /// A report table (usage, applications, objections, late_providers, denials, volumes).
+        /// A report table (usage, applications, objections, agreements, late_providers,
+        /// denials, volumes).
         name: Option<String>,
         /// SQL over the report tables instead of one table.
         #[arg(long, conflicts_with = "name")]

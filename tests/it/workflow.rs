@@ -1061,6 +1061,24 @@ fn agreements_group_grants_renew_before_expiry_on_the_calendar_and_revoke_togeth
         Out::Agreement(a) => a,
         other => panic!("{other:?}"),
     };
+    // The coordinator's report says when the renewal is due: within 10 working days of the
+    // end (1 July 2025, a Tuesday; 17 June is 10 working days before it).
+    let due = |date: &str| {
+        w.clock.set(beijing(date));
+        let r = w
+            .engine
+            .report_sql(
+                COORD,
+                &format!(
+                    "SELECT working_days_left, renewal_due FROM agreements WHERE id = {}",
+                    ag.id
+                ),
+            )
+            .expect("report");
+        govshare_testkit::render_cells(&r.batches)[0].join("|")
+    };
+    assert_eq!(due("2025-06-16"), "11|false");
+    assert_eq!(due("2025-06-17"), "10|true");
     // Renewed before it ends: a successor grant from the old end to the new one.
     w.clock.set(beijing("2025-06-20"));
     let renewed = match w

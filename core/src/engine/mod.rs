@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
 pub use admin::LoadSummary;
-pub use reports::{REPORTS, UNUSUAL_FACTOR, UNUSUAL_FLOOR};
+pub use reports::{RENEWAL_WINDOW_DAYS, REPORTS, UNUSUAL_FACTOR, UNUSUAL_FLOOR};
 pub use session::{Canceller, Session, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};
 pub use trail::Access;

@@ -1,5 +1,6 @@
 //! Reports for the coordinator and auditors (000 §28, 001 §17): usage per department and
-//! purpose, applications and objections pending and overdue, providers late against their
+//! purpose, applications and objections pending and overdue, agreements due for renewal,
+//! providers late against their
 //! declared update frequency, denied attempts per user, unusual volumes per user.
 //!
 //! Reports are tables, queried through the same closed SQL surface as everything else
@@ -29,7 +30,7 @@ use crate::error::Result;
 use crate::store::Operation;
 
 /// The report tables, with what each row is.
-pub const REPORTS: [(&str, &str); 6] = [
+pub const REPORTS: [(&str, &str); 7] = [
     (
         "usage",
         "per department and purpose: queries allowed and denied, rows returned",
@@ -41,6 +42,10 @@ pub const REPORTS: [(&str, &str); 6] = [
     (
         "objections",
         "every objection (no subject keys): state, source, deadline, overdue, filed late",
+    ),
+    (
+        "agreements",
+        "every agreement: term end, working days left, renewal due (within the renewal window)",
     ),
     (
         "late_providers",
@@ -55,6 +60,9 @@ pub const REPORTS: [(&str, &str); 6] = [
         "per user and Beijing day: queries and rows returned, and whether that is unusual",
     ),
 ];
+
+/// An agreement's renewal is due when its term ends within this many working days.
+pub const RENEWAL_WINDOW_DAYS: u32 = 10;
 
 /// A user-day's rows are unusual above this many times the median user-day …
 pub const UNUSUAL_FACTOR: u64 = 5;
@@ -294,6 +302,58 @@ impl Engine {
             .int("working_days_late", obj_late.iter().map(|l| l.1).collect())
             .batch()?;
 
+        // agreements: working days left in the term, renewal due inside the window
+        let ags: Vec<_> = policy.agreements.values().collect();
+        let left: Vec<Option<i64>> = ags
+            .iter()
+            .map(|a| {
+                calendar
+                    .working_days_between(today, beijing_date(a.until))
+                    .ok()
+                    .map(i64::from)
+            })
+            .collect();
+        let agreements = Table::default()
+            .int("id", ags.iter().map(|a| Some(a.id as i64)).collect())
+            .text("provider", ags.iter().map(|a| s(&a.provider)).collect())
+            .text(
+                "consumer_dept",
+                ags.iter().map(|a| s(&a.consumer_dept)).collect(),
+            )
+            .text("title", ags.iter().map(|a| s(&a.title)).collect())
+            .count(
+                "grants",
+                ags.iter().map(|a| a.grants.len() as u64).collect(),
+            )
+            .text(
+                "until",
+                ags.iter().map(|a| s(beijing_time(a.until))).collect(),
+            )
+            .count(
+                "renewals",
+                ags.iter().map(|a| a.renewals.len() as u64).collect(),
+            )
+            .flag("revoked", ags.iter().map(|a| a.revoked.is_some()).collect())
+            .flag(
+                "expired",
+                ags.iter()
+                    .map(|a| a.revoked.is_none() && now >= a.until)
+                    .collect(),
+            )
+            .int("working_days_left", left.clone())
+            .flag(
+                "renewal_due",
+                ags.iter()
+                    .zip(&left)
+                    .map(|(a, l)| {
+                        a.revoked.is_none()
+                            && now < a.until
+                            && l.is_some_and(|l| l <= i64::from(RENEWAL_WINDOW_DAYS))
+                    })
+                    .collect(),
+            )
+            .batch()?;
+
         // late providers
         let mut lp: Vec<LateRow> = Vec::new();
         for def in catalog.datasets.values() {
@@ -381,6 +441,7 @@ impl Engine {
             ("usage", usage),
             ("applications", applications),
             ("objections", objections),
+            ("agreements", agreements),
             ("late_providers", late_providers),
             ("denials", denials),
             ("volumes", volumes),
@@ -388,7 +449,8 @@ impl Engine {
     }
 
     /// Query the reports with SQL, as a coordinator or auditor: the tables of [`REPORTS`]
-    /// (`usage`, `applications`, `objections`, `late_providers`, `denials`, `volumes`)
+    /// (`usage`, `applications`, `objections`, `agreements`, `late_providers`, `denials`,
+    /// `volumes`)
     /// through the closed surface; the query and its outcome are recorded.
     pub fn report_sql(&self, by: &str, sql: &str) -> Result<QueryResult> {
         let result = self
@@ -552,6 +614,13 @@ figure {{ margin: 0.5em 0; }} figcaption {{ font-weight: bold; font-size: 0.9em;
         &mut out,
         &q(
             "SELECT id, dataset, field, department, provider, state, due, overdue, filed_late FROM objections WHERE pending ORDER BY overdue DESC, due",
+        )?,
+    )?;
+    out.push_str("<h2>Agreements ending soon</h2>");
+    table_html(
+        &mut out,
+        &q(
+            "SELECT id, provider, consumer_dept, title, until, working_days_left, renewal_due FROM agreements WHERE NOT revoked AND NOT expired ORDER BY working_days_left",
         )?,
     )?;
     out.push_str("<h2>Providers late against their declared update frequency</h2>");
