@@ -173,16 +173,21 @@ impl Snapshot {
             .get(file)
             .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
         let end = f.row_base as u64 + f.rows;
+        let file_range = f.row_base..end.min(u32::MAX as u64 + 1) as u32;
+        let whole = || {
+            let mut b = RoaringBitmap::new();
+            b.insert_range(0..f.rows as u32);
+            b
+        };
+        // Rows are chosen per file; with region clustering a file is mostly wholly in or out
+        // of a scope, so those cases are one range operation instead of one insert per id.
         let mut local: RoaringBitmap = match rows {
-            Some(r) => r
-                .range(f.row_base..end.min(u32::MAX as u64 + 1) as u32)
-                .map(|id| id - f.row_base)
-                .collect(),
-            None => {
-                let mut b = RoaringBitmap::new();
-                b.insert_range(0..f.rows as u32);
-                b
-            }
+            None => whole(),
+            Some(r) => match r.range_cardinality(file_range.clone()) {
+                0 => RoaringBitmap::new(),
+                n if n == f.rows => whole(),
+                _ => r.range(file_range).map(|id| id - f.row_base).collect(),
+            },
         };
         local -= self.file_deletes(f)?;
         if local.is_empty() {
@@ -279,8 +284,14 @@ fn selection_for(local: &RoaringBitmap, row_groups: &[u64]) -> (Vec<usize>, RowS
     let mut start = 0u64;
     for (g, &len) in row_groups.iter().enumerate() {
         let end = start + len;
-        let in_group: Vec<u32> = local.range(start as u32..end as u32).collect();
-        if !in_group.is_empty() {
+        let group = start as u32..end as u32;
+        let selected = local.range_cardinality(group.clone());
+        if selected == len {
+            // The whole group: one selector, no walk over its ids.
+            groups.push(g);
+            selectors.push(RowSelector::select(len as usize));
+        } else if selected > 0 {
+            let in_group: Vec<u32> = local.range(group).collect();
             groups.push(g);
             // Runs of consecutive offsets become select/skip pairs.
             let mut pos = start;
@@ -311,6 +322,21 @@ fn selection_for(local: &RoaringBitmap, row_groups: &[u64]) -> (Vec<usize>, RowS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wholly_selected_group_is_one_selector_and_partial_groups_keep_their_runs() {
+        let mut local = RoaringBitmap::new();
+        local.insert_range(10..20); // all of group 1
+        local.insert(23); // one row of group 2
+        let (groups, sel) = selection_for(&local, &[10, 10, 10]);
+        assert_eq!(groups, vec![1, 2]);
+        let got: Vec<(bool, usize)> = sel.iter().map(|s| (s.skip, s.row_count)).collect();
+        assert_eq!(
+            got,
+            [(false, 10), (true, 3), (false, 1), (true, 6)],
+            "group 1 whole; group 2: skip 3, select 1, skip 6"
+        );
+    }
 
     #[test]
     fn selection_covers_runs_within_selected_groups() {
