@@ -550,21 +550,7 @@ impl Policy {
             .ok_or_else(|| Error::NotFound(format!("application {id}")))?
             .clone();
         let mut r = app.request.clone();
-        // Only conditional items are decided: the unconditional ones were granted at once and
-        // the not-shared ones referred. Without the catalog here the split is taken from the
-        // immediate grant and the reclassification request.
-        let immediate: Vec<String> = app
-            .immediate_grant
-            .and_then(|g| self.grants.get(&g))
-            .map(|g| g.request.fields.iter().map(|f| f.field.clone()).collect())
-            .unwrap_or_default();
-        let referred: Vec<String> = app
-            .reclassification
-            .and_then(|x| self.reclassifications.get(&x))
-            .map(|x| x.fields.clone())
-            .unwrap_or_default();
-        r.fields
-            .retain(|f| !immediate.contains(&f.field) && !referred.contains(&f.field));
+        r.fields = self.decided_items(&app);
         if let Some(fs) = &d.fields {
             r.fields = fs.clone();
         }
@@ -878,6 +864,25 @@ impl Policy {
         };
         self.resolutions.insert(id.to_string(), r.clone());
         Ok(r)
+    }
+
+    /// The items of application `app` that wait for a decision: the conditional ones as
+    /// applied for — not those its immediate grant holds, nor those referred to the
+    /// coordinator (the split is read from those records, so no catalog is needed).
+    fn decided_items(&self, app: &Application) -> Vec<FieldGrant> {
+        let immediate = app.immediate_grant.and_then(|g| self.grants.get(&g));
+        let referred = app
+            .reclassification
+            .and_then(|x| self.reclassifications.get(&x));
+        app.request
+            .fields
+            .iter()
+            .filter(|f| {
+                !immediate.is_some_and(|g| g.request.fields.iter().any(|x| x.field == f.field))
+                    && !referred.is_some_and(|x| x.fields.contains(&f.field))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Whether grant `g` holds only what an on-request grant may (it was made on request or
@@ -1346,22 +1351,7 @@ impl Policy {
                 )));
             }
         };
-        // The items decided are the conditional ones as applied for.
-        let decided: Vec<FieldGrant> = app
-            .request
-            .fields
-            .iter()
-            .filter(|f| {
-                !app.immediate_grant
-                    .and_then(|g| self.grants.get(&g))
-                    .is_some_and(|g| g.request.fields.iter().any(|x| x.field == f.field))
-                    && !app
-                        .reclassification
-                        .and_then(|x| self.reclassifications.get(&x))
-                        .is_some_and(|x| x.fields.contains(&f.field))
-            })
-            .cloned()
-            .collect();
+        let decided = self.decided_items(app);
         if ap.approved {
             check_narrower(&ap.request, &app.request, &decided)?;
             if ap.request.fields.is_empty() {
