@@ -8,25 +8,33 @@
 //!   (no user expression can ever see them: no error, cast or timing oracle);
 //! - masks are applied before any batch leaves the node, so predicates, joins, grouping and
 //!   functions above see masked values only;
-//! - no filter is pushed into it (`Unsupported` for every filter, and, as a leaf without
-//!   children, no physical filter or dynamic-filter pushdown can reach the Parquet reader), so
-//!   no predicate touches raw statistics, page indexes or bloom filters;
+//! - a query's predicates are evaluated *inside* it, after the barrier (late
+//!   materialisation): on the in-scope live rows only, on the values the session sees (a
+//!   predicate on a masked column runs on the masked value), and only the rows that pass have
+//!   their other columns decoded and masked. They are accepted as `Inexact`, so the same
+//!   predicate runs again above the scan on what it emits. Row-group statistics prune only
+//!   row groups every row of which is live and in scope, and only on columns the session sees
+//!   in clear (see `prunable`), so a statistic never speaks for a row the session may not see;
+//!   as a leaf without children, no physical or dynamic filter reaches the Parquet reader;
+//! - a key the session sees in clear, compared with `=` or `IN` to literals, is looked up in
+//!   the key index and intersected with the scope: a point query reads one row, not the table;
 //! - its statistics are unknown, so no COUNT/MIN/MAX/LIMIT is answered from file metadata;
 //! - its EXPLAIN line names dataset, version and fields, never scope contents or row counts.
 
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session as DfSession, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Statistics, project_schema};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ScalarValue, Statistics, ToDFSchema, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -67,20 +75,24 @@ pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
     Ok(rows)
 }
 
-/// The rows of one data file a scan selects, in row-id order. `inner.rows` is already the
-/// scope ∩ live rows (see [`scope_rows`]), so deletions need no second pass here.
-fn file_selection(inner: &Inner, file: usize) -> Result<RoaringBitmap> {
-    let meta = inner
-        .snapshot
-        .manifest()
-        .files
-        .get(file)
-        .ok_or_else(|| Error::Corrupt(format!("no data file {file}")))?;
-    let end = (meta.row_base as u64 + meta.rows).min(u32::MAX as u64) as u32;
+/// The row ids among `rows` in a range, in row-id order.
+fn range_selection(rows: &RoaringBitmap, range: std::ops::Range<u32>) -> RoaringBitmap {
     let mut sel = RoaringBitmap::new();
-    sel.insert_range(meta.row_base..end);
-    sel &= &inner.rows;
-    Ok(sel)
+    sel.insert_range(range);
+    sel &= rows;
+    sel
+}
+
+/// What one scan emitted of one run of row groups: the first `count` of the rows it read
+/// there.
+#[derive(Debug)]
+struct Emitted {
+    /// Global row ids of the run.
+    range: std::ops::Range<u32>,
+    /// The global row ids the scan read in the run, when a predicate or a key lookup
+    /// narrowed them; `None` for the whole of the scope in the run.
+    read: Option<RoaringBitmap>,
+    count: u64,
 }
 
 /// A dataset as one decision may see it.
@@ -95,12 +107,12 @@ struct Inner {
     /// Granted fields in schema order: (column name in the data files, mask).
     columns: Vec<(String, MaskKind)>,
     schema: SchemaRef,
-    rows: RoaringBitmap,
+    rows: Arc<RoaringBitmap>,
     pseudonym_key: [u8; 32],
-    /// Rows emitted so far per data file: the subjects "read" (see `engine`). Counts, not
-    /// ids: a file's rows leave in row-id order, so the first k of its selection are exactly
-    /// the rows emitted, and the bitmap is derived once, when the query ends.
-    emitted: std::sync::Mutex<std::collections::BTreeMap<usize, u64>>,
+    /// What the scans emitted, per scan and data file: the subjects "read" (see `engine`).
+    /// Counts, not ids: a file's rows leave in row-id order, so the first k of the rows read
+    /// there are exactly the rows emitted, and the bitmap is derived once, when the query ends.
+    emitted: std::sync::Mutex<Vec<Emitted>>,
 }
 
 impl SecuredTable {
@@ -138,9 +150,9 @@ impl SecuredTable {
                 snapshot,
                 columns,
                 schema: Arc::new(Schema::new(fields)),
-                rows,
+                rows: Arc::new(rows),
                 pseudonym_key,
-                emitted: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+                emitted: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -152,15 +164,21 @@ impl SecuredTable {
 
     /// The row ids the scans of this table emitted so far.
     pub fn emitted(&self) -> Result<RoaringBitmap> {
-        let counts = self
+        let parts = self
             .inner
             .emitted
             .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default();
+            .map_err(|_| Error::internal("emitted rows lock poisoned"))?;
         let mut out = RoaringBitmap::new();
-        for (file, count) in counts {
-            let mut sel = file_selection(&self.inner, file)?;
+        for part in parts.iter() {
+            let count = part.count;
+            if count == 0 {
+                continue;
+            }
+            let mut sel = match &part.read {
+                Some(read) => read.clone(),
+                None => range_selection(&self.inner.rows, part.range.clone()),
+            };
             if count < sel.len() {
                 // Keep the first `count` ids: everything below the count-th one.
                 if let Some(cut) = sel.select(count as u32) {
@@ -192,11 +210,18 @@ impl TableProvider for SecuredTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Every predicate runs above the barrier, on masked values, after the scope.
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
+        // `Inexact`: evaluated inside the scan (after the scope, on masked values) to decode
+        // less, and again above it, so what the query means never depends on this node.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if pushable(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
     }
 
     fn statistics(&self) -> Option<Statistics> {
@@ -205,29 +230,23 @@ impl TableProvider for SecuredTable {
 
     async fn scan(
         &self,
-        _state: &dyn DfSession,
+        state: &dyn DfSession,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let projection: Vec<usize> = projection
             .cloned()
             .unwrap_or_else(|| (0..self.inner.columns.len()).collect());
         let schema = project_schema(&self.inner.schema, Some(&projection))?;
-        // One partition per data file that holds in-scope rows.
-        let files: Vec<usize> = self
-            .inner
-            .snapshot
-            .manifest()
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| {
-                let end = (f.row_base as u64 + f.rows).min(u32::MAX as u64) as u32;
-                self.inner.rows.range(f.row_base..end).next().is_some()
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let filters: Vec<Expr> = filters.iter().filter(|f| pushable(f)).cloned().collect();
+        let predicate = self.predicate(state, &filters)?;
+        // A key in clear compared with literals: the key index, within the scope.
+        let rows = match self.key_rows(&filters).map_err(ext)? {
+            Some(keys) => Arc::new(keys & self.inner.rows.as_ref()),
+            None => self.inner.rows.clone(),
+        };
+        let units = split_units(&self.inner.snapshot, &rows, SCAN_PARTITIONS);
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             // A fixed count: the number of files in scope is not the principal's to learn
@@ -240,26 +259,188 @@ impl TableProvider for SecuredTable {
             inner: self.inner.clone(),
             projection,
             schema,
-            files,
+            rows,
+            units,
+            predicate,
             limit,
             props: Arc::new(props),
         }))
     }
 }
 
-/// The batches of one file with the file's index, in a partition's chain of files.
-type FileBatches = Box<dyn Iterator<Item = DfResult<(usize, RecordBatch, Arc<Inner>)>> + Send>;
+impl SecuredTable {
+    /// The pushed-down predicates as one conjunction over the columns they read, planned
+    /// against those columns' *masked* types.
+    fn predicate(&self, state: &dyn DfSession, filters: &[Expr]) -> DfResult<Option<Predicate>> {
+        let Some(expr) = conjunction(filters.to_vec()) else {
+            return Ok(None);
+        };
+        let mut columns: Vec<usize> = Vec::new();
+        for c in expr.column_refs() {
+            let i = self.inner.schema.index_of(&c.name)?;
+            if !columns.contains(&i) {
+                columns.push(i);
+            }
+        }
+        columns.sort_unstable();
+        let sub = Arc::new(self.inner.schema.project(&columns)?);
+        let physical = state.create_physical_expr(expr.clone(), &sub.clone().to_dfschema()?)?;
+        Ok(Some(Predicate {
+            columns,
+            schema: sub,
+            expr: physical,
+            text: expr.to_string(),
+        }))
+    }
+
+    /// Rows with the keys a filter names (`key = 'v'`, `'v' = key`, `key IN ('v', ...)`), when
+    /// the session sees the key in clear; `None` when no filter is such a lookup. Several
+    /// lookups intersect (they are conjuncts). Exact: the index holds every live key once.
+    fn key_rows(&self, filters: &[Expr]) -> Result<Option<RoaringBitmap>> {
+        let key = &self.inner.snapshot.dataset().key;
+        let clear = self
+            .inner
+            .columns
+            .iter()
+            .any(|(n, m)| n == key && *m == MaskKind::Clear);
+        if !clear {
+            // On a masked key, `=` compares the masked value: the index of raw keys would
+            // answer a different question.
+            return Ok(None);
+        }
+        let is_key = |e: &Expr| matches!(e, Expr::Column(c) if &c.name == key);
+        let mut found: Option<RoaringBitmap> = None;
+        for f in filters {
+            let values: Option<Vec<&str>> = match f {
+                Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                    match (b.left.as_ref(), b.right.as_ref()) {
+                        (c, Expr::Literal(v, _)) | (Expr::Literal(v, _), c) if is_key(c) => {
+                            text_literal(v).map(|s| vec![s])
+                        }
+                        _ => None,
+                    }
+                }
+                Expr::InList(l) if !l.negated && is_key(&l.expr) => l
+                    .list
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Literal(v, _) => text_literal(v),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            if let Some(values) = values {
+                let index = self.inner.snapshot.key_index()?;
+                let rows: RoaringBitmap = values.iter().filter_map(|v| index.get(v)).collect();
+                found = Some(match found {
+                    Some(f) => f & rows,
+                    None => rows,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A string literal's text (a NULL literal matches nothing, like `= NULL`).
+fn text_literal(v: &ScalarValue) -> Option<&str> {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether a filter may run inside the scan: deterministic (it runs twice, inside and above)
+/// and self-contained (no subquery, which would read other tables from inside this one).
+fn pushable(e: &Expr) -> bool {
+    !e.is_volatile()
+        && !e
+            .exists(|x| {
+                Ok(matches!(
+                    x,
+                    Expr::ScalarSubquery(_)
+                        | Expr::InSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::OuterReferenceColumn(..)
+                        | Expr::Placeholder(_)
+                ))
+            })
+            .unwrap_or(true)
+}
+
+fn ext(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The query's predicates as the scan evaluates them.
+#[derive(Debug)]
+struct Predicate {
+    /// Table columns it reads (indexes into the table schema), ascending.
+    columns: Vec<usize>,
+    /// Those columns with their masked types: what the expression is planned against.
+    schema: SchemaRef,
+    expr: Arc<dyn PhysicalExpr>,
+    /// For EXPLAIN: the user's own predicate, nothing about the scope.
+    text: String,
+}
+
+/// A run of row groups of one file that one partition reads: global row ids `range`.
+#[derive(Debug, Clone)]
+struct Unit {
+    file: usize,
+    range: std::ops::Range<u32>,
+}
+
+/// Split the row groups holding selected rows into `parts` runs of about equal selected
+/// rows, in row-id order: the partitions share the work whatever the files' sizes, and a
+/// partition opens each file once per run, not once per row group.
+fn split_units(snap: &Snapshot, rows: &RoaringBitmap, parts: usize) -> Vec<Vec<Unit>> {
+    let mut groups: Vec<(usize, std::ops::Range<u32>, u64)> = Vec::new();
+    for (i, f) in snap.manifest().files.iter().enumerate() {
+        let mut start = f.row_base as u64;
+        for &len in &f.row_groups {
+            let end = (start + len).min(u32::MAX as u64 + 1);
+            let r = start as u32..end as u32;
+            let n = rows.range_cardinality(r.clone());
+            if n > 0 {
+                groups.push((i, r, n));
+            }
+            start = end;
+        }
+    }
+    let total: u64 = groups.iter().map(|g| g.2).sum();
+    let mut out: Vec<Vec<Unit>> = vec![Vec::new(); parts];
+    let mut seen = 0u64;
+    for (file, r, n) in groups {
+        let p = ((seen * parts as u64) / total.max(1)).min(parts as u64 - 1) as usize;
+        seen += n;
+        match out[p].last_mut() {
+            Some(u) if u.file == file && u.range.end == r.start => u.range.end = r.end,
+            _ => out[p].push(Unit { file, range: r }),
+        }
+    }
+    out
+}
+
+/// The batches of one unit with its entry in the emitted list.
+type UnitBatches = Box<dyn Iterator<Item = DfResult<(usize, RecordBatch)>> + Send>;
 
 /// Output partitions of every secured scan, whatever its scope.
 const SCAN_PARTITIONS: usize = 2;
 
-/// The scan leaf: Parquet read with the scope as row selection, then masks.
+/// The scan leaf: Parquet read with the scope as row selection, predicates, then masks.
 #[derive(Debug)]
 pub struct SecuredScanExec {
     inner: Arc<Inner>,
     projection: Vec<usize>,
     schema: SchemaRef,
-    files: Vec<usize>,
+    /// The rows this scan may read: the table's scope, narrowed by a key lookup.
+    rows: Arc<RoaringBitmap>,
+    units: Vec<Vec<Unit>>,
+    predicate: Option<Predicate>,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
 }
@@ -286,7 +467,11 @@ impl DisplayAs for SecuredScanExec {
             "SecuredScan: dataset={} fields=[{}]",
             snap.dataset().name,
             cols.join(", ")
-        )
+        )?;
+        if let Some(p) = &self.predicate {
+            write!(f, " predicate=[{}]", p.text)?;
+        }
+        Ok(())
     }
 }
 
@@ -334,14 +519,7 @@ impl ExecutionPlan for SecuredScanExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.schema.clone();
-        // Partition p reads every SCAN_PARTITIONS-th file in scope, in order.
-        let files: Vec<usize> = self
-            .files
-            .iter()
-            .copied()
-            .skip(partition)
-            .step_by(SCAN_PARTITIONS)
-            .collect();
+        let units = self.units.get(partition).cloned().unwrap_or_default();
         let inner = self.inner.clone();
         let names: Vec<String> = self
             .projection
@@ -363,20 +541,44 @@ impl ExecutionPlan for SecuredScanExec {
         let key = inner.pseudonym_key;
         let out_schema = schema.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
-        let iter = files
+        let rows = self.rows.clone();
+        let predicate = self.predicate.as_ref().map(|p| {
+            Arc::new(Predicate {
+                columns: p.columns.clone(),
+                schema: p.schema.clone(),
+                expr: p.expr.clone(),
+                text: String::new(),
+            })
+        });
+        let narrowed = !Arc::ptr_eq(&self.rows, &self.inner.rows);
+        let collector = inner.clone();
+        let has_predicate = predicate.is_some();
+        let iter = units
             .into_iter()
-            .flat_map(move |file| {
-                let cols: Vec<&str> = read_cols.iter().map(String::as_str).collect();
-                let reader = inner
-                    .snapshot
-                    .file_reader(file, Some(&inner.rows), Some(&cols))
-                    .map_err(|e| DataFusionError::External(Box::new(e)));
-                let collector = inner.clone();
-                let batches: FileBatches = match reader {
-                    Ok(r) => Box::new(r.into_iter().flatten().map(move |b| {
-                        b.map(|b| (file, b, collector.clone()))
+            .flat_map({
+                let inner = inner.clone();
+                move |u| {
+                    if has_predicate {
+                        pieces(&inner.snapshot, u, PIECE_ROWS)
+                    } else {
+                        vec![u]
+                    }
+                }
+            })
+            .flat_map(move |unit| {
+                let batches: UnitBatches = match open_unit(
+                    &inner,
+                    &rows,
+                    &unit,
+                    predicate.as_deref(),
+                    narrowed,
+                    &read_cols,
+                ) {
+                    Ok(Some((slot, r))) => Box::new(r.map(move |b| {
+                        b.map(|b| (slot, b))
                             .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
                     })),
+                    Ok(None) => Box::new(std::iter::empty()),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 };
                 batches
@@ -386,12 +588,14 @@ impl ExecutionPlan for SecuredScanExec {
                     return None;
                 }
                 let r = (|| -> DfResult<RecordBatch> {
-                    let (file, b, collector) = item?;
+                    let (slot, b) = item?;
                     let n = b.num_rows().min(remaining);
                     let b = b.slice(0, n);
                     remaining -= n;
-                    if let Ok(mut e) = collector.emitted.lock() {
-                        *e.entry(file).or_default() += n as u64;
+                    if let Ok(mut e) = collector.emitted.lock()
+                        && let Some(part) = e.get_mut(slot)
+                    {
+                        part.count += n as u64;
                     }
                     let cols: Vec<ArrayRef> = if no_cols {
                         Vec::new()
@@ -399,10 +603,7 @@ impl ExecutionPlan for SecuredScanExec {
                         b.columns()
                             .iter()
                             .zip(&masks_)
-                            .map(|(c, m)| {
-                                masks::apply(*m, c, &key)
-                                    .map_err(|e| DataFusionError::External(Box::new(e)))
-                            })
+                            .map(|(c, m)| masks::apply(*m, c, &key).map_err(ext))
                             .collect::<DfResult<_>>()?
                     };
                     Ok(RecordBatch::try_new_with_options(
@@ -418,4 +619,178 @@ impl ExecutionPlan for SecuredScanExec {
             futures::stream::iter(iter),
         )))
     }
+}
+
+/// Open one unit: its selected live rows, narrowed by the predicate (evaluated on those rows
+/// only, on masked values), registered in the emitted list; `None` when nothing is left.
+///
+/// What counts as *read* (the subjects on the trail): every row a predicate was evaluated on
+/// — its values decided the answer, whether or not it passed — and, without a predicate, the
+/// rows emitted.
+fn open_unit(
+    inner: &Arc<Inner>,
+    rows: &RoaringBitmap,
+    unit: &Unit,
+    predicate: Option<&Predicate>,
+    narrowed: bool,
+    read_cols: &[String],
+) -> DfResult<Option<(usize, crate::store::FileRows)>> {
+    let snap = &inner.snapshot;
+    let base = snap
+        .manifest()
+        .files
+        .get(unit.file)
+        .map(|f| f.row_base)
+        .ok_or_else(|| ext(Error::Corrupt(format!("no data file {}", unit.file))))?;
+    let mut local = snap.file_rows(unit.file, Some(rows)).map_err(ext)?;
+    local.remove_range(..unit.range.start - base);
+    local.remove_range(unit.range.end - base..);
+    let global = |local: &RoaringBitmap| {
+        let mut g = RoaringBitmap::new();
+        // Back to global ids: each run of offsets shifted by the file's base.
+        for (lo, hi) in runs(local) {
+            g.insert_range(lo + base..hi + base);
+        }
+        g
+    };
+    let (read, count) = match predicate {
+        Some(_) => (Some(global(&local)), local.len()),
+        None if narrowed => (Some(global(&local)), 0),
+        None => (None, 0),
+    };
+    let slot = {
+        let mut emitted = inner
+            .emitted
+            .lock()
+            .map_err(|_| ext(Error::internal("emitted rows lock poisoned")))?;
+        emitted.push(Emitted {
+            range: unit.range.clone(),
+            read,
+            count,
+        });
+        emitted.len() - 1
+    };
+    if let Some(p) = predicate {
+        local = filter_rows(inner, unit.file, local, p)?;
+    }
+    let cols: Vec<&str> = read_cols.iter().map(String::as_str).collect();
+    let reader = snap
+        .read_local(unit.file, &local, Some(&cols))
+        .map_err(ext)?;
+    Ok(reader.map(|r| (slot, r)))
+}
+
+/// A unit cut at row-group boundaries into pieces of at least `rows` rows, so a predicate is
+/// evaluated piece by piece and the first rows can leave before the whole run is filtered.
+fn pieces(snap: &Snapshot, unit: Unit, rows: u64) -> Vec<Unit> {
+    let Some(f) = snap.manifest().files.get(unit.file) else {
+        return vec![unit];
+    };
+    let mut out = Vec::new();
+    let mut start = f.row_base as u64;
+    let mut piece_start = unit.range.start;
+    for &len in &f.row_groups {
+        let end = start + len;
+        if start >= unit.range.start as u64
+            && end <= unit.range.end as u64
+            && end - piece_start as u64 >= rows
+        {
+            out.push(Unit {
+                file: unit.file,
+                range: piece_start..end as u32,
+            });
+            piece_start = end as u32;
+        }
+        start = end;
+    }
+    if piece_start < unit.range.end {
+        out.push(Unit {
+            file: unit.file,
+            range: piece_start..unit.range.end,
+        });
+    }
+    out
+}
+
+/// Rows per piece of a unit when a predicate runs inside the scan.
+const PIECE_ROWS: u64 = 256 * 1024;
+
+/// Maximal runs `[lo, hi)` of consecutive values in `b`.
+fn runs(b: &RoaringBitmap) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for v in b {
+        match out.last_mut() {
+            Some((_, hi)) if *hi == v => *hi = v + 1,
+            _ => out.push((v, v + 1)),
+        }
+    }
+    out
+}
+
+/// The offsets of `local` (live, in scope) whose masked values pass `p`: the predicate's
+/// columns are decoded for those rows only and masked as the session sees them.
+fn filter_rows(
+    inner: &Inner,
+    file: usize,
+    local: RoaringBitmap,
+    p: &Predicate,
+) -> DfResult<RoaringBitmap> {
+    let cols: Vec<&str> = p
+        .columns
+        .iter()
+        .map(|&i| inner.columns[i].0.as_str())
+        .collect();
+    let Some(reader) = inner
+        .snapshot
+        .read_local(file, &local, Some(&cols))
+        .map_err(ext)?
+    else {
+        return Ok(local);
+    };
+    // Position k of the decoded rows is the k-th offset of `local`: plain arithmetic when the
+    // offsets are one run (the usual case), a table otherwise.
+    let first = local.min().unwrap_or(0);
+    let contiguous = local.max().map(|m| (m - first) as u64 + 1) == Some(local.len());
+    let table: Vec<u32> = if contiguous {
+        Vec::new()
+    } else {
+        local.iter().collect()
+    };
+    let mut passed: Vec<u32> = Vec::new();
+    let mut pos = 0usize;
+    for b in reader {
+        let b = b.map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+        let n = b.num_rows();
+        let masked: Vec<ArrayRef> = b
+            .columns()
+            .iter()
+            .zip(&p.columns)
+            .map(|(c, &i)| masks::apply(inner.columns[i].1, c, &inner.pseudonym_key).map_err(ext))
+            .collect::<DfResult<_>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            p.schema.clone(),
+            masked,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        let verdict = p.expr.evaluate(&batch)?.into_array(n)?;
+        let verdict = verdict.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Internal("a filter did not evaluate to booleans".into())
+        })?;
+        // NULL is not true: the row does not pass (as in WHERE).
+        let keep = match verdict.nulls() {
+            Some(nulls) => verdict.values() & nulls.inner(),
+            None => verdict.values().clone(),
+        };
+        for i in keep.set_indices() {
+            let at = pos + i;
+            passed.push(if contiguous {
+                first + at as u32
+            } else {
+                table[at]
+            });
+        }
+        pos += n;
+    }
+    RoaringBitmap::from_sorted_iter(passed)
+        .map_err(|e| DataFusionError::Internal(format!("filtered rows out of order: {e}")))
 }

@@ -117,7 +117,7 @@ impl Engine {
                     "an administrative lookup must give its reason (it is recorded)",
                 ));
             }
-            let snap = self.store().snapshot(dataset)?;
+            let snap = self.store().pinned(dataset)?;
             let row = snap.lookup(key)?;
             Ok((u.department.clone(), snap, row))
         })();

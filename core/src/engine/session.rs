@@ -161,8 +161,8 @@ impl Session {
         let ctx = surface::closed_context(limits)?;
         let mut tables = Vec::new();
         for (name, access) in decision.datasets() {
-            let snap = match store.snapshot(name) {
-                Ok(s) => Arc::new(s),
+            let snap = match store.pinned(name) {
+                Ok(s) => s,
                 // Granted but never loaded: the dataset is simply empty of data; not visible.
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),

@@ -31,8 +31,9 @@ mod snapshot;
 mod workdays;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,10 @@ fn refuse_shared_secret(path: &Path) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The current version of each dataset read through [`Store::pinned`], kept so its indexes
+    /// and footers are read once per version, not once per query. Shared by clones of the
+    /// handle (an engine and the writers it opens).
+    pinned: Arc<Mutex<HashMap<String, Arc<Snapshot>>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,7 +107,10 @@ impl Store {
             return Store::open(&root);
         }
         crate::durable::create_private_dir(&root)?;
-        let store = Store { root };
+        let store = Store {
+            root,
+            pinned: Default::default(),
+        };
         let audit = Arc::new(AuditLog::open(store.audit_dir())?);
         let mut w = store.lock_writer("govshare init", audit, &authority::Nobody)?;
         let marker = Marker {
@@ -152,7 +160,10 @@ impl Store {
                 marker.format
             )));
         }
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            pinned: Default::default(),
+        })
     }
 
     /// The store directory.
@@ -302,6 +313,31 @@ impl Store {
             )));
         }
         self.snapshot_at(dataset, v)
+    }
+
+    /// The current version of `dataset`, shared: the first call per version loads it, later
+    /// calls return the same snapshot (with its indexes already read) until a new version is
+    /// committed. What a query reads; a version's files are immutable, so nothing cached here
+    /// can go stale — only superseded, and then it is replaced.
+    pub fn pinned(&self, dataset: &str) -> Result<Arc<Snapshot>> {
+        let v = self.current_version(dataset)?;
+        if let Ok(cache) = self.pinned.lock()
+            && let Some(s) = cache.get(dataset)
+            && s.version() == v
+        {
+            return Ok(s.clone());
+        }
+        let snap = Arc::new(self.snapshot(dataset)?);
+        if let Ok(mut cache) = self.pinned.lock() {
+            // A concurrent commit may have moved on meanwhile: keep the newer of the two.
+            let newer = cache
+                .get(dataset)
+                .is_some_and(|s| s.version() > snap.version());
+            if !newer {
+                cache.insert(dataset.to_string(), snap.clone());
+            }
+        }
+        Ok(snap)
     }
 
     /// Pin a given version of `dataset`.

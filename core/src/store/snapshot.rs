@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arrow::array::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
+use parquet::file::metadata::PageIndexPolicy;
 use roaring::RoaringBitmap;
 
 use crate::catalog::{DatasetDef, IndexKind};
@@ -20,23 +22,60 @@ use crate::regions::region_prefix;
 
 use super::{DataFile, Manifest};
 
-/// A pinned version of a dataset: its manifest, with indexes loaded lazily on first use.
+/// A pinned version of a dataset: its manifest, with indexes, live rows and the data files'
+/// Parquet footers loaded lazily on first use. A version's files never change once committed,
+/// so a snapshot the store keeps (see `Store::pinned`) serves every later query of that
+/// version from memory: the index files are read and checked once, not once per query.
 #[derive(Debug)]
 pub struct Snapshot {
     dir: PathBuf,
     manifest: Manifest,
     key_index: OnceLock<Arc<KeyIndex>>,
     bitmaps: Mutex<HashMap<String, Arc<BitmapIndex>>>,
+    live: OnceLock<Arc<RoaringBitmap>>,
+    /// Per data file: its deletion vector (file-local offsets) and Parquet metadata with the
+    /// offset index, so a selection of a few rows decodes only the pages holding them.
+    files: Vec<OnceLock<Arc<FileMeta>>>,
+}
+
+/// What a snapshot keeps of one data file after first use.
+#[derive(Debug)]
+struct FileMeta {
+    deletes: RoaringBitmap,
+    parquet: ArrowReaderMetadata,
 }
 
 impl Snapshot {
     pub(super) fn new(dir: PathBuf, manifest: Manifest) -> Snapshot {
+        let files = manifest.files.iter().map(|_| OnceLock::new()).collect();
         Snapshot {
             dir,
             manifest,
             key_index: OnceLock::new(),
             bitmaps: Mutex::new(HashMap::new()),
+            live: OnceLock::new(),
+            files,
         }
+    }
+
+    fn file_meta(&self, file: usize) -> Result<Arc<FileMeta>> {
+        let slot = self
+            .files
+            .get(file)
+            .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
+        if let Some(m) = slot.get() {
+            return Ok(m.clone());
+        }
+        let f = &self.manifest.files[file];
+        let path = self.path(&f.path);
+        let handle = File::open(&path).at(&path)?;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let parquet = ArrowReaderMetadata::load(&handle, options)?;
+        let meta = Arc::new(FileMeta {
+            deletes: self.file_deletes(f)?,
+            parquet,
+        });
+        Ok(slot.get_or_init(|| meta).clone())
     }
 
     /// The manifest of the pinned version.
@@ -80,13 +119,21 @@ impl Snapshot {
 
     /// Every live row id of the version.
     pub fn live_rows(&self) -> Result<RoaringBitmap> {
+        Ok(self.live()?.as_ref().clone())
+    }
+
+    /// Every live row id of the version, computed once.
+    pub fn live(&self) -> Result<Arc<RoaringBitmap>> {
+        if let Some(l) = self.live.get() {
+            return Ok(l.clone());
+        }
         let mut all = RoaringBitmap::new();
         let total = self.manifest.total_rows();
         if total > 0 {
             all.insert_range(0..total as u32);
         }
         all -= self.deleted()?;
-        Ok(all)
+        Ok(self.live.get_or_init(|| Arc::new(all)).clone())
     }
 
     /// The key index, loaded on first use.
@@ -167,6 +214,13 @@ impl Snapshot {
         rows: Option<&RoaringBitmap>,
         columns: Option<&[&str]>,
     ) -> Result<Option<FileRows>> {
+        let local = self.file_rows(file, rows)?;
+        self.read_local(file, &local, columns)
+    }
+
+    /// The live rows of one data file among `rows` (global row ids, or all), as offsets in
+    /// the file.
+    pub fn file_rows(&self, file: usize, rows: Option<&RoaringBitmap>) -> Result<RoaringBitmap> {
         let f = self
             .manifest
             .files
@@ -184,18 +238,43 @@ impl Snapshot {
         let mut local: RoaringBitmap = match rows {
             None => whole(),
             Some(r) => match r.range_cardinality(file_range.clone()) {
-                0 => RoaringBitmap::new(),
+                0 => return Ok(RoaringBitmap::new()),
                 n if n == f.rows => whole(),
                 _ => r.range(file_range).map(|id| id - f.row_base).collect(),
             },
         };
-        local -= self.file_deletes(f)?;
+        if f.deletes.is_some() {
+            local -= &self.file_meta(file)?.deletes;
+        }
+        Ok(local)
+    }
+
+    /// The Parquet metadata of one data file (row groups, statistics, page index), read once.
+    pub fn parquet_metadata(&self, file: usize) -> Result<ArrowReaderMetadata> {
+        Ok(self.file_meta(file)?.parquet.clone())
+    }
+
+    /// A reader over the rows of one data file at `local` offsets (see [`Snapshot::file_rows`];
+    /// the caller has removed deleted rows); `None` when `local` is empty.
+    pub fn read_local(
+        &self,
+        file: usize,
+        local: &RoaringBitmap,
+        columns: Option<&[&str]>,
+    ) -> Result<Option<FileRows>> {
         if local.is_empty() {
             return Ok(None);
         }
+        let f = self
+            .manifest
+            .files
+            .get(file)
+            .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
+        let meta = self.file_meta(file)?;
         let path = self.path(&f.path);
         let handle = File::open(&path).at(&path)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(handle, meta.parquet.clone());
         let mut order = None;
         let mask = match columns {
             None => ProjectionMask::all(),
@@ -226,7 +305,7 @@ impl Snapshot {
                 ProjectionMask::roots(builder.parquet_schema(), idx)
             }
         };
-        let (groups, selection) = selection_for(&local, &f.row_groups);
+        let (groups, selection) = selection_for(local, &f.row_groups);
         let reader = builder
             .with_projection(mask)
             .with_row_groups(groups)
