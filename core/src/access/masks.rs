@@ -14,9 +14,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray, new_null_array};
-use arrow::datatypes::{DataType, Date32Type};
-use chrono::Datelike;
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, new_null_array};
+use arrow::compute::kernels::temporal::{DatePart, date_part};
+use arrow::datatypes::DataType;
 
 use crate::catalog::MaskKind;
 use crate::error::{Error, Result};
@@ -84,10 +84,6 @@ pub const LINKAGES: &[Linkage] = &[Linkage {
     derived_by: &["birth_date"],
 }];
 
-fn stars(n: usize) -> String {
-    "*".repeat(n)
-}
-
 fn county_prefixes() -> &'static HashSet<String> {
     static SET: OnceLock<HashSet<String>> = OnceLock::new();
     SET.get_or_init(|| {
@@ -100,41 +96,60 @@ fn county_prefixes() -> &'static HashSet<String> {
 
 /// Mask one text value (not for `date_to_year`, `nullify` or `pseudonym`).
 pub fn mask_str(mask: MaskKind, v: &str) -> String {
-    let chars: Vec<char> = v.chars().collect();
-    let n = chars.len();
+    let mut out = String::with_capacity(v.len());
+    mask_into(mask, v, &mut out);
+    out
+}
+
+/// Append `n` stars.
+fn push_stars(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n('*', n));
+}
+
+/// The byte offset where the `k`-th character of `v` starts (`v.len()` past the end).
+fn char_at(v: &str, k: usize) -> usize {
+    if v.is_ascii() {
+        k.min(v.len())
+    } else {
+        v.char_indices().nth(k).map_or(v.len(), |(i, _)| i)
+    }
+}
+
+/// Mask one text value into `out` — what [`mask_str`] returns, without allocating per value
+/// (a column is masked into one buffer).
+fn mask_into(mask: MaskKind, v: &str, out: &mut String) {
+    let n = if v.is_ascii() {
+        v.len()
+    } else {
+        v.chars().count()
+    };
     match mask {
         MaskKind::CitizenId => {
             if n <= 10 {
-                stars(n)
+                push_stars(out, n)
             } else {
-                format!(
-                    "{}{}{}",
-                    chars[..6].iter().collect::<String>(),
-                    stars(n - 10),
-                    chars[n - 4..].iter().collect::<String>()
-                )
+                out.push_str(&v[..char_at(v, 6)]);
+                push_stars(out, n - 10);
+                out.push_str(&v[char_at(v, n - 4)..]);
             }
         }
-        MaskKind::Name => match chars.first() {
-            Some(c) if n > 1 => format!("{c}{}", stars(n - 1)),
-            _ => stars(n.max(1)),
+        MaskKind::Name => match v.chars().next() {
+            Some(c) if n > 1 => {
+                out.push(c);
+                push_stars(out, n - 1);
+            }
+            _ => push_stars(out, n.max(1)),
         },
         MaskKind::Phone => {
             if n >= 11 {
-                format!(
-                    "{}{}{}",
-                    chars[..3].iter().collect::<String>(),
-                    stars(n - 7),
-                    chars[n - 4..].iter().collect::<String>()
-                )
+                out.push_str(&v[..char_at(v, 3)]);
+                push_stars(out, n - 7);
+                out.push_str(&v[char_at(v, n - 4)..]);
             } else if n > 4 {
-                format!(
-                    "{}{}",
-                    stars(n - 4),
-                    chars[n - 4..].iter().collect::<String>()
-                )
+                push_stars(out, n - 4);
+                out.push_str(&v[char_at(v, n - 4)..]);
             } else {
-                stars(n)
+                push_stars(out, n)
             }
         }
         MaskKind::Address => {
@@ -154,11 +169,11 @@ pub fn mask_str(mask: MaskKind, v: &str) -> String {
                 }
             }
             match best {
-                Some(cut) => v[..cut].to_string(),
-                None => "***".to_string(),
+                Some(cut) => out.push_str(&v[..cut]),
+                None => out.push_str("***"),
             }
         }
-        _ => stars(n),
+        _ => push_stars(out, n),
     }
 }
 
@@ -173,40 +188,34 @@ pub fn apply(mask: MaskKind, col: &ArrayRef, pseudonym_key: &[u8; 32]) -> Result
     Ok(match mask {
         MaskKind::Clear => col.clone(),
         MaskKind::Nullify => new_null_array(col.data_type(), col.len()),
-        MaskKind::DateToYear => {
-            let d = col.as_primitive::<Date32Type>();
-            Arc::new(
-                (0..d.len())
-                    .map(|i| {
-                        if d.is_valid(i) {
-                            d.value_as_date(i).map(|x| x.year())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Int32Array>(),
-            )
-        }
+        MaskKind::DateToYear => date_part(col.as_ref(), DatePart::Year)?,
         MaskKind::Pseudonym => {
             let s = col.as_string::<i32>();
-            Arc::new(
-                (0..s.len())
-                    .map(|i| {
-                        s.is_valid(i).then(|| {
-                            let h = blake3::keyed_hash(pseudonym_key, s.value(i).as_bytes());
-                            h.to_hex()[..24].to_string()
-                        })
-                    })
-                    .collect::<StringArray>(),
-            )
+            let mut b = StringBuilder::with_capacity(s.len(), s.len() * 24);
+            for i in 0..s.len() {
+                if s.is_valid(i) {
+                    let h = blake3::keyed_hash(pseudonym_key, s.value(i).as_bytes());
+                    b.append_value(&h.to_hex()[..24]);
+                } else {
+                    b.append_null();
+                }
+            }
+            Arc::new(b.finish())
         }
         m => {
             let s = col.as_string::<i32>();
-            Arc::new(
-                (0..s.len())
-                    .map(|i| s.is_valid(i).then(|| mask_str(m, s.value(i))))
-                    .collect::<StringArray>(),
-            )
+            let mut b = StringBuilder::with_capacity(s.len(), s.value_data().len());
+            let mut buf = String::new();
+            for i in 0..s.len() {
+                if s.is_valid(i) {
+                    buf.clear();
+                    mask_into(m, s.value(i), &mut buf);
+                    b.append_value(&buf);
+                } else {
+                    b.append_null();
+                }
+            }
+            Arc::new(b.finish())
         }
     })
 }
@@ -226,6 +235,63 @@ pub fn department_key(store_secret: &[u8; 32], department: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Date32Array, StringArray};
+
+    /// The masks by character arithmetic, as first written: the buffer-writing version must
+    /// give exactly these values, ASCII or not.
+    fn by_chars(mask: MaskKind, v: &str) -> String {
+        let c: Vec<char> = v.chars().collect();
+        let n = c.len();
+        let s = |a: &[char]| a.iter().collect::<String>();
+        let st = |k: usize| "*".repeat(k);
+        match mask {
+            MaskKind::CitizenId if n > 10 => {
+                format!("{}{}{}", s(&c[..6]), st(n - 10), s(&c[n - 4..]))
+            }
+            MaskKind::Name if n > 1 => format!("{}{}", c[0], st(n - 1)),
+            MaskKind::Name => st(n.max(1)),
+            MaskKind::Phone if n >= 11 => format!("{}{}{}", s(&c[..3]), st(n - 7), s(&c[n - 4..])),
+            MaskKind::Phone if n > 4 => format!("{}{}", st(n - 4), s(&c[n - 4..])),
+            _ => st(n),
+        }
+    }
+
+    #[test]
+    fn masks_write_the_same_values_as_character_arithmetic() {
+        let values = [
+            "",
+            "a",
+            "张",
+            "张三",
+            "欧阳娜娜",
+            "11010519491231002X",
+            "1101051949123100２X",
+            "13812345678",
+            "138１２３45678",
+            "0731-1234",
+            "1234",
+            "12345",
+            "李四的电话号码很长很长",
+        ];
+        for m in [MaskKind::CitizenId, MaskKind::Name, MaskKind::Phone] {
+            for v in values {
+                assert_eq!(mask_str(m, v), by_chars(m, v), "{m:?} of {v:?}");
+            }
+        }
+        let col: ArrayRef = Arc::new(StringArray::from(vec![Some("张三丰"), None, Some("")]));
+        let masked = apply(MaskKind::Name, &col, &[0; 32]).expect("mask");
+        let masked = masked.as_string::<i32>();
+        assert_eq!(masked.value(0), "张**");
+        assert!(masked.is_null(1));
+        assert_eq!(masked.value(2), "*");
+        let dates: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), None, Some(-1)]));
+        let years = apply(MaskKind::DateToYear, &dates, &[0; 32]).expect("year");
+        let years = years.as_primitive::<arrow::datatypes::Int32Type>();
+        assert_eq!(
+            (years.value(0), years.is_null(1), years.value(2)),
+            (1970, true, 1969)
+        );
+    }
 
     #[test]
     fn text_masks() {
