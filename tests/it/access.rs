@@ -12,7 +12,12 @@ use govshare_core::{Error, Store};
 use govshare_testkit::render;
 
 pub fn small_store(dir: &std::path::Path) -> Store {
-    let store = govshare_testkit::generated_store(dir, 9, 500, 80, 32 * 1024);
+    store_with(dir, 500, 32 * 1024)
+}
+
+/// [`small_store`] with `persons` persons written in row groups of `row_group` rows.
+pub fn store_with(dir: &std::path::Path, persons: usize, row_group: usize) -> Store {
+    let store = govshare_testkit::generated_store(dir, 9, persons, 80, row_group);
     store
         .writer("root")
         .expect("w")

@@ -569,3 +569,88 @@ fn concurrent_processes_and_a_killed_query_keep_who_accessed_exact() {
         assert_eq!(got, want, "subject in {region}");
     }
 }
+
+/// Row-group statistics prune only row groups *every row of which* is live and in scope. What
+/// a pushed-down predicate was evaluated on is on the trail (subjects read), so the trail
+/// shows which groups were pruned: with a predicate no row satisfies, groups wholly in a
+/// province scope are skipped unread, while the groups of a subject-list scope — each also
+/// holding rows outside it — are read row by row, so no statistic speaks for those rows.
+#[test]
+fn statistics_prune_only_row_groups_wholly_in_scope() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = crate::access::store_with(dir.path(), 25_000, 1024);
+    let snap = store.snapshot("person").expect("snap");
+    let batches = snap
+        .read(None, Some(&["citizen_id", "hukou_region_code"]))
+        .expect("r");
+    let ids = crate::common::strings(&batches, "citizen_id");
+    let regions = crate::common::strings(&batches, "hukou_region_code");
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &regions {
+        *counts.entry(&r[..2]).or_default() += 1;
+    }
+    let (prov, _) = counts.iter().max_by_key(|(_, n)| **n).expect("province");
+    let prov = prov.to_string();
+    let in_prov: Vec<&String> = ids
+        .iter()
+        .zip(&regions)
+        .filter(|(_, r)| r.starts_with(&prov))
+        .map(|(i, _)| i)
+        .collect();
+    // Each file holds one province, so the province scope covers whole row groups.
+    assert!(
+        snap.manifest().files.iter().any(|f| f.row_groups.len() > 1),
+        "the fixture must have files of several row groups"
+    );
+    let fields = [
+        ("citizen_id", Treatment::Clear),
+        ("birth_date", Treatment::Clear),
+        ("hukou_region_code", Treatment::Clear),
+    ];
+    let mut r = request("A", "person", &fields);
+    r.scope = RowScope {
+        regions: Some(vec![format!("{prov}0000")]),
+        subjects: None,
+    };
+    approve(&store, r, "psb");
+    let listed: Vec<String> = ids.iter().step_by(3989).cloned().collect();
+    let mut r = request("B", "person", &fields);
+    r.scope = RowScope {
+        regions: None,
+        subjects: Some(listed.clone()),
+    };
+    approve(&store, r, "psb");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let never = "SELECT count(*) FROM person WHERE birth_date > DATE '2999-01-01'";
+    for user in ["a", "b"] {
+        let n = engine.session(user, "P").expect("s").sql(never).expect("q");
+        let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+            n.batches[0].column(0),
+        )
+        .value(0);
+        assert_eq!(n, 0);
+    }
+    let read_by = |id: &str| -> Vec<String> {
+        engine
+            .who_accessed("aud", id)
+            .expect("who")
+            .into_iter()
+            .map(|a| a.user)
+            .collect()
+    };
+    for id in in_prov.iter().step_by(50) {
+        assert!(
+            !read_by(id).contains(&"a".to_string()),
+            "a row group wholly in the province scope was judged by its statistics"
+        );
+    }
+    for id in &listed {
+        assert_eq!(
+            read_by(id),
+            vec!["b".to_string()],
+            "a listed subject's row group also holds unlisted rows: it is filtered row by row"
+        );
+    }
+    // And an unlisted subject beside them was never evaluated.
+    assert!(read_by(&ids[1]).is_empty());
+}

@@ -28,19 +28,24 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session as DfSession, TableProvider};
+use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{ScalarValue, Statistics, ToDFSchema, project_schema};
+use datafusion::common::{Column, ScalarValue, Statistics, ToDFSchema, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::file::metadata::RowGroupMetaData;
 use roaring::RoaringBitmap;
 
 use crate::access::masks;
@@ -285,10 +290,29 @@ impl SecuredTable {
         columns.sort_unstable();
         let sub = Arc::new(self.inner.schema.project(&columns)?);
         let physical = state.create_physical_expr(expr.clone(), &sub.clone().to_dfschema()?)?;
+        // Statistics describe raw values: only conjuncts on clear columns may consult them.
+        let clear = |f: &Expr| {
+            f.column_refs().iter().all(|c| {
+                self.inner
+                    .columns
+                    .iter()
+                    .any(|(n, m)| n == &c.name && *m == MaskKind::Clear)
+            })
+        };
+        let pruning = match conjunction(filters.iter().filter(|f| clear(f)).cloned()) {
+            Some(e) => {
+                let physical = state.create_physical_expr(e, &sub.clone().to_dfschema()?)?;
+                PruningPredicateBuilder::new()
+                    .with_file_schema(sub.clone())
+                    .build(physical)
+            }
+            None => None,
+        };
         Ok(Some(Predicate {
             columns,
             schema: sub,
             expr: physical,
+            pruning,
             text: expr.to_string(),
         }))
     }
@@ -383,6 +407,9 @@ struct Predicate {
     /// Those columns with their masked types: what the expression is planned against.
     schema: SchemaRef,
     expr: Arc<dyn PhysicalExpr>,
+    /// The conjuncts over columns the session sees in clear, as a pruning predicate over
+    /// row-group statistics (see [`prune_groups`]).
+    pruning: Option<Arc<PruningPredicate>>,
     /// For EXPLAIN: the user's own predicate, nothing about the scope.
     text: String,
 }
@@ -547,6 +574,7 @@ impl ExecutionPlan for SecuredScanExec {
                 columns: p.columns.clone(),
                 schema: p.schema.clone(),
                 expr: p.expr.clone(),
+                pruning: p.pruning.clone(),
                 text: String::new(),
             })
         });
@@ -653,6 +681,10 @@ fn open_unit(
         }
         g
     };
+    // Row groups the statistics rule out are not read at all (so not "read" either).
+    if let Some(pruning) = predicate.and_then(|p| p.pruning.as_ref()) {
+        local = prune_groups(snap, unit.file, local, pruning)?;
+    }
     let (read, count) = match predicate {
         Some(_) => (Some(global(&local)), local.len()),
         None if narrowed => (Some(global(&local)), 0),
@@ -714,6 +746,102 @@ fn pieces(snap: &Snapshot, unit: Unit, rows: u64) -> Vec<Unit> {
 
 /// Rows per piece of a unit when a predicate runs inside the scan.
 const PIECE_ROWS: u64 = 256 * 1024;
+
+/// Drop from `local` the row groups whose statistics prove the clear-column conjuncts false —
+/// only among row groups **every row of which is in `local`** (live and in scope): their
+/// statistics describe rows the session may see, and nothing else. A row group that also
+/// holds an out-of-scope or deleted row is never judged by its statistics (they would speak
+/// for that row); the row filter decides there. Pruning only skips rows the filter would
+/// reject, so answers do not change.
+fn prune_groups(
+    snap: &Snapshot,
+    file: usize,
+    mut local: RoaringBitmap,
+    pruning: &PruningPredicate,
+) -> DfResult<RoaringBitmap> {
+    let Some(f) = snap.manifest().files.get(file) else {
+        return Ok(local);
+    };
+    let mut whole: Vec<(usize, std::ops::Range<u32>)> = Vec::new();
+    let mut start = 0u64;
+    for (g, &len) in f.row_groups.iter().enumerate() {
+        let r = start as u32..(start + len) as u32;
+        if len > 0 && local.range_cardinality(r.clone()) == len {
+            whole.push((g, r));
+        }
+        start += len;
+    }
+    if whole.is_empty() {
+        return Ok(local);
+    }
+    let meta = snap.parquet_metadata(file).map_err(ext)?;
+    let stats = GroupStats {
+        meta: &meta,
+        groups: whole.iter().map(|(g, _)| *g).collect(),
+    };
+    let keep = pruning.prune(&stats)?;
+    for ((_, r), keep) in whole.into_iter().zip(keep) {
+        if !keep {
+            local.remove_range(r);
+        }
+    }
+    Ok(local)
+}
+
+/// Row-group statistics of some row groups of one file, for a [`PruningPredicate`].
+struct GroupStats<'a> {
+    meta: &'a ArrowReaderMetadata,
+    groups: Vec<usize>,
+}
+
+impl GroupStats<'_> {
+    fn converter(&self, column: &Column) -> Option<StatisticsConverter<'_>> {
+        StatisticsConverter::try_new(
+            &column.name,
+            self.meta.schema(),
+            self.meta.metadata().file_metadata().schema_descr(),
+        )
+        .ok()
+    }
+
+    fn metas(&self) -> impl Iterator<Item = &RowGroupMetaData> {
+        self.groups
+            .iter()
+            .map(|&g| self.meta.metadata().row_group(g))
+    }
+}
+
+impl PruningStatistics for GroupStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.converter(column)?.row_group_mins(self.metas()).ok()
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.converter(column)?.row_group_maxes(self.metas()).ok()
+    }
+
+    fn num_containers(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let counts = self.converter(column)?.row_group_null_counts(self.metas());
+        counts.ok().map(|a| Arc::new(a) as ArrayRef)
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let n: Vec<u64> = self.metas().map(|m| m.num_rows() as u64).collect();
+        Some(Arc::new(arrow::array::UInt64Array::from(n)))
+    }
+
+    fn contained(
+        &self,
+        _column: &Column,
+        _values: &std::collections::HashSet<ScalarValue>,
+    ) -> Option<arrow::array::BooleanArray> {
+        None
+    }
+}
 
 /// Maximal runs `[lo, hi)` of consecutive values in `b`.
 fn runs(b: &RoaringBitmap) -> Vec<(u32, u32)> {
