@@ -88,12 +88,12 @@ fn secured(c: &mut Criterion) {
     // the digest of the result, which only the audit needs).
     let store = engine.store();
     let run_unaudited = |purpose: &str, q: &str| {
-        let policy = store.policy().expect("policy");
-        let catalog = store.catalog().expect("catalog");
+        let policy = store.policy_shared().expect("policy");
+        let catalog = store.catalog_shared().expect("catalog");
         let decision = policy
             .decide(&catalog, &login(purpose), Mode::Query, Utc::now())
             .expect("decide");
-        let snap = std::sync::Arc::new(store.snapshot("person").expect("snap"));
+        let snap = store.pinned("person").expect("snap");
         let table =
             SecuredTable::new(snap, &decision.datasets()["person"], [7; 32]).expect("table");
         let ctx = SessionContext::new_with_config(
@@ -129,6 +129,20 @@ fn secured(c: &mut Criterion) {
         "SELECT sex_code, count(*) FROM person WHERE hukou_region_code = '{county}' GROUP BY sex_code"
     );
     let q0 = "SELECT citizen_id FROM person WHERE 1 = 0";
+    let key = {
+        let b = store
+            .snapshot("person")
+            .expect("snap")
+            .read(
+                Some(&[(n as u32) / 3].into_iter().collect()),
+                Some(&["citizen_id"]),
+            )
+            .expect("key");
+        datafusion::arrow::array::AsArray::as_string::<i32>(b[0].column(0))
+            .value(0)
+            .to_string()
+    };
+    let q4 = format!("SELECT name, hukou_region_code FROM person WHERE citizen_id = '{key}'");
     // Same answers, or the comparison means nothing.
     let rows_of = |b: Vec<datafusion::arrow::array::RecordBatch>| -> usize {
         b.iter().map(|b| b.num_rows()).sum()
@@ -173,6 +187,17 @@ fn secured(c: &mut Criterion) {
         b.iter(|| black_box(run_raw(&q3_raw)))
     });
     g.bench_function("raw_full_table", |b| b.iter(|| black_box(run_raw(q3))));
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("point_lookup/{n}"));
+    assert_eq!(all.sql(&q4).expect("q4").num_rows(), 1);
+    g.bench_function("secured", |b| {
+        b.iter(|| black_box(all.sql(&q4).expect("q4")))
+    });
+    g.bench_function("secured_no_audit", |b| {
+        b.iter(|| black_box(run_unaudited("ALL", &q4)))
+    });
+    g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(&q4))));
     g.finish();
 
     let mut g = c.benchmark_group("planning");

@@ -69,8 +69,8 @@ impl Canceller {
 /// The gate, asked with the current policy and catalog.
 pub(super) fn decide(engine: &Engine, login: &Login) -> Result<Decision> {
     let store = engine.store();
-    let policy = store.policy()?;
-    let catalog = store.catalog()?;
+    let policy = store.policy_shared()?;
+    let catalog = store.catalog_shared()?;
     policy.decide(&catalog, login, Mode::Query, engine.now())
 }
 
@@ -284,7 +284,7 @@ impl Session {
         let decision = self.decision()?;
         let limits = self.engine.store().settings()?.query;
         let (ctx, tables) = self.context(&decision, &limits)?;
-        let catalog = self.engine.store().catalog()?;
+        let catalog = self.engine.store().catalog_shared()?;
         let (schema, plan) = self.engine.inner.runtime.block_on(async {
             let denials = Denials {
                 catalog: &catalog,

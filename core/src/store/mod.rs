@@ -31,6 +31,7 @@ mod snapshot;
 mod workdays;
 mod writer;
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,14 @@ pub struct Store {
     /// and footers are read once per version, not once per query. Shared by clones of the
     /// handle (an engine and the writers it opens).
     pinned: Arc<Mutex<HashMap<String, Arc<Snapshot>>>>,
+    /// The current version of each document chain (catalog, policy, settings) as parsed,
+    /// per the type it was parsed into: a query reads them all, and parsing a policy document
+    /// with its workflow records costs more than the query's planning. Keyed by version, so
+    /// a commit (which moves `CURRENT`) is seen by the next read.
+    docs: Arc<Mutex<DocCache>>,
 }
+
+type DocCache = HashMap<(String, TypeId), (u64, Arc<dyn Any + Send + Sync>)>;
 
 #[derive(Serialize, Deserialize)]
 struct Marker {
@@ -110,6 +118,7 @@ impl Store {
         let store = Store {
             root,
             pinned: Default::default(),
+            docs: Default::default(),
         };
         let audit = Arc::new(AuditLog::open(store.audit_dir())?);
         let mut w = store.lock_writer("govshare init", audit, &authority::Nobody)?;
@@ -163,6 +172,7 @@ impl Store {
         Ok(Store {
             root,
             pinned: Default::default(),
+            docs: Default::default(),
         })
     }
 
@@ -278,7 +288,48 @@ impl Store {
 
     /// The current catalog.
     pub fn catalog(&self) -> Result<Catalog> {
-        Ok(self.catalog_at(self.catalog_version()?)?.catalog)
+        Ok(self.catalog_shared()?.as_ref().clone())
+    }
+
+    /// The current catalog, shared: parsed once per version.
+    pub fn catalog_shared(&self) -> Result<Arc<Catalog>> {
+        let chain = self.catalog_chain();
+        self.current_doc(
+            &chain,
+            || Err(Error::Corrupt("the store has no catalog".into())),
+            |v: CatalogVersion| v.catalog,
+        )
+    }
+
+    /// The current document of `chain`, parsed into `D` and kept as `f` makes it (`empty`
+    /// when nothing was committed), from the cache when the version has not moved.
+    pub(crate) fn current_doc<D, T>(
+        &self,
+        chain: &chain::DocChain,
+        empty: impl FnOnce() -> Result<T>,
+        f: impl FnOnce(D) -> T,
+    ) -> Result<Arc<T>>
+    where
+        D: serde::de::DeserializeOwned,
+        T: Send + Sync + 'static,
+    {
+        let v = chain.current()?;
+        let key = (chain.id.clone(), TypeId::of::<T>());
+        if let Ok(cache) = self.docs.lock()
+            && let Some((cached, doc)) = cache.get(&key)
+            && *cached == v
+            && let Ok(doc) = doc.clone().downcast::<T>()
+        {
+            return Ok(doc);
+        }
+        let doc = Arc::new(match v {
+            0 => empty()?,
+            v => f(chain.read::<D>(v)?),
+        });
+        if let Ok(mut cache) = self.docs.lock() {
+            cache.insert(key, (v, doc.clone()));
+        }
+        Ok(doc)
     }
 
     /// A past (or the current) catalog version, with who changed what and when.

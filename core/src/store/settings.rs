@@ -81,10 +81,12 @@ impl Store {
     /// The settings in force (the defaults until a first change).
     pub fn settings(&self) -> Result<Settings> {
         let chain = self.settings_chain();
-        match chain.current()? {
-            0 => Ok(Settings::default()),
-            v => Ok(chain.read::<SettingsVersion>(v)?.settings),
-        }
+        let doc = self.current_doc(
+            &chain,
+            || Ok(Settings::default()),
+            |v: SettingsVersion| v.settings,
+        )?;
+        Ok(doc.as_ref().clone())
     }
 }
 

@@ -96,11 +96,17 @@ impl Store {
     /// The current policy (departments, users, grants, approvals); empty before the first
     /// change, which denies everything.
     pub fn policy(&self) -> Result<Policy> {
+        Ok(self.policy_shared()?.as_ref().clone())
+    }
+
+    /// The policy in force, shared: parsed once per version (what every decision reads).
+    pub fn policy_shared(&self) -> Result<Arc<Policy>> {
         let chain = self.policy_chain();
-        match chain.current()? {
-            0 => Ok(Policy::default()),
-            v => Ok(chain.read::<PolicyVersion>(v)?.policy),
-        }
+        self.current_doc(
+            &chain,
+            || Ok(Policy::default()),
+            |v: PolicyVersion| v.policy,
+        )
     }
 
     /// Every policy version, oldest first.
