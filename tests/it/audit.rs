@@ -674,3 +674,94 @@ fn statistics_prune_only_row_groups_wholly_in_scope() {
     // And an unlisted subject beside them was never evaluated.
     assert!(read_by(&ids[1]).is_empty());
 }
+
+/// The subjects a query read are kept three ways — one range of row ids or a short list in
+/// the completion record, or a bitmap file whose digest the record holds — and who-accessed
+/// answers the same through each; an altered bitmap file is refused, not believed.
+#[test]
+fn subjects_read_as_a_range_a_list_or_a_bitmap_file_answer_who_accessed_alike() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = crate::access::store_with(dir.path(), 2000, 1024);
+    let snap = store.snapshot("person").expect("snap");
+    let ids = crate::common::strings(
+        &snap.read(None, Some(&["citizen_id"])).expect("r"),
+        "citizen_id",
+    );
+    let fields = [
+        ("citizen_id", Treatment::Clear),
+        ("sex_code", Treatment::Clear),
+    ];
+    approve(&store, request("A", "person", &fields), "psb");
+    let scattered: Vec<String> = ids.iter().step_by(5).cloned().collect();
+    assert!(
+        scattered.len() > 256,
+        "more scattered ids than a record lists"
+    );
+    let mut r = request("B", "person", &fields);
+    r.scope = RowScope {
+        regions: None,
+        subjects: Some(scattered.clone()),
+    };
+    approve(&store, r, "psb");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let login = |u: &str| {
+        govshare_core::access::policy::Login::new(
+            u,
+            "P",
+            govshare_core::access::policy::AuthMethod::SecondFactor,
+        )
+    };
+    let a = engine.session_as(&login("a")).expect("s");
+    a.sql("SELECT count(*) FROM person")
+        .expect("whole table: one range");
+    let two = format!(
+        "SELECT sex_code FROM person WHERE citizen_id IN ('{}', '{}')",
+        ids[3], ids[1500]
+    );
+    a.sql(&two).expect("a lookup: a short list");
+    engine
+        .session_as(&login("b"))
+        .expect("s")
+        .sql("SELECT count(*) FROM person")
+        .expect("scattered scope: a bitmap file");
+    let ends: Vec<serde_json::Value> = engine
+        .audit()
+        .records()
+        .expect("records")
+        .into_iter()
+        .filter(|r| r.kind == "query_end")
+        .map(|r| r.body["subjects"]["person"].clone())
+        .collect();
+    assert!(ends[0].get("row_range").is_some(), "{}", ends[0]);
+    assert_eq!(
+        ends[1]["row_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        ends[1]
+    );
+    assert!(ends[2].get("bitmap").is_some(), "{}", ends[2]);
+    let users = |id: &str| -> Vec<String> {
+        let mut u: Vec<String> = engine
+            .who_accessed("aud", id)
+            .expect("who")
+            .into_iter()
+            .map(|a| a.user)
+            .collect();
+        u.sort();
+        u
+    };
+    assert_eq!(users(&ids[3]), ["a", "a"], "range and list");
+    assert_eq!(users(&ids[5]), ["a", "b"], "range and bitmap file");
+    assert_eq!(users(&ids[6]), ["a"], "in the range only");
+    // Alter the bitmap file: who-accessed refuses it instead of answering from it.
+    let file = ends[2]["bitmap"].as_str().expect("file");
+    let path = dir.path().join("audit").join("subjects").join(file);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).expect("write");
+    assert!(matches!(
+        engine.who_accessed("aud", &ids[5]),
+        Err(Error::Corrupt(_))
+    ));
+}

@@ -332,28 +332,9 @@ impl SecuredTable {
             // answer a different question.
             return Ok(None);
         }
-        let is_key = |e: &Expr| matches!(e, Expr::Column(c) if &c.name == key);
         let mut found: Option<RoaringBitmap> = None;
         for f in filters {
-            let values: Option<Vec<&str>> = match f {
-                Expr::BinaryExpr(b) if b.op == Operator::Eq => {
-                    match (b.left.as_ref(), b.right.as_ref()) {
-                        (c, Expr::Literal(v, _)) | (Expr::Literal(v, _), c) if is_key(c) => {
-                            text_literal(v).map(|s| vec![s])
-                        }
-                        _ => None,
-                    }
-                }
-                Expr::InList(l) if !l.negated && is_key(&l.expr) => l
-                    .list
-                    .iter()
-                    .map(|e| match e {
-                        Expr::Literal(v, _) => text_literal(v),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => None,
-            };
+            let values = lookup_values(f, key);
             if let Some(values) = values {
                 let index = self.inner.snapshot.key_index()?;
                 let rows: RoaringBitmap = values.iter().filter_map(|v| index.get(v)).collect();
@@ -364,6 +345,34 @@ impl SecuredTable {
             }
         }
         Ok(found)
+    }
+}
+
+/// The keys a filter looks up, when it is one: `key = 'v'`, `'v' = key`, `key IN ('v', ...)`,
+/// or an `OR` of such (DataFusion rewrites a short `IN` list into one).
+fn lookup_values<'e>(e: &'e Expr, key: &str) -> Option<Vec<&'e str>> {
+    let is_key = |e: &Expr| matches!(e, Expr::Column(c) if c.name == key);
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => match (b.left.as_ref(), b.right.as_ref()) {
+            (c, Expr::Literal(v, _)) | (Expr::Literal(v, _), c) if is_key(c) => {
+                text_literal(v).map(|s| vec![s])
+            }
+            _ => None,
+        },
+        Expr::BinaryExpr(b) if b.op == Operator::Or => {
+            let mut left = lookup_values(&b.left, key)?;
+            left.extend(lookup_values(&b.right, key)?);
+            Some(left)
+        }
+        Expr::InList(l) if !l.negated && is_key(&l.expr) => l
+            .list
+            .iter()
+            .map(|e| match e {
+                Expr::Literal(v, _) => text_literal(v),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
     }
 }
 

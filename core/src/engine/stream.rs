@@ -52,6 +52,10 @@ impl Bounds {
     }
 }
 
+/// Up to this many scattered row ids are listed in a completion record itself; more go to a
+/// bitmap file named by the record.
+const INLINE_IDS: u64 = 256;
+
 /// What the completion record of a query needs, gathered while it streams.
 pub(super) struct QueryAudit {
     pub(super) seq: u64,
@@ -64,8 +68,8 @@ pub(super) struct QueryAudit {
 
 impl QueryStream {
     /// Append the completion record: rows, result digest, duration, and the subjects read —
-    /// per dataset, the row ids the secured scan emitted, kept as a roaring bitmap file whose
-    /// digest is on the chain.
+    /// per dataset, the row ids the secured scan read: in the record as one range or a short
+    /// list, or else as a roaring bitmap file whose digest is on the chain.
     fn finish(&mut self, outcome: &str) -> Result<()> {
         let Some(mut a) = self.audit.take() else {
             return Ok(());
@@ -74,24 +78,37 @@ impl QueryStream {
         let digest = a.digest.into_inner()?.finalize().to_hex().to_string();
         let store = self.engine.store();
         let dir = store.root().join("audit").join("subjects");
-        crate::durable::create_private_dir(&dir)?;
         let mut subjects = serde_json::Map::new();
         for (name, t) in &a.tables {
             let read = t.emitted()?;
             if read.is_empty() {
                 continue;
             }
-            let file = format!("q{}-{name}.bm", a.seq);
-            let bytes = crate::durable::write_bitmap(&dir.join(&file), &read)?;
-            subjects.insert(
-                name.clone(),
+            let version = t.snapshot().version();
+            // One run of row ids (a clustered region scope, a whole table) or a few ids (a
+            // lookup) go in the record itself: no file to write and fsync per query.
+            let (min, max) = (read.min().unwrap_or(0), read.max().unwrap_or(0));
+            let info = if read.len() == (max - min) as u64 + 1 {
                 serde_json::json!({
-                    "version": t.snapshot().version(),
+                    "version": version, "rows_read": read.len(), "row_range": [min, max as u64 + 1],
+                })
+            } else if read.len() <= INLINE_IDS {
+                serde_json::json!({
+                    "version": version, "rows_read": read.len(),
+                    "row_ids": read.iter().collect::<Vec<u32>>(),
+                })
+            } else {
+                crate::durable::create_private_dir(&dir)?;
+                let file = format!("q{}-{name}.bm", a.seq);
+                let bytes = crate::durable::write_bitmap(&dir.join(&file), &read)?;
+                serde_json::json!({
+                    "version": version,
                     "rows_read": read.len(),
                     "bitmap": file,
                     "bitmap_blake3": blake3::hash(&bytes).to_hex().to_string(),
-                }),
-            );
+                })
+            };
+            subjects.insert(name.clone(), info);
         }
         self.engine.inner.audit.append(
             "query_end",

@@ -9,6 +9,7 @@ use chrono::Utc;
 
 use crate::access::policy::Role;
 use crate::error::{Error, Result};
+use crate::store::Store;
 
 use super::{Engine, QueryResult};
 
@@ -132,29 +133,8 @@ impl Engine {
                     }
                 };
                 let Some(row) = row else { continue };
-                let file = info
-                    .get("bitmap")
-                    .and_then(|b| b.as_str())
-                    .unwrap_or_default();
-                let path = store.root().join("audit").join("subjects").join(file);
-                let bytes = std::fs::read(&path).map_err(|e| Error::Io {
-                    path: path.clone(),
-                    source: e,
-                })?;
-                let want = info
-                    .get("bitmap_blake3")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or_default();
-                if blake3::hash(&bytes).to_hex().as_str() != want {
-                    return Err(Error::Corrupt(format!(
-                        "subject bitmap {} does not match its audit record {}",
-                        path.display(),
-                        r.seq
-                    )));
-                }
-                let bm = roaring::RoaringBitmap::deserialize_from(&bytes[..])
-                    .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
-                if bm.contains(row) {
+                let read = subjects_read(store, info, row, r.seq)?;
+                if read {
                     let q = r
                         .body
                         .get("query")
@@ -363,4 +343,44 @@ impl Engine {
         self.inner.audit.append("audit_query", user, body)?;
         result
     }
+}
+
+/// Whether row `row` is among the rows a completion record (`info`, one dataset's entry of
+/// `subjects`) says were read: a range, a list of ids, or a bitmap file checked against the
+/// digest on the chain.
+fn subjects_read(store: &Store, info: &serde_json::Value, row: u32, seq: u64) -> Result<bool> {
+    if let Some(range) = info.get("row_range").and_then(|r| r.as_array()) {
+        let bound = |i: usize| range.get(i).and_then(|v| v.as_u64());
+        let (Some(lo), Some(hi)) = (bound(0), bound(1)) else {
+            return Err(Error::Corrupt(format!(
+                "audit record {seq}: malformed row range"
+            )));
+        };
+        return Ok((lo..hi).contains(&(row as u64)));
+    }
+    if let Some(ids) = info.get("row_ids").and_then(|r| r.as_array()) {
+        return Ok(ids.iter().any(|v| v.as_u64() == Some(row as u64)));
+    }
+    let file = info
+        .get("bitmap")
+        .and_then(|b| b.as_str())
+        .unwrap_or_default();
+    let path = store.root().join("audit").join("subjects").join(file);
+    let bytes = std::fs::read(&path).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let want = info
+        .get("bitmap_blake3")
+        .and_then(|d| d.as_str())
+        .unwrap_or_default();
+    if blake3::hash(&bytes).to_hex().as_str() != want {
+        return Err(Error::Corrupt(format!(
+            "subject bitmap {} does not match its audit record {seq}",
+            path.display(),
+        )));
+    }
+    let bm = roaring::RoaringBitmap::deserialize_from(&bytes[..])
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+    Ok(bm.contains(row))
 }

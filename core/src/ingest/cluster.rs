@@ -40,6 +40,9 @@ pub(super) struct ClusteredWriter<'d> {
     pub(super) buckets: BTreeMap<String, FileWriter<BufWriter<File>>>,
 }
 
+/// Rows per Parquet data page: what a point read decodes per column.
+const PAGE_ROWS: usize = 1024;
+
 impl<'d> ClusteredWriter<'d> {
     pub(super) fn new(
         def: &'d DatasetDef,
@@ -173,6 +176,10 @@ impl<'d> ClusteredWriter<'d> {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(self.row_group_size))
+            // Small pages: reading one subject's row (a key lookup) decodes one page per
+            // column, so the page size is what a lookup costs; the offset index lets the
+            // reader skip every other page.
+            .set_data_page_row_count_limit(PAGE_ROWS)
             .build();
         let f = crate::durable::create_private(path)?;
         let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))?;
