@@ -611,3 +611,63 @@ fn control_characters_and_oversize_text_are_rejected_with_the_rule() {
         "{rejects}"
     );
 }
+
+/// Data files are laid out for reading one subject: pages of at most 1024 rows with an offset
+/// index (a key lookup decodes one small page per column), and no dictionary for columns of
+/// near-unique values — an overflowed dictionary page would have to be decoded first by every
+/// read of the column chunk. Code columns keep their dictionary (what makes scans fast).
+#[test]
+fn files_have_small_indexed_pages_and_no_dictionary_for_identifiers() {
+    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    use datafusion::parquet::file::metadata::PageIndexPolicy;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = govshare_testkit::generated_store(dir.path(), 3, 25_000, 0, 4096);
+    let snap = store.snapshot("person").expect("snap");
+    let f = snap
+        .manifest()
+        .files
+        .iter()
+        .max_by_key(|f| f.rows)
+        .expect("a file");
+    assert!(f.rows > 1024, "a file of several pages");
+    let file = std::fs::File::open(dir.path().join("datasets/person").join(&f.path)).expect("open");
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+    let meta = ArrowReaderMetadata::load(&file, options).expect("metadata with page index");
+    let md = meta.metadata();
+    let offsets = md.offset_index().expect("an offset index");
+    let column = |name: &str| {
+        md.file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.name() == name)
+            .expect("column")
+    };
+    for (g, group) in md.row_groups().iter().enumerate() {
+        for name in ["citizen_id", "name", "mobile_phone", "sex_code"] {
+            let pages = offsets[g][column(name)].page_locations();
+            let mut firsts: Vec<i64> = pages.iter().map(|p| p.first_row_index).collect();
+            firsts.push(group.num_rows());
+            assert!(
+                firsts.windows(2).all(|w| w[1] - w[0] <= 1024),
+                "{name}: pages of at most 1024 rows"
+            );
+        }
+        for name in ["citizen_id", "name", "mobile_phone"] {
+            assert!(
+                group
+                    .column(column(name))
+                    .dictionary_page_offset()
+                    .is_none(),
+                "{name}: no dictionary page"
+            );
+        }
+        assert!(
+            group
+                .column(column("sex_code"))
+                .dictionary_page_offset()
+                .is_some(),
+            "a code column keeps its dictionary"
+        );
+    }
+}

@@ -56,7 +56,17 @@ use crate::store::Snapshot;
 
 /// The rows of `snap` a scope covers: live rows ∩ regions ∩ subjects.
 pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
-    let mut rows = snap.live_rows()?;
+    Ok(shared_scope_rows(snap, scope)?.as_ref().clone())
+}
+
+/// [`scope_rows`], sharing the snapshot's live rows when the scope is the whole dataset (no
+/// copy of a 10M-row bitmap per query).
+fn shared_scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<Arc<RoaringBitmap>> {
+    let live = snap.live()?;
+    if scope.regions.is_none() && scope.subjects.is_none() {
+        return Ok(live);
+    }
+    let mut rows = RoaringBitmap::new();
     if let Some(regions) = &scope.regions {
         let def = snap.dataset();
         let field = def
@@ -66,18 +76,21 @@ pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
             .ok_or_else(|| {
                 Error::AccessDenied(format!("dataset '{}' cannot be scoped by region", def.name))
             })?;
-        let mut in_regions = RoaringBitmap::new();
         for code in regions {
-            in_regions |= snap.scope(field, code)?;
+            rows |= snap.scope(field, code)?;
         }
-        rows &= in_regions;
+        rows &= live.as_ref();
     }
     if let Some(subjects) = &scope.subjects {
         let keys = snap.key_index()?;
         let listed: RoaringBitmap = subjects.iter().filter_map(|k| keys.get(k)).collect();
-        rows &= listed;
+        if scope.regions.is_some() {
+            rows &= listed;
+        } else {
+            rows = listed & live.as_ref();
+        }
     }
-    Ok(rows)
+    Ok(Arc::new(rows))
 }
 
 /// The row ids among `rows` in a range, in row-id order.
@@ -149,13 +162,13 @@ impl SecuredTable {
             fields.push(Field::new(name, masks::output_type(mask, &raw), nullable));
             columns.push((name.clone(), mask));
         }
-        let rows = scope_rows(&snapshot, access.scope())?;
+        let rows = shared_scope_rows(&snapshot, access.scope())?;
         Ok(SecuredTable {
             inner: Arc::new(Inner {
                 snapshot,
                 columns,
                 schema: Arc::new(Schema::new(fields)),
-                rows: Arc::new(rows),
+                rows,
                 pseudonym_key,
                 emitted: std::sync::Mutex::new(Vec::new()),
             }),

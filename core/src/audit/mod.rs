@@ -103,6 +103,8 @@ struct State {
     /// it: tickets count this process's appends, sequence numbers the chain's (another process
     /// may have appended in between), and callers refer to records by sequence number.
     seqs: std::collections::HashMap<u64, u64>,
+    /// Tickets queued by [`AuditLog::append_nowait`]: nobody takes their sequence number.
+    unclaimed: std::collections::HashSet<u64>,
     committing: bool,
     failed: Option<String>,
 }
@@ -118,6 +120,15 @@ pub struct AuditLog {
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AuditLog({})", self.dir.display())
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // Records queued without waiting are written before the log goes; nobody is left to
+        // hear an error (a failed write latches the log, and the trail then simply lacks the
+        // records, which readers take conservatively).
+        let _ = self.flush();
     }
 }
 
@@ -147,6 +158,7 @@ impl AuditLog {
                 pending_last: 0,
                 durable: 0,
                 seqs: std::collections::HashMap::new(),
+                unclaimed: std::collections::HashSet::new(),
                 committing: false,
                 failed: None,
             }),
@@ -190,6 +202,36 @@ impl AuditLog {
     /// Append one record and return its sequence number once it is durable (fsynced). Fails
     /// — and every later append fails — if the trail cannot be written: callers fail closed.
     pub fn append(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<u64> {
+        let (st, ticket) = self.enqueue(kind, actor, body, false)?;
+        let mut st = self.wait_durable(st, ticket)?;
+        st.seqs.remove(&ticket).ok_or_else(|| {
+            Error::internal(format!("audit append {ticket} lost its sequence number"))
+        })
+    }
+
+    /// Queue one record and return at once; it is written with the next group commit (the
+    /// next [`AuditLog::append`] or [`AuditLog::flush`], or when the log is dropped). For
+    /// records that close something already durable — a query's completion — where a crash
+    /// before the write only loses detail the trail reads conservatively (a query without its
+    /// completion counts for every subject its grant covered).
+    pub fn append_nowait(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<()> {
+        self.enqueue(kind, actor, body, true).map(|_| ())
+    }
+
+    /// Wait until every record queued so far is durable (writing them if nobody is).
+    pub fn flush(&self) -> Result<()> {
+        let st = self.lock_state()?;
+        let ticket = st.pending_last;
+        self.wait_durable(st, ticket).map(|_| ())
+    }
+
+    fn enqueue(
+        &self,
+        kind: &str,
+        actor: &str,
+        body: serde_json::Value,
+        unclaimed: bool,
+    ) -> Result<(std::sync::MutexGuard<'_, State>, u64)> {
         let mut st = self.lock_state()?;
         if let Some(f) = &st.failed {
             return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
@@ -204,11 +246,21 @@ impl AuditLog {
         st.pending.push(b'\n');
         st.pending_last += 1;
         let ticket = st.pending_last;
+        if unclaimed {
+            st.unclaimed.insert(ticket);
+        }
+        Ok((st, ticket))
+    }
+
+    /// Block until `ticket` is durable, committing the queue when no one else is.
+    fn wait_durable<'a>(
+        &'a self,
+        mut st: std::sync::MutexGuard<'a, State>,
+        ticket: u64,
+    ) -> Result<std::sync::MutexGuard<'a, State>> {
         loop {
             if st.durable >= ticket {
-                return st.seqs.remove(&ticket).ok_or_else(|| {
-                    Error::internal(format!("audit append {ticket} lost its sequence number"))
-                });
+                return Ok(st);
             }
             if let Some(f) = &st.failed {
                 return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
@@ -224,10 +276,12 @@ impl AuditLog {
                 st.committing = false;
                 match res {
                     Ok(first_seq) => {
-                        st.seqs.extend(
-                            (first_ticket..=last_ticket)
-                                .map(|t| (t, first_seq + (t - first_ticket))),
-                        );
+                        for t in first_ticket..=last_ticket {
+                            // Nobody waits for the number of a record queued without waiting.
+                            if !st.unclaimed.remove(&t) {
+                                st.seqs.insert(t, first_seq + (t - first_ticket));
+                            }
+                        }
                         st.durable = last_ticket;
                     }
                     Err(e) => st.failed = Some(e.to_string()),
@@ -402,6 +456,8 @@ impl AuditLog {
 
     /// Every record, in order (for tails, queries and reports).
     pub fn records(&self) -> Result<Vec<Record>> {
+        // This log's own queued records belong to what it reads.
+        self.flush()?;
         let mut out = Vec::new();
         let segs = segments(&self.dir)?;
         for (i, (_, p)) in segs.iter().enumerate() {

@@ -338,3 +338,41 @@ fn append_returns_the_chain_sequence_number_with_two_open_logs() {
         assert_eq!(*seq, r.seq);
     }
 }
+
+/// A record queued without waiting is written by the next group commit, before the record
+/// that commit was for, or by `flush`, reads, or dropping the log — never lost while the
+/// process lives, and it takes no sequence number from a waiting appender.
+#[test]
+fn records_queued_without_waiting_ride_along_with_the_next_commit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = AuditLog::open(dir.path()).expect("open");
+    let first = log
+        .append("query", "u", serde_json::json!({"n": 1}))
+        .expect("a");
+    log.append_nowait("query_end", "u", serde_json::json!({"query": first}))
+        .expect("queued");
+    // Not on disk yet: a second log over the same directory does not see it.
+    let other = AuditLog::open(dir.path()).expect("open");
+    assert_eq!(other.checkpoint().expect("cp").seq, first);
+    // The next waiting append writes both, in order, and gets its own number.
+    let third = log
+        .append("query", "u", serde_json::json!({"n": 2}))
+        .expect("b");
+    assert_eq!(third, first + 2);
+    let kinds: Vec<String> = log
+        .records()
+        .expect("r")
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(kinds[kinds.len() - 3..], ["query", "query_end", "query"]);
+    // Dropping the log writes what is still queued.
+    log.append_nowait("query_end", "u", serde_json::json!({"query": third}))
+        .expect("queued");
+    drop(log);
+    assert_eq!(other.checkpoint().expect("cp").seq, third + 1);
+    assert!(matches!(
+        verify(dir.path(), None).expect("verify"),
+        Verdict::Intact { .. }
+    ));
+}

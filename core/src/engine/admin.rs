@@ -321,6 +321,7 @@ impl Engine {
     pub fn verify_audit(&self, by: &str, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
         let outcome = self
             .require(by, Role::Auditor, "verify the audit trail")
+            .and_then(|()| self.audit().flush())
             .and_then(|()| crate::audit::verify(self.audit().dir(), checkpoint))
             .and_then(|v| match (v, self.anchor()?) {
                 // The store's own documents anchor the head as it was at each commit: a trail
@@ -347,6 +348,7 @@ impl Engine {
     pub fn audit_checkpoint(&self, by: &str) -> Result<Checkpoint> {
         let outcome = self
             .require(by, Role::Auditor, "take an audit checkpoint")
+            .and_then(|()| self.audit().flush())
             .and_then(|()| self.audit().checkpoint());
         self.record_read(
             "audit_checkpoint",

@@ -92,7 +92,21 @@ impl QueryResult {
     }
 }
 
+/// How long a record queued without waiting may stay unwritten when no later record carries
+/// it to disk.
+const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Engine {
+    /// Write the trail's queued records soon, unless a group commit does first.
+    pub(crate) fn flush_soon(&self) {
+        let audit = self.inner.audit.clone();
+        self.inner.runtime.spawn(async move {
+            tokio::time::sleep(FLUSH_DELAY).await;
+            // A failed write latches the trail closed; the next query reports it.
+            let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+        });
+    }
+
     /// Open the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
         Engine::open_with_clock(path, Arc::new(SystemClock))

@@ -13,6 +13,7 @@ use arrow::ipc::writer::FileWriter;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use roaring::RoaringBitmap;
 
 use crate::catalog::{DatasetDef, IndexKind};
@@ -42,6 +43,21 @@ pub(super) struct ClusteredWriter<'d> {
 
 /// Rows per Parquet data page: what a point read decodes per column.
 const PAGE_ROWS: usize = 1024;
+
+/// Whether a field's values are (nearly) all different — identifiers, names, phones,
+/// addresses — so a dictionary would only overflow.
+fn mostly_distinct(def: &DatasetDef, f: &crate::catalog::FieldDef) -> bool {
+    use crate::catalog::{MaskKind, Standard};
+    f.name == def.key
+        || matches!(
+            f.standard,
+            Standard::CitizenId | Standard::Uscc | Standard::MobilePhone | Standard::Phone
+        )
+        || matches!(
+            f.mask,
+            MaskKind::CitizenId | MaskKind::Name | MaskKind::Phone | MaskKind::Address
+        )
+}
 
 impl<'d> ClusteredWriter<'d> {
     pub(super) fn new(
@@ -173,14 +189,26 @@ impl<'d> ClusteredWriter<'d> {
     }
 
     fn write_parquet(&self, path: &Path, batch: &RecordBatch) -> Result<Vec<u64>> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(self.row_group_size))
             // Small pages: reading one subject's row (a key lookup) decodes one page per
             // column, so the page size is what a lookup costs; the offset index lets the
             // reader skip every other page.
-            .set_data_page_row_count_limit(PAGE_ROWS)
-            .build();
+            .set_data_page_row_count_limit(PAGE_ROWS);
+        for f in self
+            .def
+            .fields
+            .iter()
+            .filter(|f| mostly_distinct(self.def, f))
+        {
+            // A dictionary of near-unique values overflows and falls back to plain encoding,
+            // but the overflowed dictionary page stays in the file, and every read of the
+            // column chunk — one row by key too — must decode it first (300 KB of citizen
+            // IDs per row group). Plain from the start.
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name.as_str()), false);
+        }
+        let props = props.build();
         let f = crate::durable::create_private(path)?;
         let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))?;
         let mut groups = Vec::new();
