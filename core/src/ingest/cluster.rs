@@ -41,8 +41,9 @@ pub(super) struct ClusteredWriter<'d> {
     pub(super) buckets: BTreeMap<String, FileWriter<BufWriter<File>>>,
 }
 
-/// Rows per Parquet data page: what a point read decodes per column.
-const PAGE_ROWS: usize = 1024;
+/// Bytes per Parquet data page (checked per write batch of 1024 rows): about what a point
+/// read decodes per column.
+const PAGE_BYTES: usize = 16 * 1024;
 
 /// Whether a field's values are (nearly) all different — identifiers, names, phones,
 /// addresses — so a dictionary would only overflow.
@@ -192,10 +193,12 @@ impl<'d> ClusteredWriter<'d> {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(self.row_group_size))
-            // Small pages: reading one subject's row (a key lookup) decodes one page per
-            // column, so the page size is what a lookup costs; the offset index lets the
-            // reader skip every other page.
-            .set_data_page_row_count_limit(PAGE_ROWS);
+            // Small pages by bytes: reading one subject's row (a key lookup) decodes one
+            // page per column, so page size is what a lookup costs (the offset index lets the
+            // reader skip the others). Plain columns of identifiers and names get pages of a
+            // thousand-odd rows; dictionary-encoded code columns, a few bits a row, keep long
+            // pages, which is what a scan wants (every page has a fixed cost).
+            .set_data_page_size_limit(PAGE_BYTES);
         for f in self
             .def
             .fields
