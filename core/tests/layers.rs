@@ -21,7 +21,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("storage", &["index", "store", "ingest", "quality"]),
     (
         "access",
-        &["access::masks", "access::policy", "access::secured"],
+        &[
+            "access::counts",
+            "access::masks",
+            "access::policy",
+            "access::secured",
+        ],
     ),
     ("engine", &["engine"]),
 ];

@@ -502,3 +502,31 @@ fn an_item_reclassified_as_not_shared_drops_out_of_earlier_grants() {
         .expect("sex_code");
     assert_eq!(r.num_rows(), 1);
 }
+
+/// A grouped count over a value-indexed field is answered from bitmaps only when the session
+/// sees the field in clear: granted masked (here nullified), the groups are the masked values
+/// — one NULL group — never the indexed raw values.
+#[test]
+fn grouped_counts_over_a_masked_indexed_field_show_the_masked_groups() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let masked =
+        govshare_core::access::policy::Treatment::Masked(govshare_core::catalog::MaskKind::Nullify);
+    approve(
+        &store,
+        request("A", "person", &[("sex_code", masked)]),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("s");
+    let r = s
+        .sql("SELECT sex_code, count(*) FROM person GROUP BY sex_code")
+        .expect("q");
+    assert_eq!(r.num_rows(), 1, "one group: every value is masked to NULL");
+    assert!(r.batches[0].column(0).is_null(0));
+    let plan = s
+        .sql("EXPLAIN SELECT sex_code, count(*) FROM person GROUP BY sex_code")
+        .expect("explain");
+    let text = govshare_testkit::render(&plan.batches).join("\n");
+    assert!(!text.contains("BitmapCounts"), "{text}");
+}

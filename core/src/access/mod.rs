@@ -2,10 +2,12 @@
 //!
 //! - [`policy`]: principals, roles, grants and the one decision point, [`policy::Policy::decide`];
 //! - [`secured`]: the secured table and its leaf scan (row-scope barrier, masks applied inside);
-//! - [`masks`]: the masked values themselves.
+//! - [`masks`]: the masked values themselves;
+//! - [`counts`]: grouped counts answered from the bitmaps of a secured table's scope.
 //!
 //! Everything here may import storage and the base modules; nothing below imports it.
 
+pub mod counts;
 pub mod masks;
 pub mod policy;
 pub mod secured;

@@ -212,6 +212,83 @@ impl SecuredTable {
     pub fn snapshot(&self) -> &Snapshot {
         &self.inner.snapshot
     }
+
+    /// Another handle on the same table (same scope, same emitted-rows record).
+    pub(crate) fn clone_handle(&self) -> SecuredTable {
+        SecuredTable {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Whether `count(*)` grouped by `field` can be answered from bitmaps exactly: the session
+    /// sees the field in clear, as text, and the version holds a value index of it.
+    pub(crate) fn counts_by_bitmap(&self, field: &str) -> bool {
+        let def = self.inner.snapshot.dataset();
+        self.inner
+            .columns
+            .iter()
+            .any(|(n, m)| n == field && *m == MaskKind::Clear)
+            && def.field(field).is_some_and(|f| {
+                f.index == IndexKind::Values
+                    && f.data_type.arrow() == arrow::datatypes::DataType::Utf8
+            })
+            && self
+                .inner
+                .snapshot
+                .manifest()
+                .bitmap_indexes
+                .contains_key(field)
+    }
+
+    /// The groups of `fields` among the rows in scope with their row counts (NULL where a
+    /// row has no value), from the value indexes; every row in scope is recorded as read.
+    pub(crate) fn count_groups(
+        &self,
+        fields: &[String],
+    ) -> Result<Vec<(Vec<Option<String>>, u64)>> {
+        let rows = self.inner.rows.as_ref();
+        let mut groups: Vec<(Vec<Option<String>>, RoaringBitmap)> =
+            vec![(Vec::new(), rows.clone())];
+        for field in fields {
+            let index = self.inner.snapshot.bitmap_index(field)?;
+            let mut next = Vec::new();
+            for (values, within) in groups {
+                let mut valued = RoaringBitmap::new();
+                for (v, bm) in &index.bitmaps {
+                    let both = &within & bm;
+                    if !both.is_empty() {
+                        valued |= &both;
+                        let mut key = values.clone();
+                        key.push(Some(v.clone()));
+                        next.push((key, both));
+                    }
+                }
+                let nulls = within - valued;
+                if !nulls.is_empty() {
+                    let mut key = values;
+                    key.push(None);
+                    next.push((key, nulls));
+                }
+            }
+            groups = next;
+        }
+        let total = self
+            .inner
+            .snapshot
+            .manifest()
+            .total_rows()
+            .min(u32::MAX as u64) as u32;
+        self.inner
+            .emitted
+            .lock()
+            .map_err(|_| Error::internal("emitted rows lock poisoned"))?
+            .push(Emitted {
+                range: 0..total,
+                read: None,
+                count: rows.len(),
+            });
+        Ok(groups.into_iter().map(|(k, b)| (k, b.len())).collect())
+    }
 }
 
 #[async_trait]

@@ -159,6 +159,8 @@ impl Session {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, decision.department());
         let ctx = surface::closed_context(limits)?;
+        // Grouped counts over indexed clear fields are answered from the scope's bitmaps.
+        ctx.add_optimizer_rule(Arc::new(crate::access::counts::CountsFromBitmaps));
         let mut tables = Vec::new();
         for (name, access) in decision.datasets() {
             let snap = match store.pinned(name) {
