@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
 use crate::access::secured::SecuredTable;
 
 /// The optimizer rule: a grouped `count(*)` over a secured table becomes a scan of
-/// [`BitmapCounts`] when the bitmaps answer it exactly.
+/// its bitmap counts (`BitmapCountsExec`) when the bitmaps answer it exactly.
 #[derive(Debug, Default)]
 pub struct CountsFromBitmaps;
 
