@@ -239,13 +239,7 @@ impl ExecutionPlan for BitmapCountsExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "BitmapCountsExec has no children".into(),
-            ))
-        }
+        crate::access::secured::leaf(self, children)
     }
 
     fn partition_statistics(&self, _partition: Option<usize>) -> DfResult<Arc<Statistics>> {

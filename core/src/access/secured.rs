@@ -54,14 +54,9 @@ use crate::catalog::{IndexKind, MaskKind};
 use crate::error::{Error, Result};
 use crate::store::Snapshot;
 
-/// The rows of `snap` a scope covers: live rows ∩ regions ∩ subjects.
-pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<RoaringBitmap> {
-    Ok(shared_scope_rows(snap, scope)?.as_ref().clone())
-}
-
-/// [`scope_rows`], sharing the snapshot's live rows when the scope is the whole dataset (no
-/// copy of a 10M-row bitmap per query).
-fn shared_scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<Arc<RoaringBitmap>> {
+/// The rows of `snap` a scope covers: live rows ∩ regions ∩ subjects. The whole dataset's
+/// scope is the snapshot's own live rows, shared (no copy of a 10M-row bitmap per query).
+pub fn scope_rows(snap: &Snapshot, scope: &RowScope) -> Result<Arc<RoaringBitmap>> {
     let live = snap.live()?;
     if scope.regions.is_none() && scope.subjects.is_none() {
         return Ok(live);
@@ -133,6 +128,18 @@ struct Inner {
     emitted: std::sync::Mutex<Vec<Emitted>>,
 }
 
+impl Inner {
+    /// Add one scan's entry to the record of rows read; its index, for counts added later.
+    fn record(&self, part: Emitted) -> Result<usize> {
+        let mut emitted = self
+            .emitted
+            .lock()
+            .map_err(|_| Error::internal("emitted rows lock poisoned"))?;
+        emitted.push(part);
+        Ok(emitted.len() - 1)
+    }
+}
+
 impl SecuredTable {
     /// Build the table for `access` over `snapshot`; the scope bitmap is computed here, for
     /// this decision only, and dropped with it.
@@ -162,7 +169,7 @@ impl SecuredTable {
             fields.push(Field::new(name, masks::output_type(mask, &raw), nullable));
             columns.push((name.clone(), mask));
         }
-        let rows = shared_scope_rows(&snapshot, access.scope())?;
+        let rows = scope_rows(&snapshot, access.scope())?;
         Ok(SecuredTable {
             inner: Arc::new(Inner {
                 snapshot,
@@ -278,15 +285,11 @@ impl SecuredTable {
             .manifest()
             .total_rows()
             .min(u32::MAX as u64) as u32;
-        self.inner
-            .emitted
-            .lock()
-            .map_err(|_| Error::internal("emitted rows lock poisoned"))?
-            .push(Emitted {
-                range: 0..total,
-                read: None,
-                count: rows.len(),
-            });
+        self.inner.record(Emitted {
+            range: 0..total,
+            read: None,
+            count: rows.len(),
+        })?;
         Ok(groups.into_iter().map(|(k, b)| (k, b.len())).collect())
     }
 }
@@ -335,7 +338,7 @@ impl TableProvider for SecuredTable {
             .unwrap_or_else(|| (0..self.inner.columns.len()).collect());
         let schema = project_schema(&self.inner.schema, Some(&projection))?;
         let filters: Vec<Expr> = filters.iter().filter(|f| pushable(f)).cloned().collect();
-        let predicate = self.predicate(state, &filters)?;
+        let predicate = self.predicate(state, &filters)?.map(Arc::new);
         // A key in clear compared with literals: the key index, within the scope.
         let rows = match self.key_rows(&filters).map_err(ext)? {
             Some(keys) => Arc::new(keys & self.inner.rows.as_ref()),
@@ -494,6 +497,21 @@ fn pushable(e: &Expr) -> bool {
             .unwrap_or(true)
 }
 
+/// `with_new_children` of a leaf plan node: itself, or an error if given children.
+pub(crate) fn leaf(
+    node: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if children.is_empty() {
+        Ok(node)
+    } else {
+        Err(DataFusionError::Internal(format!(
+            "{} has no children",
+            node.name()
+        )))
+    }
+}
+
 fn ext(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -566,7 +584,7 @@ pub struct SecuredScanExec {
     /// The rows this scan may read: the table's scope, narrowed by a key lookup.
     rows: Arc<RoaringBitmap>,
     units: Vec<Vec<Unit>>,
-    predicate: Option<Predicate>,
+    predicate: Option<Arc<Predicate>>,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
 }
@@ -625,13 +643,7 @@ impl ExecutionPlan for SecuredScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "SecuredScanExec has no children".into(),
-            ))
-        }
+        leaf(self, children)
     }
 
     fn partition_statistics(&self, _partition: Option<usize>) -> DfResult<Arc<Statistics>> {
@@ -668,15 +680,7 @@ impl ExecutionPlan for SecuredScanExec {
         let out_schema = schema.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
         let rows = self.rows.clone();
-        let predicate = self.predicate.as_ref().map(|p| {
-            Arc::new(Predicate {
-                columns: p.columns.clone(),
-                schema: p.schema.clone(),
-                expr: p.expr.clone(),
-                pruning: p.pruning.clone(),
-                text: String::new(),
-            })
-        });
+        let predicate = self.predicate.clone();
         let narrowed = !Arc::ptr_eq(&self.rows, &self.inner.rows);
         let collector = inner.clone();
         let has_predicate = predicate.is_some();
@@ -789,18 +793,13 @@ fn open_unit(
         None if narrowed => (Some(global(&local)), 0),
         None => (None, 0),
     };
-    let slot = {
-        let mut emitted = inner
-            .emitted
-            .lock()
-            .map_err(|_| ext(Error::internal("emitted rows lock poisoned")))?;
-        emitted.push(Emitted {
+    let slot = inner
+        .record(Emitted {
             range: unit.range.clone(),
             read,
             count,
-        });
-        emitted.len() - 1
-    };
+        })
+        .map_err(ext)?;
     if let Some(p) = predicate {
         local = filter_rows(inner, unit.file, local, p)?;
     }
