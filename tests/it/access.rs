@@ -530,3 +530,114 @@ fn grouped_counts_over_a_masked_indexed_field_show_the_masked_groups() {
     let text = govshare_testkit::render(&plan.batches).join("\n");
     assert!(!text.contains("BitmapCounts"), "{text}");
 }
+
+/// The lookup API returns, for the keys asked, exactly what the session's SQL returns for
+/// `key IN (...)`: only subjects in scope, every granted field masked as granted. A key out of
+/// scope and a key that does not exist look the same (absent). The rows read are on the trail
+/// (who-accessed finds the lookup); a grant that masks the key, or no grant, is refused and
+/// the refusal recorded.
+#[test]
+fn lookup_by_key_returns_what_the_sql_would_for_subjects_in_scope_and_is_recorded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let county = govshare_testkit::largest_county(&store);
+    let mut r = request(
+        "A",
+        "person",
+        &[
+            ("citizen_id", Treatment::Clear),
+            ("name", Treatment::Masked(MaskKind::Name)),
+            ("sex_code", Treatment::Clear),
+            ("birth_date", Treatment::Masked(MaskKind::DateToYear)),
+        ],
+    );
+    r.scope = govshare_testkit::regions(&[&county]);
+    approve(&store, r, "psb");
+    approve(
+        &store,
+        request(
+            "B",
+            "person",
+            &[("citizen_id", Treatment::Masked(MaskKind::CitizenId))],
+        ),
+        "psb",
+    );
+    let snap = store.snapshot("person").expect("snap");
+    let inside = snap.scope("hukou_region_code", &county).expect("scope");
+    let keys: Vec<String> =
+        govshare_testkit::strings(&snap.read(None, Some(&["citizen_id"])).expect("keys"), 0);
+    let ids = snap.key_index().expect("index");
+    let (mut ins, mut outs) = (Vec::new(), Vec::new());
+    for k in &keys {
+        let row = ids.get(k).expect("row");
+        if inside.contains(row) {
+            ins.push(k.clone())
+        } else {
+            outs.push(k.clone())
+        }
+    }
+    let asked: Vec<&str> = vec![&ins[0], &outs[0], "11010519491231002X", &ins[1]];
+    let engine = Engine::open(dir.path()).expect("engine");
+    // A citizen ID in clear is a sensitive item: a second-factor login.
+    let a = engine
+        .session_as(&govshare_core::access::policy::Login::new(
+            "a",
+            "P",
+            govshare_core::access::policy::AuthMethod::SecondFactor,
+        ))
+        .expect("a");
+    let got = a.lookup("person", &asked).expect("lookup");
+    let list = asked
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = a
+        .sql(&format!(
+            "SELECT * FROM person WHERE citizen_id IN ({list}) ORDER BY citizen_id"
+        ))
+        .expect("sql");
+    assert_eq!(got.num_rows(), 2, "the two keys in scope, nothing else");
+    let mut lookup_rows = render(&got.batches);
+    lookup_rows.sort();
+    let mut sql_rows = render(&sql.batches);
+    sql_rows.sort();
+    assert_eq!(lookup_rows, sql_rows);
+    assert_eq!(
+        got.schema, sql.schema,
+        "the granted fields with their masked types"
+    );
+    assert!(!lookup_rows.iter().any(|l| l.contains(outs[0].as_str())));
+    // On the trail: the lookup read the in-scope subject, not the out-of-scope one.
+    let lookups = |key: &str| {
+        engine
+            .who_accessed("aud", key)
+            .expect("who")
+            .into_iter()
+            .filter(|x| x.user == "a" && x.sql.starts_with("lookup by key"))
+            .count()
+    };
+    assert_eq!(lookups(&ins[0]), 1);
+    assert_eq!(lookups(&outs[0]), 0);
+    // A masked key cannot be looked up; a dataset not granted cannot either. Both recorded.
+    let b = engine.session("b", "P").expect("b");
+    let refusals = || {
+        engine
+            .audit()
+            .records()
+            .expect("records")
+            .iter()
+            .filter(|r| r.kind == "query" && r.body["outcome"] == "denied")
+            .count()
+    };
+    let before = refusals();
+    assert!(matches!(
+        b.lookup("person", &[ins[0].as_str()]),
+        Err(Error::AccessDenied(m)) if m.contains("in clear")
+    ));
+    assert!(matches!(
+        a.lookup("legal_entity", &["91430000000000000X"]),
+        Err(Error::AccessDenied(_))
+    ));
+    assert_eq!(refusals(), before + 2);
+}

@@ -80,6 +80,8 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::catalog", Gate::Decided),
     ("Session::sql", Gate::Decided),
     ("Session::sql_stream", Gate::Decided),
+    ("Session::lookup", Gate::Decided),
+    ("Session::lookup_stream", Gate::Decided),
 ];
 
 /// Every function of the C header, with the Rust entry it translates (or plumbing).
@@ -614,6 +616,14 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Session::sql_stream",
             Box::new(|| session.sql_stream("SELECT 1").map(drop)),
+        ),
+        (
+            "Session::lookup",
+            Box::new(|| session.lookup("person", &[key]).map(drop)),
+        ),
+        (
+            "Session::lookup_stream",
+            Box::new(|| session.lookup_stream("person", &[key]).map(drop)),
         ),
     ];
     for (name, probe) in &session_probes {

@@ -344,6 +344,22 @@ impl TableProvider for SecuredTable {
             Some(keys) => Arc::new(keys & self.inner.rows.as_ref()),
             None => self.inner.rows.clone(),
         };
+        Ok(Arc::new(
+            self.exec(projection, schema, rows, predicate, limit),
+        ))
+    }
+}
+
+impl SecuredTable {
+    /// The scan of `rows` (the scope, or part of it) with the columns of `projection`.
+    fn exec(
+        &self,
+        projection: Vec<usize>,
+        schema: SchemaRef,
+        rows: Arc<RoaringBitmap>,
+        predicate: Option<Arc<Predicate>>,
+        limit: Option<usize>,
+    ) -> SecuredScanExec {
         let units = split_units(&self.inner.snapshot, &rows, SCAN_PARTITIONS);
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -353,7 +369,7 @@ impl TableProvider for SecuredTable {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(Arc::new(SecuredScanExec {
+        SecuredScanExec {
             inner: self.inner.clone(),
             projection,
             schema,
@@ -362,7 +378,38 @@ impl TableProvider for SecuredTable {
             predicate,
             limit,
             props: Arc::new(props),
-        }))
+        }
+    }
+
+    /// The plan that reads the subjects with `keys` among the rows in scope — every granted
+    /// field, masked as granted, in row-id order; keys not found, deleted or out of scope are
+    /// simply absent (the three are indistinguishable). Only for a key the session sees in
+    /// clear: on a masked key, a lookup would answer a question about raw keys that the
+    /// session's SQL cannot ask (its `=` compares the masked value).
+    pub fn lookup(&self, keys: &[&str]) -> Result<Arc<dyn ExecutionPlan>> {
+        let def = self.inner.snapshot.dataset();
+        let clear = self
+            .inner
+            .columns
+            .iter()
+            .any(|(n, m)| n == &def.key && *m == MaskKind::Clear);
+        if !clear {
+            return Err(Error::AccessDenied(format!(
+                "looking up {} by key needs its key field '{}' granted in clear",
+                def.name, def.key
+            )));
+        }
+        let index = self.inner.snapshot.key_index()?;
+        let mut rows: RoaringBitmap = keys.iter().filter_map(|k| index.get(k)).collect();
+        rows &= self.inner.rows.as_ref();
+        let projection: Vec<usize> = (0..self.inner.columns.len()).collect();
+        Ok(Arc::new(self.exec(
+            projection,
+            self.inner.schema.clone(),
+            Arc::new(rows),
+            None,
+            None,
+        )))
     }
 }
 

@@ -193,8 +193,75 @@ impl Session {
         // A cancel from now on stops this query (taken before anything is recorded, so a
         // cancel sent once the query is on the trail always lands).
         let generation = self.cancel.load(Ordering::SeqCst);
+        let planned = self.plan(sql);
+        self.start(
+            started,
+            generation,
+            ("sql", serde_json::json!(sql)),
+            planned,
+        )
+    }
+
+    /// The subjects of `dataset` with the given keys, as this session may see them: every
+    /// granted field, masked as granted, for the keys that exist among the rows in scope (in
+    /// row order; a key not found, deleted or out of scope is simply absent). Through the key
+    /// index, not a scan; decided, recorded and bounded like a query (the trail holds the
+    /// rows read, not the keys asked). The key field must be granted in clear.
+    pub fn lookup(&self, dataset: &str, keys: &[&str]) -> Result<QueryResult> {
+        let stream = self.lookup_stream(dataset, keys)?;
+        let schema = stream.schema();
+        let batches = stream.collect::<Result<Vec<_>>>()?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// [`Session::lookup`] as a stream of batches.
+    pub fn lookup_stream(&self, dataset: &str, keys: &[&str]) -> Result<QueryStream> {
+        let started = Instant::now();
+        let generation = self.cancel.load(Ordering::SeqCst);
+        let planned = self.plan_lookup(dataset, keys);
+        let what = serde_json::json!({ "dataset": dataset, "keys": keys.len() });
+        self.start(started, generation, ("lookup", what), planned)
+    }
+
+    /// Decide and plan a lookup: one secured table, its key index, no SQL.
+    fn plan_lookup(&self, dataset: &str, keys: &[&str]) -> Result<Planned> {
+        let decision = self.decision()?;
+        let limits = self.engine.store().settings()?.query;
+        let access = decision.datasets().get(dataset).ok_or_else(|| {
+            Error::AccessDenied(format!(
+                "no grant lets {} read '{dataset}' for this purpose",
+                self.user
+            ))
+        })?;
+        let key = department_key(&self.engine.inner.secret, decision.department());
+        let table = Arc::new(SecuredTable::new(
+            self.engine.store().pinned(dataset)?,
+            access,
+            key,
+        )?);
+        let plan = table.lookup(keys)?;
+        Ok(Planned {
+            schema: plan.schema(),
+            plan,
+            task: Arc::new(datafusion::execution::TaskContext::default()),
+            tables: vec![(dataset.to_string(), table)],
+            decision,
+            limits,
+        })
+    }
+
+    /// Put an allowed request's opening record on the trail (durable), then start it; or
+    /// record its refusal or failure. `what` is the request as recorded: its SQL, or the
+    /// dataset and number of keys of a lookup.
+    fn start(
+        &self,
+        started: Instant,
+        generation: u64,
+        what: (&str, serde_json::Value),
+        planned: Result<Planned>,
+    ) -> Result<QueryStream> {
         let audit = &self.engine.inner.audit;
-        match self.plan(sql) {
+        match planned {
             Ok(Planned {
                 decision,
                 tables,
@@ -225,7 +292,7 @@ impl Session {
                     "query",
                     &self.user,
                     serde_json::json!({
-                        "sql": sql,
+                        what.0: what.1,
                         "purpose": self.purpose,
                         "department": decision.department(),
                         "datasets": datasets,
@@ -273,7 +340,7 @@ impl Session {
                 audit.append(
                     "query",
                     &self.user,
-                    serde_json::json!({ "sql": sql, "purpose": self.purpose, "outcome": kind, "reason": e.to_string() }),
+                    serde_json::json!({ what.0: what.1, "purpose": self.purpose, "outcome": kind, "reason": e.to_string() }),
                 )?;
                 Err(e)
             }

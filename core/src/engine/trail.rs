@@ -154,7 +154,7 @@ impl Engine {
                         purpose: field("purpose"),
                         dataset: dataset.clone(),
                         version,
-                        sql: field("sql"),
+                        sql: q.map_or_else(String::new, |q| request_text(&q.body)),
                         finished: true,
                     });
                 }
@@ -219,7 +219,7 @@ impl Engine {
                     purpose: text("purpose"),
                     dataset: dataset.clone(),
                     version,
-                    sql: text("sql"),
+                    sql: request_text(&r.body),
                     finished: false,
                 });
             }
@@ -383,4 +383,17 @@ fn subjects_read(store: &Store, info: &serde_json::Value, row: u32, seq: u64) ->
     let bm = roaring::RoaringBitmap::deserialize_from(&bytes[..])
         .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
     Ok(bm.contains(row))
+}
+
+/// What an opening record says was asked: its SQL, or for a lookup by key how many keys (the
+/// trail holds the rows read, not the keys asked).
+fn request_text(body: &serde_json::Value) -> String {
+    match body.get("lookup") {
+        Some(l) => format!(
+            "lookup by key in {} ({} keys)",
+            l["dataset"].as_str().unwrap_or_default(),
+            l["keys"].as_u64().unwrap_or(0)
+        ),
+        None => body["sql"].as_str().unwrap_or_default().to_string(),
+    }
 }

@@ -172,8 +172,25 @@ impl<'d> ClusteredWriter<'d> {
                 ));
             }
             let rel = format!("data/v{}-{tag}-{bucket}.parquet", self.version);
-            let row_groups = self.write_parquet(&self.dataset_dir.join(&rel), &sorted)?;
-            self.index_rows(&sorted, next as u32, &mut out)?;
+            let rel_rows = format!("data/v{}-{tag}-{bucket}.rows", self.version);
+            // The row blocks are written on the other core while this one writes the Parquet
+            // file and the indexes: same rows, independent outputs.
+            let (row_groups, row_blocks) = std::thread::scope(|s| {
+                let blocks = s.spawn(|| {
+                    crate::store::rowblocks::write(&self.dataset_dir.join(&rel_rows), &sorted)
+                });
+                let groups = self
+                    .write_parquet(&self.dataset_dir.join(&rel), &sorted)
+                    .and_then(|g| {
+                        self.index_rows(&sorted, next as u32, &mut out)?;
+                        Ok(g)
+                    });
+                let blocks = blocks
+                    .join()
+                    .map_err(|_| Error::internal("the row-block writer panicked"))
+                    .and_then(|r| r);
+                Ok::<_, Error>((groups?, blocks?))
+            })?;
             out.files.push(DataFile {
                 path: rel,
                 rows: sorted.num_rows() as u64,
@@ -181,6 +198,7 @@ impl<'d> ClusteredWriter<'d> {
                 row_groups,
                 deletes: None,
                 deleted: 0,
+                row_blocks: row_blocks.then_some(rel_rows),
             });
             next += sorted.num_rows() as u64;
             out.rows += sorted.num_rows() as u64;

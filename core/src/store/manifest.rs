@@ -73,6 +73,10 @@ pub struct DataFile {
     /// Number of deleted rows.
     #[serde(default)]
     pub deleted: u64,
+    /// The same rows in row blocks (relative path), for point reads; absent in stores written
+    /// before row blocks existed, or when a column type has no row encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_blocks: Option<String>,
 }
 
 /// How a version came about.

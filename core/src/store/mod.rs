@@ -7,6 +7,7 @@
 //! <store>/datasets/<name>/CURRENT                  current data version of the dataset
 //! <store>/datasets/<name>/manifests/vNNNNNNNN.json one manifest per version
 //! <store>/datasets/<name>/data/*.parquet           immutable data files
+//! <store>/datasets/<name>/data/*.rows              the same rows in row blocks (point reads)
 //! <store>/datasets/<name>/deletes/*.dv             roaring deletion vectors (per file)
 //! <store>/datasets/<name>/index/vN/*               key and bitmap indexes of version N
 //! <store>/rejects/*.csv                            rejected rows of each load
@@ -26,6 +27,7 @@
 mod authority;
 mod chain;
 mod manifest;
+pub(crate) mod rowblocks;
 mod settings;
 mod snapshot;
 mod workdays;

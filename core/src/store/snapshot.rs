@@ -20,6 +20,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{BitmapIndex, KeyIndex};
 use crate::regions::region_prefix;
 
+use super::rowblocks::RowBlocks;
 use super::{DataFile, Manifest};
 
 /// A pinned version of a dataset: its manifest, with indexes, live rows and the data files'
@@ -36,7 +37,13 @@ pub struct Snapshot {
     /// Per data file: its deletion vector (file-local offsets) and Parquet metadata with the
     /// offset index, so a selection of a few rows decodes only the pages holding them.
     files: Vec<OnceLock<Arc<FileMeta>>>,
+    /// Per data file: its row blocks, opened on the first point read.
+    blocks: Vec<OnceLock<Arc<RowBlocks>>>,
 }
+
+/// Up to this many rows of one file are read from its row blocks (a block each, at most)
+/// rather than from Parquet (a page per column per row group touched).
+const POINT_READ_ROWS: u64 = 64;
 
 /// What a snapshot keeps of one data file after first use.
 #[derive(Debug)]
@@ -48,6 +55,7 @@ struct FileMeta {
 impl Snapshot {
     pub(super) fn new(dir: PathBuf, manifest: Manifest) -> Snapshot {
         let files = manifest.files.iter().map(|_| OnceLock::new()).collect();
+        let blocks = manifest.files.iter().map(|_| OnceLock::new()).collect();
         Snapshot {
             dir,
             manifest,
@@ -55,6 +63,7 @@ impl Snapshot {
             bitmaps: Mutex::new(HashMap::new()),
             live: OnceLock::new(),
             files,
+            blocks,
         }
     }
 
@@ -270,6 +279,11 @@ impl Snapshot {
             .files
             .get(file)
             .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
+        if local.len() <= POINT_READ_ROWS
+            && let Some(rel) = &f.row_blocks
+        {
+            return self.read_blocks(file, rel, local, columns).map(Some);
+        }
         let meta = self.file_meta(file)?;
         let path = self.path(&f.path);
         let handle = File::open(&path).at(&path)?;
@@ -312,7 +326,56 @@ impl Snapshot {
             .with_row_selection(selection)
             .with_batch_size(8192)
             .build()?;
-        Ok(Some(FileRows { reader, order }))
+        Ok(Some(FileRows {
+            source: Source::Parquet { reader, order },
+        }))
+    }
+
+    /// A few rows of one data file from its row blocks: one small block decompressed per
+    /// row instead of a Parquet page per column.
+    fn read_blocks(
+        &self,
+        file: usize,
+        rel: &str,
+        local: &RoaringBitmap,
+        columns: Option<&[&str]>,
+    ) -> Result<FileRows> {
+        let slot = self
+            .blocks
+            .get(file)
+            .ok_or_else(|| Error::NotFound(format!("data file {file}")))?;
+        let blocks = match slot.get() {
+            Some(b) => b.clone(),
+            None => {
+                let opened = Arc::new(RowBlocks::open(
+                    &self.path(rel),
+                    &self.manifest.dataset.arrow_schema(),
+                )?);
+                if opened.rows() != self.manifest.files[file].rows {
+                    return Err(Error::Corrupt(format!(
+                        "row blocks {rel} hold {} rows, their data file {}",
+                        opened.rows(),
+                        self.manifest.files[file].rows
+                    )));
+                }
+                slot.get_or_init(|| opened).clone()
+            }
+        };
+        let def = &self.manifest.dataset;
+        let idx: Vec<usize> = match columns {
+            None => (0..def.fields.len()).collect(),
+            Some(cols) => cols
+                .iter()
+                .map(|c| {
+                    def.fields.iter().position(|f| f.name == *c).ok_or_else(|| {
+                        Error::NotFound(format!("dataset '{}' has no field '{c}'", def.name))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(FileRows {
+            source: Source::Ready(Some(blocks.read(local, &idx)?)),
+        })
     }
 
     /// How many Parquet row groups a read of `rows` would open (clustering makes a region
@@ -340,19 +403,32 @@ impl Snapshot {
 
 /// The selected rows of one data file, batch by batch, columns in the order requested.
 pub struct FileRows {
-    reader: ParquetRecordBatchReader,
-    order: Option<Vec<usize>>,
+    source: Source,
+}
+
+/// Where a read's rows come from: decoded from Parquet, or already read from row blocks.
+enum Source {
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        order: Option<Vec<usize>>,
+    },
+    Ready(Option<RecordBatch>),
 }
 
 impl Iterator for FileRows {
     type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.reader.next()?;
-        Some(match &self.order {
-            None => b,
-            Some(o) => b.and_then(|b| b.project(o)),
-        })
+        match &mut self.source {
+            Source::Parquet { reader, order } => {
+                let b = reader.next()?;
+                Some(match order {
+                    None => b,
+                    Some(o) => b.and_then(|b| b.project(o)),
+                })
+            }
+            Source::Ready(b) => b.take().map(Ok),
+        }
     }
 }
 

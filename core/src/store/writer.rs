@@ -303,6 +303,9 @@ impl<'s> Writer<'s> {
                 if let Some(d) = &f.deletes {
                     referenced.insert(d.clone());
                 }
+                if let Some(r) = &f.row_blocks {
+                    referenced.insert(r.clone());
+                }
             }
             referenced.insert(m.key_index.clone());
             referenced.extend(m.bitmap_indexes.values().cloned());
