@@ -198,6 +198,37 @@ fn secured(c: &mut Criterion) {
         b.iter(|| black_box(run_unaudited("ALL", &q4)))
     });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(&q4))));
+    // The lookup API: keys in, the granted fields of those subjects out, no SQL. Without audit:
+    // decision, secured table, key index ∩ scope, row blocks, masks — what one subject's
+    // granted fields cost in process.
+    let keys = [key.as_str()];
+    assert_eq!(all.lookup("person", &keys).expect("lookup").num_rows(), 1);
+    g.bench_function("lookup_api", |b| {
+        b.iter(|| black_box(all.lookup("person", &keys).expect("lookup")))
+    });
+    g.bench_function("lookup_api_no_audit", |b| {
+        b.iter(|| {
+            let policy = store.policy_shared().expect("policy");
+            let catalog = store.catalog_shared().expect("catalog");
+            let decision = policy
+                .decide(&catalog, &login("ALL"), Mode::Query, Utc::now())
+                .expect("decide");
+            let table = SecuredTable::new(
+                store.pinned("person").expect("snap"),
+                &decision.datasets()["person"],
+                [7; 32],
+            )
+            .expect("table");
+            let plan = table.lookup(&keys).expect("plan");
+            black_box(
+                rt.block_on(datafusion::physical_plan::collect(
+                    plan,
+                    std::sync::Arc::new(datafusion::execution::TaskContext::default()),
+                ))
+                .expect("run"),
+            )
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("planning");

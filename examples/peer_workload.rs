@@ -12,7 +12,7 @@
 //! sex_code, birth_date, hukou_region_code, education_code, marital_status_code clear — one
 //! national, one scoped to county `SCOPE_COUNTY` (default 451425) — and a third purpose with
 //! `citizen_id` in clear for the point lookup (q4), and prints the median of REPEATS warm runs
-//! per query, like `run_peers.py`; then q4 once more through the operator's recorded lookup API.
+//! per query, like `run_peers.py`; then q4 once more through the session's lookup API (decided and recorded).
 
 use std::time::Instant;
 
@@ -168,13 +168,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             times[times.len() / 2]
         );
     }
-    // The same subject through the operator's recorded lookup API (key index → one row).
+    // The same subject through the session's lookup API (key index ∩ scope → row blocks →
+    // masks; decided and recorded like a query).
     let mut times = Vec::new();
     for _ in 0..repeats.max(5) {
         let t = Instant::now();
-        let rows = engine
-            .lookup(testkit::OPS, "peer benchmark", "person", &key)?
-            .num_rows();
+        let rows = key_session.lookup("person", &[key.as_str()])?.num_rows();
         assert_eq!(rows, 1);
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }

@@ -94,9 +94,36 @@ fn now() -> DateTime<Utc> {
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// A record queued for the next group commit, encoded by its appender (outside the lock):
+/// the commit only prepends the chain fields and hashes.
+struct Queued {
+    actor: String,
+    /// `,"kind":…,"actor":…,"body":…}`: the JSON of the record after its chain fields.
+    tail: String,
+}
+
+impl Queued {
+    fn encode(kind: &str, actor: &str, body: &serde_json::Value) -> Result<Queued> {
+        let err = |e: serde_json::Error| Error::Serde {
+            what: "audit record".into(),
+            message: e.to_string(),
+        };
+        let tail = format!(
+            ",\"kind\":{},\"actor\":{},\"body\":{}}}",
+            serde_json::to_string(kind).map_err(err)?,
+            serde_json::to_string(actor).map_err(err)?,
+            serde_json::to_string(body).map_err(err)?
+        );
+        Ok(Queued {
+            actor: actor.to_string(),
+            tail,
+        })
+    }
+}
+
 struct State {
     head: Head,
-    pending: Vec<u8>,
+    pending: Vec<Queued>,
     pending_last: u64,
     durable: u64,
     /// The sequence number each committed ticket was written under, until its appender takes
@@ -232,18 +259,15 @@ impl AuditLog {
         body: serde_json::Value,
         unclaimed: bool,
     ) -> Result<(std::sync::MutexGuard<'_, State>, u64)> {
+        // The record is chained when it is written (another process may have appended since),
+        // so only its own part is queued here — encoded before the lock is taken, so
+        // concurrent appenders encode in parallel.
+        let queued = Queued::encode(kind, actor, &body)?;
         let mut st = self.lock_state()?;
         if let Some(f) = &st.failed {
             return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
         }
-        // The record is chained when it is written (another process may have appended since),
-        // so only the body is queued here.
-        let body = serde_json::to_string(&(kind, actor, body)).map_err(|e| Error::Serde {
-            what: "audit record".into(),
-            message: e.to_string(),
-        })?;
-        st.pending.extend_from_slice(body.as_bytes());
-        st.pending.push(b'\n');
+        st.pending.push(queued);
         st.pending_last += 1;
         let ticket = st.pending_last;
         if unclaimed {
@@ -299,7 +323,7 @@ impl AuditLog {
     /// Chain and write a batch of queued bodies, then fsync. Tickets are this process's
     /// numbering; the sequence numbers written follow the chain head on disk. Returns the
     /// sequence number of the batch's first record.
-    fn commit(&self, batch: &[u8], first_ticket: u64, last_ticket: u64) -> Result<u64> {
+    fn commit(&self, batch: &[Queued], first_ticket: u64, last_ticket: u64) -> Result<u64> {
         let _lock = self.os_lock()?;
         let mut head = {
             let st = self.lock_state()?;
@@ -324,72 +348,56 @@ impl AuditLog {
                 recovery = Some(self.quarantine(&head, at)?);
             }
         }
-        let mut lines: Vec<std::borrow::Cow<'_, [u8]>> = batch
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(std::borrow::Cow::Borrowed)
-            .collect();
-        if let Some(body) = recovery {
-            // Chained before this batch, in the same fsync, by the process that found it.
-            let actor = lines
-                .first()
-                .and_then(|l| serde_json::from_slice::<(String, String, serde_json::Value)>(l).ok())
-                .map(|(_, a, _)| a)
-                .unwrap_or_else(|| "govshare".into());
-            let line =
-                serde_json::to_vec(&("recovery", actor, body)).map_err(|e| Error::Serde {
-                    what: "audit record".into(),
-                    message: e.to_string(),
-                })?;
-            lines.insert(0, std::borrow::Cow::Owned(line));
-        }
+        // A recovery record is chained before this batch, in the same fsync, by the process
+        // that found the torn tail.
+        let actor = batch.first().map_or("govshare", |q| q.actor.as_str());
+        let recovery = recovery
+            .map(|body| Queued::encode("recovery", actor, &body))
+            .transpose()?;
+        let lines: Vec<&Queued> = recovery.iter().chain(batch).collect();
         let skipped = lines.len() as u64 - (last_ticket + 1 - first_ticket);
-        let ticket_offset = head.seq as i128 + skipped as i128 - (first_ticket as i128 - 1);
         let first_seq = head.seq + 1 + skipped;
-        let mut out: Vec<u8> = Vec::with_capacity(batch.len() * 2);
+        // One time for the batch: its records become durable together.
+        let time = serde_json::to_string(&now()).map_err(|e| Error::Serde {
+            what: "audit record".into(),
+            message: e.to_string(),
+        })?;
+        let mut out: Vec<u8> = Vec::with_capacity(batch.len() * 512);
         let mut file_changes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
-            let line: &[u8] = line;
-            let i = i as i128 - skipped as i128;
-            let (kind, actor, body): (String, String, serde_json::Value) =
-                serde_json::from_slice(line).map_err(|e| Error::Serde {
-                    what: "audit record".into(),
-                    message: e.to_string(),
-                })?;
+        let mut json = String::new();
+        for q in &lines {
+            use std::fmt::Write as _;
             let seq = head.seq + 1;
-            debug_assert_eq!(seq as i128, first_ticket as i128 + i + ticket_offset);
             if seq - head.segment_first >= self.segment_records {
                 file_changes.push((head.segment.clone(), std::mem::take(&mut out)));
                 head.segment_first = seq;
                 head.segment = self.dir.join(segment_name(seq));
                 head.len = 0;
             }
-            let rec = Record {
-                seq,
-                time: now(),
-                prev: head.hash.clone(),
-                kind,
-                actor,
-                body,
-            };
-            let json = serde_json::to_vec(&rec).map_err(|e| Error::Serde {
-                what: "audit record".into(),
-                message: e.to_string(),
-            })?;
-            let hash = chain_hash(&head.hash, &json);
+            // The fields of `Record` in its order, as serde_json writes them.
+            json.clear();
+            let _ = write!(
+                json,
+                "{{\"seq\":{seq},\"time\":{time},\"prev\":\"{}\"{}",
+                head.hash, q.tail
+            );
+            let hash = chain_hash(&head.hash, json.as_bytes());
             out.extend_from_slice(hash.as_bytes());
             out.push(b' ');
-            out.extend_from_slice(&json);
+            out.extend_from_slice(json.as_bytes());
             out.push(b'\n');
             head.seq = seq;
             head.hash = hash;
         }
         let _ = last_ticket;
         file_changes.push((head.segment.clone(), out));
+        let mut created = false;
         for (path, bytes) in file_changes {
             if bytes.is_empty() {
                 continue;
             }
+            // Under the OS lock: nobody else creates segments meanwhile.
+            created |= !path.exists();
             let mut f = crate::durable::private_file()
                 .create(true)
                 .append(true)
@@ -401,7 +409,11 @@ impl AuditLog {
                 head.len = f.seek(SeekFrom::End(0)).at(&path)?;
             }
         }
-        crate::durable::sync_dir(&head.segment)?;
+        if created {
+            // A new segment's directory entry must survive too; appends to an existing file
+            // are made durable by its own fdatasync (data and size).
+            crate::durable::sync_dir(&head.segment)?;
+        }
         self.lock_state()?.head = head;
         Ok(first_seq)
     }
