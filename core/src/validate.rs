@@ -227,11 +227,8 @@ impl<'a> Validator<'a> {
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.def.fields.len());
         let mut key_col: Option<ArrayRef> = None;
-        for field in &self.def.fields {
-            let (col, errs) = match batch.column_by_name(&field.name) {
-                Some(c) => self.convert(field, c)?,
-                None => (new_null_array(&field.data_type.arrow(), n), Vec::new()),
-            };
+        let converted = self.convert_all(batch)?;
+        for (field, (col, errs)) in self.def.fields.iter().zip(converted) {
             let q = self.stats.fields.entry(field.name.clone()).or_default();
             let mut bad = vec![false; n];
             for (i, reason) in errs {
@@ -342,6 +339,42 @@ impl<'a> Validator<'a> {
                 self.stats.sex_mismatch += 1;
             }
         }
+    }
+
+    /// Every field's column of `batch` converted and checked ([`Validator::convert`]), on
+    /// two threads: columns are independent, and parsing and checking values is most of a
+    /// load's work.
+    #[allow(clippy::type_complexity)]
+    fn convert_all(&self, batch: &RecordBatch) -> Result<Vec<(ArrayRef, Vec<(usize, String)>)>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let n = batch.num_rows();
+        let fields = &self.def.fields;
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(field) = fields.get(i) else {
+                    return done;
+                };
+                let r = match batch.column_by_name(&field.name) {
+                    Some(c) => self.convert(field, c),
+                    None => Ok((new_null_array(&field.data_type.arrow(), n), Vec::new())),
+                };
+                done.push((i, r));
+            }
+        };
+        let mut results: Vec<_> = std::thread::scope(|s| {
+            let other = s.spawn(work);
+            let mut mine = work();
+            mine.extend(other.join().unwrap_or_default());
+            mine
+        });
+        if results.len() != fields.len() {
+            return Err(Error::internal("a validation thread stopped early"));
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Convert one input column to the field's type and check its standard.

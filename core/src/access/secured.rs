@@ -344,9 +344,14 @@ impl TableProvider for SecuredTable {
             Some(keys) => Arc::new(keys & self.inner.rows.as_ref()),
             None => self.inner.rows.clone(),
         };
-        Ok(Arc::new(
-            self.exec(projection, schema, rows, predicate, limit),
-        ))
+        Ok(Arc::new(self.exec(
+            projection,
+            schema,
+            rows,
+            predicate,
+            limit,
+            SCAN_PARTITIONS,
+        )))
     }
 }
 
@@ -359,13 +364,14 @@ impl SecuredTable {
         rows: Arc<RoaringBitmap>,
         predicate: Option<Arc<Predicate>>,
         limit: Option<usize>,
+        partitions: usize,
     ) -> SecuredScanExec {
-        let units = split_units(&self.inner.snapshot, &rows, SCAN_PARTITIONS);
+        let units = split_units(&self.inner.snapshot, &rows, partitions);
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             // A fixed count: the number of files in scope is not the principal's to learn
             // (EXPLAIN prints partition counts).
-            Partitioning::UnknownPartitioning(SCAN_PARTITIONS),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
@@ -409,6 +415,8 @@ impl SecuredTable {
             Arc::new(rows),
             None,
             None,
+            // A few rows: one partition, read where the stream is polled (no tasks to spawn).
+            1,
         )))
     }
 }

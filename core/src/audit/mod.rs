@@ -134,6 +134,10 @@ struct State {
     unclaimed: std::collections::HashSet<u64>,
     committing: bool,
     failed: Option<String>,
+    /// The batch now open for appends (numbered from 1); the committer takes it whole.
+    batch: u64,
+    /// The last ticket taken by a committer (equal to `durable` when none is committing).
+    taken: u64,
 }
 
 /// An open audit trail. Share one per process (`Arc`).
@@ -141,7 +145,10 @@ pub struct AuditLog {
     dir: PathBuf,
     segment_records: u64,
     state: Mutex<State>,
-    cond: Condvar,
+    /// Waiters of batch b wait on `cond[b % 2]`: a commit wakes its own batch's appenders and
+    /// one appender of the next batch (to commit it), not everyone — with hundreds of
+    /// appenders, waking all of them at every commit costs more CPU than the commit.
+    cond: [Condvar; 2],
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -188,14 +195,17 @@ impl AuditLog {
                 unclaimed: std::collections::HashSet::new(),
                 committing: false,
                 failed: None,
+                batch: 1,
+                taken: 0,
             }),
-            cond: Condvar::new(),
+            cond: [Condvar::new(), Condvar::new()],
         };
         let lock = log.os_lock()?;
         let (head, _torn) = read_head(&dir)?;
         {
             let mut st = log.lock_state()?;
             st.durable = head.seq;
+            st.taken = head.seq;
             st.pending_last = head.seq;
             st.head = head;
         }
@@ -282,6 +292,12 @@ impl AuditLog {
         mut st: std::sync::MutexGuard<'a, State>,
         ticket: u64,
     ) -> Result<std::sync::MutexGuard<'a, State>> {
+        // The batch the ticket is in: the one being committed, or the open one.
+        let mine = if ticket <= st.taken {
+            st.batch - 1
+        } else {
+            st.batch
+        };
         loop {
             if st.durable >= ticket {
                 return Ok(st);
@@ -292,8 +308,11 @@ impl AuditLog {
             if !st.committing {
                 st.committing = true;
                 let batch = std::mem::take(&mut st.pending);
+                let number = st.batch;
+                st.batch += 1;
                 let first_ticket = st.durable + 1;
                 let last_ticket = st.pending_last;
+                st.taken = last_ticket;
                 drop(st);
                 let res = self.commit(&batch, first_ticket, last_ticket);
                 st = self.lock_state()?;
@@ -307,13 +326,20 @@ impl AuditLog {
                             }
                         }
                         st.durable = last_ticket;
+                        self.cond[(number % 2) as usize].notify_all();
+                        // Records queued meanwhile form the next batch: one of its appenders
+                        // commits it.
+                        if !st.pending.is_empty() {
+                            self.cond[(st.batch % 2) as usize].notify_one();
+                        }
                     }
-                    Err(e) => st.failed = Some(e.to_string()),
+                    Err(e) => {
+                        st.failed = Some(e.to_string());
+                        self.cond.iter().for_each(Condvar::notify_all);
+                    }
                 }
-                self.cond.notify_all();
             } else {
-                st = self
-                    .cond
+                st = self.cond[(mine % 2) as usize]
                     .wait(st)
                     .map_err(|_| Error::internal("audit state poisoned"))?;
             }

@@ -38,7 +38,8 @@ pub(super) struct ClusteredWriter<'d> {
     pub(super) staging_dir: PathBuf,
     pub(super) version: u64,
     pub(super) row_group_size: usize,
-    pub(super) buckets: BTreeMap<String, FileWriter<BufWriter<File>>>,
+    /// Per province: its staging file and the rows staged in it.
+    pub(super) buckets: BTreeMap<String, (FileWriter<BufWriter<File>>, u64)>,
 }
 
 /// Bytes per Parquet data page (checked per write batch of 1024 rows): about what a point
@@ -118,22 +119,97 @@ impl<'d> ClusteredWriter<'d> {
             } else {
                 take_record_batch(batch, &arrow::array::UInt32Array::from(idx))?
             };
-            let w = match self.buckets.get_mut(&bucket) {
+            let (w, rows) = match self.buckets.get_mut(&bucket) {
                 Some(w) => w,
                 None => {
                     let p = self.staging_dir.join(format!("{bucket}.arrow"));
                     let f = BufWriter::new(crate::durable::create_private(&p)?);
                     self.buckets
                         .entry(bucket)
-                        .or_insert(FileWriter::try_new(f, &batch.schema())?)
+                        .or_insert((FileWriter::try_new(f, &batch.schema())?, 0))
                 }
             };
             w.write(&part)?;
+            *rows += part.num_rows() as u64;
         }
         Ok(())
     }
 
     pub(super) fn finish(mut self, base: u64, tag: &str) -> Result<Written> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Row ids are assigned in province order up front, so the provinces can then be
+        // sorted and written in any order: two at a time, one per core.
+        let mut jobs = Vec::new();
+        let mut next = base;
+        for (bucket, (mut w, rows)) in std::mem::take(&mut self.buckets) {
+            w.finish()?;
+            drop(w);
+            if next + rows > u32::MAX as u64 + 1 {
+                return Err(Error::invalid(
+                    "a dataset version is limited to 2^32 row ids; compact or split it",
+                ));
+            }
+            jobs.push((bucket, next as u32));
+            next += rows;
+        }
+        let taken = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            while let Some((bucket, base)) = jobs.get(taken.fetch_add(1, Ordering::Relaxed)) {
+                let r = self.write_bucket(bucket, *base, tag);
+                let failed = r.is_err();
+                done.push((*base, r));
+                if failed {
+                    break;
+                }
+            }
+            done
+        };
+        let mut parts = std::thread::scope(|s| {
+            let other = s.spawn(work);
+            let mut mine = work();
+            match other.join() {
+                Ok(theirs) => mine.extend(theirs),
+                Err(_) => mine.push((0, Err(Error::internal("a province writer panicked")))),
+            }
+            mine
+        });
+        parts.sort_by_key(|(base, _)| *base);
+        let mut out = Written {
+            files: Vec::new(),
+            keys: Vec::new(),
+            bitmaps: BTreeMap::new(),
+            rows: 0,
+        };
+        for (_, part) in parts {
+            let part = part?;
+            out.files.extend(part.files);
+            out.keys.extend(part.keys);
+            out.rows += part.rows;
+            for (field, index) in part.bitmaps {
+                let merged = out.bitmaps.entry(field).or_default();
+                for (value, rows) in index.bitmaps {
+                    match merged.bitmaps.get_mut(&value) {
+                        Some(b) => *b |= rows,
+                        None => {
+                            merged.bitmaps.insert(value, rows);
+                        }
+                    }
+                }
+            }
+        }
+        if out.rows != next - base {
+            return Err(Error::internal(
+                "provinces written differ from those staged",
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&self.staging_dir);
+        Ok(out)
+    }
+
+    /// Sort one staged province and write its Parquet file, its row blocks and its index
+    /// entries, with row ids from `base`.
+    fn write_bucket(&self, bucket: &str, base: u32, tag: &str) -> Result<Written> {
         let schema = self.def.arrow_schema();
         let mut out = Written {
             files: Vec::new(),
@@ -141,69 +217,56 @@ impl<'d> ClusteredWriter<'d> {
             bitmaps: BTreeMap::new(),
             rows: 0,
         };
-        let buckets = std::mem::take(&mut self.buckets);
-        let mut next = base;
-        for (bucket, mut w) in buckets {
-            w.finish()?;
-            drop(w);
-            let p = self.staging_dir.join(format!("{bucket}.arrow"));
-            let reader = FileReader::try_new(BufReader::new(File::open(&p).at(&p)?), None)?;
-            let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-            let all = concat_batches(&schema, &batches)?;
-            drop(batches);
-            let mut sort_cols = Vec::new();
-            if let Some(c) = &self.def.cluster_field {
-                sort_cols.push(SortColumn {
-                    values: all.column(schema.index_of(c)?).clone(),
-                    options: None,
-                });
-            }
+        let p = self.staging_dir.join(format!("{bucket}.arrow"));
+        let reader = FileReader::try_new(BufReader::new(File::open(&p).at(&p)?), None)?;
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        let all = concat_batches(&schema, &batches)?;
+        drop(batches);
+        let mut sort_cols = Vec::new();
+        if let Some(c) = &self.def.cluster_field {
             sort_cols.push(SortColumn {
-                values: all.column(schema.index_of(&self.def.key)?).clone(),
+                values: all.column(schema.index_of(c)?).clone(),
                 options: None,
             });
-            let order = lexsort_to_indices(&sort_cols, None)?;
-            let sorted = take_record_batch(&all, &order)?;
-            drop(all);
-            std::fs::remove_file(&p).at(&p)?;
-            if next + sorted.num_rows() as u64 > u32::MAX as u64 {
-                return Err(Error::invalid(
-                    "a dataset version is limited to 2^32 row ids; compact or split it",
-                ));
-            }
-            let rel = format!("data/v{}-{tag}-{bucket}.parquet", self.version);
-            let rel_rows = format!("data/v{}-{tag}-{bucket}.rows", self.version);
-            // The row blocks are written on the other core while this one writes the Parquet
-            // file and the indexes: same rows, independent outputs.
-            let (row_groups, row_blocks) = std::thread::scope(|s| {
-                let blocks = s.spawn(|| {
-                    crate::store::rowblocks::write(&self.dataset_dir.join(&rel_rows), &sorted)
-                });
-                let groups = self
-                    .write_parquet(&self.dataset_dir.join(&rel), &sorted)
-                    .and_then(|g| {
-                        self.index_rows(&sorted, next as u32, &mut out)?;
-                        Ok(g)
-                    });
-                let blocks = blocks
-                    .join()
-                    .map_err(|_| Error::internal("the row-block writer panicked"))
-                    .and_then(|r| r);
-                Ok::<_, Error>((groups?, blocks?))
-            })?;
-            out.files.push(DataFile {
-                path: rel,
-                rows: sorted.num_rows() as u64,
-                row_base: next as u32,
-                row_groups,
-                deletes: None,
-                deleted: 0,
-                row_blocks: row_blocks.then_some(rel_rows),
-            });
-            next += sorted.num_rows() as u64;
-            out.rows += sorted.num_rows() as u64;
         }
-        let _ = std::fs::remove_dir_all(&self.staging_dir);
+        sort_cols.push(SortColumn {
+            values: all.column(schema.index_of(&self.def.key)?).clone(),
+            options: None,
+        });
+        let order = lexsort_to_indices(&sort_cols, None)?;
+        let sorted = take_record_batch(&all, &order)?;
+        drop(all);
+        std::fs::remove_file(&p).at(&p)?;
+        let rel = format!("data/v{}-{tag}-{bucket}.parquet", self.version);
+        let rel_rows = format!("data/v{}-{tag}-{bucket}.rows", self.version);
+        // The row blocks are written on another thread while this one writes the Parquet
+        // file and the indexes: same rows, independent outputs.
+        let (row_groups, row_blocks) = std::thread::scope(|s| {
+            let blocks = s.spawn(|| {
+                crate::store::rowblocks::write(&self.dataset_dir.join(&rel_rows), &sorted)
+            });
+            let groups = self
+                .write_parquet(&self.dataset_dir.join(&rel), &sorted)
+                .and_then(|g| {
+                    self.index_rows(&sorted, base, &mut out)?;
+                    Ok(g)
+                });
+            let blocks = blocks
+                .join()
+                .map_err(|_| Error::internal("the row-block writer panicked"))
+                .and_then(|r| r);
+            Ok::<_, Error>((groups?, blocks?))
+        })?;
+        out.files.push(DataFile {
+            path: rel,
+            rows: sorted.num_rows() as u64,
+            row_base: base,
+            row_groups,
+            deletes: None,
+            deleted: 0,
+            row_blocks: row_blocks.then_some(rel_rows),
+        });
+        out.rows = sorted.num_rows() as u64;
         Ok(out)
     }
 
