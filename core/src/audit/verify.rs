@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-use super::segment::{chain_hash, read_anchor, read_segment, segments};
+use super::segment::{read_anchor, read_segment, segments};
 use super::{Checkpoint, Record, ZERO};
 
 /// What [`verify`] found.
@@ -139,7 +139,12 @@ fn check_segment(
                 "does not chain to the previous record (reordered or altered)".into(),
             );
         }
-        let computed = chain_hash(&prev, json);
+        // Hashed and hex-encoded on the stack: no allocation per record.
+        let computed = blake3::Hasher::new()
+            .update(prev.as_bytes())
+            .update(json)
+            .finalize()
+            .to_hex();
         if computed.as_bytes() != hash {
             return broken(
                 line_no,
@@ -149,7 +154,7 @@ fn check_segment(
         }
         if let Some(cp) = checkpoint
             && cp.seq == link.seq
-            && cp.hash != computed
+            && cp.hash != computed.as_str()
         {
             return broken(
                 line_no,
@@ -166,7 +171,8 @@ fn check_segment(
         {
             backs_anchor = true;
         }
-        prev = computed;
+        prev.clear();
+        prev.push_str(&computed);
         expect += 1;
     }
     SegmentCheck::Ok {

@@ -63,6 +63,8 @@ struct EngineInner {
     store: Store,
     audit: Arc<AuditLog>,
     runtime: tokio::runtime::Runtime,
+    /// The closed SQL surface every query's context is a copy of.
+    surface: surface::Surface,
     secret: [u8; 32],
     clock: Arc<dyn Clock>,
 }
@@ -134,6 +136,7 @@ impl Engine {
                 store,
                 audit,
                 runtime,
+                surface: surface::Surface::new()?,
                 secret,
                 clock,
             }),

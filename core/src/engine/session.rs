@@ -119,7 +119,7 @@ impl Session {
     /// The datasets and fields this session may see, as (dataset, schema) pairs.
     fn visible(&self) -> Result<Vec<(String, SchemaRef)>> {
         let decision = self.decision()?;
-        let (_, tables) = self.context(&decision, &QueryLimits::default())?;
+        let (_, tables) = self.context(&decision)?;
         Ok(tables
             .into_iter()
             .map(|(n, t)| (n, datafusion::catalog::TableProvider::schema(t.as_ref())))
@@ -151,16 +151,10 @@ impl Session {
             .collect())
     }
 
-    fn context(
-        &self,
-        decision: &Decision,
-        limits: &QueryLimits,
-    ) -> Result<(SessionContext, SecuredTables)> {
+    fn context(&self, decision: &Decision) -> Result<(SessionContext, SecuredTables)> {
         let store = self.engine.store();
         let key = department_key(&self.engine.inner.secret, decision.department());
-        let ctx = surface::closed_context(limits)?;
-        // Grouped counts over indexed clear fields are answered from the scope's bitmaps.
-        ctx.add_optimizer_rule(Arc::new(crate::access::counts::CountsFromBitmaps));
+        let ctx = self.engine.inner.surface.context();
         let mut tables = Vec::new();
         for (name, access) in decision.datasets() {
             let snap = match store.pinned(name) {
@@ -352,7 +346,7 @@ impl Session {
     fn plan(&self, sql: &str) -> Result<Planned> {
         let decision = self.decision()?;
         let limits = self.engine.store().settings()?.query;
-        let (ctx, tables) = self.context(&decision, &limits)?;
+        let (ctx, tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog_shared()?;
         let (schema, plan) = self.engine.inner.runtime.block_on(async {
             let denials = Denials {
@@ -369,7 +363,7 @@ impl Session {
             tables,
             schema,
             plan,
-            task: ctx.task_ctx(),
+            task: surface::task_context(&ctx, &limits)?,
             limits,
         })
     }

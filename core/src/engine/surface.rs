@@ -6,12 +6,18 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider,
+};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
+use datafusion::execution::{
+    SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext,
+};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
@@ -22,35 +28,79 @@ use datafusion::sql::parser::Statement as DfStatement;
 use crate::error::{Error, Result};
 use crate::store::QueryLimits;
 
-/// A DataFusion context with the closed surface: no table functions (generate_series, range,
-/// file readers), no CREATE EXTERNAL TABLE factories, URL tables never enabled, and an
-/// information_schema that lists only what is registered for this one decision. Its memory
-/// pool is the query's memory limit, with no spilling to disk: an operator that would reserve
-/// more fails with `ResourcesExhausted`, which the engine reports as [`Error::LimitExceeded`].
-pub(super) fn closed_context(limits: &QueryLimits) -> Result<SessionContext> {
-    let config = SessionConfig::new()
-        .with_information_schema(true)
-        .with_target_partitions(2)
-        .with_default_catalog_and_schema("govshare", "public");
-    // No spilling: spill files would put query data (masked, but still personal data) in the
-    // host's temporary directory, outside the store's private files; the limit is the limit.
+/// The closed surface's DataFusion state, built once per engine: no table functions
+/// (generate_series, range, file readers), no CREATE EXTERNAL TABLE factories, URL tables never
+/// enabled, an information_schema that lists only what a query's own catalog holds, and the
+/// rule that answers grouped counts from bitmaps (it only ever matches a secured table).
+///
+/// Building this state registers every built-in function, most of what a fresh context per
+/// query used to cost; a query instead gets a copy ([`Surface::context`]) with a **catalog
+/// list of its own** — the one part of a state that copies share — so what one decision
+/// registers is never seen by another.
+pub(super) struct Surface {
+    template: SessionState,
+}
+
+impl Surface {
+    /// Build the template state.
+    pub(super) fn new() -> Result<Surface> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(no_spill_runtime(usize::MAX)?)
+            .with_default_features()
+            .with_table_functions(HashMap::new())
+            .with_table_factories(HashMap::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.add_optimizer_rule(Arc::new(crate::access::counts::CountsFromBitmaps));
+        Ok(Surface {
+            template: ctx.state(),
+        })
+    }
+
+    /// A context for one query: the template with a fresh catalog list holding only the
+    /// empty default schema; register the decision's tables in it.
+    pub(super) fn context(&self) -> SessionContext {
+        let ctx = SessionContext::new_with_state(self.template.clone());
+        let catalog = MemoryCatalogProvider::new();
+        // Registering into a new, empty catalog cannot fail or replace anything.
+        let _ = catalog.register_schema(SCHEMA, Arc::new(MemorySchemaProvider::new()));
+        let list = MemoryCatalogProviderList::new();
+        list.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+        ctx.register_catalog_list(Arc::new(list));
+        ctx
+    }
+}
+
+/// The default catalog and schema a query's tables are registered in.
+const CATALOG: &str = "govshare";
+const SCHEMA: &str = "public";
+
+/// The context that executes one query's plan: the query's memory limit as its memory pool,
+/// with no spilling — spill files would put query data (masked, but still personal data) in
+/// the host's temporary directory, outside the store's private files; the limit is the limit.
+/// An operator that would reserve more fails with `ResourcesExhausted`, which the engine
+/// reports as [`Error::LimitExceeded`].
+pub(super) fn task_context(ctx: &SessionContext, limits: &QueryLimits) -> Result<Arc<TaskContext>> {
+    let runtime = no_spill_runtime(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX))?;
+    // A task context just made is not shared: unwrapping it costs nothing.
+    let task = Arc::try_unwrap(ctx.task_ctx()).unwrap_or_else(|_| TaskContext::from(&ctx.state()));
+    Ok(Arc::new(task.with_runtime(runtime)))
+}
+
+fn no_spill_runtime(
+    memory_bytes: usize,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
     let no_spill = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
-    let runtime = RuntimeEnvBuilder::new()
+    RuntimeEnvBuilder::new()
         .with_disk_manager_builder(no_spill)
-        .with_memory_limit(
-            usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-            1.0,
-        )
+        .with_memory_limit(memory_bytes, 1.0)
         .build_arc()
-        .map_err(|e| Error::internal(e.to_string()))?;
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .with_table_functions(HashMap::new())
-        .with_table_factories(HashMap::new())
-        .build();
-    Ok(SessionContext::new_with_state(state))
+        .map_err(|e| Error::internal(e.to_string()))
 }
 
 /// The physical plan of `df`, bounded: every recursive CTE's recursive term counts its
@@ -276,7 +326,7 @@ impl super::Engine {
     ) -> Result<super::QueryResult> {
         use super::translate::Plain;
         let limits = self.store().settings()?.query;
-        let ctx = closed_context(&limits)?;
+        let ctx = self.inner.surface.context();
         for (name, batch) in tables {
             let t = datafusion::datasource::MemTable::try_new(
                 batch.schema(),
@@ -290,7 +340,7 @@ impl super::Engine {
             let df = plan(&ctx, sql, &Plain).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let plan = physical(df, &limits, &Plain).await?;
-            let run = datafusion::physical_plan::collect(plan, ctx.task_ctx());
+            let run = datafusion::physical_plan::collect(plan, task_context(&ctx, &limits)?);
             let limit = std::time::Duration::from_millis(limits.time_limit_ms);
             let batches = tokio::time::timeout(limit, run)
                 .await
@@ -303,5 +353,45 @@ impl super::Engine {
                 .map_err(super::translate::runtime)?;
             Ok(super::QueryResult { schema, batches })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Contexts are copies of one template: a table one query's context registers is not in
+    /// the next one's catalog, nor in its information_schema.
+    #[test]
+    fn a_table_registered_for_one_query_is_invisible_to_the_next() {
+        let surface = Surface::new().expect("surface");
+        let first = surface.context();
+        let batch = arrow::array::RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::Int64Array::from(vec![1])) as arrow::array::ArrayRef,
+        )])
+        .expect("batch");
+        let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+            .expect("table");
+        first
+            .register_table("secret", Arc::new(table))
+            .expect("register");
+        assert!(first.table_exist("secret").expect("exists"));
+        let next = surface.context();
+        assert!(!next.table_exist("secret").expect("exists"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let listed = rt.block_on(async {
+            next.sql(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run")
+        });
+        assert_eq!(listed.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 }
