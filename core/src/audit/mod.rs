@@ -34,7 +34,8 @@ mod verify;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -121,23 +122,39 @@ impl Queued {
     }
 }
 
+/// Where an appender waits for its record: the committer stores the record's sequence number
+/// and unparks the appender's thread, which returns without taking the lock again — with
+/// hundreds of appenders, waking them through a condition variable (each re-taking the lock
+/// in turn) costs more CPU than the commit itself.
+struct Slot {
+    /// 0 until committed; then the record's sequence number; [`FAILED`] if the commit failed.
+    seq: AtomicU64,
+    /// Set by a committer that leaves records queued behind it: this appender commits next.
+    lead: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+/// The error every append and flush returns once a commit has failed.
+fn unavailable(st: &State) -> Error {
+    Error::Corrupt(format!(
+        "audit trail unavailable: {}",
+        st.failed.as_deref().unwrap_or("a commit failed")
+    ))
+}
+
+/// A [`Slot`]'s sequence number when its commit failed.
+const FAILED: u64 = u64::MAX;
+
 struct State {
     head: Head,
-    pending: Vec<Queued>,
+    /// Records queued for the next commit, each with its waiting appender (none for
+    /// [`AuditLog::append_nowait`]).
+    pending: Vec<(Queued, Option<Arc<Slot>>)>,
+    /// Tickets count this process's appends, so [`AuditLog::flush`] knows what to wait for.
     pending_last: u64,
     durable: u64,
-    /// The sequence number each committed ticket was written under, until its appender takes
-    /// it: tickets count this process's appends, sequence numbers the chain's (another process
-    /// may have appended in between), and callers refer to records by sequence number.
-    seqs: std::collections::HashMap<u64, u64>,
-    /// Tickets queued by [`AuditLog::append_nowait`]: nobody takes their sequence number.
-    unclaimed: std::collections::HashSet<u64>,
     committing: bool,
     failed: Option<String>,
-    /// The batch now open for appends (numbered from 1); the committer takes it whole.
-    batch: u64,
-    /// The last ticket taken by a committer (equal to `durable` when none is committing).
-    taken: u64,
 }
 
 /// An open audit trail. Share one per process (`Arc`).
@@ -145,10 +162,8 @@ pub struct AuditLog {
     dir: PathBuf,
     segment_records: u64,
     state: Mutex<State>,
-    /// Waiters of batch b wait on `cond[b % 2]`: a commit wakes its own batch's appenders and
-    /// one appender of the next batch (to commit it), not everyone — with hundreds of
-    /// appenders, waking all of them at every commit costs more CPU than the commit.
-    cond: [Condvar; 2],
+    /// Where [`AuditLog::flush`] waits (appenders wait on their own [`Slot`]).
+    flushed: Condvar,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -191,21 +206,16 @@ impl AuditLog {
                 pending: Vec::new(),
                 pending_last: 0,
                 durable: 0,
-                seqs: std::collections::HashMap::new(),
-                unclaimed: std::collections::HashSet::new(),
                 committing: false,
                 failed: None,
-                batch: 1,
-                taken: 0,
             }),
-            cond: [Condvar::new(), Condvar::new()],
+            flushed: Condvar::new(),
         };
         let lock = log.os_lock()?;
         let (head, _torn) = read_head(&dir)?;
         {
             let mut st = log.lock_state()?;
             st.durable = head.seq;
-            st.taken = head.seq;
             st.pending_last = head.seq;
             st.head = head;
         }
@@ -239,11 +249,34 @@ impl AuditLog {
     /// Append one record and return its sequence number once it is durable (fsynced). Fails
     /// — and every later append fails — if the trail cannot be written: callers fail closed.
     pub fn append(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<u64> {
-        let (st, ticket) = self.enqueue(kind, actor, body, false)?;
-        let mut st = self.wait_durable(st, ticket)?;
-        st.seqs.remove(&ticket).ok_or_else(|| {
-            Error::internal(format!("audit append {ticket} lost its sequence number"))
-        })
+        let slot = Arc::new(Slot {
+            seq: AtomicU64::new(0),
+            lead: AtomicBool::new(false),
+            thread: std::thread::current(),
+        });
+        let mut st = self.enqueue(kind, actor, body, Some(slot.clone()))?;
+        loop {
+            match slot.seq.load(Ordering::Acquire) {
+                0 => {}
+                FAILED => return Err(unavailable(&st)),
+                seq => return Ok(seq),
+            }
+            if !st.committing {
+                st = self.commit_pending(st)?;
+                continue;
+            }
+            drop(st);
+            // Parked until the record is committed, or this appender is asked to commit the
+            // next batch (a wake-up for anything else parks again).
+            loop {
+                std::thread::park();
+                if slot.seq.load(Ordering::Acquire) != 0 || slot.lead.swap(false, Ordering::AcqRel)
+                {
+                    break;
+                }
+            }
+            st = self.lock_state()?;
+        }
     }
 
     /// Queue one record and return at once; it is written with the next group commit (the
@@ -252,14 +285,28 @@ impl AuditLog {
     /// before the write only loses detail the trail reads conservatively (a query without its
     /// completion counts for every subject its grant covered).
     pub fn append_nowait(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<()> {
-        self.enqueue(kind, actor, body, true).map(|_| ())
+        self.enqueue(kind, actor, body, None).map(drop)
     }
 
     /// Wait until every record queued so far is durable (writing them if nobody is).
     pub fn flush(&self) -> Result<()> {
-        let st = self.lock_state()?;
+        let mut st = self.lock_state()?;
         let ticket = st.pending_last;
-        self.wait_durable(st, ticket).map(|_| ())
+        loop {
+            if st.durable >= ticket {
+                return Ok(());
+            }
+            if st.failed.is_some() {
+                return Err(unavailable(&st));
+            }
+            st = if st.committing {
+                self.flushed
+                    .wait(st)
+                    .map_err(|_| Error::internal("audit state poisoned"))?
+            } else {
+                self.commit_pending(st)?
+            };
+        }
     }
 
     fn enqueue(
@@ -267,89 +314,72 @@ impl AuditLog {
         kind: &str,
         actor: &str,
         body: serde_json::Value,
-        unclaimed: bool,
-    ) -> Result<(std::sync::MutexGuard<'_, State>, u64)> {
+        slot: Option<Arc<Slot>>,
+    ) -> Result<std::sync::MutexGuard<'_, State>> {
         // The record is chained when it is written (another process may have appended since),
         // so only its own part is queued here — encoded before the lock is taken, so
         // concurrent appenders encode in parallel.
         let queued = Queued::encode(kind, actor, &body)?;
         let mut st = self.lock_state()?;
-        if let Some(f) = &st.failed {
-            return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
+        if st.failed.is_some() {
+            return Err(unavailable(&st));
         }
-        st.pending.push(queued);
+        st.pending.push((queued, slot));
         st.pending_last += 1;
-        let ticket = st.pending_last;
-        if unclaimed {
-            st.unclaimed.insert(ticket);
-        }
-        Ok((st, ticket))
+        Ok(st)
     }
 
-    /// Block until `ticket` is durable, committing the queue when no one else is.
-    fn wait_durable<'a>(
+    /// Commit everything queued (the caller saw nobody committing), then hand each appender
+    /// its sequence number and wake it; records queued meanwhile are handed to one of their
+    /// appenders to commit next.
+    fn commit_pending<'a>(
         &'a self,
         mut st: std::sync::MutexGuard<'a, State>,
-        ticket: u64,
     ) -> Result<std::sync::MutexGuard<'a, State>> {
-        // The batch the ticket is in: the one being committed, or the open one.
-        let mine = if ticket <= st.taken {
-            st.batch - 1
-        } else {
-            st.batch
+        st.committing = true;
+        let batch = std::mem::take(&mut st.pending);
+        let first_ticket = st.durable + 1;
+        let last_ticket = st.pending_last;
+        drop(st);
+        let queued: Vec<&Queued> = batch.iter().map(|(q, _)| q).collect();
+        let res = self.commit(&queued, first_ticket, last_ticket);
+        let mut st = self.lock_state()?;
+        st.committing = false;
+        let wake = |slot: &Slot, seq: u64| {
+            slot.seq.store(seq, Ordering::Release);
+            slot.thread.unpark();
         };
-        loop {
-            if st.durable >= ticket {
-                return Ok(st);
-            }
-            if let Some(f) = &st.failed {
-                return Err(Error::Corrupt(format!("audit trail unavailable: {f}")));
-            }
-            if !st.committing {
-                st.committing = true;
-                let batch = std::mem::take(&mut st.pending);
-                let number = st.batch;
-                st.batch += 1;
-                let first_ticket = st.durable + 1;
-                let last_ticket = st.pending_last;
-                st.taken = last_ticket;
-                drop(st);
-                let res = self.commit(&batch, first_ticket, last_ticket);
-                st = self.lock_state()?;
-                st.committing = false;
-                match res {
-                    Ok(first_seq) => {
-                        for t in first_ticket..=last_ticket {
-                            // Nobody waits for the number of a record queued without waiting.
-                            if !st.unclaimed.remove(&t) {
-                                st.seqs.insert(t, first_seq + (t - first_ticket));
-                            }
-                        }
-                        st.durable = last_ticket;
-                        self.cond[(number % 2) as usize].notify_all();
-                        // Records queued meanwhile form the next batch: one of its appenders
-                        // commits it.
-                        if !st.pending.is_empty() {
-                            self.cond[(st.batch % 2) as usize].notify_one();
-                        }
-                    }
-                    Err(e) => {
-                        st.failed = Some(e.to_string());
-                        self.cond.iter().for_each(Condvar::notify_all);
+        match res {
+            Ok(first_seq) => {
+                for (i, (_, slot)) in batch.iter().enumerate() {
+                    if let Some(slot) = slot {
+                        wake(slot, first_seq + i as u64);
                     }
                 }
-            } else {
-                st = self.cond[(mine % 2) as usize]
-                    .wait(st)
-                    .map_err(|_| Error::internal("audit state poisoned"))?;
+                st.durable = last_ticket;
+                if let Some(next) = st.pending.iter().find_map(|(_, s)| s.as_ref()) {
+                    next.lead.store(true, Ordering::Release);
+                    next.thread.unpark();
+                }
+            }
+            Err(e) => {
+                // The trail is latched closed: everyone waiting, now or queued, fails.
+                st.failed = Some(e.to_string());
+                for (_, slot) in batch.iter().chain(st.pending.iter()) {
+                    if let Some(slot) = slot {
+                        wake(slot, FAILED);
+                    }
+                }
             }
         }
+        self.flushed.notify_all();
+        Ok(st)
     }
 
     /// Chain and write a batch of queued bodies, then fsync. Tickets are this process's
     /// numbering; the sequence numbers written follow the chain head on disk. Returns the
     /// sequence number of the batch's first record.
-    fn commit(&self, batch: &[Queued], first_ticket: u64, last_ticket: u64) -> Result<u64> {
+    fn commit(&self, batch: &[&Queued], first_ticket: u64, last_ticket: u64) -> Result<u64> {
         let _lock = self.os_lock()?;
         let mut head = {
             let st = self.lock_state()?;
@@ -380,7 +410,7 @@ impl AuditLog {
         let recovery = recovery
             .map(|body| Queued::encode("recovery", actor, &body))
             .transpose()?;
-        let lines: Vec<&Queued> = recovery.iter().chain(batch).collect();
+        let lines: Vec<&Queued> = recovery.iter().chain(batch.iter().copied()).collect();
         let skipped = lines.len() as u64 - (last_ticket + 1 - first_ticket);
         let first_seq = head.seq + 1 + skipped;
         // One time for the batch: its records become durable together.
