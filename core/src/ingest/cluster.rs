@@ -23,6 +23,7 @@ use crate::store::DataFile;
 use crate::validate::Reject;
 
 /// Files and indexes written for the rows of one load (or one compaction).
+#[derive(Default)]
 pub(super) struct Written {
     pub(super) files: Vec<DataFile>,
     pub(super) keys: Vec<(Box<str>, u32)>,
@@ -175,12 +176,7 @@ impl<'d> ClusteredWriter<'d> {
             mine
         });
         parts.sort_by_key(|(base, _)| *base);
-        let mut out = Written {
-            files: Vec::new(),
-            keys: Vec::new(),
-            bitmaps: BTreeMap::new(),
-            rows: 0,
-        };
+        let mut out = Written::default();
         for (_, part) in parts {
             let part = part?;
             out.files.extend(part.files);
@@ -211,12 +207,7 @@ impl<'d> ClusteredWriter<'d> {
     /// entries, with row ids from `base`.
     fn write_bucket(&self, bucket: &str, base: u32, tag: &str) -> Result<Written> {
         let schema = self.def.arrow_schema();
-        let mut out = Written {
-            files: Vec::new(),
-            keys: Vec::new(),
-            bitmaps: BTreeMap::new(),
-            rows: 0,
-        };
+        let mut out = Written::default();
         let p = self.staging_dir.join(format!("{bucket}.arrow"));
         let reader = FileReader::try_new(BufReader::new(File::open(&p).at(&p)?), None)?;
         let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
