@@ -617,6 +617,15 @@ fn control_characters_and_oversize_text_are_rejected_with_the_rule() {
 /// small page per column, and without a dictionary — an overflowed dictionary page would have
 /// to be decoded first by every read of the column chunk. Code columns keep their dictionary
 /// and long pages (what makes scans fast).
+/// The data file of a version with the most rows.
+fn largest_file(snap: &govshare_core::Snapshot) -> &govshare_core::store::DataFile {
+    snap.manifest()
+        .files
+        .iter()
+        .max_by_key(|f| f.rows)
+        .expect("a file")
+}
+
 #[test]
 fn files_have_small_indexed_pages_and_no_dictionary_for_identifiers() {
     use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -624,12 +633,7 @@ fn files_have_small_indexed_pages_and_no_dictionary_for_identifiers() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = govshare_testkit::generated_store(dir.path(), 3, 25_000, 0, 4096);
     let snap = store.snapshot("person").expect("snap");
-    let f = snap
-        .manifest()
-        .files
-        .iter()
-        .max_by_key(|f| f.rows)
-        .expect("a file");
+    let f = largest_file(&snap);
     assert!(f.rows > 1024, "a file of several pages");
     let file = std::fs::File::open(dir.path().join("datasets/person").join(&f.path)).expect("open");
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
@@ -742,12 +746,7 @@ fn point_reads_from_row_blocks_equal_the_scan_and_fail_closed_when_damaged() {
     // Damage one byte inside the first block of the largest person file: the point read of a
     // row in it fails as corrupt; a scan (Parquet, for more than a few rows) still reads.
     let snap = store.snapshot("person").expect("snap");
-    let f = snap
-        .manifest()
-        .files
-        .iter()
-        .max_by_key(|f| f.rows)
-        .expect("a file");
+    let f = largest_file(&snap);
     assert!(f.rows > 64);
     let wide: roaring::RoaringBitmap = (f.row_base..f.row_base + f.rows as u32).collect();
     let path = dir
