@@ -380,6 +380,7 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
             subjects: None,
         },
         modes: vec![Mode::Query],
+        verify: None,
         valid_from: now,
         valid_until: now + chrono::Duration::days(365),
     };
@@ -521,6 +522,7 @@ fn application_demo(engine: &govshare_core::Engine, dir: &Path) -> Result<(), Er
             purpose_text: "个人所得税专项附加扣除核验".into(),
             scope: RowScope::default(),
             modes: vec![Mode::Query],
+            verify: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(365),
         },

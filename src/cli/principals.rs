@@ -56,6 +56,7 @@ impl GrantArgs {
                 subjects: self.subjects.clone(),
             },
             modes: vec![Mode::Query],
+            verify: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(self.days),
         })

@@ -220,6 +220,7 @@ pub fn request(
         purpose_text: format!("{purpose} 测试用途"),
         scope,
         modes: vec![Mode::Query],
+        verify: None,
         valid_from: now - Duration::days(1),
         valid_until: now + Duration::days(365),
     }

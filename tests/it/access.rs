@@ -64,6 +64,7 @@ pub fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> Grant
         purpose_text: "测试".into(),
         scope: RowScope::default(),
         modes: vec![Mode::Query],
+        verify: None,
         valid_from: now - Duration::minutes(1),
         valid_until: now + Duration::days(1),
     }

@@ -34,6 +34,7 @@ fn apply(engine: &Engine, by: &str, dept: &str, field: &str) -> u64 {
             purpose_text: "统计分析".into(),
             scope: RowScope::default(),
             modes: vec![Mode::Query],
+            verify: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(30),
         },

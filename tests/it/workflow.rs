@@ -81,6 +81,7 @@ fn form(w: &World, dept: &str, items: &[(&str, Treatment)]) -> ApplicationForm {
             purpose_text: "社会救助资格核查".into(),
             scope: RowScope::default(),
             modes: vec![Mode::Query],
+            verify: None,
             valid_from: now,
             valid_until: now + Duration::days(365),
         },

@@ -3,11 +3,15 @@
 //! - [`policy`]: principals, roles, grants and the one decision point, [`policy::Policy::decide`];
 //! - [`secured`]: the secured table and its leaf scan (row-scope barrier, masks applied inside);
 //! - [`masks`]: the masked values themselves;
-//! - [`counts`]: grouped counts answered from the bitmaps of a secured table's scope.
+//! - [`counts`]: grouped counts answered from the bitmaps of a secured table's scope;
+//! - [`verify`]: match / no-match answers to claimed values under a verify decision;
+//! - [`quota`]: the per-grant verify counters, shared by every process on a store.
 //!
 //! Everything here may import storage and the base modules; nothing below imports it.
 
 pub mod counts;
 pub mod masks;
 pub mod policy;
+pub mod quota;
 pub mod secured;
+pub mod verify;

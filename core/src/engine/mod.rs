@@ -45,7 +45,7 @@ use crate::store::{Store, Writer};
 
 pub use admin::LoadSummary;
 pub use reports::{RENEWAL_WINDOW_DAYS, REPORTS, UNUSUAL_FACTOR, UNUSUAL_FLOOR};
-pub use session::{Canceller, Session, VisibleDataset, VisibleField};
+pub use session::{Canceller, Session, Verification, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};
 pub use trail::Access;
 pub use workflow::{
@@ -165,7 +165,7 @@ impl Engine {
     /// (registered, active) and how the host authenticated the user — all recorded, all
     /// decided again at every query.
     pub fn session_as(&self, login: &Login) -> Result<Session> {
-        let outcome = session::decide(self, login);
+        let outcome = session::decide(self, login, crate::access::policy::Mode::Query);
         let body = match &outcome {
             Ok(d) => serde_json::json!({
                 "purpose": login.purpose, "department": d.department(), "system": login.system,

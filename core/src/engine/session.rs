@@ -11,7 +11,12 @@ use datafusion::prelude::SessionContext;
 
 use crate::access::masks::department_key;
 use crate::access::policy::{Decision, Login, Mode, Treatment};
+use crate::access::quota::{self, subject_tag};
 use crate::access::secured::SecuredTable;
+use crate::access::verify::Verifier;
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 
 use super::stream::{Bounds, QueryAudit, QueryStream};
@@ -66,12 +71,21 @@ impl Canceller {
     }
 }
 
-/// The gate, asked with the current policy and catalog.
-pub(super) fn decide(engine: &Engine, login: &Login) -> Result<Decision> {
+/// The gate, asked with the current policy and catalog, for a service mode.
+pub(super) fn decide(engine: &Engine, login: &Login, mode: Mode) -> Result<Decision> {
     let store = engine.store();
     let policy = store.policy_shared()?;
     let catalog = store.catalog_shared()?;
-    policy.decide(&catalog, login, Mode::Query, engine.now())
+    policy.decide(&catalog, login, mode, engine.now())
+}
+
+/// One subject's answer from [`Session::verify_one`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Whether the subject exists in scope — only when the grant may say so.
+    pub found: Option<bool>,
+    /// Per claimed field, in the order claimed: match or no match.
+    pub fields: Vec<(String, bool)>,
 }
 
 impl Drop for Session {
@@ -113,7 +127,7 @@ impl Session {
     /// The decision the gate makes now for this session (for the engine's own use: what a
     /// session shows of it goes through [`Session::catalog`], which is recorded).
     pub(crate) fn decision(&self) -> Result<Decision> {
-        decide(&self.engine, &self.login)
+        decide(&self.engine, &self.login, Mode::Query)
     }
 
     /// The datasets and fields this session may see, as (dataset, schema) pairs.
@@ -215,6 +229,151 @@ impl Session {
         let planned = self.plan_lookup(dataset, keys);
         let what = serde_json::json!({ "dataset": dataset, "keys": keys.len() });
         self.start(started, generation, ("lookup", what), planned)
+    }
+
+    /// Verify claims (核验) under a verify-mode grant: `claims` holds the key column (named as
+    /// the dataset's key) and one column per claimed field; the answer has one row per claim
+    /// row — match / no match per field, never a value (see [`crate::access::verify`] for the
+    /// comparison rules). A subject that does not exist or lies outside the grant's scope
+    /// answers "no match" on every field, unless the grant discloses absence (then a `found`
+    /// column says so). Charged to the grant's quotas before it is answered (over a limit:
+    /// [`Error::LimitExceeded`], nothing answered); recorded like a query — the opening record
+    /// durable before the answer, the subjects compared in the completion record.
+    pub fn verify(&self, dataset: &str, claims: &RecordBatch) -> Result<RecordBatch> {
+        let started = Instant::now();
+        let audit = &self.engine.inner.audit;
+        let mut what = serde_json::json!({ "dataset": dataset, "checks": claims.num_rows() });
+        let decided = self.prepare_verify(dataset, claims, &mut what);
+        let (decision, verifier, claimed, keys) = match decided {
+            Ok(d) => d,
+            Err(e) => {
+                let kind = if matches!(e, Error::AccessDenied(_) | Error::LimitExceeded(_)) {
+                    "denied"
+                } else {
+                    "failed"
+                };
+                audit.append(
+                    "query",
+                    &self.user,
+                    serde_json::json!({ "verify": what, "purpose": self.purpose, "outcome": kind, "reason": e.to_string() }),
+                )?;
+                return Err(e);
+            }
+        };
+        let access = &decision.datasets()[dataset];
+        let version = verifier.snapshot().version();
+        // Durable before the answer: no record, no answer.
+        let seq = audit.append(
+            "query",
+            &self.user,
+            serde_json::json!({
+                "verify": what,
+                "purpose": self.purpose,
+                "department": decision.department(),
+                "datasets": { dataset: {
+                    "grant": access.grant_id(),
+                    "version": version,
+                    "fields": claimed,
+                }},
+                "outcome": "allowed",
+            }),
+        )?;
+        let checked = verifier.check(claims, &claimed, &keys);
+        let mut subjects = serde_json::Map::new();
+        if let Ok(c) = &checked
+            && !c.subjects.is_empty()
+        {
+            let dir = self.engine.store().root().join("audit").join("subjects");
+            let entry = super::stream::subjects_entry(&dir, seq, dataset, version, &c.subjects)?;
+            subjects.insert(dataset.to_string(), entry);
+        }
+        audit.append_nowait(
+            "query_end",
+            &self.user,
+            serde_json::json!({
+                "query": seq,
+                "outcome": if checked.is_ok() { "completed" } else { "failed" },
+                "rows": claims.num_rows(),
+                "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+                "subjects": subjects,
+            }),
+        )?;
+        self.engine.flush_soon();
+        Ok(checked?.answer)
+    }
+
+    /// [`Session::verify`] for one subject: `claims` as (field, claimed value) pairs.
+    pub fn verify_one(
+        &self,
+        dataset: &str,
+        key: &str,
+        claims: &[(&str, &str)],
+    ) -> Result<Verification> {
+        let key_field = self
+            .engine
+            .store()
+            .catalog_shared()?
+            .dataset(dataset)?
+            .key
+            .clone();
+        let mut fields = vec![Field::new(key_field, DataType::Utf8, false)];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![key]))];
+        for (f, v) in claims {
+            fields.push(Field::new(*f, DataType::Utf8, false));
+            columns.push(Arc::new(StringArray::from(vec![*v])));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let answer = self.verify(dataset, &batch)?;
+        let mut out = Verification {
+            found: None,
+            fields: Vec::new(),
+        };
+        for (f, col) in answer.schema().fields().iter().zip(answer.columns()) {
+            let b = col
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| Error::internal("verify answered a non-Boolean column"))?;
+            if f.name() == "found" && out.found.is_none() && out.fields.is_empty() {
+                out.found = Some(b.value(0));
+            } else {
+                out.fields
+                    .push((f.name().clone(), b.is_valid(0) && b.value(0)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The gate in verify mode, the request's shape, and the grant's quotas: everything that
+    /// may refuse a verify request before it is recorded as allowed.
+    fn prepare_verify(
+        &self,
+        dataset: &str,
+        claims: &RecordBatch,
+        what: &mut serde_json::Value,
+    ) -> Result<(Decision, Verifier, Vec<String>, Vec<Option<String>>)> {
+        let decision = decide(&self.engine, &self.login, Mode::Verify)?;
+        let access = decision.datasets().get(dataset).ok_or_else(|| {
+            Error::AccessDenied(format!(
+                "no verify grant lets {} check '{dataset}' for this purpose",
+                self.user
+            ))
+        })?;
+        let verifier = Verifier::new(self.engine.store().pinned(dataset)?, access)?;
+        let (claimed, keys) = verifier.prepare(claims)?;
+        what["fields"] = serde_json::json!(claimed);
+        let secret = &self.engine.inner.secret;
+        let tags: Vec<u64> = keys
+            .iter()
+            .map(|k| subject_tag(secret, k.as_deref().unwrap_or_default()))
+            .collect();
+        quota::charge(
+            self.engine.store().root(),
+            access.grant_id(),
+            &verifier.terms(),
+            self.engine.now(),
+            &tags,
+        )?;
+        Ok((decision, verifier, claimed, keys))
     }
 
     /// Decide and plan a lookup: one secured table, its key index, no SQL.

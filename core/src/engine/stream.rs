@@ -84,30 +84,7 @@ impl QueryStream {
             if read.is_empty() {
                 continue;
             }
-            let version = t.snapshot().version();
-            // One run of row ids (a clustered region scope, a whole table) or a few ids (a
-            // lookup) go in the record itself: no file to write and fsync per query.
-            let (min, max) = (read.min().unwrap_or(0), read.max().unwrap_or(0));
-            let info = if read.len() == (max - min) as u64 + 1 {
-                serde_json::json!({
-                    "version": version, "rows_read": read.len(), "row_range": [min, max as u64 + 1],
-                })
-            } else if read.len() <= INLINE_IDS {
-                serde_json::json!({
-                    "version": version, "rows_read": read.len(),
-                    "row_ids": read.iter().collect::<Vec<u32>>(),
-                })
-            } else {
-                crate::durable::create_private_dir(&dir)?;
-                let file = format!("q{}-{name}.bm", a.seq);
-                let bytes = crate::durable::write_bitmap(&dir.join(&file), &read)?;
-                serde_json::json!({
-                    "version": version,
-                    "rows_read": read.len(),
-                    "bitmap": file,
-                    "bitmap_blake3": blake3::hash(&bytes).to_hex().to_string(),
-                })
-            };
+            let info = subjects_entry(&dir, a.seq, name, t.snapshot().version(), &read)?;
             subjects.insert(name.clone(), info);
         }
         // Not waited for: the query's opening record is durable already, so its completion
@@ -128,6 +105,41 @@ impl QueryStream {
         self.engine.flush_soon();
         Ok(())
     }
+}
+
+/// What a completion record says was read of one dataset: the row ids `read` of `version`, in
+/// the record as one range or a short list, or else as a roaring bitmap file in `dir` whose
+/// digest is on the chain.
+pub(super) fn subjects_entry(
+    dir: &std::path::Path,
+    seq: u64,
+    name: &str,
+    version: u64,
+    read: &roaring::RoaringBitmap,
+) -> Result<serde_json::Value> {
+    // One run of row ids (a clustered region scope, a whole table) or a few ids (a lookup)
+    // go in the record itself: no file to write and fsync per query.
+    let (min, max) = (read.min().unwrap_or(0), read.max().unwrap_or(0));
+    Ok(if read.len() == (max - min) as u64 + 1 {
+        serde_json::json!({
+            "version": version, "rows_read": read.len(), "row_range": [min, max as u64 + 1],
+        })
+    } else if read.len() <= INLINE_IDS {
+        serde_json::json!({
+            "version": version, "rows_read": read.len(),
+            "row_ids": read.iter().collect::<Vec<u32>>(),
+        })
+    } else {
+        crate::durable::create_private_dir(dir)?;
+        let file = format!("q{seq}-{name}.bm");
+        let bytes = crate::durable::write_bitmap(&dir.join(&file), read)?;
+        serde_json::json!({
+            "version": version,
+            "rows_read": read.len(),
+            "bitmap": file,
+            "bitmap_blake3": blake3::hash(&bytes).to_hex().to_string(),
+        })
+    })
 }
 
 impl Drop for QueryStream {

@@ -388,6 +388,18 @@ fn subjects_read(store: &Store, info: &serde_json::Value, row: u32, seq: u64) ->
 /// What an opening record says was asked: its SQL, or for a lookup by key how many keys (the
 /// trail holds the rows read, not the keys asked).
 fn request_text(body: &serde_json::Value) -> String {
+    if let Some(v) = body.get("verify") {
+        let fields: Vec<&str> = v["fields"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        return format!(
+            "verify {} in {} ({} checks)",
+            fields.join(", "),
+            v["dataset"].as_str().unwrap_or_default(),
+            v["checks"].as_u64().unwrap_or(0)
+        );
+    }
     match body.get("lookup") {
         Some(l) => format!(
             "lookup by key in {} ({} keys)",

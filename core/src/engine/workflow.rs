@@ -273,9 +273,9 @@ pub struct ConflictEntry {
     pub resolution: Option<Resolution>,
 }
 
-/// The service modes served today; the others are recorded on grants for the services of
-/// issue 14.
-pub const SERVED_MODES: [Mode; 1] = [Mode::Query];
+/// The service modes served today; the others (export, push, aggregate) are recorded on grants
+/// for the services still to come.
+pub const SERVED_MODES: [Mode; 2] = [Mode::Query, Mode::Verify];
 
 impl WorkflowAct {
     fn note(&self) -> String {

@@ -188,8 +188,8 @@ pub struct RowScope {
     pub subjects: Option<Vec<String>>,
 }
 
-/// Service modes (000 §19, 002 §20). Only `query` is served today; the others are recorded on
-/// grants now so their services can enforce them.
+/// Service modes (000 §19, 002 §20). `query` and `verify` are served; the others are recorded
+/// on grants now so their services can enforce them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -203,6 +203,23 @@ pub enum Mode {
     Push,
     /// Aggregates only.
     Aggregate,
+}
+
+/// The limits of a verify-mode grant: how many checks it answers, against enumeration (an
+/// 18-character ID embeds a birth date and a region, so unthrottled yes/no answers enumerate
+/// people). Counted per grant across every process on the store ([`crate::access::quota`]);
+/// a zero limit allows nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyTerms {
+    /// Checks per second (a fixed one-second window).
+    pub per_second: u32,
+    /// Checks per day (a Beijing calendar day).
+    pub per_day: u32,
+    /// Checks of one subject per day: repeated guesses at one person's name stop here.
+    pub per_subject_per_day: u32,
+    /// Whether an answer may say that no such subject exists (in scope); otherwise an unknown
+    /// subject answers "no match" on every field, indistinguishable from wrong claims.
+    pub disclose_absence: bool,
 }
 
 /// Where a grant came from.
@@ -244,6 +261,9 @@ pub struct GrantRequest {
     pub scope: RowScope,
     /// Service modes.
     pub modes: Vec<Mode>,
+    /// The limits of the verify mode; required when `modes` holds [`Mode::Verify`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyTerms>,
     /// Start of validity.
     pub valid_from: DateTime<Utc>,
     /// End of validity (exclusive).
@@ -330,6 +350,7 @@ pub struct DatasetAccess {
     pub(in crate::access::policy) grant_id: u64,
     pub(in crate::access::policy) fields: Vec<(String, Treatment)>,
     pub(in crate::access::policy) scope: RowScope,
+    pub(in crate::access::policy) verify: Option<VerifyTerms>,
 }
 
 impl DatasetAccess {
@@ -346,6 +367,11 @@ impl DatasetAccess {
     /// Rows.
     pub fn scope(&self) -> &RowScope {
         &self.scope
+    }
+
+    /// The limits of a verify decision (`None` in other modes).
+    pub fn verify_terms(&self) -> Option<VerifyTerms> {
+        self.verify
     }
 }
 
@@ -473,6 +499,15 @@ impl Policy {
                 && r.modes.contains(&mode)
                 && r.valid_from <= now
                 && now < r.valid_until;
+            // A verify grant answers only within its limits: one without them (a document
+            // older than the limits) answers nothing.
+            let verify = match mode {
+                Mode::Verify => match r.verify {
+                    Some(t) => Some(t),
+                    None => continue,
+                },
+                _ => None,
+            };
             if !valid || datasets.contains_key(&r.dataset) {
                 continue;
             }
@@ -517,6 +552,7 @@ impl Policy {
                     grant_id: g.id,
                     fields,
                     scope: r.scope.clone(),
+                    verify,
                 },
             );
         }
@@ -566,6 +602,19 @@ impl Policy {
         }
         if r.modes.is_empty() {
             return Err(Error::invalid("a grant needs at least one service mode"));
+        }
+        match (r.modes.contains(&Mode::Verify), &r.verify) {
+            (true, None) => {
+                return Err(Error::invalid(
+                    "a verify grant needs its limits (checks per second, per day and per subject per day)",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    "verify limits are given but the grant has no verify mode",
+                ));
+            }
+            _ => {}
         }
         if r.valid_until <= r.valid_from {
             return Err(Error::invalid("valid_until must be after valid_from"));
