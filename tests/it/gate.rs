@@ -82,6 +82,8 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::sql_stream", Gate::Decided),
     ("Session::lookup", Gate::Decided),
     ("Session::lookup_stream", Gate::Decided),
+    ("Session::verify", Gate::Decided),
+    ("Session::verify_one", Gate::Decided),
 ];
 
 /// Every function of the C header, with the Rust entry it translates (or plumbing).
@@ -624,6 +626,32 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Session::lookup_stream",
             Box::new(|| session.lookup_stream("person", &[key]).map(drop)),
+        ),
+        (
+            "Session::verify",
+            Box::new(|| {
+                let claims = arrow::record_batch::RecordBatch::try_from_iter([
+                    (
+                        "citizen_id",
+                        std::sync::Arc::new(arrow::array::StringArray::from(vec![key]))
+                            as arrow::array::ArrayRef,
+                    ),
+                    (
+                        "name",
+                        std::sync::Arc::new(arrow::array::StringArray::from(vec!["张三"])),
+                    ),
+                ])
+                .expect("claims");
+                session.verify("person", &claims).map(drop)
+            }),
+        ),
+        (
+            "Session::verify_one",
+            Box::new(|| {
+                session
+                    .verify_one("person", key, &[("name", "张三")])
+                    .map(drop)
+            }),
         ),
     ];
     for (name, probe) in &session_probes {

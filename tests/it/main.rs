@@ -29,3 +29,5 @@ mod calendar;
 mod workflow;
 // Reports: tables against the trail, role scoping, the page in headless Chromium.
 mod reports;
+// Verify mode: match / no match under a verify grant, its quotas against enumeration.
+mod verify;

@@ -273,7 +273,9 @@ mod tests {
     }
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 27, h, m, s).single().expect("time")
+        Utc.with_ymd_and_hms(2026, 11, 27, h, m, s)
+            .single()
+            .expect("time")
     }
 
     #[test]
@@ -284,15 +286,29 @@ mod tests {
         charge(dir.path(), 1, &t, at(1, 0, 0), &tags).expect("4 of 5 per second");
         // Two more in the same second pass the per-second limit: refused whole, nothing counted.
         let e = charge(dir.path(), 1, &t, at(1, 0, 0), &[10, 11]).expect_err("per second");
-        assert!(matches!(e, Error::LimitExceeded(ref m) if m.contains("per second")), "{e}");
-        assert_eq!(usage(dir.path(), 1, &t, at(1, 0, 0)).expect("usage").this_second, 4);
+        assert!(
+            matches!(e, Error::LimitExceeded(ref m) if m.contains("per second")),
+            "{e}"
+        );
+        assert_eq!(
+            usage(dir.path(), 1, &t, at(1, 0, 0))
+                .expect("usage")
+                .this_second,
+            4
+        );
         // A new second: per-day is the limit now (4 used of 8).
         charge(dir.path(), 1, &t, at(1, 0, 1), &[10, 11, 12, 13]).expect("8 of 8 today");
         let e = charge(dir.path(), 1, &t, at(1, 0, 2), &[14]).expect_err("per day");
-        assert!(matches!(e, Error::LimitExceeded(ref m) if m.contains("per day")), "{e}");
+        assert!(
+            matches!(e, Error::LimitExceeded(ref m) if m.contains("per day")),
+            "{e}"
+        );
         // The next Beijing day (16:00 UTC is midnight in Beijing) starts afresh.
         charge(dir.path(), 1, &t, at(16, 0, 0), &[14]).expect("a new day");
-        assert_eq!(usage(dir.path(), 1, &t, at(16, 0, 0)).expect("usage").today, 1);
+        assert_eq!(
+            usage(dir.path(), 1, &t, at(16, 0, 0)).expect("usage").today,
+            1
+        );
         // Other grants count apart.
         charge(dir.path(), 2, &t, at(1, 0, 2), &[1]).expect("grant 2 is fresh");
     }
@@ -302,7 +318,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let t = terms(1000, 1000, 3);
         let e = charge(dir.path(), 7, &t, at(2, 0, 0), &[42, 42, 42, 42]).expect_err("4 > 3");
-        assert!(matches!(e, Error::LimitExceeded(ref m) if m.contains("one subject")), "{e}");
+        assert!(
+            matches!(e, Error::LimitExceeded(ref m) if m.contains("one subject")),
+            "{e}"
+        );
         charge(dir.path(), 7, &t, at(2, 0, 0), &[42, 42]).expect("2 of 3");
         charge(dir.path(), 7, &t, at(2, 0, 1), &[42, 43]).expect("3 of 3");
         let e = charge(dir.path(), 7, &t, at(2, 0, 2), &[43, 42]).expect_err("4th of 42");
@@ -332,7 +351,10 @@ mod tests {
             hs.into_iter().map(|h| h.join().expect("join")).sum()
         });
         assert_eq!(won, 50);
-        assert_eq!(usage(dir.path(), 3, &t, at(3, 0, 0)).expect("usage").today, 50);
+        assert_eq!(
+            usage(dir.path(), 3, &t, at(3, 0, 0)).expect("usage").today,
+            50
+        );
     }
 
     #[test]

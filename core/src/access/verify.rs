@@ -205,9 +205,9 @@ impl Verifier {
         let mut claimed: Vec<String> = Vec::new();
         for f in schema.fields().iter().skip(1) {
             let name = f.name();
-            let field = def.field(name).ok_or_else(|| {
-                Error::invalid(format!("'{}' has no field '{name}'", def.name))
-            })?;
+            let field = def
+                .field(name)
+                .ok_or_else(|| Error::invalid(format!("'{}' has no field '{name}'", def.name)))?;
             if name == &def.key {
                 return Err(Error::invalid(format!(
                     "the key '{name}' identifies the subject; it is not a claim"
@@ -310,7 +310,6 @@ impl Verifier {
         let answer = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
         Ok(Checked { answer, subjects })
     }
-
 }
 
 fn indices(schema: &Schema, cols: &[&str]) -> Result<Vec<usize>> {
@@ -370,7 +369,12 @@ fn canonical_claims(
 
 /// Whether the stored value at `at` matches the canonical claim `claim` (`None`: a claim that
 /// did not read as the field's type, which matches nothing).
-fn stored_matches(rule: Rule, values: &ArrayRef, at: usize, claim: &Option<String>) -> Result<bool> {
+fn stored_matches(
+    rule: Rule,
+    values: &ArrayRef,
+    at: usize,
+    claim: &Option<String>,
+) -> Result<bool> {
     let Some(claim) = claim else {
         return Ok(false);
     };

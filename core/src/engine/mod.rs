@@ -36,7 +36,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use crate::access::policy::{AuthMethod, Login};
+use crate::access::policy::{AuthMethod, Login, Mode};
 use crate::access::secured::SecuredTable;
 use crate::audit::AuditLog;
 use crate::calendar::{Clock, SystemClock};
@@ -156,7 +156,7 @@ impl Engine {
     /// Open a session for `user` acting for `purpose`, as the embedding process itself (no
     /// host system) with single-factor authentication: sensitive items (grade L4) in clear are
     /// withheld; see [`Engine::session_as`]. Fails at once when the gate would deny every query
-    /// (unknown or suspended principal, no valid grant for the purpose).
+    /// (unknown or suspended principal, no valid grant for the purpose in any served mode).
     pub fn session(&self, user: &str, purpose: &str) -> Result<Session> {
         self.session_as(&Login::new(user, purpose, AuthMethod::Password))
     }
@@ -165,7 +165,16 @@ impl Engine {
     /// (registered, active) and how the host authenticated the user — all recorded, all
     /// decided again at every query.
     pub fn session_as(&self, login: &Login) -> Result<Session> {
-        let outcome = session::decide(self, login, crate::access::policy::Mode::Query);
+        // A session is for whichever served mode its department holds a grant in (a verify-only
+        // department opens one to verify); each request is decided again in its own mode.
+        let mut outcome = session::decide(self, login, Mode::Query);
+        for mode in &SERVED_MODES[1..] {
+            if matches!(outcome, Err(Error::AccessDenied(_)))
+                && let Ok(d) = session::decide(self, login, *mode)
+            {
+                outcome = Ok(d);
+            }
+        }
         let body = match &outcome {
             Ok(d) => serde_json::json!({
                 "purpose": login.purpose, "department": d.department(), "system": login.system,

@@ -14,10 +14,10 @@ use crate::access::policy::{Decision, Login, Mode, Treatment};
 use crate::access::quota::{self, subject_tag};
 use crate::access::secured::SecuredTable;
 use crate::access::verify::Verifier;
+use crate::error::{Error, Result};
 use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use crate::error::{Error, Result};
 
 use super::stream::{Bounds, QueryAudit, QueryStream};
 use super::surface;
@@ -244,7 +244,12 @@ impl Session {
         let audit = &self.engine.inner.audit;
         let mut what = serde_json::json!({ "dataset": dataset, "checks": claims.num_rows() });
         let decided = self.prepare_verify(dataset, claims, &mut what);
-        let (decision, verifier, claimed, keys) = match decided {
+        let VerifyRequest {
+            decision,
+            verifier,
+            claimed,
+            keys,
+        } = match decided {
             Ok(d) => d,
             Err(e) => {
                 let kind = if matches!(e, Error::AccessDenied(_) | Error::LimitExceeded(_)) {
@@ -350,7 +355,7 @@ impl Session {
         dataset: &str,
         claims: &RecordBatch,
         what: &mut serde_json::Value,
-    ) -> Result<(Decision, Verifier, Vec<String>, Vec<Option<String>>)> {
+    ) -> Result<VerifyRequest> {
         let decision = decide(&self.engine, &self.login, Mode::Verify)?;
         let access = decision.datasets().get(dataset).ok_or_else(|| {
             Error::AccessDenied(format!(
@@ -373,7 +378,12 @@ impl Session {
             self.engine.now(),
             &tags,
         )?;
-        Ok((decision, verifier, claimed, keys))
+        Ok(VerifyRequest {
+            decision,
+            verifier,
+            claimed,
+            keys,
+        })
     }
 
     /// Decide and plan a lookup: one secured table, its key index, no SQL.
@@ -526,6 +536,16 @@ impl Session {
             limits,
         })
     }
+}
+
+/// A verify request decided, checked for shape and charged to its quotas, not answered.
+struct VerifyRequest {
+    decision: Decision,
+    verifier: Verifier,
+    /// The claimed fields, in request order.
+    claimed: Vec<String>,
+    /// The canonical key of each claim row.
+    keys: Vec<Option<String>>,
 }
 
 /// A query decided and planned, not started.
