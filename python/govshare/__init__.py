@@ -253,6 +253,29 @@ class Session:
         """
         return Result(self._raw.sql(_str(query, "query")))
 
+    def lookup(self, dataset: str, keys: Sequence[str]) -> Result:
+        """The subjects of ``dataset`` with these keys, as this session may see them: every
+        granted field, masked as granted; a key not found or out of scope is simply absent.
+        Through the key index (no scan); decided and recorded like a query. The key field must
+        be granted in clear."""
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+            raise TypeError("keys must be a sequence of str")
+        return Result(self._raw.lookup(_str(dataset, "dataset"), list(keys)))
+
+    def verify(self, dataset: str, claims: Any) -> _pa.Table:
+        """Verify claims (核验) under a verify grant: ``claims`` is anything ``pyarrow.table``
+        accepts (a table, a record batch, a dict of columns) with the dataset's key column first,
+        then one column per claimed field. The answer has one row per claim: per field
+        ``True`` (match), ``False`` (no match) or null (not claimed) — never a value; a
+        ``found`` column first only when the grant may disclose absence. Charged to the grant's
+        quotas (over a limit: :class:`LimitExceeded`) and recorded before it is answered."""
+        table = claims if isinstance(claims, _pa.Table) else _pa.table(claims)
+        sink = _pa.BufferOutputStream()
+        with _pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        raw = self._raw.verify(_str(dataset, "dataset"), sink.getvalue().to_pybytes())
+        return Result(raw).to_arrow()
+
     def catalog(self) -> list[dict[str, Any]]:
         """The datasets and fields this session may see now (masked fields with their masked
         type).

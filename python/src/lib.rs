@@ -409,6 +409,47 @@ impl RawSession {
         ))
     }
 
+    fn lookup(&self, py: Python<'_>, dataset: &str, keys: Vec<String>) -> PyResult<RawStream> {
+        let session = self.get()?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let stream = py
+            .detach(|| session.lookup_stream(dataset, &keys))
+            .map_err(to_py)?;
+        Ok(RawStream::new(
+            stream.schema(),
+            Source::Query(Box::new(stream)),
+        ))
+    }
+
+    /// Verify claims given as an Arrow IPC stream (pyarrow writes one without unsafe code on
+    /// either side); the answer as a collected result.
+    fn verify(&self, py: Python<'_>, dataset: &str, claims_ipc: &[u8]) -> PyResult<RawStream> {
+        let session = self.get()?;
+        let answer = py
+            .detach(|| -> govshare_core::Result<RecordBatch> {
+                let reader = arrow::ipc::reader::StreamReader::try_new(
+                    std::io::Cursor::new(claims_ipc),
+                    None,
+                )
+                .map_err(|e| {
+                    govshare_core::Error::invalid(format!(
+                        "claims are not an Arrow IPC stream: {e}"
+                    ))
+                })?;
+                let schema = reader.schema();
+                let batches = reader
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| govshare_core::Error::invalid(format!("claims: {e}")))?;
+                let claims = arrow::compute::concat_batches(&schema, &batches)?;
+                session.verify(dataset, &claims)
+            })
+            .map_err(to_py)?;
+        Ok(RawStream::new(
+            answer.schema(),
+            Source::Collected(vec![answer].into_iter()),
+        ))
+    }
+
     fn catalog_json(&self, py: Python<'_>) -> PyResult<String> {
         let session = self.get()?;
         let c = py.detach(|| session.catalog()).map_err(to_py)?;

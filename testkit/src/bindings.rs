@@ -126,6 +126,23 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
                     now,
                 )?;
             }
+            // VERIFY: name and birth date may be checked (never read), 20 checks a day, each
+            // subject at most twice, absence disclosed.
+            let mut verify = request(
+                "CIVIL",
+                "person",
+                "VERIFY",
+                fields(&["name", "birth_date"], &[]),
+                RowScope::default(),
+            );
+            verify.modes = vec![govshare_core::access::policy::Mode::Verify];
+            verify.verify = Some(govshare_core::access::policy::VerifyTerms {
+                per_second: 100,
+                per_day: 20,
+                per_subject_per_day: 2,
+                disclose_absence: true,
+            });
+            p.decide_request(c, verify, "appr", true, "", now)?;
             Ok(())
         })
         .expect("policy");

@@ -166,6 +166,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("Session.purpose", "Session::purpose"),
     ("Session.closed", "plumbing"),
     ("Session.sql", "Session::sql_stream"),
+    ("Session.lookup", "Session::lookup_stream"),
+    ("Session.verify", "Session::verify"),
     ("Session.catalog", "Session::catalog"),
     ("Session.cancel", "Session::cancel"),
     ("Session.close", "plumbing"),

@@ -1,0 +1,55 @@
+"""Lookup by key and verify through Python: the engine's decisions, Arrow in and Arrow out."""
+
+import pyarrow as pa
+import pytest
+
+import govshare
+from govshare import AccessDenied, LimitExceeded
+
+UNKNOWN = "11010519491231002X"
+
+
+def test_lookup_returns_what_the_sql_would_for_the_keys_given(store):
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
+        keys = s.sql("SELECT citizen_id FROM person ORDER BY citizen_id LIMIT 3").to_arrow()
+        keys = keys["citizen_id"].to_pylist()
+        got = s.lookup("person", keys + [UNKNOWN]).to_arrow()
+        listed = ", ".join(f"'{k}'" for k in keys)
+        want = s.sql(f"SELECT * FROM person WHERE citizen_id IN ({listed})").to_arrow()
+        with pytest.raises(TypeError):
+            s.lookup("person", keys[0])
+    assert got.schema == want.schema
+    order = lambda t: sorted(t.to_pylist(), key=lambda r: r["citizen_id"])  # noqa: E731
+    assert order(got) == order(want)
+    # Masked as granted: under CHECK the name comes back masked, never in clear.
+    with govshare.connect(store["path"], user="civil", purpose="CHECK", auth="second_factor") as s:
+        masked = s.lookup("person", keys).to_arrow()
+    assert all("*" in n for n in masked["name"].to_pylist())
+
+
+def test_verify_answers_yes_or_no_only_and_stops_at_the_subject_limit(store):
+    with govshare.connect(store["path"], user="civil", purpose="FULL", auth="second_factor") as s:
+        row = s.sql("SELECT citizen_id, name FROM person ORDER BY citizen_id DESC LIMIT 1").to_arrow()
+    key, name = row["citizen_id"][0].as_py(), row["name"][0].as_py()
+    with govshare.connect(store["path"], user="civil", purpose="VERIFY") as v:
+        # The verify grant gives no query: the name cannot be read, only checked.
+        with pytest.raises(AccessDenied):
+            v.sql("SELECT name FROM person")
+        claims = {
+            "citizen_id": [key, key, UNKNOWN],
+            "name": [" ".join(name), "某某某", "张三"],
+            # The birth date written the ID's way (YYYYMMDD) reads as the same day.
+            "birth_date": [key[6:14], None, "1949-12-31"],
+        }
+        ans = v.verify("person", claims)
+        assert ans.column_names == ["found", "name", "birth_date"]
+        assert all(pa.types.is_boolean(f.type) for f in ans.schema)
+        assert ans["found"].to_pylist() == [True, True, False]
+        assert ans["name"].to_pylist() == [True, False, None]
+        assert ans["birth_date"].to_pylist() == [True, None, None]
+        # A field outside the verify grant is refused, and nothing is charged for it.
+        with pytest.raises(AccessDenied, match="mobile_phone"):
+            v.verify("person", pa.table({"citizen_id": [key], "mobile_phone": ["13800138000"]}))
+        # Two checks of this subject today already: the third is refused.
+        with pytest.raises(LimitExceeded, match="one subject"):
+            v.verify("person", {"citizen_id": [key], "name": [name]})
