@@ -1,0 +1,144 @@
+//! Verify (核验) on a loaded store: one subject's claims, and batches of claims.
+//!
+//! ```sh
+//! cargo bench --bench verify                          # 1M persons
+//! GOVSHARE_BENCH_ROWS=10000000 cargo bench --bench verify
+//! ```
+//! `single` is `Session::verify_one` as a host calls it: the gate in verify mode, the quota
+//! charged (a locked counter file), the opening record durable before the answer, the subject's
+//! stored values read through the key index and row blocks. `single_no_audit` is the same
+//! decision, quota and comparison without the trail (the engine has no unaudited path; this
+//! bench assembles it). `batch_10k` is one `Session::verify` of 10,000 claims (one durable
+//! record for the batch).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, StringArray};
+use arrow::record_batch::RecordBatch;
+use chrono::Utc;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use govshare_core::Engine;
+use govshare_core::access::policy::{AuthMethod, Login, Mode, Role, RowScope, VerifyTerms};
+use govshare_core::access::quota;
+use govshare_core::access::verify::Verifier;
+use govshare_testkit as testkit;
+
+fn rows() -> usize {
+    std::env::var("GOVSHARE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn verify(c: &mut Criterion) {
+    let n = rows();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = testkit::generated_store(dir.path(), 42, n, 0, 32 * 1024);
+    testkit::principals(
+        &store,
+        "430000",
+        &[("PSB", "省公安厅"), ("D", "bench dept")],
+        &[
+            ("appr", "PSB", Role::ProviderApprover),
+            ("u", "D", Role::Consumer),
+        ],
+    );
+    let mut r = testkit::request(
+        "D",
+        "person",
+        "V",
+        testkit::fields(&["name", "birth_date"], &[]),
+        RowScope::default(),
+    );
+    r.modes = vec![Mode::Verify];
+    // Limits far above what the bench asks: it measures the checks, not the refusals.
+    r.verify = Some(VerifyTerms {
+        per_second: u32::MAX,
+        per_day: u32::MAX,
+        per_subject_per_day: u32::MAX,
+        disclose_absence: false,
+    });
+    testkit::approve(&store, "appr", vec![r]);
+    let snap = store.snapshot("person").expect("snap");
+    let people = snap
+        .read(None, Some(&["citizen_id", "name", "birth_date"]))
+        .expect("read");
+    // Every 97th person, up to 10,000: subjects spread over the whole table.
+    let (mut keys, mut names, mut dates) = (Vec::new(), Vec::new(), Vec::new());
+    for b in &people {
+        let (k, nm) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        let d = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Utf8).expect("d");
+        let d = d.as_string::<i32>();
+        for i in (0..b.num_rows()).step_by(97) {
+            keys.push(k.value(i).to_string());
+            names.push(nm.value(i).to_string());
+            dates.push(d.value(i).to_string());
+        }
+    }
+    keys.truncate(10_000);
+    let batch = RecordBatch::try_from_iter([
+        (
+            "citizen_id",
+            Arc::new(StringArray::from(keys.clone())) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from(names[..keys.len()].to_vec())),
+        ),
+        (
+            "birth_date",
+            Arc::new(StringArray::from(dates[..keys.len()].to_vec())),
+        ),
+    ])
+    .expect("claims");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let login = Login::new("u", "V", AuthMethod::Password);
+    let s = engine.session_as(&login).expect("session");
+
+    let mut g = c.benchmark_group(format!("verify/{n}"));
+    let mut i = 0usize;
+    g.bench_function("single", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(
+                s.verify_one(
+                    "person",
+                    &keys[i],
+                    &[("name", &names[i]), ("birth_date", &dates[i])],
+                )
+                .expect("verify"),
+            )
+        })
+    });
+    let one = |i: usize| batch.slice(i, 1);
+    g.bench_function("single_no_audit", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let policy = store.policy_shared().expect("policy");
+            let catalog = store.catalog_shared().expect("catalog");
+            let decision = policy
+                .decide(&catalog, &login, Mode::Verify, Utc::now())
+                .expect("decide");
+            let access = &decision.datasets()["person"];
+            let v = Verifier::new(store.pinned("person").expect("snap"), access).expect("v");
+            let claims = one(i);
+            let (claimed, canon) = v.prepare(&claims).expect("prepare");
+            let tag = quota::subject_tag(&[7; 32], canon[0].as_deref().unwrap_or_default());
+            quota::charge(store.root(), 0, &v.terms(), Utc::now(), &[tag]).expect("quota");
+            black_box(v.check(&claims, &claimed, &canon).expect("check"))
+        })
+    });
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.sample_size(10);
+    g.bench_function("batch_10k", |b| {
+        b.iter(|| black_box(s.verify("person", &batch).expect("verify")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, verify);
+criterion_main!(benches);
