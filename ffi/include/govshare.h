@@ -361,6 +361,36 @@ gs_status gs_session_cancel(gs_session *session);
 // `out_json` is NULL or writable.
 gs_status gs_session_catalog(gs_session *session, char **out_json);
 
+// The subjects of `dataset` with the keys in `keys_json` (a JSON array of strings), as this
+// session may see them: every granted field, masked as granted; a key not found, deleted or
+// out of scope is simply absent. Through the key index, not a scan; decided and recorded
+// like [`gs_session_query`], and read the same way from `*out_stream`. The key field must be
+// granted in clear.
+//
+// # Safety
+// `dataset` and `keys_json` are NULL or NUL-terminated strings; `out_stream` is NULL or points
+// to writable memory for one `struct ArrowArrayStream`.
+gs_status gs_session_lookup(gs_session *session,
+                            const char *dataset,
+                            const char *keys_json,
+                            struct ArrowArrayStream *out_stream);
+
+// Verify claims (核验) under a verify grant. `claims` is an Arrow C stream whose first column
+// is the dataset's key and whose other columns are claimed fields (text, or a type that
+// converts to text); govshare takes it over and releases it whatever the outcome. The answer
+// — one row per claim: a Boolean per claimed field (true: match, false: no match, null: not
+// claimed), and a `found` column first only when the grant may disclose absence; never a
+// value — is written to `*out_stream`. Charged to the grant's quotas (`GS_LIMIT_EXCEEDED`
+// over a limit, nothing answered) and recorded durably before it is answered.
+//
+// # Safety
+// `dataset` is NULL or NUL-terminated; `claims` is NULL or a valid, unreleased Arrow C stream
+// this call may take over; `out_stream` is NULL or writable for one `struct ArrowArrayStream`.
+gs_status gs_session_verify(gs_session *session,
+                            const char *dataset,
+                            struct ArrowArrayStream *claims,
+                            struct ArrowArrayStream *out_stream);
+
 // The name of a status (`"GS_ACCESS_DENIED"`), for logs. Never NULL; a static string.
 const char *gs_status_name(gs_status status);
 

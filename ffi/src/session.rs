@@ -1,8 +1,11 @@
-//! Sessions: open and close, queries as Arrow C streams, the session's catalog.
+//! Sessions: open and close, queries as Arrow C streams, lookups by key, verify, the session's
+//! catalog.
 
 use std::ffi::c_char;
 
-use arrow::ffi_stream::FFI_ArrowArrayStream;
+use arrow::array::RecordBatchReader;
+use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
+use govshare_core::Error;
 use govshare_core::access::policy::{AuthMethod, Login};
 use govshare_core::engine::QueryStreamArrow;
 
@@ -172,5 +175,80 @@ pub unsafe extern "C" fn gs_session_catalog(
     with_session(session, |h| {
         // SAFETY: per contract.
         unsafe { json_out(out_json, || to_json(&h.session.catalog()?)) }
+    })
+}
+
+/// The subjects of `dataset` with the keys in `keys_json` (a JSON array of strings), as this
+/// session may see them: every granted field, masked as granted; a key not found, deleted or
+/// out of scope is simply absent. Through the key index, not a scan; decided and recorded
+/// like [`gs_session_query`], and read the same way from `*out_stream`. The key field must be
+/// granted in clear.
+///
+/// # Safety
+/// `dataset` and `keys_json` are NULL or NUL-terminated strings; `out_stream` is NULL or points
+/// to writable memory for one `struct ArrowArrayStream`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_lookup(
+    session: *mut gs_session,
+    dataset: *const c_char,
+    keys_json: *const c_char,
+    out_stream: *mut FFI_ArrowArrayStream,
+) -> gs_status {
+    with_session(session, |h| {
+        non_null(out_stream, "out_stream")?;
+        // SAFETY: per contract.
+        let dataset = unsafe { arg(dataset, "dataset") }?;
+        // SAFETY: per contract.
+        let keys: Vec<String> = json_arg(unsafe { arg(keys_json, "keys_json") }?, "keys_json")?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let stream = h.session.lookup_stream(dataset, &keys)?;
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { put_stream(out_stream, Box::new(QueryStreamArrow(stream))) };
+        Ok(())
+    })
+}
+
+/// Verify claims (核验) under a verify grant. `claims` is an Arrow C stream whose first column
+/// is the dataset's key and whose other columns are claimed fields (text, or a type that
+/// converts to text); govshare takes it over and releases it whatever the outcome. The answer
+/// — one row per claim: a Boolean per claimed field (true: match, false: no match, null: not
+/// claimed), and a `found` column first only when the grant may disclose absence; never a
+/// value — is written to `*out_stream`. Charged to the grant's quotas (`GS_LIMIT_EXCEEDED`
+/// over a limit, nothing answered) and recorded durably before it is answered.
+///
+/// # Safety
+/// `dataset` is NULL or NUL-terminated; `claims` is NULL or a valid, unreleased Arrow C stream
+/// this call may take over; `out_stream` is NULL or writable for one `struct ArrowArrayStream`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_verify(
+    session: *mut gs_session,
+    dataset: *const c_char,
+    claims: *mut FFI_ArrowArrayStream,
+    out_stream: *mut FFI_ArrowArrayStream,
+) -> gs_status {
+    // Taken over first, so it is released on every path (an invalid handle included).
+    let reader = if claims.is_null() {
+        None
+    } else {
+        // SAFETY: a valid stream per contract; `from_raw` moves it out and marks the caller's
+        // struct released.
+        unsafe { ArrowArrayStreamReader::from_raw(claims) }.ok()
+    };
+    with_session(session, |h| {
+        non_null(out_stream, "out_stream")?;
+        // SAFETY: per contract.
+        let dataset = unsafe { arg(dataset, "dataset") }?;
+        let reader = reader.ok_or_else(|| bad_arg("claims is NULL or not an Arrow C stream"))?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(format!("claims stream failed: {e}")))?;
+        let claims = arrow::compute::concat_batches(&schema, &batches).map_err(Error::from)?;
+        let answer = h.session.verify(dataset, &claims)?;
+        let schema = answer.schema();
+        let reader = arrow::array::RecordBatchIterator::new([Ok(answer)], schema);
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { put_stream(out_stream, Box::new(reader)) };
+        Ok(())
     })
 }

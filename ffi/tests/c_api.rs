@@ -8,7 +8,7 @@ use std::process::Command;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use govshare_core::Engine;
-use govshare_core::access::policy::{AuthMethod, Login, Role, RowScope};
+use govshare_core::access::policy::{AuthMethod, Login, Mode, Role, RowScope, VerifyTerms};
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{Encoding, write_csv};
 use govshare_core::synth::Synth;
@@ -54,7 +54,7 @@ fn compile(src: &Path, out: &Path) {
 }
 
 /// A store with persons and the principals of the cases: alice (CIVIL) with grants FULL,
-/// MASK (masked identity) and CTY (one county); bob (TAX) with none.
+/// MASK (masked identity), CTY (one county) and VER (verify names); bob (TAX) with none.
 fn fixture(dir: &Path) -> PathBuf {
     let root = dir.join("store");
     let store = testkit::generated_store(&root, 9, 1500, 0, 256);
@@ -105,6 +105,25 @@ fn fixture(dir: &Path) -> PathBuf {
             .decide_request("appr", request, true, "")
             .expect("grant");
     }
+    // VER: name may be checked, never read; absence disclosed; at most 3 checks of a subject
+    // a day.
+    let mut verify = testkit::request(
+        "CIVIL",
+        "person",
+        "VER",
+        testkit::fields(&["name"], &[]),
+        RowScope::default(),
+    );
+    verify.modes = vec![Mode::Verify];
+    verify.verify = Some(VerifyTerms {
+        per_second: 1000,
+        per_day: 1000,
+        per_subject_per_day: 3,
+        disclose_absence: true,
+    });
+    engine
+        .decide_request("appr", verify, true, "")
+        .expect("verify grant");
     root
 }
 

@@ -91,6 +91,46 @@ pub(crate) enum Command {
         /// The query.
         query: String,
     },
+    /// A consumer's lookup by key: every granted field of those subjects, masked as granted
+    /// (recorded like a query; the key field must be granted in clear). `lookup` is the
+    /// operator's administrative lookup.
+    ByKey {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code.
+        #[arg(long)]
+        purpose: String,
+        /// How the user was authenticated (sensitive items in clear need second-factor).
+        #[arg(long, value_enum, default_value = "password")]
+        auth: AuthArg,
+        /// Dataset.
+        dataset: String,
+        /// Keys (citizen IDs, USCCs).
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Verify claims (核验) under a verify grant: match / no match per field, never a value.
+    /// One subject with `--key` and `--claim FIELD=VALUE`, or a CSV file of claims.
+    Verify {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code.
+        #[arg(long)]
+        purpose: String,
+        /// Dataset.
+        dataset: String,
+        /// The subject's key.
+        #[arg(long, required_unless_present = "file")]
+        key: Option<String>,
+        /// A claim, `FIELD=VALUE` (repeatable).
+        #[arg(long = "claim", value_name = "FIELD=VALUE", requires = "key")]
+        claims: Vec<String>,
+        /// A UTF-8 CSV file of claims: a header, the key column first, then claimed fields.
+        #[arg(long, conflicts_with = "key")]
+        file: Option<PathBuf>,
+    },
     /// The service catalog a user applies against: datasets, items, share types, sources,
     /// versions, deadlines and what the user's department holds.
     Services {
@@ -524,6 +564,11 @@ pub(crate) struct GrantArgs {
     /// Validity in days from now.
     #[arg(long, default_value_t = 365)]
     pub(crate) days: i64,
+    /// A verify grant (核验) instead of a query grant, with its limits:
+    /// `PER_SECOND,PER_DAY,PER_SUBJECT_PER_DAY` checks, and `,disclose` to let answers say that
+    /// a subject does not exist.
+    #[arg(long, value_name = "LIMITS")]
+    pub(crate) verify: Option<String>,
     /// Acting user (platform admin for requests, provider approver for decisions).
     #[arg(long)]
     pub(crate) by: String,

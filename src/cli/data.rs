@@ -229,3 +229,72 @@ pub(super) fn print_versions(ms: &[Manifest]) {
         );
     }
 }
+
+/// `govshare verify`: one subject's claims (`--key`, `--claim FIELD=VALUE`) or a CSV file of
+/// claims, answered as a table of match / no match.
+pub(super) fn verify(
+    store: &Path,
+    user: &str,
+    purpose: &str,
+    dataset: &str,
+    key: Option<String>,
+    claims: &[String],
+    file: Option<std::path::PathBuf>,
+) -> Result<(), Error> {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let engine = Engine::open(store)?;
+    let session = engine.session(user, purpose)?;
+    let batch = match (key, file) {
+        (Some(key), _) => {
+            let pairs = claims
+                .iter()
+                .map(|c| {
+                    c.split_once('=')
+                        .map(|(f, v)| (f.trim(), v))
+                        .ok_or_else(|| {
+                            Error::invalid(format!("--claim takes FIELD=VALUE, not '{c}'"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let v = session.verify_one(dataset, &key, &pairs)?;
+            if let Some(found) = v.found {
+                out!("found: {}", if found { "yes" } else { "no" });
+            }
+            for (field, matched) in v.fields {
+                out!("{field}: {}", if matched { "match" } else { "no match" });
+            }
+            return Ok(());
+        }
+        (None, Some(path)) => {
+            let text = std::fs::File::open(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            let mut buffered = std::io::BufReader::new(text);
+            let mut header = String::new();
+            std::io::BufRead::read_line(&mut buffered, &mut header).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            // Every column as text: the engine reads each claim by its field's rules.
+            let schema = Arc::new(Schema::new(
+                header
+                    .trim_end_matches(['\r', '\n'])
+                    .split(',')
+                    .map(|h| Field::new(h.trim(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+            let reader = arrow::csv::ReaderBuilder::new(schema.clone()).build(buffered)?;
+            let batches = reader.collect::<Result<Vec<_>, _>>()?;
+            arrow::compute::concat_batches(&schema, &batches)?
+        }
+        (None, None) => return Err(Error::invalid("give --key with --claim, or --file")),
+    };
+    let answer = session.verify(dataset, &batch)?;
+    out!("{}", arrow_pretty(std::slice::from_ref(&answer))?);
+    out!("({} checks)", answer.num_rows());
+    Ok(())
+}

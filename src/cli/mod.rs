@@ -109,6 +109,28 @@ fn run(cli: Cli) -> Result<(), Error> {
                 out!("({} rows)", r.num_rows());
             }
         }
+        Command::ByKey {
+            user,
+            purpose,
+            auth,
+            dataset,
+            keys,
+        } => {
+            let engine = govshare_core::Engine::open(&cli.store)?;
+            let login = govshare_core::access::policy::Login::new(&user, &purpose, auth.into());
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let r = engine.session_as(&login)?.lookup(&dataset, &keys)?;
+            out!("{}", arrow_pretty(&r.batches)?);
+            out!("({} rows)", r.num_rows());
+        }
+        Command::Verify {
+            user,
+            purpose,
+            dataset,
+            key,
+            claims,
+            file,
+        } => data::verify(&cli.store, &user, &purpose, &dataset, key, &claims, file)?,
         Command::Services { by, json } => workflow::services(&cli.store, &by, json)?,
         Command::Application { action } => workflow::application(&cli.store, action)?,
         Command::Objection { action } => workflow::objection(&cli.store, action)?,

@@ -6,7 +6,7 @@ use std::path::Path;
 use govshare_core::Error;
 use govshare_core::access::policy::{
     Department, FieldGrant, GrantRequest, HostSystem, Mode, Origin, PrincipalStatus, Role,
-    RowScope, Treatment, User,
+    RowScope, Treatment, User, VerifyTerms,
 };
 use govshare_core::catalog::MaskKind;
 
@@ -40,10 +40,38 @@ pub(super) fn parse_fields(fields: &[String]) -> Result<Vec<FieldGrant>, Error> 
         .collect()
 }
 
+/// Verify limits as the command line spells them: `10,1000,3` or `10,1000,3,disclose`.
+fn parse_verify(s: &str) -> Result<VerifyTerms, Error> {
+    let bad = || {
+        Error::invalid(format!(
+            "--verify takes PER_SECOND,PER_DAY,PER_SUBJECT_PER_DAY[,disclose], not '{s}'"
+        ))
+    };
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let num = |i: usize| -> Result<u32, Error> {
+        parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(bad)
+    };
+    let disclose = match parts.get(3) {
+        None => false,
+        Some(&"disclose") => true,
+        Some(_) => return Err(bad()),
+    };
+    if parts.len() > 4 {
+        return Err(bad());
+    }
+    Ok(VerifyTerms {
+        per_second: num(0)?,
+        per_day: num(1)?,
+        per_subject_per_day: num(2)?,
+        disclose_absence: disclose,
+    })
+}
+
 impl GrantArgs {
     pub(super) fn request(&self) -> Result<GrantRequest, Error> {
         let fields = parse_fields(&self.fields)?;
         let now = chrono::Utc::now();
+        let verify = self.verify.as_deref().map(parse_verify).transpose()?;
         Ok(GrantRequest {
             consumer_dept: self.dept.clone(),
             users: self.users.clone(),
@@ -55,8 +83,12 @@ impl GrantArgs {
                 regions: self.regions.clone(),
                 subjects: self.subjects.clone(),
             },
-            modes: vec![Mode::Query],
-            verify: None,
+            modes: vec![if verify.is_some() {
+                Mode::Verify
+            } else {
+                Mode::Query
+            }],
+            verify,
             valid_from: now,
             valid_until: now + chrono::Duration::days(self.days),
         })

@@ -981,3 +981,169 @@ fn workflows_from_the_command_line() {
     ));
     assert_eq!(cal["years"][0]["year"], 2027);
 }
+
+/// Lookup by key and verify from the command line: `grant approve --verify LIMITS` makes a
+/// verify grant; `verify` answers match / no match (from `--claim`s or a CSV file) and stops at
+/// the per-subject limit with the limit's exit code; `by-key` prints the granted fields.
+#[test]
+fn lookup_and_verify_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    stat_store(&store, &data);
+    let csv = std::fs::read_to_string(data.join("person.csv")).expect("csv");
+    let first: Vec<&str> = csv.lines().nth(1).expect("row").split(',').collect();
+    let (id, name) = (first[0], first[1]);
+    for args in [
+        vec![
+            "dept",
+            "add",
+            "PSB",
+            "省公安厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "appr",
+            "赵审批",
+            "--dept",
+            "PSB",
+            "--roles",
+            "provider-approver",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "approve",
+            "--by",
+            "appr",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "name,birth_date",
+            "--purpose",
+            "V",
+            "--purpose-text",
+            "身份核验",
+            "--verify",
+            "10,100,2,disclose",
+        ],
+        vec![
+            "grant",
+            "approve",
+            "--by",
+            "appr",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "citizen_id,name:name",
+            "--purpose",
+            "L",
+            "--purpose-text",
+            "按号查询",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let spaced = format!(" {name} ");
+    let out = ok(&govshare(
+        &store,
+        &[
+            "verify",
+            "--user",
+            "stat",
+            "--purpose",
+            "V",
+            "person",
+            "--key",
+            id,
+            "--claim",
+            &format!("name={spaced}"),
+            "--claim",
+            "birth_date=1800-01-01",
+        ],
+    ));
+    assert_eq!(out, "found: yes\nname: match\nbirth_date: no match\n");
+    assert!(!out.contains(name), "no value in an answer");
+    let claims = dir.path().join("claims.csv");
+    std::fs::write(
+        &claims,
+        format!("citizen_id,name\n{id},{name}\n11010519491231002X,张三\n"),
+    )
+    .expect("claims");
+    let out = ok(&govshare(
+        &store,
+        &[
+            "verify",
+            "--user",
+            "stat",
+            "--purpose",
+            "V",
+            "person",
+            "--file",
+            claims.to_str().expect("p"),
+        ],
+    ));
+    assert!(out.contains("(2 checks)"), "{out}");
+    assert!(out.contains("true") && out.contains("false"), "{out}");
+    // The subject was checked twice today: the third check is refused, with its exit code.
+    let refused = govshare(
+        &store,
+        &[
+            "verify",
+            "--user",
+            "stat",
+            "--purpose",
+            "V",
+            "person",
+            "--key",
+            id,
+            "--claim",
+            "name=李四",
+        ],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("one subject"), "{err}");
+    // A verify grant does not answer SQL; the lookup grant shows the name masked.
+    assert!(
+        !govshare(
+            &store,
+            &[
+                "sql",
+                "--user",
+                "stat",
+                "--purpose",
+                "V",
+                "SELECT name FROM person"
+            ]
+        )
+        .status
+        .success()
+    );
+    let out = ok(&govshare(
+        &store,
+        &[
+            "by-key",
+            "--user",
+            "stat",
+            "--purpose",
+            "L",
+            "--auth",
+            "second-factor",
+            "person",
+            id,
+        ],
+    ));
+    assert!(out.contains(id) && out.contains("(1 rows)"), "{out}");
+    assert!(!out.contains(name), "the name is granted masked: {out}");
+}

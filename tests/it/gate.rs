@@ -114,6 +114,8 @@ const C: &[(&str, &str)] = &[
     ("gs_engine_audit_query", "Engine::audit_sql"),
     ("gs_session_open", "Engine::session"),
     ("gs_session_open_as", "Engine::session_as"),
+    ("gs_session_lookup", "Session::lookup_stream"),
+    ("gs_session_verify", "Session::verify"),
     ("gs_engine_upsert_system", "Engine::upsert_system"),
     ("gs_engine_set_system_active", "Engine::set_system_status"),
     ("gs_engine_act", "Engine::act"),

@@ -67,6 +67,9 @@ static void print_cell(FILE *out, const struct ArrowSchema *type, const struct A
       memcpy(&voff, view + 12, 4);
       fwrite((const char *)col->buffers[2 + buf] + voff, 1, (size_t)len, out);
     }
+  } else if (strcmp(type->format, "b") == 0) {
+    const uint8_t *bits = (const uint8_t *)col->buffers[1];
+    fputs(bits[j / 8] & (1 << (j % 8)) ? "true" : "false", out);
   } else if (strcmp(type->format, "l") == 0) {
     fprintf(out, "%" PRId64, ((const int64_t *)col->buffers[1])[j]);
   } else if (strcmp(type->format, "i") == 0) {
@@ -215,6 +218,82 @@ static void misuse(gs_engine *engine) {
   CHECK(strcmp(gs_status_name(GS_ACCESS_DENIED), "GS_ACCESS_DENIED") == 0, "status names");
   CHECK(strlen(gs_version()) > 0, "version");
   printf("OK misuse\n");
+}
+
+/* ---- lookup by key and verify ---- */
+
+/* The rows of a stream as text, one line each, into `buf`; returns the row count. */
+static int64_t drain_text(struct ArrowArrayStream *stream, char *buf, size_t size) {
+  FILE *tmp = tmpfile();
+  CHECK(tmp != NULL, "tmpfile");
+  int64_t rows = drain(stream, tmp);
+  rewind(tmp);
+  size_t n = fread(buf, 1, size - 1, tmp);
+  buf[n] = 0;
+  fclose(tmp);
+  return rows;
+}
+
+static void services(gs_engine *engine) {
+  gs_session *s = NULL, *v = NULL;
+  CHECK_STATUS(open_strong(engine, "alice", "FULL", &s), GS_OK, gs_engine_errmsg(engine));
+  /* A verify-only purpose opens a session too (password login: verify reveals no value). */
+  CHECK_STATUS(gs_session_open(engine, "alice", "VER", &v), GS_OK, gs_engine_errmsg(engine));
+  struct ArrowArrayStream stream, claims, answer;
+  char text[4096];
+
+  /* Lookup: a known key and an unknown one; only the known subject comes back. */
+  CHECK_STATUS(
+      gs_session_query(s, "SELECT citizen_id FROM person ORDER BY citizen_id LIMIT 1", &stream),
+      GS_OK, gs_session_errmsg(s));
+  CHECK(drain_text(&stream, text, sizeof text) == 1, "one key");
+  text[strcspn(text, "\n")] = 0;
+  CHECK(strlen(text) == 18, "a citizen ID: %s", text);
+  char keys[160];
+  snprintf(keys, sizeof keys, "[\"%.18s\", \"11010519491231002X\"]", text);
+  CHECK_STATUS(gs_session_lookup(s, "person", keys, &stream), GS_OK, gs_session_errmsg(s));
+  CHECK(drain_text(&stream, text, sizeof text) == 1, "the known key only: %s", text);
+  CHECK_STATUS(gs_session_lookup(s, "person", NULL, &stream), GS_INVALID_ARGUMENT,
+               gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_lookup(s, "person", "{\"not\": \"a list\"}", &stream),
+               GS_INVALID_ARGUMENT, gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_lookup(v, "person", keys, &stream), GS_ACCESS_DENIED,
+               gs_session_errmsg(v));
+
+  /* Verify: the engine's own (citizen_id, name) stream is a claims stream; all match. */
+  CHECK_STATUS(gs_session_query(s, "SELECT citizen_id, name FROM person ORDER BY citizen_id LIMIT 5",
+                                &claims),
+               GS_OK, gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_verify(v, "person", &claims, &answer), GS_OK, gs_session_errmsg(v));
+  CHECK(claims.release == NULL, "the claims stream was taken over");
+  CHECK(drain_text(&answer, text, sizeof text) == 5, "one answer per claim");
+  CHECK(strcmp(text, "true\ttrue\ntrue\ttrue\ntrue\ttrue\ntrue\ttrue\ntrue\ttrue\n") == 0,
+        "found and matched, and nothing else: %s", text);
+  /* No verify grant for FULL: refused, and the claims stream is released all the same. */
+  CHECK_STATUS(gs_session_query(s, "SELECT citizen_id, name FROM person LIMIT 1", &claims), GS_OK,
+               gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_verify(s, "person", &claims, &answer), GS_ACCESS_DENIED,
+               gs_session_errmsg(s));
+  CHECK(claims.release == NULL, "released on a refusal too");
+  CHECK_STATUS(gs_session_verify(v, "person", NULL, &answer), GS_INVALID_ARGUMENT,
+               gs_session_errmsg(v));
+  /* Each subject at most three times a day: the first subject was checked once. */
+  for (int i = 0; i < 3; i++) {
+    CHECK_STATUS(gs_session_query(s, "SELECT citizen_id, name FROM person ORDER BY citizen_id LIMIT 1",
+                                  &claims),
+                 GS_OK, gs_session_errmsg(s));
+    gs_status st = gs_session_verify(v, "person", &claims, &answer);
+    if (i < 2) {
+      CHECK_STATUS(st, GS_OK, gs_session_errmsg(v));
+      CHECK(drain_text(&answer, text, sizeof text) == 1, "one answer");
+    } else {
+      CHECK_STATUS(st, GS_LIMIT_EXCEEDED, gs_session_errmsg(v));
+      CHECK(strstr(gs_session_errmsg(v), "one subject") != NULL, "%s", gs_session_errmsg(v));
+    }
+  }
+  CHECK_STATUS(gs_session_close(v), GS_OK, "");
+  CHECK_STATUS(gs_session_close(s), GS_OK, "");
+  printf("OK services\n");
 }
 
 /* ---- administrative calls on a fresh store ---- */
@@ -581,6 +660,7 @@ int main(int argc, char **argv) {
   CHECK_STATUS(gs_engine_open(argv[1], &engine), GS_OK, gs_last_error());
   run_cases(engine, argv[2]);
   misuse(engine);
+  services(engine);
   threads(engine);
   CHECK_STATUS(gs_engine_close(engine), GS_OK, "");
   admin(argv[4], argv[3]);
