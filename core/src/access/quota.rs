@@ -115,6 +115,83 @@ impl Header {
     }
 }
 
+/// The per-subject table of a counter file: read slot by slot, or — for a request that checks
+/// many subjects — read whole once, so a batch costs two large I/Os instead of two per subject.
+enum Table {
+    OnDisk,
+    Loaded(Vec<u8>),
+}
+
+impl Table {
+    /// Requests of at least this many checks read the table whole when that is cheaper than
+    /// a read and a write per subject (about 2 KiB of table per subject).
+    fn open(f: &File, p: &Path, h: &Header, checks: usize) -> Result<Table> {
+        let bytes = h.slots * SLOT;
+        if checks < 64 || bytes > checks as u64 * 2048 {
+            return Ok(Table::OnDisk);
+        }
+        let mut buf = vec![0u8; bytes as usize];
+        f.read_exact_at(&mut buf, HEADER).at(p)?;
+        Ok(Table::Loaded(buf))
+    }
+
+    /// (owner tag, day, count) of one slot.
+    fn slot(&self, f: &File, p: &Path, slot: u64) -> Result<(u64, i64, u32)> {
+        let mut b = [0u8; SLOT as usize];
+        match self {
+            Table::OnDisk => f.read_exact_at(&mut b, HEADER + slot * SLOT).at(p)?,
+            Table::Loaded(buf) => {
+                let at = (slot * SLOT) as usize;
+                b.copy_from_slice(&buf[at..at + SLOT as usize]);
+            }
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        let mut d = [0u8; 4];
+        d.copy_from_slice(&b[8..12]);
+        let mut c = [0u8; 4];
+        c.copy_from_slice(&b[12..16]);
+        Ok((
+            u64::from_le_bytes(w),
+            i64::from(i32::from_le_bytes(d)),
+            u32::from_le_bytes(c),
+        ))
+    }
+
+    /// Write the new counts: slot by slot, or the whole table in one write.
+    fn write(
+        self,
+        f: &File,
+        p: &Path,
+        day: i64,
+        counted: &std::collections::HashMap<u64, (u64, u32)>,
+    ) -> Result<()> {
+        let encode = |tag: u64, count: u32| {
+            let mut b = [0u8; SLOT as usize];
+            b[..8].copy_from_slice(&tag.to_le_bytes());
+            b[8..12].copy_from_slice(&(day as i32).to_le_bytes());
+            b[12..16].copy_from_slice(&count.to_le_bytes());
+            b
+        };
+        match self {
+            Table::OnDisk => {
+                for (tag, (slot, count)) in counted {
+                    f.write_all_at(&encode(*tag, *count), HEADER + slot * SLOT)
+                        .at(p)?;
+                }
+            }
+            Table::Loaded(mut buf) => {
+                for (tag, (slot, count)) in counted {
+                    let at = (slot * SLOT) as usize;
+                    buf[at..at + SLOT as usize].copy_from_slice(&encode(*tag, *count));
+                }
+                f.write_all_at(&buf, HEADER).at(p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Open (creating on first use) and lock grant `grant`'s counter file; the lock is released
 /// when the file is dropped.
 fn open_locked(root: &Path, grant: u64, terms: &VerifyTerms) -> Result<(File, PathBuf, Header)> {
@@ -184,60 +261,48 @@ pub fn charge(
         return refuse("per day", terms.per_day);
     }
     // Per subject: find each subject's slot (its own, or a free or stale one), count this
-    // request's checks of it, and only then write — all or nothing.
-    let mut counted: std::collections::HashMap<u64, (u64, u32)> = Default::default();
-    let mask = h.slots - 1;
-    let mut taken: std::collections::HashSet<u64> = Default::default();
-    for &tag in subjects {
-        if let Some(c) = counted.get_mut(&tag) {
-            c.1 += 1;
-            if c.1 > terms.per_subject_per_day {
+    // request's checks of it, and only then write — all or nothing. When the daily limit is no
+    // higher than the per-subject one, the per-subject limit can never bind: nothing to track.
+    if terms.per_subject_per_day < terms.per_day {
+        let table = Table::open(&f, &p, &h, subjects.len())?;
+        let mut counted: std::collections::HashMap<u64, (u64, u32)> = Default::default();
+        let mask = h.slots - 1;
+        let mut taken: std::collections::HashSet<u64> = Default::default();
+        for &tag in subjects {
+            if let Some(c) = counted.get_mut(&tag) {
+                c.1 += 1;
+                if c.1 > terms.per_subject_per_day {
+                    return refuse("of one subject per day", terms.per_subject_per_day);
+                }
+                continue;
+            }
+            let mut found = None;
+            for probe in 0..MAX_PROBES {
+                let slot = (tag.wrapping_add(probe)) & mask;
+                let (owner, slot_day, count) = table.slot(&f, &p, slot)?;
+                if owner == tag && slot_day == day {
+                    found = Some((slot, count));
+                    break;
+                }
+                // Free, or another subject's count from an earlier day: reusable — unless an
+                // earlier subject of this request already claimed it.
+                if (owner == 0 || slot_day != day) && !taken.contains(&slot) {
+                    found = Some((slot, 0));
+                    break;
+                }
+            }
+            let Some((slot, count)) = found else {
+                return Err(Error::LimitExceeded(format!(
+                    "grant {grant}'s per-subject counters are full for today; no more verify checks until tomorrow"
+                )));
+            };
+            if count + 1 > terms.per_subject_per_day {
                 return refuse("of one subject per day", terms.per_subject_per_day);
             }
-            continue;
+            taken.insert(slot);
+            counted.insert(tag, (slot, count + 1));
         }
-        let mut found = None;
-        for probe in 0..MAX_PROBES {
-            let slot = (tag.wrapping_add(probe)) & mask;
-            let mut b = [0u8; SLOT as usize];
-            f.read_exact_at(&mut b, HEADER + slot * SLOT).at(&p)?;
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[..8]);
-            let owner = u64::from_le_bytes(w);
-            let mut d = [0u8; 4];
-            d.copy_from_slice(&b[8..12]);
-            let slot_day = i64::from(i32::from_le_bytes(d));
-            let mut c = [0u8; 4];
-            c.copy_from_slice(&b[12..16]);
-            let count = u32::from_le_bytes(c);
-            if owner == tag && slot_day == day {
-                found = Some((slot, count));
-                break;
-            }
-            // Free, or another subject's count from an earlier day: reusable — unless an
-            // earlier subject of this request already claimed it.
-            if (owner == 0 || slot_day != day) && !taken.contains(&slot) {
-                found = Some((slot, 0));
-                break;
-            }
-        }
-        let Some((slot, count)) = found else {
-            return Err(Error::LimitExceeded(format!(
-                "grant {grant}'s per-subject counters are full for today; no more verify checks until tomorrow"
-            )));
-        };
-        if count + 1 > terms.per_subject_per_day {
-            return refuse("of one subject per day", terms.per_subject_per_day);
-        }
-        taken.insert(slot);
-        counted.insert(tag, (slot, count + 1));
-    }
-    for (tag, (slot, count)) in &counted {
-        let mut b = [0u8; SLOT as usize];
-        b[..8].copy_from_slice(&tag.to_le_bytes());
-        b[8..12].copy_from_slice(&(day as i32).to_le_bytes());
-        b[12..16].copy_from_slice(&count.to_le_bytes());
-        f.write_all_at(&b, HEADER + slot * SLOT).at(&p)?;
+        table.write(&f, &p, day, &counted)?;
     }
     h.in_second += n;
     h.in_day += n;
@@ -354,6 +419,32 @@ mod tests {
         assert_eq!(
             usage(dir.path(), 3, &t, at(3, 0, 0)).expect("usage").today,
             50
+        );
+    }
+
+    #[test]
+    fn large_requests_read_the_table_whole_and_count_the_same() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = terms(10_000, 10_000, 2);
+        let many: Vec<u64> = (1..=500).collect();
+        // 500 subjects: the table is read and written whole.
+        charge(dir.path(), 5, &t, at(5, 0, 0), &many).expect("first");
+        charge(dir.path(), 5, &t, at(5, 0, 1), &many).expect("second");
+        // A third check of any of them is refused, whole or one by one.
+        let e = charge(dir.path(), 5, &t, at(5, 0, 2), &many).expect_err("third, whole");
+        assert!(
+            matches!(e, Error::LimitExceeded(ref m) if m.contains("one subject")),
+            "{e}"
+        );
+        let e = charge(dir.path(), 5, &t, at(5, 0, 3), &[250]).expect_err("third, alone");
+        assert!(matches!(e, Error::LimitExceeded(_)), "{e}");
+        // Subjects never seen are free, slot by slot and whole.
+        charge(dir.path(), 5, &t, at(5, 0, 4), &[501]).expect("new, alone");
+        let fresh: Vec<u64> = (1000..1100).collect();
+        charge(dir.path(), 5, &t, at(5, 0, 5), &fresh).expect("new, whole");
+        assert_eq!(
+            usage(dir.path(), 5, &t, at(5, 0, 5)).expect("usage").today,
+            1101
         );
     }
 

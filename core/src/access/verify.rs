@@ -145,6 +145,139 @@ pub struct Checked {
     pub subjects: RoaringBitmap,
 }
 
+/// Per-row digests of one field's canonical values in one data version: a check compares the
+/// claim's digest with its subject's, with no Parquet page decoded. Index = row id; 0 = no
+/// value (null, or a deleted row). Digests are keyed by a random key drawn per cache, so they
+/// mean nothing outside this process and cannot be precomputed.
+#[derive(Debug)]
+pub struct Digests {
+    version: u64,
+    values: Vec<u64>,
+}
+
+/// The engine's digests, per (dataset, field), for the newest version asked for: built on the
+/// first verify of a field in a version (one pass over the column, on two threads), dropped
+/// when a newer version replaces it. Data, not decisions: the same for every principal, and a
+/// check still goes through the gate, the scope and the quota.
+#[derive(Debug)]
+pub struct DigestCache {
+    state: std::hash::RandomState,
+    map: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<Digests>>>,
+}
+
+impl Default for DigestCache {
+    fn default() -> Self {
+        DigestCache {
+            state: std::hash::RandomState::new(),
+            map: Default::default(),
+        }
+    }
+}
+
+impl DigestCache {
+    /// The digest of a canonical value (never 0).
+    fn digest(&self, canonical: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.state.hash_one(canonical).max(1)
+    }
+
+    /// The digests of `field` in `snapshot`'s version, built on first use; `None` for fields
+    /// compared another way (lists of text).
+    fn get(&self, snapshot: &Snapshot, field: &FieldDef) -> Result<Option<Arc<Digests>>> {
+        if matches!(field.data_type.arrow(), DataType::List(_)) {
+            return Ok(None);
+        }
+        let key = (snapshot.dataset().name.clone(), field.name.clone());
+        let lock = || {
+            self.map
+                .lock()
+                .map_err(|_| Error::internal("verify digest cache poisoned"))
+        };
+        if let Some(d) = lock()?.get(&key)
+            && d.version == snapshot.version()
+        {
+            return Ok(Some(d.clone()));
+        }
+        let built = Arc::new(self.build(snapshot, field)?);
+        let mut map = lock()?;
+        // Another thread may have built a newer version meanwhile: keep the newest.
+        match map.get(&key) {
+            Some(d) if d.version > built.version => {}
+            _ => {
+                map.insert(key, built.clone());
+            }
+        }
+        Ok(Some(built))
+    }
+
+    fn build(&self, snapshot: &Snapshot, field: &FieldDef) -> Result<Digests> {
+        let total = snapshot.manifest().total_rows() as usize;
+        let rule = Rule::of(field);
+        let files = snapshot.manifest().files.len();
+        let col = [field.name.as_str()];
+        // Each file's digests, on two threads (files are independent).
+        let per_file = |i: usize| -> Result<(u32, Vec<u64>)> {
+            let f = &snapshot.manifest().files[i];
+            let local = snapshot.file_rows(i, None)?;
+            let mut out = vec![0u64; f.rows as usize];
+            let mut ids = local.iter();
+            if let Some(reader) = snapshot.read_local(i, &local, Some(&col))? {
+                for b in reader {
+                    let b = b?;
+                    let values = b.column(0);
+                    let text: Option<StringArray> = (rule == Rule::Typed)
+                        .then(|| utf8(values, &field.name))
+                        .transpose()?;
+                    let strings = values.as_any().downcast_ref::<StringArray>();
+                    for row in 0..b.num_rows() {
+                        let Some(id) = ids.next() else {
+                            return Err(Error::internal("more values than live rows"));
+                        };
+                        if values.is_null(row) {
+                            continue;
+                        }
+                        let canon = match (&text, strings) {
+                            (Some(t), _) => t.value(row).to_string(),
+                            (None, Some(s)) => rule.canonical(s.value(row)),
+                            (None, None) => continue,
+                        };
+                        out[id as usize] = self.digest(&canon);
+                    }
+                }
+            }
+            Ok((f.row_base, out))
+        };
+        let results: Vec<Result<(u32, Vec<u64>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2)
+                .map(|w| {
+                    scope.spawn(move || (w..files).step_by(2).map(per_file).collect::<Vec<_>>())
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(Error::internal("verify digest thread failed"))]
+                    })
+                })
+                .collect()
+        });
+        let mut values = vec![0u64; total];
+        for r in results {
+            let (base, digests) = r?;
+            let base = base as usize;
+            values
+                .get_mut(base..base + digests.len())
+                .ok_or_else(|| Error::Corrupt("a data file's rows lie beyond the version".into()))?
+                .copy_from_slice(&digests);
+        }
+        Ok(Digests {
+            version: snapshot.version(),
+            values,
+        })
+    }
+}
+
 /// The claims a verify-mode decision lets a session check on one dataset version.
 #[derive(Debug)]
 pub struct Verifier {
@@ -152,11 +285,17 @@ pub struct Verifier {
     fields: Vec<String>,
     rows: Arc<RoaringBitmap>,
     terms: VerifyTerms,
+    digests: Arc<DigestCache>,
 }
 
 impl Verifier {
-    /// The verifier for `access`, a verify-mode decision on `snapshot`'s dataset.
-    pub fn new(snapshot: Arc<Snapshot>, access: &DatasetAccess) -> Result<Verifier> {
+    /// The verifier for `access`, a verify-mode decision on `snapshot`'s dataset, comparing
+    /// through `digests` (the engine's cache).
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        access: &DatasetAccess,
+        digests: Arc<DigestCache>,
+    ) -> Result<Verifier> {
         let terms = access.verify_terms().ok_or_else(|| {
             Error::AccessDenied(format!(
                 "the grant on '{}' is not a verify grant",
@@ -169,6 +308,7 @@ impl Verifier {
             snapshot,
             rows,
             terms,
+            digests,
         })
     }
 
@@ -239,13 +379,35 @@ impl Verifier {
         Ok((claimed, keys))
     }
 
-    /// Answer `claims` (shaped as [`Verifier::prepare`] checks, with its results): read the
-    /// claimed fields of the subjects found in scope and compare.
+    /// Answer `claims` (shaped as [`Verifier::prepare`] checks, with its results): each claim
+    /// against its subject's digest of the field (built once per field and version), or by
+    /// reading the stored values for fields without digests (lists).
     pub fn check(
         &self,
         claims: &RecordBatch,
         claimed: &[String],
         keys: &[Option<String>],
+    ) -> Result<Checked> {
+        self.answer(claims, claimed, keys, true)
+    }
+
+    /// [`Verifier::check`] reading the claimed fields' stored values for every field — the
+    /// reference the digests must agree with (tests compare the two).
+    pub fn check_by_reading(
+        &self,
+        claims: &RecordBatch,
+        claimed: &[String],
+        keys: &[Option<String>],
+    ) -> Result<Checked> {
+        self.answer(claims, claimed, keys, false)
+    }
+
+    fn answer(
+        &self,
+        claims: &RecordBatch,
+        claimed: &[String],
+        keys: &[Option<String>],
+        use_digests: bool,
     ) -> Result<Checked> {
         let def = self.snapshot.dataset();
         let index = self.snapshot.key_index()?;
@@ -259,17 +421,36 @@ impl Verifier {
             })
             .collect();
         let subjects: RoaringBitmap = ids.iter().flatten().copied().collect();
-        let cols: Vec<&str> = claimed.iter().map(String::as_str).collect();
-        let schema = def.arrow_schema();
-        let stored = arrow::compute::concat_batches(
-            &Arc::new(schema.project(&indices(&schema, &cols)?)?),
-            &self.snapshot.read(Some(&subjects), Some(&cols))?,
-        )?;
-        if stored.num_rows() as u64 != subjects.len() {
-            return Err(Error::internal(
-                "verify read a different number of subjects than it found",
-            ));
+        let mut digests = Vec::new();
+        let mut read: Vec<&str> = Vec::new();
+        for name in claimed {
+            let f = def.require_field(name)?;
+            let d = if use_digests {
+                self.digests.get(&self.snapshot, f)?
+            } else {
+                None
+            };
+            if d.is_none() {
+                read.push(name.as_str());
+            }
+            digests.push(d);
         }
+        // The stored values of the fields compared by reading, for the subjects found only.
+        let stored = if read.is_empty() {
+            None
+        } else {
+            let schema = def.arrow_schema();
+            let stored = arrow::compute::concat_batches(
+                &Arc::new(schema.project(&indices(&schema, &read)?)?),
+                &self.snapshot.read(Some(&subjects), Some(&read))?,
+            )?;
+            if stored.num_rows() as u64 != subjects.len() {
+                return Err(Error::internal(
+                    "verify read a different number of subjects than it found",
+                ));
+            }
+            Some(stored)
+        };
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         if self.terms.disclose_absence {
@@ -282,8 +463,21 @@ impl Verifier {
             let f = def.require_field(name)?;
             let rule = Rule::of(f);
             let claim = utf8(claims.column(i + 1), name)?;
-            let values = stored.column(i);
-            let canon_claims = canonical_claims(rule, &claim, values.data_type())?;
+            let stored_type = f.data_type.arrow();
+            let canon_claims = canonical_claims(rule, &claim, &stored_type)?;
+            let values = match (&digests[i], &stored) {
+                (Some(_), _) => None,
+                (None, Some(stored)) => {
+                    let at = read
+                        .iter()
+                        .position(|r| r == name)
+                        .ok_or_else(|| Error::internal("a field to read was not read"))?;
+                    Some(stored.column(at))
+                }
+                (None, None) => {
+                    return Err(Error::internal("a field has neither digests nor values"));
+                }
+            };
             let mut out = BooleanBuilder::with_capacity(ids.len());
             for (row, id) in ids.iter().enumerate() {
                 let Some(c) = canon_claims.get(row).cloned().flatten() else {
@@ -299,10 +493,21 @@ impl Verifier {
                     }
                     continue;
                 };
-                // Output rows of the read are in row-id order: the subject's position is its
-                // rank among the subjects found.
-                let at = subjects.rank(*id) as usize - 1;
-                out.append_value(stored_matches(rule, values, at, &c)?);
+                let matched = match (&digests[i], values) {
+                    (Some(d), _) => c.is_some_and(|c| {
+                        d.values
+                            .get(*id as usize)
+                            .is_some_and(|v| *v == self.digests.digest(&c))
+                    }),
+                    // Output rows of the read are in row-id order: the subject's position is
+                    // its rank among the subjects found.
+                    (None, Some(values)) => {
+                        let at = subjects.rank(*id) as usize - 1;
+                        stored_matches(rule, values, at, &c)?
+                    }
+                    (None, None) => false,
+                };
+                out.append_value(matched);
             }
             fields.push(Field::new(name, DataType::Boolean, true));
             columns.push(Arc::new(out.finish()));

@@ -67,6 +67,9 @@ struct EngineInner {
     surface: surface::Surface,
     secret: [u8; 32],
     clock: Arc<dyn Clock>,
+    /// Verify's per-row digests of the fields checked, per dataset version (data, not
+    /// decisions: the same for every principal).
+    digests: Arc<crate::access::verify::DigestCache>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -139,6 +142,7 @@ impl Engine {
                 surface: surface::Surface::new()?,
                 secret,
                 clock,
+                digests: Default::default(),
             }),
         })
     }

@@ -363,7 +363,11 @@ impl Session {
                 self.user
             ))
         })?;
-        let verifier = Verifier::new(self.engine.store().pinned(dataset)?, access)?;
+        let verifier = Verifier::new(
+            self.engine.store().pinned(dataset)?,
+            access,
+            self.engine.inner.digests.clone(),
+        )?;
         let (claimed, keys) = verifier.prepare(claims)?;
         what["fields"] = serde_json::json!(claimed);
         let secret = &self.engine.inner.secret;
