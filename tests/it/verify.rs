@@ -449,7 +449,7 @@ fn digest_checks_agree_with_reading_the_stored_values() {
     // Each field's stored value as text (a list: its first element), then altered or left out.
     let text = |c: usize| -> Vec<Option<String>> {
         let col = stored.column(c);
-        let col = match col.as_any().downcast_ref::<arrow::array::ListArray>() {
+        match col.as_any().downcast_ref::<arrow::array::ListArray>() {
             Some(l) => (0..l.len())
                 .map(|i| {
                     (l.is_valid(i) && !l.value(i).is_empty())
@@ -468,8 +468,7 @@ fn digest_checks_agree_with_reading_the_stored_values() {
                 let t = t.as_any().downcast_ref::<StringArray>().expect("s").clone();
                 t.iter().map(|x| x.map(str::to_string)).collect()
             }
-        };
-        col
+        }
     };
     let n = stored.num_rows();
     let picked: Vec<usize> = (0..n).step_by(7).collect();
