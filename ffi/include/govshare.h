@@ -391,6 +391,22 @@ gs_status gs_session_verify(gs_session *session,
                             struct ArrowArrayStream *claims,
                             struct ArrowArrayStream *out_stream);
 
+// Export the granted fields and rows of `dataset` (masked as granted) into the directory
+// `dir` under an export grant, as `format` (`"parquet"`, `"csv"`, `"csv-gbk"`, `"arrow"`):
+// `<dataset>.<ext>` and `<dataset>.<ext>.manifest.json`, whose blake3 is on the audit trail. The
+// manifest is also written to `*out_manifest_json` (free with [`gs_string_free`]).
+// `GS_LIMIT_EXCEEDED` beyond the grant's rows per export or exports per day; a failed export
+// leaves no file.
+//
+// # Safety
+// `dataset`, `format` and `dir` are NULL or NUL-terminated; `out_manifest_json` is NULL or
+// writable.
+gs_status gs_session_export(gs_session *session,
+                            const char *dataset,
+                            const char *format,
+                            const char *dir,
+                            char **out_manifest_json);
+
 // The name of a status (`"GS_ACCESS_DENIED"`), for logs. Never NULL; a static string.
 const char *gs_status_name(gs_status status);
 

@@ -252,3 +252,45 @@ pub unsafe extern "C" fn gs_session_verify(
         Ok(())
     })
 }
+
+/// Export the granted fields and rows of `dataset` (masked as granted) into the directory
+/// `dir` under an export grant, as `format` (`"parquet"`, `"csv"`, `"csv-gbk"`, `"arrow"`):
+/// `<dataset>.<ext>` and `<dataset>.<ext>.manifest.json`, whose blake3 is on the audit trail. The
+/// manifest is also written to `*out_manifest_json` (free with [`gs_string_free`]).
+/// `GS_LIMIT_EXCEEDED` beyond the grant's rows per export or exports per day; a failed export
+/// leaves no file.
+///
+/// # Safety
+/// `dataset`, `format` and `dir` are NULL or NUL-terminated; `out_manifest_json` is NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_export(
+    session: *mut gs_session,
+    dataset: *const c_char,
+    format: *const c_char,
+    dir: *const c_char,
+    out_manifest_json: *mut *mut c_char,
+) -> gs_status {
+    with_session(session, |h| {
+        // SAFETY: per contract.
+        let (dataset, format, dir) = unsafe {
+            (
+                arg(dataset, "dataset")?,
+                arg(format, "format")?,
+                arg(dir, "dir")?,
+            )
+        };
+        let format = govshare_core::engine::ExportFormat::parse(format)?;
+        // SAFETY: per contract.
+        unsafe {
+            json_out(out_manifest_json, || {
+                to_json(&h.session.export(
+                    dataset,
+                    format,
+                    std::path::Path::new(dir),
+                    &mut |_| {},
+                )?)
+            })
+        }
+    })
+}

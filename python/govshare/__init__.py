@@ -276,6 +276,14 @@ class Session:
         raw = self._raw.verify(_str(dataset, "dataset"), sink.getvalue().to_pybytes())
         return Result(raw).to_arrow()
 
+    def export(self, dataset: str, path: _Path, format: str = "parquet") -> dict[str, Any]:
+        """Export the granted fields and rows of ``dataset`` (masked as granted) into the directory
+        ``path`` under an export grant: ``format`` is ``"parquet"``, ``"csv"``, ``"csv-gbk"`` or
+        ``"arrow"``. Returns the manifest (dataset, version, grant, rows, each file's blake3),
+        which is also written beside the file and digested on the audit trail. Refused with
+        :class:`LimitExceeded` beyond the grant's rows per export or exports per day."""
+        return _json.loads(self._raw.export(_str(dataset, "dataset"), _str(format, "format"), _os.fspath(path)))
+
     def catalog(self) -> list[dict[str, Any]]:
         """The datasets and fields this session may see now (masked fields with their masked
         type).

@@ -450,6 +450,24 @@ impl RawSession {
         ))
     }
 
+    /// Export a dataset into `dir`; the manifest as JSON.
+    fn export(
+        &self,
+        py: Python<'_>,
+        dataset: &str,
+        format: &str,
+        dir: PathBuf,
+    ) -> PyResult<String> {
+        let session = self.get()?;
+        let manifest = py
+            .detach(|| {
+                let format = govshare_core::engine::ExportFormat::parse(format)?;
+                session.export(dataset, format, &dir, &mut |_| {})
+            })
+            .map_err(to_py)?;
+        to_json(&manifest)
+    }
+
     fn catalog_json(&self, py: Python<'_>) -> PyResult<String> {
         let session = self.get()?;
         let c = py.detach(|| session.catalog()).map_err(to_py)?;

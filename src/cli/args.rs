@@ -110,6 +110,33 @@ pub(crate) enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Export the granted fields and rows of a dataset (masked as granted) under an export
+    /// grant, with a manifest whose digest is on the audit trail.
+    Export {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code.
+        #[arg(long)]
+        purpose: String,
+        /// How the user was authenticated (sensitive items in clear need second-factor).
+        #[arg(long, value_enum, default_value = "password")]
+        auth: AuthArg,
+        /// Dataset.
+        dataset: String,
+        /// parquet, csv, csv-gbk or arrow.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        /// Directory to write into (created; existing exports are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a received export against its manifest: every file there with its size and
+    /// blake3; prints the manifest's blake3 to compare with the trail's `export` record.
+    ExportCheck {
+        /// The manifest (`<dataset>.<ext>.manifest.json`).
+        manifest: PathBuf,
+    },
     /// Verify claims (核验) under a verify grant: match / no match per field, never a value.
     /// One subject with `--key` and `--claim FIELD=VALUE`, or a CSV file of claims.
     Verify {
@@ -564,6 +591,10 @@ pub(crate) struct GrantArgs {
     /// Validity in days from now.
     #[arg(long, default_value_t = 365)]
     pub(crate) days: i64,
+    /// An export grant instead of a query grant, with its limits: `MAX_ROWS,PER_DAY` (rows one
+    /// export may carry, exports a day).
+    #[arg(long, value_name = "LIMITS", conflicts_with = "verify")]
+    pub(crate) export: Option<String>,
     /// A verify grant (核验) instead of a query grant, with its limits:
     /// `PER_SECOND,PER_DAY,PER_SUBJECT_PER_DAY` checks, and `,disclose` to let answers say that
     /// a subject does not exist.

@@ -298,3 +298,37 @@ pub(super) fn verify(
     out!("({} checks)", answer.num_rows());
     Ok(())
 }
+
+/// `govshare export`: the export with a progress bar on stderr; the manifest's summary.
+pub(super) fn export(
+    store: &Path,
+    user: &str,
+    purpose: &str,
+    auth: AuthArg,
+    dataset: &str,
+    format: &str,
+    out: &Path,
+) -> Result<(), Error> {
+    let format = govshare_core::engine::ExportFormat::parse(format)?;
+    let engine = Engine::open(store)?;
+    let login = govshare_core::access::policy::Login::new(user, purpose, auth.into());
+    let session = engine.session_as(&login)?;
+    let bar = progress(None, "export");
+    let m = session.export(dataset, format, out, &mut |rows| bar.set_position(rows));
+    bar.finish_and_clear();
+    let m = m?;
+    for f in &m.files {
+        out!(
+            "{} rows → {} ({} bytes, blake3 {})",
+            m.rows,
+            out.join(&f.name).display(),
+            f.bytes,
+            f.blake3
+        );
+    }
+    out!(
+        "manifest: {}",
+        govshare_core::engine::manifest_path(out, dataset, format).display()
+    );
+    Ok(())
+}

@@ -381,6 +381,7 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
         },
         modes: vec![Mode::Query],
         verify: None,
+        export: None,
         valid_from: now,
         valid_until: now + chrono::Duration::days(365),
     };
@@ -523,6 +524,7 @@ fn application_demo(engine: &govshare_core::Engine, dir: &Path) -> Result<(), Er
             scope: RowScope::default(),
             modes: vec![Mode::Query],
             verify: None,
+            export: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(365),
         },

@@ -123,6 +123,29 @@ fn run(cli: Cli) -> Result<(), Error> {
             out!("{}", arrow_pretty(&r.batches)?);
             out!("({} rows)", r.num_rows());
         }
+        Command::Export {
+            user,
+            purpose,
+            auth,
+            dataset,
+            format,
+            out,
+        } => data::export(&cli.store, &user, &purpose, auth, &dataset, &format, &out)?,
+        Command::ExportCheck { manifest } => {
+            let (m, digest) = govshare_core::engine::verify_export(&manifest)?;
+            out!(
+                "ok: {} rows of {} version {} (grant {}), {} file(s) as listed",
+                m.rows,
+                m.dataset,
+                m.version,
+                m.grant,
+                m.files.len()
+            );
+            out!(
+                "manifest blake3 {digest} (the trail's export record after query {})",
+                m.query_seq
+            );
+        }
         Command::Verify {
             user,
             purpose,

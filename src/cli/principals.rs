@@ -5,8 +5,8 @@ use std::path::Path;
 
 use govshare_core::Error;
 use govshare_core::access::policy::{
-    Department, FieldGrant, GrantRequest, HostSystem, Mode, Origin, PrincipalStatus, Role,
-    RowScope, Treatment, User, VerifyTerms,
+    Department, ExportTerms, FieldGrant, GrantRequest, HostSystem, Mode, Origin, PrincipalStatus,
+    Role, RowScope, Treatment, User, VerifyTerms,
 };
 use govshare_core::catalog::MaskKind;
 
@@ -67,11 +67,28 @@ fn parse_verify(s: &str) -> Result<VerifyTerms, Error> {
     })
 }
 
+/// Export limits as the command line spells them: `MAX_ROWS,PER_DAY`.
+fn parse_export(s: &str) -> Result<ExportTerms, Error> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts[..] {
+        [rows, day] => match (rows.parse(), day.parse()) {
+            (Ok(max_rows), Ok(per_day)) => Ok(ExportTerms { max_rows, per_day }),
+            _ => Err(Error::invalid(format!(
+                "--export takes MAX_ROWS,PER_DAY, not '{s}'"
+            ))),
+        },
+        _ => Err(Error::invalid(format!(
+            "--export takes MAX_ROWS,PER_DAY, not '{s}'"
+        ))),
+    }
+}
+
 impl GrantArgs {
     pub(super) fn request(&self) -> Result<GrantRequest, Error> {
         let fields = parse_fields(&self.fields)?;
         let now = chrono::Utc::now();
         let verify = self.verify.as_deref().map(parse_verify).transpose()?;
+        let export = self.export.as_deref().map(parse_export).transpose()?;
         Ok(GrantRequest {
             consumer_dept: self.dept.clone(),
             users: self.users.clone(),
@@ -83,12 +100,13 @@ impl GrantArgs {
                 regions: self.regions.clone(),
                 subjects: self.subjects.clone(),
             },
-            modes: vec![if verify.is_some() {
-                Mode::Verify
-            } else {
-                Mode::Query
+            modes: vec![match (&verify, &export) {
+                (Some(_), _) => Mode::Verify,
+                (_, Some(_)) => Mode::Export,
+                _ => Mode::Query,
             }],
             verify,
+            export,
             valid_from: now,
             valid_until: now + chrono::Duration::days(self.days),
         })

@@ -221,6 +221,7 @@ pub fn request(
         scope,
         modes: vec![Mode::Query],
         verify: None,
+        export: None,
         valid_from: now - Duration::days(1),
         valid_until: now + Duration::days(365),
     }

@@ -65,6 +65,7 @@ pub fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> Grant
         scope: RowScope::default(),
         modes: vec![Mode::Query],
         verify: None,
+        export: None,
         valid_from: now - Duration::minutes(1),
         valid_until: now + Duration::days(1),
     }

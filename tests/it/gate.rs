@@ -84,6 +84,7 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::lookup_stream", Gate::Decided),
     ("Session::verify", Gate::Decided),
     ("Session::verify_one", Gate::Decided),
+    ("Session::export", Gate::Decided),
 ];
 
 /// Every function of the C header, with the Rust entry it translates (or plumbing).
@@ -116,6 +117,7 @@ const C: &[(&str, &str)] = &[
     ("gs_session_open_as", "Engine::session_as"),
     ("gs_session_lookup", "Session::lookup_stream"),
     ("gs_session_verify", "Session::verify"),
+    ("gs_session_export", "Session::export"),
     ("gs_engine_upsert_system", "Engine::upsert_system"),
     ("gs_engine_set_system_active", "Engine::set_system_status"),
     ("gs_engine_act", "Engine::act"),
@@ -170,6 +172,7 @@ const PYTHON: &[(&str, &str)] = &[
     ("Session.sql", "Session::sql_stream"),
     ("Session.lookup", "Session::lookup_stream"),
     ("Session.verify", "Session::verify"),
+    ("Session.export", "Session::export"),
     ("Session.catalog", "Session::catalog"),
     ("Session.cancel", "Session::cancel"),
     ("Session.close", "plumbing"),
@@ -654,6 +657,20 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
             Box::new(|| {
                 session
                     .verify_one("person", key, &[("name", "张三")])
+                    .map(drop)
+            }),
+        ),
+        (
+            "Session::export",
+            Box::new(|| {
+                let out = tempfile::tempdir().expect("tmp");
+                session
+                    .export(
+                        "person",
+                        govshare_core::engine::ExportFormat::Parquet,
+                        out.path(),
+                        &mut |_| {},
+                    )
                     .map(drop)
             }),
         ),

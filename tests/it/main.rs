@@ -31,3 +31,5 @@ mod workflow;
 mod reports;
 // Verify mode: match / no match under a verify grant, its quotas against enumeration.
 mod verify;
+// Bulk export: formats, masks and scope, manifests on the trail, row and daily limits.
+mod export;

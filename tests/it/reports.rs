@@ -35,6 +35,7 @@ fn apply(engine: &Engine, by: &str, dept: &str, field: &str) -> u64 {
             scope: RowScope::default(),
             modes: vec![Mode::Query],
             verify: None,
+            export: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(30),
         },

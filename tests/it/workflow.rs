@@ -82,6 +82,7 @@ fn form(w: &World, dept: &str, items: &[(&str, Treatment)]) -> ApplicationForm {
             scope: RowScope::default(),
             modes: vec![Mode::Query],
             verify: None,
+            export: None,
             valid_from: now,
             valid_until: now + Duration::days(365),
         },

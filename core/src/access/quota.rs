@@ -2,7 +2,8 @@
 //! oracle (an 18-character ID embeds a birth date and a region; unthrottled yes/no answers
 //! enumerate people).
 //!
-//! The counters live in the store directory, one file per grant (`quota/grant-<id>.q`), and are
+//! The counters live in the store directory, one file per grant (`quota/verify-<id>.q`; exports
+//! per day count the same way in `quota/export-<id>.q`), and are
 //! changed only under an OS lock on that file: the limits hold across restarts of the process
 //! and across every process that opens the store. A file is a 48-byte header — the current
 //! one-second window and its count, the current Beijing day and its count — followed by an
@@ -33,9 +34,14 @@ const MAX_PROBES: u64 = 256;
 const MIN_SLOTS: u64 = 1 << 10;
 const MAX_SLOTS: u64 = 1 << 22;
 
-/// The file holding grant `grant`'s counters under the store root `root`.
+/// The file holding grant `grant`'s verify counters under the store root `root`.
 pub fn path(root: &Path, grant: u64) -> PathBuf {
-    root.join("quota").join(format!("grant-{grant}.q"))
+    path_kind(root, "verify", grant)
+}
+
+/// The file holding grant `grant`'s counters of one kind of request (`verify`, `export`).
+fn path_kind(root: &Path, kind: &str, grant: u64) -> PathBuf {
+    root.join("quota").join(format!("{kind}-{grant}.q"))
 }
 
 /// A subject's key as the counters know it: a hash keyed with the store's secret, never 0
@@ -194,8 +200,13 @@ impl Table {
 
 /// Open (creating on first use) and lock grant `grant`'s counter file; the lock is released
 /// when the file is dropped.
-fn open_locked(root: &Path, grant: u64, terms: &VerifyTerms) -> Result<(File, PathBuf, Header)> {
-    let p = path(root, grant);
+fn open_locked(
+    root: &Path,
+    kind: &str,
+    grant: u64,
+    terms: &VerifyTerms,
+) -> Result<(File, PathBuf, Header)> {
+    let p = path_kind(root, kind, grant);
     if let Some(dir) = p.parent() {
         crate::durable::create_private_dir(dir)?;
     }
@@ -237,13 +248,26 @@ pub fn charge(
     now: DateTime<Utc>,
     subjects: &[u64],
 ) -> Result<()> {
+    charge_kind(root, "verify", grant, terms, now, subjects)
+}
+
+/// [`charge`] for another kind of request (`export`: one tag per export, per-day limit only),
+/// counted in its own file.
+pub fn charge_kind(
+    root: &Path,
+    kind: &str,
+    grant: u64,
+    terms: &VerifyTerms,
+    now: DateTime<Utc>,
+    subjects: &[u64],
+) -> Result<()> {
     let n = subjects.len() as u64;
     let refuse = |what: &str, limit: u32| {
         Err(Error::LimitExceeded(format!(
             "grant {grant} answers at most {limit} verify checks {what}; this request of {n} check(s) would pass it"
         )))
     };
-    let (f, p, mut h) = open_locked(root, grant, terms)?;
+    let (f, p, mut h) = open_locked(root, kind, grant, terms)?;
     let second = now.timestamp();
     let day = i64::from(crate::calendar::beijing_date(now).num_days_from_ce());
     if h.second != second {
@@ -311,7 +335,7 @@ pub fn charge(
 
 /// The counters of grant `grant` as they stand at `now` (zero when it never answered).
 pub fn usage(root: &Path, grant: u64, terms: &VerifyTerms, now: DateTime<Utc>) -> Result<Usage> {
-    let (_f, _p, h) = open_locked(root, grant, terms)?;
+    let (_f, _p, h) = open_locked(root, "verify", grant, terms)?;
     let day = i64::from(crate::calendar::beijing_date(now).num_days_from_ce());
     Ok(Usage {
         this_second: if h.second == now.timestamp() {

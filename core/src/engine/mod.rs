@@ -22,6 +22,7 @@
 //! nothing computed for one principal is ever served to another.
 
 mod admin;
+mod export;
 mod reports;
 mod session;
 mod stream;
@@ -44,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, Writer};
 
 pub use admin::LoadSummary;
+pub use export::{ExportFile, ExportFormat, ExportManifest, manifest_path, verify_export};
 pub use reports::{RENEWAL_WINDOW_DAYS, REPORTS, UNUSUAL_FACTOR, UNUSUAL_FLOOR};
 pub use session::{Canceller, Session, Verification, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};

@@ -19,6 +19,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
+use super::export::{ExportFormat, ExportManifest};
 use super::stream::{Bounds, QueryAudit, QueryStream};
 use super::surface;
 use super::translate::Denials;
@@ -390,6 +391,149 @@ impl Session {
         })
     }
 
+    /// Export the granted fields and rows of `dataset` (masked as granted) into `dir` as
+    /// `<dataset>.<ext>` with a manifest `<dataset>.<ext>.manifest.json`, under an export grant:
+    /// refused when the rows in scope pass the grant's `max_rows` or the day's exports its
+    /// `per_day` (nothing written, the refusal recorded); recorded like a query (durable before
+    /// the first row; the subjects exported in the completion record), and the manifest's
+    /// blake3 in an `export` record. `progress` is called with the rows written so far. A
+    /// failed export leaves no file behind; existing files are never overwritten.
+    pub fn export(
+        &self,
+        dataset: &str,
+        format: ExportFormat,
+        dir: &std::path::Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ExportManifest> {
+        let started = Instant::now();
+        let generation = self.cancel.load(Ordering::SeqCst);
+        let planned = self.plan_export(dataset);
+        let what = serde_json::json!({ "dataset": dataset, "format": format });
+        let (grant, fields) = match &planned {
+            Ok(p) => {
+                let access = &p.decision.datasets()[dataset];
+                (
+                    access.grant_id(),
+                    access
+                        .fields()
+                        .iter()
+                        .map(|(f, t)| match t {
+                            Treatment::Clear => f.clone(),
+                            Treatment::Masked(m) => format!("{f}:{m:?}"),
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            }
+            Err(_) => (0, Vec::new()),
+        };
+        let department = planned
+            .as_ref()
+            .map(|p| p.decision.department().to_string())
+            .unwrap_or_default();
+        let mut stream = self.start(started, generation, ("export", what), planned)?;
+        let version = stream.snapshot_version(dataset).unwrap_or(0);
+        let query_seq = stream.query_seq().unwrap_or(0);
+        let mut sink = super::export::Sink::create(dir, dataset, format, &stream.schema())?;
+        let mut rows = 0u64;
+        let written = (|| {
+            for batch in stream.by_ref() {
+                let batch = batch?;
+                sink.write(&batch)?;
+                rows += batch.num_rows() as u64;
+                progress(rows);
+            }
+            Ok::<_, Error>(())
+        })();
+        if let Err(e) = written {
+            sink.abandon();
+            return Err(e);
+        }
+        let file = sink.finish()?;
+        drop(stream);
+        let manifest = ExportManifest {
+            dataset: dataset.to_string(),
+            version,
+            grant,
+            user: self.user.clone(),
+            purpose: self.purpose.clone(),
+            department,
+            fields,
+            format,
+            rows,
+            files: vec![file],
+            query_seq,
+            created_at: self.engine.now(),
+        };
+        let digest = super::export::write_manifest(dir, &manifest)?;
+        self.engine.inner.audit.append(
+            "export",
+            &self.user,
+            serde_json::json!({
+                "query": query_seq,
+                "dataset": dataset,
+                "rows": rows,
+                "manifest_blake3": digest,
+                "files": manifest.files.iter().map(|f| &f.blake3).collect::<Vec<_>>(),
+            }),
+        )?;
+        Ok(manifest)
+    }
+
+    /// The gate in export mode, the plan of the whole granted table, and the grant's limits
+    /// (rows in scope, exports today) — everything that may refuse an export before it starts.
+    fn plan_export(&self, dataset: &str) -> Result<Planned> {
+        let decision = decide(&self.engine, &self.login, Mode::Export)?;
+        let access = decision.datasets().get(dataset).ok_or_else(|| {
+            Error::AccessDenied(format!(
+                "no export grant lets {} export '{dataset}' for this purpose",
+                self.user
+            ))
+        })?;
+        let terms = access.export_terms().ok_or_else(|| {
+            Error::AccessDenied(format!("the grant on '{dataset}' is not an export grant"))
+        })?;
+        let grant = access.grant_id();
+        // Dataset names are catalog identifiers; quoted all the same.
+        let planned = self.plan_decided(
+            decision,
+            &format!("SELECT * FROM \"{}\"", dataset.replace('"', "\"\"")),
+        )?;
+        let in_scope: u64 = planned
+            .tables
+            .iter()
+            .filter(|(n, _)| n == dataset)
+            .map(|(_, t)| t.scope_len())
+            .sum();
+        if in_scope > terms.max_rows {
+            return Err(Error::LimitExceeded(format!(
+                "grant {grant} exports at most {} rows at a time; the rows in scope are more — ask for a narrower scope",
+                terms.max_rows
+            )));
+        }
+        let as_quota = crate::access::policy::VerifyTerms {
+            per_second: u32::MAX,
+            per_day: terms.per_day,
+            per_subject_per_day: u32::MAX,
+            disclose_absence: false,
+        };
+        quota::charge_kind(
+            self.engine.store().root(),
+            "export",
+            grant,
+            &as_quota,
+            self.engine.now(),
+            &[0],
+        )
+        .map_err(|e| match e {
+            Error::LimitExceeded(_) => Error::LimitExceeded(format!(
+                "grant {grant} allows {} exports a day; none is left today",
+                terms.per_day
+            )),
+            e => e,
+        })?;
+        Ok(planned)
+    }
+
     /// Decide and plan a lookup: one secured table, its key index, no SQL.
     fn plan_lookup(&self, dataset: &str, keys: &[&str]) -> Result<Planned> {
         let decision = self.decision()?;
@@ -499,7 +643,9 @@ impl Session {
                 })
             }
             Err(e) => {
-                let kind = if matches!(e, Error::AccessDenied(_)) {
+                // A limit hit before anything ran (an export's rows or daily count) is a
+                // refusal too.
+                let kind = if matches!(e, Error::AccessDenied(_) | Error::LimitExceeded(_)) {
                     "denied"
                 } else {
                     "failed"
@@ -517,7 +663,11 @@ impl Session {
     /// Decide, build the context under the store's query limits, check and plan `sql` down
     /// to a bounded physical plan — nothing executed yet.
     fn plan(&self, sql: &str) -> Result<Planned> {
-        let decision = self.decision()?;
+        self.plan_decided(self.decision()?, sql)
+    }
+
+    /// [`Session::plan`] under a decision already made (in any mode).
+    fn plan_decided(&self, decision: Decision, sql: &str) -> Result<Planned> {
         let limits = self.engine.store().settings()?.query;
         let (ctx, tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog_shared()?;

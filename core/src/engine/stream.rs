@@ -67,6 +67,21 @@ pub(super) struct QueryAudit {
 }
 
 impl QueryStream {
+    /// The trail's sequence number of the query's opening record.
+    pub(super) fn query_seq(&self) -> Option<u64> {
+        self.audit.as_ref().map(|a| a.seq)
+    }
+
+    /// The data version of `dataset` the query reads.
+    pub(super) fn snapshot_version(&self, dataset: &str) -> Option<u64> {
+        self.audit
+            .as_ref()?
+            .tables
+            .iter()
+            .find(|(n, _)| n == dataset)
+            .map(|(_, t)| t.snapshot().version())
+    }
+
     /// Append the completion record: rows, result digest, duration, and the subjects read —
     /// per dataset, the row ids the secured scan read: in the record as one range or a short
     /// list, or else as a roaring bitmap file whose digest is on the chain.

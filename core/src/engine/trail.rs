@@ -400,6 +400,13 @@ fn request_text(body: &serde_json::Value) -> String {
             v["checks"].as_u64().unwrap_or(0)
         );
     }
+    if let Some(x) = body.get("export") {
+        return format!(
+            "export of {} ({})",
+            x["dataset"].as_str().unwrap_or_default(),
+            x["format"].as_str().unwrap_or_default()
+        );
+    }
     match body.get("lookup") {
         Some(l) => format!(
             "lookup by key in {} ({} keys)",

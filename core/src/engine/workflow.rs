@@ -273,9 +273,9 @@ pub struct ConflictEntry {
     pub resolution: Option<Resolution>,
 }
 
-/// The service modes served today; the others (export, push, aggregate) are recorded on grants
-/// for the services still to come.
-pub const SERVED_MODES: [Mode; 2] = [Mode::Query, Mode::Verify];
+/// The service modes served today; the others (push, aggregate) are recorded on grants for the
+/// services still to come.
+pub const SERVED_MODES: [Mode; 3] = [Mode::Query, Mode::Verify, Mode::Export];
 
 impl WorkflowAct {
     fn note(&self) -> String {

@@ -188,8 +188,8 @@ pub struct RowScope {
     pub subjects: Option<Vec<String>>,
 }
 
-/// Service modes (000 §19, 002 §20). `query` and `verify` are served; the others are recorded
-/// on grants now so their services can enforce them.
+/// Service modes (000 §19, 002 §20). `query`, `verify` and `export` are served; the others
+/// are recorded on grants now so their services can enforce them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -220,6 +220,16 @@ pub struct VerifyTerms {
     /// Whether an answer may say that no such subject exists (in scope); otherwise an unknown
     /// subject answers "no match" on every field, indistinguishable from wrong claims.
     pub disclose_absence: bool,
+}
+
+/// The limits of an export-mode grant (bulk delivery of the granted fields and rows): how
+/// many rows one export may carry and how many exports a day the grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportTerms {
+    /// Rows in scope one export may carry; a larger scope is refused, not cut.
+    pub max_rows: u64,
+    /// Exports per day (a Beijing calendar day).
+    pub per_day: u32,
 }
 
 /// Where a grant came from.
@@ -264,6 +274,9 @@ pub struct GrantRequest {
     /// The limits of the verify mode; required when `modes` holds [`Mode::Verify`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyTerms>,
+    /// The limits of the export mode; required when `modes` holds [`Mode::Export`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportTerms>,
     /// Start of validity.
     pub valid_from: DateTime<Utc>,
     /// End of validity (exclusive).
@@ -351,6 +364,7 @@ pub struct DatasetAccess {
     pub(in crate::access::policy) fields: Vec<(String, Treatment)>,
     pub(in crate::access::policy) scope: RowScope,
     pub(in crate::access::policy) verify: Option<VerifyTerms>,
+    pub(in crate::access::policy) export: Option<ExportTerms>,
 }
 
 impl DatasetAccess {
@@ -372,6 +386,11 @@ impl DatasetAccess {
     /// The limits of a verify decision (`None` in other modes).
     pub fn verify_terms(&self) -> Option<VerifyTerms> {
         self.verify
+    }
+
+    /// The limits of an export decision (`None` in other modes).
+    pub fn export_terms(&self) -> Option<ExportTerms> {
+        self.export
     }
 }
 
@@ -501,12 +520,16 @@ impl Policy {
                 && now < r.valid_until;
             // A verify grant answers only within its limits: one without them (a document
             // older than the limits) answers nothing.
-            let verify = match mode {
+            let (verify, export) = match mode {
                 Mode::Verify => match r.verify {
-                    Some(t) => Some(t),
+                    Some(t) => (Some(t), None),
                     None => continue,
                 },
-                _ => None,
+                Mode::Export => match r.export {
+                    Some(t) => (None, Some(t)),
+                    None => continue,
+                },
+                _ => (None, None),
             };
             if !valid || datasets.contains_key(&r.dataset) {
                 continue;
@@ -553,6 +576,7 @@ impl Policy {
                     fields,
                     scope: r.scope.clone(),
                     verify,
+                    export,
                 },
             );
         }
@@ -612,6 +636,19 @@ impl Policy {
             (false, Some(_)) => {
                 return Err(Error::invalid(
                     "verify limits are given but the grant has no verify mode",
+                ));
+            }
+            _ => {}
+        }
+        match (r.modes.contains(&Mode::Export), &r.export) {
+            (true, None) => {
+                return Err(Error::invalid(
+                    "an export grant needs its limits (rows per export, exports per day)",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    "export limits are given but the grant has no export mode",
                 ));
             }
             _ => {}
