@@ -8,7 +8,9 @@ use std::process::Command;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use govshare_core::Engine;
-use govshare_core::access::policy::{AuthMethod, Login, Mode, Role, RowScope, VerifyTerms};
+use govshare_core::access::policy::{
+    AuthMethod, ExportTerms, Login, Mode, Role, RowScope, VerifyTerms,
+};
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{Encoding, write_csv};
 use govshare_core::synth::Synth;
@@ -54,7 +56,8 @@ fn compile(src: &Path, out: &Path) {
 }
 
 /// A store with persons and the principals of the cases: alice (CIVIL) with grants FULL,
-/// MASK (masked identity), CTY (one county) and VER (verify names); bob (TAX) with none.
+/// MASK (masked identity), CTY (one county), VER (verify names) and EXP (export sex codes); bob
+/// (TAX) with none.
 fn fixture(dir: &Path) -> PathBuf {
     let root = dir.join("store");
     let store = testkit::generated_store(&root, 9, 1500, 0, 256);
@@ -124,6 +127,22 @@ fn fixture(dir: &Path) -> PathBuf {
     engine
         .decide_request("appr", verify, true, "")
         .expect("verify grant");
+    // EXP: sex_code may be exported, 5 exports a day.
+    let mut export = testkit::request(
+        "CIVIL",
+        "person",
+        "EXP",
+        testkit::fields(&["sex_code"], &[]),
+        RowScope::default(),
+    );
+    export.modes = vec![Mode::Export];
+    export.export = Some(ExportTerms {
+        max_rows: 100_000,
+        per_day: 5,
+    });
+    engine
+        .decide_request("appr", export, true, "")
+        .expect("export grant");
     root
 }
 

@@ -53,3 +53,25 @@ def test_verify_answers_yes_or_no_only_and_stops_at_the_subject_limit(store):
         # Two checks of this subject today already: the third is refused.
         with pytest.raises(LimitExceeded, match="one subject"):
             v.verify("person", {"citizen_id": [key], "name": [name]})
+
+
+def test_export_writes_the_granted_rows_masked_with_a_manifest_that_verifies(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    with govshare.connect(store["path"], user="civil", purpose="EXPORT") as s:
+        m = s.export("person", tmp_path / "out")
+        with pytest.raises(govshare.InvalidInput):
+            s.export("person", tmp_path / "out")  # never overwrites
+        csv = s.export("person", tmp_path / "out", format="csv-gbk")
+        with pytest.raises(AccessDenied):
+            s.sql("SELECT name FROM person")  # an export grant does not query
+    t = pq.read_table(tmp_path / "out" / "person.parquet")
+    assert t.column_names == ["name", "sex_code", "hukou_region_code"]
+    assert t.num_rows == m["rows"] > 0
+    assert all("*" in n for n in t["name"].to_pylist())
+    assert all(c.startswith(store["province"]) for c in t["hukou_region_code"].to_pylist())
+    assert m["files"][0]["name"] == "person.parquet" and len(m["files"][0]["blake3"]) == 64
+    assert (tmp_path / "out" / "person.parquet.manifest.json").exists()
+    text = (tmp_path / "out" / "person.csv").read_bytes().decode("gbk")
+    assert text.splitlines()[0] == "name,sex_code,hukou_region_code"
+    assert len(text.splitlines()) == csv["rows"] + 1

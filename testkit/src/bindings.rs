@@ -18,7 +18,11 @@ use crate::{add_principals, fields, regions, request};
 /// - STAT, purpose STATS: sex_code and hukou_region_code, granted on request (unconditional);
 /// - CIVIL, FULL: citizen_id, name, sex_code, hukou_region_code in clear;
 /// - CIVIL, CHECK: citizen_id clear, name and mobile_phone masked;
-/// - CIVIL, PROV: FULL's fields, rows of the most populous province only.
+/// - CIVIL, PROV: FULL's fields, rows of the most populous province only;
+/// - CIVIL, VERIFY: name and birth_date may be verified (20 a day, 2 per subject, absence
+///   disclosed);
+/// - CIVIL, EXPORT: name (masked), sex_code, hukou_region_code of PROV's province may be
+///   exported (1,000 rows an export, 50 a day).
 #[derive(Debug, Clone)]
 pub struct BindingsStore {
     /// The store directory.
@@ -143,6 +147,24 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
                 disclose_absence: true,
             });
             p.decide_request(c, verify, "appr", true, "", now)?;
+            // EXPORT: sex_code and hukou_region_code of the province, at most 1,000 rows an
+            // export, 50 exports a day.
+            let mut export = request(
+                "CIVIL",
+                "person",
+                "EXPORT",
+                fields(
+                    &["sex_code", "hukou_region_code"],
+                    &[("name", MaskKind::Name)],
+                ),
+                regions(&[&prov6]),
+            );
+            export.modes = vec![govshare_core::access::policy::Mode::Export];
+            export.export = Some(govshare_core::access::policy::ExportTerms {
+                max_rows: 1_000,
+                per_day: 50,
+            });
+            p.decide_request(c, export, "appr", true, "", now)?;
             Ok(())
         })
         .expect("policy");

@@ -1147,3 +1147,109 @@ fn lookup_and_verify_from_the_command_line() {
     assert!(out.contains(id) && out.contains("(1 rows)"), "{out}");
     assert!(!out.contains(name), "the name is granted masked: {out}");
 }
+
+/// Export from the command line: `grant approve --export MAX_ROWS,PER_DAY` makes an export
+/// grant; `export` writes the file and its manifest; `export-check` verifies a delivery and
+/// catches a changed file; the daily limit refuses with its exit code.
+#[test]
+fn export_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    stat_store(&store, &data);
+    for args in [
+        vec![
+            "dept",
+            "add",
+            "PSB",
+            "省公安厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "appr",
+            "赵审批",
+            "--dept",
+            "PSB",
+            "--roles",
+            "provider-approver",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "approve",
+            "--by",
+            "appr",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "sex_code,name:name",
+            "--purpose",
+            "X",
+            "--purpose-text",
+            "批量共享",
+            "--export",
+            "1000,1",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let out = dir.path().join("out");
+    let o = out.to_str().expect("p");
+    let printed = ok(&govshare(
+        &store,
+        &[
+            "export",
+            "--user",
+            "stat",
+            "--purpose",
+            "X",
+            "person",
+            "--format",
+            "csv",
+            "--out",
+            o,
+        ],
+    ));
+    assert!(printed.contains("300 rows"), "{printed}");
+    let text = std::fs::read_to_string(out.join("person.csv")).expect("csv");
+    assert_eq!(text.lines().count(), 301);
+    assert!(text.starts_with("name,sex_code\n"), "{text}");
+    let manifest = out.join("person.csv.manifest.json");
+    let checked = ok(&govshare(
+        &store,
+        &["export-check", manifest.to_str().expect("p")],
+    ));
+    assert!(checked.starts_with("ok: 300 rows of person"), "{checked}");
+    // The day's one export is used: refused, and nothing written.
+    let again = govshare(
+        &store,
+        &[
+            "export",
+            "--user",
+            "stat",
+            "--purpose",
+            "X",
+            "person",
+            "--out",
+            dir.path().join("again").to_str().expect("p"),
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("1 exports a day"));
+    assert!(!dir.path().join("again").exists());
+    // A changed delivery fails the check.
+    std::fs::write(out.join("person.csv"), text.replace('*', "#")).expect("tamper");
+    assert!(
+        !govshare(&store, &["export-check", manifest.to_str().expect("p")])
+            .status
+            .success()
+    );
+}

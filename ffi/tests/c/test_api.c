@@ -234,7 +234,7 @@ static int64_t drain_text(struct ArrowArrayStream *stream, char *buf, size_t siz
   return rows;
 }
 
-static void services(gs_engine *engine) {
+static void services(gs_engine *engine, const char *scratch) {
   gs_session *s = NULL, *v = NULL;
   CHECK_STATUS(open_strong(engine, "alice", "FULL", &s), GS_OK, gs_engine_errmsg(engine));
   /* A verify-only purpose opens a session too (password login: verify reveals no value). */
@@ -292,6 +292,30 @@ static void services(gs_engine *engine) {
     }
   }
   CHECK_STATUS(gs_session_close(v), GS_OK, "");
+
+  /* Export: a CSV with its manifest; a query session has no export grant. */
+  gs_session *x = NULL;
+  CHECK_STATUS(gs_session_open(engine, "alice", "EXP", &x), GS_OK, gs_engine_errmsg(engine));
+  char dir[1024], path[1200];
+  snprintf(dir, sizeof dir, "%s/export", scratch);
+  char *manifest = NULL;
+  CHECK_STATUS(gs_session_export(x, "person", "csv", dir, &manifest), GS_OK, gs_session_errmsg(x));
+  CHECK(strstr(manifest, "\"rows\":1500") != NULL, "%s", manifest);
+  CHECK(strstr(manifest, "\"blake3\"") != NULL, "%s", manifest);
+  gs_string_free(manifest);
+  snprintf(path, sizeof path, "%s/person.csv", dir);
+  FILE *csv = fopen(path, "r");
+  CHECK(csv != NULL, "the export file %s", path);
+  CHECK(fgets(text, sizeof text, csv) != NULL && strcmp(text, "sex_code\n") == 0, "%s", text);
+  fclose(csv);
+  CHECK_STATUS(gs_session_export(x, "person", "csv", dir, &manifest), GS_INVALID_INPUT,
+               gs_session_errmsg(x));
+  CHECK(manifest == NULL, "no manifest on failure");
+  CHECK_STATUS(gs_session_export(x, "person", "xlsx", dir, &manifest), GS_INVALID_INPUT,
+               gs_session_errmsg(x));
+  CHECK_STATUS(gs_session_export(s, "person", "csv", dir, &manifest), GS_ACCESS_DENIED,
+               gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_close(x), GS_OK, "");
   CHECK_STATUS(gs_session_close(s), GS_OK, "");
   printf("OK services\n");
 }
@@ -660,7 +684,7 @@ int main(int argc, char **argv) {
   CHECK_STATUS(gs_engine_open(argv[1], &engine), GS_OK, gs_last_error());
   run_cases(engine, argv[2]);
   misuse(engine);
-  services(engine);
+  services(engine, argv[4]);
   threads(engine);
   CHECK_STATUS(gs_engine_close(engine), GS_OK, "");
   admin(argv[4], argv[3]);
