@@ -1,15 +1,17 @@
-//! Verify (核验) on a loaded store: one subject's claims, and batches of claims.
+//! The service modes beyond SQL on a loaded store: verify (核验) — one subject's claims, and
+//! batches of claims — and bulk export.
 //!
 //! ```sh
-//! cargo bench --bench verify                          # 1M persons
-//! GOVSHARE_BENCH_ROWS=10000000 cargo bench --bench verify
+//! cargo bench --bench services                          # 1M persons
+//! GOVSHARE_BENCH_ROWS=10000000 cargo bench --bench services
 //! ```
 //! `single` is `Session::verify_one` as a host calls it: the gate in verify mode, the quota
 //! charged (a locked counter file), the opening record durable before the answer, the subject's
 //! stored values read through the key index and row blocks. `single_no_audit` is the same
 //! decision, quota and comparison without the trail (the engine has no unaudited path; this
 //! bench assembles it). `batch_10k` is one `Session::verify` of 10,000 claims (one durable
-//! record for the batch).
+//! record for the batch). `export/parquet` and `export/csv` export the whole table's granted
+//! fields (two masked) under an export grant, into a fresh directory each time.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -61,7 +63,26 @@ fn verify(c: &mut Criterion) {
         per_subject_per_day: 1_000_000,
         disclose_absence: false,
     });
-    testkit::approve(&store, "appr", vec![r]);
+    let mut x = testkit::request(
+        "D",
+        "person",
+        "X",
+        testkit::fields(
+            &["sex_code", "hukou_region_code"],
+            &[
+                ("citizen_id", govshare_core::catalog::MaskKind::CitizenId),
+                ("name", govshare_core::catalog::MaskKind::Name),
+                ("birth_date", govshare_core::catalog::MaskKind::DateToYear),
+            ],
+        ),
+        RowScope::default(),
+    );
+    x.modes = vec![Mode::Export];
+    x.export = Some(govshare_core::access::policy::ExportTerms {
+        max_rows: u64::MAX,
+        per_day: u32::MAX,
+    });
+    testkit::approve(&store, "appr", vec![r, x]);
     let snap = store.snapshot("person").expect("snap");
     let people = snap
         .read(None, Some(&["citizen_id", "name", "birth_date"]))
@@ -141,6 +162,31 @@ fn verify(c: &mut Criterion) {
     g.bench_function("batch_10k", |b| {
         b.iter(|| black_box(s.verify("person", &batch).expect("verify")))
     });
+    g.finish();
+
+    let x = engine
+        .session_as(&Login::new("u", "X", AuthMethod::Password))
+        .expect("export session");
+    let mut g = c.benchmark_group(format!("export/{n}"));
+    g.throughput(Throughput::Elements(n as u64));
+    g.sample_size(10);
+    for (name, format) in [
+        ("parquet", govshare_core::engine::ExportFormat::Parquet),
+        ("csv", govshare_core::engine::ExportFormat::CsvUtf8),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || tempfile::tempdir().expect("tmp"),
+                |out| {
+                    black_box(
+                        x.export("person", format, out.path(), &mut |_| {})
+                            .expect("export"),
+                    )
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
 }
 
