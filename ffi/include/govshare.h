@@ -407,6 +407,16 @@ gs_status gs_session_export(gs_session *session,
                             const char *dir,
                             char **out_manifest_json);
 
+// Run an aggregate query under an aggregate-only grant: only aggregates of one dataset, groups
+// with fewer subjects than the grant's minimum left out, no use of the key field, within the
+// grant's queries per day (`GS_LIMIT_EXCEEDED` beyond). Otherwise as [`gs_session_query`].
+//
+// # Safety
+// As [`gs_session_query`].
+gs_status gs_session_aggregate(gs_session *session,
+                               const char *sql,
+                               struct ArrowArrayStream *out_stream);
+
 // The name of a status (`"GS_ACCESS_DENIED"`), for logs. Never NULL; a static string.
 const char *gs_status_name(gs_status status);
 

@@ -294,3 +294,26 @@ pub unsafe extern "C" fn gs_session_export(
         }
     })
 }
+
+/// Run an aggregate query under an aggregate-only grant: only aggregates of one dataset, groups
+/// with fewer subjects than the grant's minimum left out, no use of the key field, within the
+/// grant's queries per day (`GS_LIMIT_EXCEEDED` beyond). Otherwise as [`gs_session_query`].
+///
+/// # Safety
+/// As [`gs_session_query`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_aggregate(
+    session: *mut gs_session,
+    sql: *const c_char,
+    out_stream: *mut FFI_ArrowArrayStream,
+) -> gs_status {
+    with_session(session, |h| {
+        non_null(out_stream, "out_stream")?;
+        // SAFETY: per contract.
+        let sql = unsafe { arg(sql, "sql") }?;
+        let stream = h.session.aggregate_stream(sql)?;
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { put_stream(out_stream, Box::new(QueryStreamArrow(stream))) };
+        Ok(())
+    })
+}

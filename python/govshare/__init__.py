@@ -253,6 +253,12 @@ class Session:
         """
         return Result(self._raw.sql(_str(query, "query")))
 
+    def aggregate(self, query: str) -> Result:
+        """Run an aggregate query under an aggregate-only grant: only aggregates of one dataset;
+        groups with fewer subjects than the grant's minimum are left out; the key field may not
+        be used; each query counts against the grant's daily budget."""
+        return Result(self._raw.aggregate(_str(query, "query")))
+
     def lookup(self, dataset: str, keys: Sequence[str]) -> Result:
         """The subjects of ``dataset`` with these keys, as this session may see them: every
         granted field, masked as granted; a key not found or out of scope is simply absent.

@@ -409,6 +409,15 @@ impl RawSession {
         ))
     }
 
+    fn aggregate(&self, py: Python<'_>, sql: &str) -> PyResult<RawStream> {
+        let session = self.get()?;
+        let stream = py.detach(|| session.aggregate_stream(sql)).map_err(to_py)?;
+        Ok(RawStream::new(
+            stream.schema(),
+            Source::Query(Box::new(stream)),
+        ))
+    }
+
     fn lookup(&self, py: Python<'_>, dataset: &str, keys: Vec<String>) -> PyResult<RawStream> {
         let session = self.get()?;
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();

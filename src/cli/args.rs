@@ -110,6 +110,21 @@ pub(crate) enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Run an aggregate query under an aggregate-only grant (groups smaller than the grant's
+    /// minimum are left out).
+    Aggregate {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code.
+        #[arg(long)]
+        purpose: String,
+        /// How the user was authenticated.
+        #[arg(long, value_enum, default_value = "password")]
+        auth: AuthArg,
+        /// The query.
+        query: String,
+    },
     /// Export the granted fields and rows of a dataset (masked as granted) under an export
     /// grant, with a manifest whose digest is on the audit trail.
     Export {
@@ -595,6 +610,10 @@ pub(crate) struct GrantArgs {
     /// export may carry, exports a day).
     #[arg(long, value_name = "LIMITS", conflicts_with = "verify")]
     pub(crate) export: Option<String>,
+    /// An aggregate-only grant instead of a query grant, with its limits: `MIN_GROUP,PER_DAY`
+    /// (the smallest group answered, queries a day).
+    #[arg(long, value_name = "LIMITS", conflicts_with_all = ["verify", "export"])]
+    pub(crate) aggregate: Option<String>,
     /// A verify grant (核验) instead of a query grant, with its limits:
     /// `PER_SECOND,PER_DAY,PER_SUBJECT_PER_DAY` checks, and `,disclose` to let answers say that
     /// a subject does not exist.
@@ -698,8 +717,9 @@ pub(crate) enum AppCmd {
     /// granted at once, conditional ones go to the completeness check, not-shared ones to the
     /// coordinator.
     Apply {
+        // Boxed: the grant's options make this variant much larger than the others.
         #[command(flatten)]
-        grant: GrantArgs,
+        grant: Box<GrantArgs>,
         /// The legal basis of the need.
         #[arg(long)]
         legal_basis: String,

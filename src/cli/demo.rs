@@ -382,6 +382,7 @@ fn access_demo(engine: &govshare_core::Engine, county: &str) -> Result<String, E
         modes: vec![Mode::Query],
         verify: None,
         export: None,
+        aggregate: None,
         valid_from: now,
         valid_until: now + chrono::Duration::days(365),
     };
@@ -525,6 +526,7 @@ fn application_demo(engine: &govshare_core::Engine, dir: &Path) -> Result<(), Er
             modes: vec![Mode::Query],
             verify: None,
             export: None,
+            aggregate: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(365),
         },

@@ -123,6 +123,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             out!("{}", arrow_pretty(&r.batches)?);
             out!("({} rows)", r.num_rows());
         }
+        Command::Aggregate {
+            user,
+            purpose,
+            auth,
+            query,
+        } => {
+            let engine = govshare_core::Engine::open(&cli.store)?;
+            let login = govshare_core::access::policy::Login::new(&user, &purpose, auth.into());
+            let r = engine.session_as(&login)?.aggregate(&query)?;
+            out!("{}", arrow_pretty(&r.batches)?);
+            out!("({} groups)", r.num_rows());
+        }
         Command::Export {
             user,
             purpose,

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use govshare_core::Error;
 use govshare_core::access::policy::{
-    Department, ExportTerms, FieldGrant, GrantRequest, HostSystem, Mode, Origin, PrincipalStatus,
-    Role, RowScope, Treatment, User, VerifyTerms,
+    AggregateTerms, Department, ExportTerms, FieldGrant, GrantRequest, HostSystem, Mode, Origin,
+    PrincipalStatus, Role, RowScope, Treatment, User, VerifyTerms,
 };
 use govshare_core::catalog::MaskKind;
 
@@ -67,6 +67,19 @@ fn parse_verify(s: &str) -> Result<VerifyTerms, Error> {
     })
 }
 
+/// Aggregate limits as the command line spells them: `MIN_GROUP,PER_DAY`.
+fn parse_aggregate(s: &str) -> Result<AggregateTerms, Error> {
+    let bad = || Error::invalid(format!("--aggregate takes MIN_GROUP,PER_DAY, not '{s}'"));
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts[..] {
+        [min, day] => Ok(AggregateTerms {
+            min_group: min.parse().map_err(|_| bad())?,
+            per_day: day.parse().map_err(|_| bad())?,
+        }),
+        _ => Err(bad()),
+    }
+}
+
 /// Export limits as the command line spells them: `MAX_ROWS,PER_DAY`.
 fn parse_export(s: &str) -> Result<ExportTerms, Error> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -89,6 +102,7 @@ impl GrantArgs {
         let now = chrono::Utc::now();
         let verify = self.verify.as_deref().map(parse_verify).transpose()?;
         let export = self.export.as_deref().map(parse_export).transpose()?;
+        let aggregate = self.aggregate.as_deref().map(parse_aggregate).transpose()?;
         Ok(GrantRequest {
             consumer_dept: self.dept.clone(),
             users: self.users.clone(),
@@ -100,13 +114,15 @@ impl GrantArgs {
                 regions: self.regions.clone(),
                 subjects: self.subjects.clone(),
             },
-            modes: vec![match (&verify, &export) {
-                (Some(_), _) => Mode::Verify,
-                (_, Some(_)) => Mode::Export,
+            modes: vec![match (&verify, &export, &aggregate) {
+                (Some(_), _, _) => Mode::Verify,
+                (_, Some(_), _) => Mode::Export,
+                (_, _, Some(_)) => Mode::Aggregate,
                 _ => Mode::Query,
             }],
             verify,
             export,
+            aggregate,
             valid_from: now,
             valid_until: now + chrono::Duration::days(self.days),
         })

@@ -222,6 +222,7 @@ pub fn request(
         modes: vec![Mode::Query],
         verify: None,
         export: None,
+        aggregate: None,
         valid_from: now - Duration::days(1),
         valid_until: now + Duration::days(365),
     }

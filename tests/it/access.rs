@@ -66,6 +66,7 @@ pub fn request(dept: &str, dataset: &str, fields: &[(&str, Treatment)]) -> Grant
         modes: vec![Mode::Query],
         verify: None,
         export: None,
+        aggregate: None,
         valid_from: now - Duration::minutes(1),
         valid_until: now + Duration::days(1),
     }

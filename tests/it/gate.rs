@@ -85,6 +85,8 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::verify", Gate::Decided),
     ("Session::verify_one", Gate::Decided),
     ("Session::export", Gate::Decided),
+    ("Session::aggregate", Gate::Decided),
+    ("Session::aggregate_stream", Gate::Decided),
 ];
 
 /// Every function of the C header, with the Rust entry it translates (or plumbing).
@@ -118,6 +120,7 @@ const C: &[(&str, &str)] = &[
     ("gs_session_lookup", "Session::lookup_stream"),
     ("gs_session_verify", "Session::verify"),
     ("gs_session_export", "Session::export"),
+    ("gs_session_aggregate", "Session::aggregate_stream"),
     ("gs_engine_upsert_system", "Engine::upsert_system"),
     ("gs_engine_set_system_active", "Engine::set_system_status"),
     ("gs_engine_act", "Engine::act"),
@@ -173,6 +176,7 @@ const PYTHON: &[(&str, &str)] = &[
     ("Session.lookup", "Session::lookup_stream"),
     ("Session.verify", "Session::verify"),
     ("Session.export", "Session::export"),
+    ("Session.aggregate", "Session::aggregate_stream"),
     ("Session.catalog", "Session::catalog"),
     ("Session.cancel", "Session::cancel"),
     ("Session.close", "plumbing"),
@@ -657,6 +661,18 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
             Box::new(|| {
                 session
                     .verify_one("person", key, &[("name", "张三")])
+                    .map(drop)
+            }),
+        ),
+        (
+            "Session::aggregate",
+            Box::new(|| session.aggregate("SELECT count(*) FROM person").map(drop)),
+        ),
+        (
+            "Session::aggregate_stream",
+            Box::new(|| {
+                session
+                    .aggregate_stream("SELECT count(*) FROM person")
                     .map(drop)
             }),
         ),

@@ -33,3 +33,5 @@ mod reports;
 mod verify;
 // Bulk export: formats, masks and scope, manifests on the trail, row and daily limits.
 mod export;
+// Aggregate-only grants: minimum group sizes, refusals, the daily budget.
+mod aggregate;

@@ -36,6 +36,7 @@ fn apply(engine: &Engine, by: &str, dept: &str, field: &str) -> u64 {
             modes: vec![Mode::Query],
             verify: None,
             export: None,
+            aggregate: None,
             valid_from: now,
             valid_until: now + chrono::Duration::days(30),
         },

@@ -83,6 +83,7 @@ fn form(w: &World, dept: &str, items: &[(&str, Treatment)]) -> ApplicationForm {
             modes: vec![Mode::Query],
             verify: None,
             export: None,
+            aggregate: None,
             valid_from: now,
             valid_until: now + Duration::days(365),
         },

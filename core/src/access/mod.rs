@@ -5,10 +5,12 @@
 //! - [`masks`]: the masked values themselves;
 //! - [`counts`]: grouped counts answered from the bitmaps of a secured table's scope;
 //! - [`verify`]: match / no-match answers to claimed values under a verify decision;
-//! - [`quota`]: the per-grant verify counters, shared by every process on a store.
+//! - [`quota`]: the per-grant verify counters, shared by every process on a store;
+//! - [`aggregate`]: the rules and rewrite of queries under aggregate-only grants.
 //!
 //! Everything here may import storage and the base modules; nothing below imports it.
 
+pub mod aggregate;
 pub mod counts;
 pub mod masks;
 pub mod policy;

@@ -9,7 +9,9 @@ use std::time::Instant;
 use arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 
+use crate::access::aggregate;
 use crate::access::masks::department_key;
+use crate::access::policy::AggregateTerms;
 use crate::access::policy::{Decision, Login, Mode, Treatment};
 use crate::access::quota::{self, subject_tag};
 use crate::access::secured::SecuredTable;
@@ -479,6 +481,85 @@ impl Session {
         Ok(manifest)
     }
 
+    /// Run an aggregate query under an aggregate-only grant (scenario service): only
+    /// aggregates of one dataset, groups of fewer than the grant's minimum number of subjects
+    /// suppressed, no use of the key field, within the grant's queries per day (see
+    /// [`crate::access::aggregate`] for the rules and what they do not prevent). Recorded like a
+    /// query.
+    pub fn aggregate(&self, sql: &str) -> Result<QueryResult> {
+        let stream = self.aggregate_stream(sql)?;
+        let schema = stream.schema();
+        let batches = stream.collect::<Result<Vec<_>>>()?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// [`Session::aggregate`] as a stream of batches.
+    pub fn aggregate_stream(&self, sql: &str) -> Result<QueryStream> {
+        let started = Instant::now();
+        let generation = self.cancel.load(Ordering::SeqCst);
+        let planned = self.plan_aggregate(sql);
+        self.start(
+            started,
+            generation,
+            ("aggregate", serde_json::json!(sql)),
+            planned,
+        )
+    }
+
+    /// The gate in aggregate mode, the plan checked and rewritten by the aggregate-only rules
+    /// for the one dataset it reads, and the grant's daily budget.
+    fn plan_aggregate(&self, sql: &str) -> Result<Planned> {
+        let decision = decide(&self.engine, &self.login, Mode::Aggregate)?;
+        let catalog = self.engine.store().catalog_shared()?;
+        let terms: std::collections::HashMap<String, (String, u64, AggregateTerms)> = decision
+            .datasets()
+            .iter()
+            .filter_map(|(name, a)| {
+                let key = catalog.dataset(name).ok()?.key.clone();
+                Some((name.clone(), (key, a.grant_id(), a.aggregate_terms()?)))
+            })
+            .collect();
+        let charged = std::cell::Cell::new(None);
+        let rewrite = |plan: datafusion::logical_expr::LogicalPlan| {
+            let table = aggregate::scanned_table(&plan).ok_or_else(|| {
+                Error::AccessDenied(
+                    "an aggregate-only grant answers only aggregates over groups: a query reads one dataset once".into(),
+                )
+            })?;
+            let (key, grant, t) = terms.get(&table).ok_or_else(|| {
+                Error::AccessDenied(format!("no aggregate grant covers '{table}'"))
+            })?;
+            charged.set(Some((*grant, *t)));
+            aggregate::enforce(plan, key, t.min_group)
+        };
+        let planned = self.plan_decided(decision, sql, Some(&rewrite))?;
+        let (grant, t) = charged
+            .get()
+            .ok_or_else(|| Error::internal("an aggregate query was planned without its grant"))?;
+        let budget = crate::access::policy::VerifyTerms {
+            per_second: u32::MAX,
+            per_day: t.per_day,
+            per_subject_per_day: u32::MAX,
+            disclose_absence: false,
+        };
+        quota::charge_kind(
+            self.engine.store().root(),
+            "aggregate",
+            grant,
+            &budget,
+            self.engine.now(),
+            &[0],
+        )
+        .map_err(|e| match e {
+            Error::LimitExceeded(_) => Error::LimitExceeded(format!(
+                "grant {grant} answers {} aggregate queries a day; none is left today",
+                t.per_day
+            )),
+            e => e,
+        })?;
+        Ok(planned)
+    }
+
     /// The gate in export mode, the plan of the whole granted table, and the grant's limits
     /// (rows in scope, exports today) — everything that may refuse an export before it starts.
     fn plan_export(&self, dataset: &str) -> Result<Planned> {
@@ -497,6 +578,7 @@ impl Session {
         let planned = self.plan_decided(
             decision,
             &format!("SELECT * FROM \"{}\"", dataset.replace('"', "\"\"")),
+            None,
         )?;
         let in_scope: u64 = planned
             .tables
@@ -663,11 +745,18 @@ impl Session {
     /// Decide, build the context under the store's query limits, check and plan `sql` down
     /// to a bounded physical plan — nothing executed yet.
     fn plan(&self, sql: &str) -> Result<Planned> {
-        self.plan_decided(self.decision()?, sql)
+        self.plan_decided(self.decision()?, sql, None)
     }
 
     /// [`Session::plan`] under a decision already made (in any mode).
-    fn plan_decided(&self, decision: Decision, sql: &str) -> Result<Planned> {
+    /// `rewrite`, when given, checks and rewrites the logical plan before it is optimised (the
+    /// aggregate-only rules).
+    fn plan_decided(
+        &self,
+        decision: Decision,
+        sql: &str,
+        rewrite: Option<&Rewrite<'_>>,
+    ) -> Result<Planned> {
         let limits = self.engine.store().settings()?.query;
         let (ctx, tables) = self.context(&decision)?;
         let catalog = self.engine.store().catalog_shared()?;
@@ -676,7 +765,11 @@ impl Session {
                 catalog: &catalog,
                 decision: &decision,
             };
-            let df = surface::plan(&ctx, sql, &denials).await?;
+            let mut df = surface::plan(&ctx, sql, &denials).await?;
+            if let Some(rewrite) = rewrite {
+                let (state, plan) = df.into_parts();
+                df = datafusion::dataframe::DataFrame::new(state, rewrite(plan)?);
+            }
             let schema = Arc::new(df.schema().as_arrow().clone());
             let plan = surface::physical(df, &limits, &denials).await?;
             Ok::<_, Error>((schema, plan))
@@ -691,6 +784,10 @@ impl Session {
         })
     }
 }
+
+/// A check and rewrite of a logical plan before it is optimised.
+type Rewrite<'a> = dyn Fn(datafusion::logical_expr::LogicalPlan) -> Result<datafusion::logical_expr::LogicalPlan>
+    + 'a;
 
 /// A verify request decided, checked for shape and charged to its quotas, not answered.
 struct VerifyRequest {

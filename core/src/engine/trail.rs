@@ -400,6 +400,9 @@ fn request_text(body: &serde_json::Value) -> String {
             v["checks"].as_u64().unwrap_or(0)
         );
     }
+    if let Some(a) = body.get("aggregate") {
+        return format!("aggregate: {}", a.as_str().unwrap_or_default());
+    }
     if let Some(x) = body.get("export") {
         return format!(
             "export of {} ({})",

@@ -273,9 +273,8 @@ pub struct ConflictEntry {
     pub resolution: Option<Resolution>,
 }
 
-/// The service modes served today; the others (push, aggregate) are recorded on grants for the
-/// services still to come.
-pub const SERVED_MODES: [Mode; 3] = [Mode::Query, Mode::Verify, Mode::Export];
+/// The service modes served today; push is recorded on grants for the service still to come.
+pub const SERVED_MODES: [Mode; 4] = [Mode::Query, Mode::Verify, Mode::Export, Mode::Aggregate];
 
 impl WorkflowAct {
     fn note(&self) -> String {

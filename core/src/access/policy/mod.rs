@@ -188,8 +188,8 @@ pub struct RowScope {
     pub subjects: Option<Vec<String>>,
 }
 
-/// Service modes (000 §19, 002 §20). `query`, `verify` and `export` are served; the others
-/// are recorded on grants now so their services can enforce them.
+/// Service modes (000 §19, 002 §20). `query`, `verify`, `export` and `aggregate` are served;
+/// `push` is recorded on grants now so its service can enforce it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -229,6 +229,16 @@ pub struct ExportTerms {
     /// Rows in scope one export may carry; a larger scope is refused, not cut.
     pub max_rows: u64,
     /// Exports per day (a Beijing calendar day).
+    pub per_day: u32,
+}
+
+/// The limits of an aggregate-only grant (scenario service): the smallest group it answers and
+/// how many queries a day it allows (a budget against differencing queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateTerms {
+    /// Groups with fewer subjects are suppressed.
+    pub min_group: u32,
+    /// Queries per day (a Beijing calendar day).
     pub per_day: u32,
 }
 
@@ -277,6 +287,9 @@ pub struct GrantRequest {
     /// The limits of the export mode; required when `modes` holds [`Mode::Export`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportTerms>,
+    /// The limits of the aggregate mode; required when `modes` holds [`Mode::Aggregate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateTerms>,
     /// Start of validity.
     pub valid_from: DateTime<Utc>,
     /// End of validity (exclusive).
@@ -365,6 +378,7 @@ pub struct DatasetAccess {
     pub(in crate::access::policy) scope: RowScope,
     pub(in crate::access::policy) verify: Option<VerifyTerms>,
     pub(in crate::access::policy) export: Option<ExportTerms>,
+    pub(in crate::access::policy) aggregate: Option<AggregateTerms>,
 }
 
 impl DatasetAccess {
@@ -391,6 +405,11 @@ impl DatasetAccess {
     /// The limits of an export decision (`None` in other modes).
     pub fn export_terms(&self) -> Option<ExportTerms> {
         self.export
+    }
+
+    /// The limits of an aggregate-only decision (`None` in other modes).
+    pub fn aggregate_terms(&self) -> Option<AggregateTerms> {
+        self.aggregate
     }
 }
 
@@ -520,16 +539,20 @@ impl Policy {
                 && now < r.valid_until;
             // A verify grant answers only within its limits: one without them (a document
             // older than the limits) answers nothing.
-            let (verify, export) = match mode {
+            let (verify, export, aggregate) = match mode {
                 Mode::Verify => match r.verify {
-                    Some(t) => (Some(t), None),
+                    Some(t) => (Some(t), None, None),
                     None => continue,
                 },
                 Mode::Export => match r.export {
-                    Some(t) => (None, Some(t)),
+                    Some(t) => (None, Some(t), None),
                     None => continue,
                 },
-                _ => (None, None),
+                Mode::Aggregate => match r.aggregate {
+                    Some(t) => (None, None, Some(t)),
+                    None => continue,
+                },
+                _ => (None, None, None),
             };
             if !valid || datasets.contains_key(&r.dataset) {
                 continue;
@@ -577,6 +600,7 @@ impl Policy {
                     scope: r.scope.clone(),
                     verify,
                     export,
+                    aggregate,
                 },
             );
         }
@@ -636,6 +660,24 @@ impl Policy {
             (false, Some(_)) => {
                 return Err(Error::invalid(
                     "verify limits are given but the grant has no verify mode",
+                ));
+            }
+            _ => {}
+        }
+        match (r.modes.contains(&Mode::Aggregate), &r.aggregate) {
+            (true, None) => {
+                return Err(Error::invalid(
+                    "an aggregate-only grant needs its limits (minimum group size, queries per day)",
+                ));
+            }
+            (true, Some(t)) if t.min_group < 2 => {
+                return Err(Error::invalid(
+                    "an aggregate-only grant's minimum group size is at least 2",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    "aggregate limits are given but the grant has no aggregate mode",
                 ));
             }
             _ => {}
