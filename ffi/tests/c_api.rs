@@ -9,7 +9,7 @@ use std::process::Command;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use govshare_core::Engine;
 use govshare_core::access::policy::{
-    AuthMethod, ExportTerms, Login, Mode, Role, RowScope, VerifyTerms,
+    AggregateTerms, AuthMethod, ExportTerms, Login, Mode, Role, RowScope, VerifyTerms,
 };
 use govshare_core::catalog::MaskKind;
 use govshare_core::ingest::{Encoding, write_csv};
@@ -56,7 +56,8 @@ fn compile(src: &Path, out: &Path) {
 }
 
 /// A store with persons and the principals of the cases: alice (CIVIL) with grants FULL,
-/// MASK (masked identity), CTY (one county), VER (verify names) and EXP (export sex codes); bob
+/// MASK (masked identity), CTY (one county), VER (verify names), EXP (export sex codes) and AGG (aggregates of
+/// sex codes); bob
 /// (TAX) with none.
 fn fixture(dir: &Path) -> PathBuf {
     let root = dir.join("store");
@@ -143,6 +144,22 @@ fn fixture(dir: &Path) -> PathBuf {
     engine
         .decide_request("appr", export, true, "")
         .expect("export grant");
+    // AGG: aggregates of sex_code, groups of at least 100.
+    let mut agg = testkit::request(
+        "CIVIL",
+        "person",
+        "AGG",
+        testkit::fields(&["sex_code"], &[]),
+        RowScope::default(),
+    );
+    agg.modes = vec![Mode::Aggregate];
+    agg.aggregate = Some(AggregateTerms {
+        min_group: 100,
+        per_day: 10,
+    });
+    engine
+        .decide_request("appr", agg, true, "")
+        .expect("aggregate grant");
     root
 }
 

@@ -75,3 +75,19 @@ def test_export_writes_the_granted_rows_masked_with_a_manifest_that_verifies(sto
     text = (tmp_path / "out" / "person.csv").read_bytes().decode("gbk")
     assert text.splitlines()[0] == "name,sex_code,hukou_region_code"
     assert len(text.splitlines()) == csv["rows"] + 1
+
+
+def test_aggregate_answers_only_groups_of_the_minimum_size(store):
+    q = "SELECT substr(hukou_region_code, 1, 4) AS city, count(*) AS n FROM person GROUP BY 1"
+    with govshare.connect(store["path"], user="civil", purpose="AGG") as s:
+        t = s.aggregate(q).to_arrow()
+        with pytest.raises(AccessDenied, match="aggregate-only"):
+            s.aggregate("SELECT sex_code FROM person")
+        with pytest.raises(AccessDenied):
+            s.sql("SELECT count(*) FROM person")  # an aggregate grant does not query
+    with govshare.connect(store["path"], user="analyst", purpose="STATS") as s:
+        full = s.sql(q).to_arrow()
+    assert all(n >= 5 for n in t["n"].to_pylist())
+    want = sorted((c, n) for c, n in zip(full["city"].to_pylist(), full["n"].to_pylist()) if n >= 5)
+    assert sorted(zip(t["city"].to_pylist(), t["n"].to_pylist())) == want
+    assert len(want) < full.num_rows, "some groups are too small and left out"

@@ -22,7 +22,8 @@ use crate::{add_principals, fields, regions, request};
 /// - CIVIL, VERIFY: name and birth_date may be verified (20 a day, 2 per subject, absence
 ///   disclosed);
 /// - CIVIL, EXPORT: name (masked), sex_code, hukou_region_code of PROV's province may be
-///   exported (1,000 rows an export, 50 a day).
+///   exported (1,000 rows an export, 50 a day);
+/// - CIVIL, AGG: aggregates of sex_code and hukou_region_code, groups of at least 5.
 #[derive(Debug, Clone)]
 pub struct BindingsStore {
     /// The store directory.
@@ -165,6 +166,21 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
                 per_day: 50,
             });
             p.decide_request(c, export, "appr", true, "", now)?;
+            // AGG: aggregates of sex_code and hukou_region_code, groups of at least 5, 100
+            // queries a day.
+            let mut agg = request(
+                "CIVIL",
+                "person",
+                "AGG",
+                fields(&["sex_code", "hukou_region_code"], &[]),
+                RowScope::default(),
+            );
+            agg.modes = vec![govshare_core::access::policy::Mode::Aggregate];
+            agg.aggregate = Some(govshare_core::access::policy::AggregateTerms {
+                min_group: 5,
+                per_day: 100,
+            });
+            p.decide_request(c, agg, "appr", true, "", now)?;
             Ok(())
         })
         .expect("policy");

@@ -1148,9 +1148,10 @@ fn lookup_and_verify_from_the_command_line() {
     assert!(!out.contains(name), "the name is granted masked: {out}");
 }
 
-/// Export from the command line: `grant approve --export MAX_ROWS,PER_DAY` makes an export
-/// grant; `export` writes the file and its manifest; `export-check` verifies a delivery and
-/// catches a changed file; the daily limit refuses with its exit code.
+/// Export and aggregates from the command line: `grant approve --export MAX_ROWS,PER_DAY`
+/// makes an export grant; `export` writes the file and its manifest; `export-check` verifies a
+/// delivery and catches a changed file; the daily limit refuses with its exit code;
+/// `grant request --aggregate MIN_GROUP,PER_DAY` and `aggregate` answer only large groups.
 #[test]
 fn export_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -1252,4 +1253,51 @@ fn export_from_the_command_line() {
             .status
             .success()
     );
+    // An aggregate-only grant: groups of at least 100 of the 300 persons by sex.
+    ok(&govshare(
+        &store,
+        &[
+            "grant",
+            "request",
+            "--by",
+            "root",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "sex_code",
+            "--purpose",
+            "A",
+            "--purpose-text",
+            "统计分析",
+            "--aggregate",
+            "100,10",
+        ],
+    ));
+    let groups = ok(&govshare(
+        &store,
+        &[
+            "aggregate",
+            "--user",
+            "stat",
+            "--purpose",
+            "A",
+            "SELECT sex_code, count(*) AS n FROM person GROUP BY 1",
+        ],
+    ));
+    assert!(groups.contains("(2 groups)"), "{groups}");
+    let rows = govshare(
+        &store,
+        &[
+            "aggregate",
+            "--user",
+            "stat",
+            "--purpose",
+            "A",
+            "SELECT sex_code FROM person",
+        ],
+    );
+    assert!(!rows.status.success());
+    assert!(String::from_utf8_lossy(&rows.stderr).contains("aggregate-only"));
 }

@@ -316,6 +316,19 @@ static void services(gs_engine *engine, const char *scratch) {
   CHECK_STATUS(gs_session_export(s, "person", "csv", dir, &manifest), GS_ACCESS_DENIED,
                gs_session_errmsg(s));
   CHECK_STATUS(gs_session_close(x), GS_OK, "");
+
+  /* Aggregates: groups of at least 100; rows are refused. */
+  gs_session *g = NULL;
+  CHECK_STATUS(gs_session_open(engine, "alice", "AGG", &g), GS_OK, gs_engine_errmsg(engine));
+  CHECK_STATUS(gs_session_aggregate(g, "SELECT sex_code, count(*) AS n FROM person GROUP BY 1 "
+                                       "ORDER BY 1", &stream),
+               GS_OK, gs_session_errmsg(g));
+  CHECK(drain_text(&stream, text, sizeof text) == 2, "two sexes: %s", text);
+  CHECK_STATUS(gs_session_aggregate(g, "SELECT sex_code FROM person", &stream), GS_ACCESS_DENIED,
+               gs_session_errmsg(g));
+  CHECK(strstr(gs_session_errmsg(g), "aggregate-only") != NULL, "%s", gs_session_errmsg(g));
+  CHECK_STATUS(gs_session_aggregate(g, NULL, &stream), GS_INVALID_ARGUMENT, gs_session_errmsg(g));
+  CHECK_STATUS(gs_session_close(g), GS_OK, "");
   CHECK_STATUS(gs_session_close(s), GS_OK, "");
   printf("OK services\n");
 }
