@@ -417,6 +417,27 @@ gs_status gs_session_aggregate(gs_session *session,
                                const char *sql,
                                struct ArrowArrayStream *out_stream);
 
+// The changes of `dataset` for this session's push subscription since its last
+// acknowledgement, read like [`gs_session_query`]'s result from `*out_stream`: `_op`
+// (`insert`, `update`, `delete`) and the granted fields, masked as granted. `*out_token` gets
+// the version to acknowledge with [`gs_session_ack`] once they are applied; until then the
+// same changes are delivered again.
+//
+// # Safety
+// `dataset` is NULL or NUL-terminated; `out_stream` is NULL or writable for one
+// `struct ArrowArrayStream`; `out_token` is NULL or writable.
+gs_status gs_session_changes(gs_session *session,
+                             const char *dataset,
+                             struct ArrowArrayStream *out_stream,
+                             uint64_t *out_token);
+
+// Acknowledge that the changes up to `token` (from [`gs_session_changes`]) are applied:
+// recorded on the trail, then the subscription moves on. An older token is a no-op.
+//
+// # Safety
+// `dataset` is NULL or NUL-terminated.
+gs_status gs_session_ack(gs_session *session, const char *dataset, uint64_t token);
+
 // The name of a status (`"GS_ACCESS_DENIED"`), for logs. Never NULL; a static string.
 const char *gs_status_name(gs_status status);
 

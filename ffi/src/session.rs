@@ -317,3 +317,57 @@ pub unsafe extern "C" fn gs_session_aggregate(
         Ok(())
     })
 }
+
+/// The changes of `dataset` for this session's push subscription since its last
+/// acknowledgement, read like [`gs_session_query`]'s result from `*out_stream`: `_op`
+/// (`insert`, `update`, `delete`) and the granted fields, masked as granted. `*out_token` gets
+/// the version to acknowledge with [`gs_session_ack`] once they are applied; until then the
+/// same changes are delivered again.
+///
+/// # Safety
+/// `dataset` is NULL or NUL-terminated; `out_stream` is NULL or writable for one
+/// `struct ArrowArrayStream`; `out_token` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_changes(
+    session: *mut gs_session,
+    dataset: *const c_char,
+    out_stream: *mut FFI_ArrowArrayStream,
+    out_token: *mut u64,
+) -> gs_status {
+    with_session(session, |h| {
+        non_null(out_stream, "out_stream")?;
+        non_null(out_token, "out_token")?;
+        // SAFETY: per contract.
+        let dataset = unsafe { arg(dataset, "dataset") }?;
+        let c = h.session.changes(dataset)?;
+        let reader = arrow::array::RecordBatchIterator::new(
+            c.result.batches.into_iter().map(Ok),
+            c.result.schema.clone(),
+        );
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe {
+            put_stream(out_stream, Box::new(reader));
+            *out_token = c.to;
+        }
+        Ok(())
+    })
+}
+
+/// Acknowledge that the changes up to `token` (from [`gs_session_changes`]) are applied:
+/// recorded on the trail, then the subscription moves on. An older token is a no-op.
+///
+/// # Safety
+/// `dataset` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_ack(
+    session: *mut gs_session,
+    dataset: *const c_char,
+    token: u64,
+) -> gs_status {
+    with_session(session, |h| {
+        // SAFETY: per contract.
+        let dataset = unsafe { arg(dataset, "dataset") }?;
+        h.session.ack(dataset, token)?;
+        Ok(())
+    })
+}

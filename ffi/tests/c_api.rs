@@ -56,8 +56,8 @@ fn compile(src: &Path, out: &Path) {
 }
 
 /// A store with persons and the principals of the cases: alice (CIVIL) with grants FULL,
-/// MASK (masked identity), CTY (one county), VER (verify names), EXP (export sex codes) and AGG (aggregates of
-/// sex codes); bob
+/// MASK (masked identity), CTY (one county), VER (verify names), EXP (export sex codes), AGG (aggregates of
+/// sex codes) and PSH (a change feed); bob
 /// (TAX) with none.
 fn fixture(dir: &Path) -> PathBuf {
     let root = dir.join("store");
@@ -160,6 +160,18 @@ fn fixture(dir: &Path) -> PathBuf {
     engine
         .decide_request("appr", agg, true, "")
         .expect("aggregate grant");
+    // PSH: a change feed of citizen_id and sex_code.
+    let mut push = testkit::request(
+        "CIVIL",
+        "person",
+        "PSH",
+        testkit::fields(&["citizen_id", "sex_code"], &[]),
+        RowScope::default(),
+    );
+    push.modes = vec![Mode::Push];
+    engine
+        .decide_request("appr", push, true, "")
+        .expect("push grant");
     root
 }
 

@@ -253,6 +253,21 @@ class Session:
         """
         return Result(self._raw.sql(_str(query, "query")))
 
+    def changes(self, dataset: str) -> tuple[_pa.Table, int]:
+        """The changes of ``dataset`` for this session's push subscription since its last
+        acknowledgement: a table with ``_op`` (``insert``, ``update``, ``delete``) and the
+        granted fields, masked as granted, and the token to pass to :meth:`ack` once they are
+        applied. Until then the same changes are delivered again."""
+        _from, to, raw = self._raw.changes(_str(dataset, "dataset"))
+        return Result(raw).to_arrow(), to
+
+    def ack(self, dataset: str, token: int) -> None:
+        """Acknowledge the changes up to ``token`` (from :meth:`changes`): recorded, then the
+        subscription moves on."""
+        if not isinstance(token, int):
+            raise TypeError("token must be int")
+        self._raw.ack(_str(dataset, "dataset"), token)
+
     def aggregate(self, query: str) -> Result:
         """Run an aggregate query under an aggregate-only grant: only aggregates of one dataset;
         groups with fewer subjects than the grant's minimum are left out; the key field may not

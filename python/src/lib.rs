@@ -409,6 +409,25 @@ impl RawSession {
         ))
     }
 
+    /// The subscription's changes: (from, to, result).
+    fn changes(&self, py: Python<'_>, dataset: &str) -> PyResult<(u64, u64, RawStream)> {
+        let session = self.get()?;
+        let c = py.detach(|| session.changes(dataset)).map_err(to_py)?;
+        Ok((
+            c.from,
+            c.to,
+            RawStream::new(
+                c.result.schema.clone(),
+                Source::Collected(c.result.batches.into_iter()),
+            ),
+        ))
+    }
+
+    fn ack(&self, py: Python<'_>, dataset: &str, token: u64) -> PyResult<()> {
+        let session = self.get()?;
+        py.detach(|| session.ack(dataset, token)).map_err(to_py)
+    }
+
     fn aggregate(&self, py: Python<'_>, sql: &str) -> PyResult<RawStream> {
         let session = self.get()?;
         let stream = py.detach(|| session.aggregate_stream(sql)).map_err(to_py)?;

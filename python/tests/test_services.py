@@ -91,3 +91,17 @@ def test_aggregate_answers_only_groups_of_the_minimum_size(store):
     want = sorted((c, n) for c, n in zip(full["city"].to_pylist(), full["n"].to_pylist()) if n >= 5)
     assert sorted(zip(t["city"].to_pylist(), t["n"].to_pylist())) == want
     assert len(want) < full.num_rows, "some groups are too small and left out"
+
+
+def test_changes_come_until_acknowledged(store):
+    with govshare.connect(store["path"], user="civil", purpose="PUSH", auth="second_factor") as s:
+        first, token = s.changes("person")
+        again, same = s.changes("person")
+        assert first.num_rows > 0 and set(first["_op"].to_pylist()) == {"insert"}
+        assert first.column_names == ["_op", "citizen_id", "sex_code"]
+        assert (again.num_rows, same) == (first.num_rows, token)
+        s.ack("person", token)
+        after, _ = s.changes("person")
+        assert after.num_rows == 0
+        with pytest.raises(TypeError):
+            s.ack("person", "1")

@@ -110,6 +110,27 @@ pub(crate) enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// The changes of a push subscription since its last acknowledgement, as CSV (`_op`, then
+    /// the granted fields); with `--ack`, acknowledged once the file is written.
+    Changes {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Purpose code.
+        #[arg(long)]
+        purpose: String,
+        /// How the user was authenticated (sensitive items in clear need second-factor).
+        #[arg(long, value_enum, default_value = "password")]
+        auth: AuthArg,
+        /// Dataset.
+        dataset: String,
+        /// Where to write the changes (CSV with a header; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Acknowledge the changes once the file is written and synced.
+        #[arg(long)]
+        ack: bool,
+    },
     /// Run an aggregate query under an aggregate-only grant (groups smaller than the grant's
     /// minimum are left out).
     Aggregate {

@@ -332,3 +332,60 @@ pub(super) fn export(
     );
     Ok(())
 }
+
+/// `govshare changes`: the subscription's changes to a CSV file (written and synced before any
+/// acknowledgement), then the acknowledgement when asked.
+pub(super) fn changes(
+    store: &Path,
+    user: &str,
+    purpose: &str,
+    auth: AuthArg,
+    dataset: &str,
+    out: &Path,
+    ack: bool,
+) -> Result<(), Error> {
+    let engine = Engine::open(store)?;
+    let login = govshare_core::access::policy::Login::new(user, purpose, auth.into());
+    let session = engine.session_as(&login)?;
+    let c = session.changes(dataset)?;
+    if out.exists() {
+        return Err(Error::invalid(format!(
+            "{} exists already; changes are never written over",
+            out.display()
+        )));
+    }
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buf);
+        if c.result.batches.is_empty() {
+            w.write(&arrow::array::RecordBatch::new_empty(
+                c.result.schema.clone(),
+            ))?;
+        }
+        for b in &c.result.batches {
+            w.write(b)?;
+        }
+    }
+    let io = |e: std::io::Error| Error::Io {
+        path: out.to_path_buf(),
+        source: e,
+    };
+    let mut f = std::fs::File::create(out).map_err(io)?;
+    std::io::Write::write_all(&mut f, &buf).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    out!(
+        "{} changes of {dataset} from version {} to {} → {} (token {})",
+        c.result.num_rows(),
+        c.from,
+        c.to,
+        out.display(),
+        c.to
+    );
+    if ack {
+        session.ack(dataset, c.to)?;
+        out!("acknowledged {}", c.to);
+    }
+    Ok(())
+}

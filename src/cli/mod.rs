@@ -123,6 +123,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             out!("{}", arrow_pretty(&r.batches)?);
             out!("({} rows)", r.num_rows());
         }
+        Command::Changes {
+            user,
+            purpose,
+            auth,
+            dataset,
+            out,
+            ack,
+        } => data::changes(&cli.store, &user, &purpose, auth, &dataset, &out, ack)?,
         Command::Aggregate {
             user,
             purpose,

@@ -23,7 +23,8 @@ use crate::{add_principals, fields, regions, request};
 ///   disclosed);
 /// - CIVIL, EXPORT: name (masked), sex_code, hukou_region_code of PROV's province may be
 ///   exported (1,000 rows an export, 50 a day);
-/// - CIVIL, AGG: aggregates of sex_code and hukou_region_code, groups of at least 5.
+/// - CIVIL, AGG: aggregates of sex_code and hukou_region_code, groups of at least 5;
+/// - CIVIL, PUSH: a change feed of citizen_id and sex_code.
 #[derive(Debug, Clone)]
 pub struct BindingsStore {
     /// The store directory.
@@ -181,6 +182,16 @@ pub fn bindings_store(root: &Path) -> BindingsStore {
                 per_day: 100,
             });
             p.decide_request(c, agg, "appr", true, "", now)?;
+            // PUSH: a change feed of citizen_id and sex_code.
+            let mut push = request(
+                "CIVIL",
+                "person",
+                "PUSH",
+                fields(&["citizen_id", "sex_code"], &[]),
+                RowScope::default(),
+            );
+            push.modes = vec![govshare_core::access::policy::Mode::Push];
+            p.decide_request(c, push, "appr", true, "", now)?;
             Ok(())
         })
         .expect("policy");

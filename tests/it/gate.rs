@@ -87,6 +87,8 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::export", Gate::Decided),
     ("Session::aggregate", Gate::Decided),
     ("Session::aggregate_stream", Gate::Decided),
+    ("Session::changes", Gate::Decided),
+    ("Session::ack", Gate::Decided),
 ];
 
 /// Every function of the C header, with the Rust entry it translates (or plumbing).
@@ -121,6 +123,8 @@ const C: &[(&str, &str)] = &[
     ("gs_session_verify", "Session::verify"),
     ("gs_session_export", "Session::export"),
     ("gs_session_aggregate", "Session::aggregate_stream"),
+    ("gs_session_changes", "Session::changes"),
+    ("gs_session_ack", "Session::ack"),
     ("gs_engine_upsert_system", "Engine::upsert_system"),
     ("gs_engine_set_system_active", "Engine::set_system_status"),
     ("gs_engine_act", "Engine::act"),
@@ -177,6 +181,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("Session.verify", "Session::verify"),
     ("Session.export", "Session::export"),
     ("Session.aggregate", "Session::aggregate_stream"),
+    ("Session.changes", "Session::changes"),
+    ("Session.ack", "Session::ack"),
     ("Session.catalog", "Session::catalog"),
     ("Session.cancel", "Session::cancel"),
     ("Session.close", "plumbing"),
@@ -668,6 +674,11 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
             "Session::aggregate",
             Box::new(|| session.aggregate("SELECT count(*) FROM person").map(drop)),
         ),
+        (
+            "Session::changes",
+            Box::new(|| session.changes("person").map(drop)),
+        ),
+        ("Session::ack", Box::new(|| session.ack("person", 1))),
         (
             "Session::aggregate_stream",
             Box::new(|| {

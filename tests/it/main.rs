@@ -35,3 +35,5 @@ mod verify;
 mod export;
 // Aggregate-only grants: minimum group sizes, refusals, the daily budget.
 mod aggregate;
+// The change feed: changes through the grant, delivered until acknowledged, exactly once.
+mod feed;

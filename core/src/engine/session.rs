@@ -82,6 +82,17 @@ pub(super) fn decide(engine: &Engine, login: &Login, mode: Mode) -> Result<Decis
     policy.decide(&catalog, login, mode, engine.now())
 }
 
+/// The changes of one subscription ([`Session::changes`]): apply them, then acknowledge `to`.
+#[derive(Debug)]
+pub struct ChangeSet {
+    /// The version last acknowledged (0: nothing delivered yet).
+    pub from: u64,
+    /// The version the changes lead to: the token to acknowledge ([`Session::ack`]).
+    pub to: u64,
+    /// `_op` (`insert`, `update`, `delete`) and the granted fields, masked as granted.
+    pub result: QueryResult,
+}
+
 /// One subject's answer from [`Session::verify_one`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
@@ -479,6 +490,149 @@ impl Session {
             }),
         )?;
         Ok(manifest)
+    }
+
+    /// The changes of `dataset` for this session's push subscription (a grant in push mode):
+    /// inserts, updates and deletes between the version last acknowledged and the current one,
+    /// through the grant's fields, masks and scope (a subject leaving the scope is a delete).
+    /// Decided and recorded like a query; moves nothing — acknowledge `to` with
+    /// [`Session::ack`] once applied, or read the same changes again.
+    pub fn changes(&self, dataset: &str) -> Result<ChangeSet> {
+        let started = Instant::now();
+        let generation = self.cancel.load(Ordering::SeqCst);
+        let mut span = (0, 0);
+        let planned = self.plan_changes(dataset, &mut span);
+        let what = serde_json::json!({ "dataset": dataset, "from": span.0, "to": span.1 });
+        let stream = self.start(started, generation, ("changes", what), planned)?;
+        let schema = stream.schema();
+        let batches = stream.collect::<Result<Vec<_>>>()?;
+        Ok(ChangeSet {
+            from: span.0,
+            to: span.1,
+            result: QueryResult { schema, batches },
+        })
+    }
+
+    /// Acknowledge that the changes up to version `token` of `dataset` are applied: the next
+    /// [`Session::changes`] starts there. Recorded (durably) before the cursor moves; an
+    /// older token than the cursor is already acknowledged and changes nothing.
+    pub fn ack(&self, dataset: &str, token: u64) -> Result<()> {
+        let outcome = (|| {
+            let decision = decide(&self.engine, &self.login, Mode::Push)?;
+            let access = decision.datasets().get(dataset).ok_or_else(|| {
+                Error::AccessDenied(format!(
+                    "no push grant subscribes {} to '{dataset}' for this purpose",
+                    self.user
+                ))
+            })?;
+            let current = self.engine.store().current_version(dataset)?;
+            if token > current {
+                return Err(Error::invalid(format!(
+                    "token {token} is past the current version of '{dataset}'"
+                )));
+            }
+            let grant = access.grant_id();
+            let cursor = super::feed::cursor(self.engine.store().root(), grant)?;
+            Ok((grant, cursor.acked))
+        })();
+        let body = |o: &str| serde_json::json!({ "dataset": dataset, "token": token, "purpose": self.purpose, "outcome": o });
+        // Crash tests: a subscriber killed after reading, before its acknowledgement.
+        crate::durable::failpoint("feed_before_ack");
+        match outcome {
+            Ok((grant, acked)) => {
+                if token <= acked {
+                    return Ok(());
+                }
+                let mut b = body("allowed");
+                b["grant"] = serde_json::json!(grant);
+                b["from"] = serde_json::json!(acked);
+                self.engine.inner.audit.append("feed_ack", &self.user, b)?;
+                crate::durable::failpoint("feed_ack_recorded");
+                super::feed::set_cursor(self.engine.store().root(), grant, token)
+            }
+            Err(e) => {
+                let mut b = body("denied");
+                b["reason"] = serde_json::json!(e.to_string());
+                self.engine.inner.audit.append("feed_ack", &self.user, b)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The gate in push mode, the two versions' secured tables and the plan of their
+    /// differences; `span` gets (from, to).
+    fn plan_changes(&self, dataset: &str, span: &mut (u64, u64)) -> Result<Planned> {
+        let decision = decide(&self.engine, &self.login, Mode::Push)?;
+        let access = decision.datasets().get(dataset).ok_or_else(|| {
+            Error::AccessDenied(format!(
+                "no push grant subscribes {} to '{dataset}' for this purpose",
+                self.user
+            ))
+        })?;
+        let store = self.engine.store();
+        let def = store.catalog_shared()?.dataset(dataset)?.clone();
+        // Changes are matched by key: it must be delivered as itself or as a pseudonym (a
+        // masked ID is not unique).
+        let key_ok = access.fields().iter().any(|(f, t)| {
+            f == &def.key
+                && matches!(
+                    t,
+                    Treatment::Clear | Treatment::Masked(crate::catalog::MaskKind::Pseudonym)
+                )
+        });
+        if !key_ok {
+            return Err(Error::AccessDenied(format!(
+                "a push grant on '{dataset}' must include its key '{}' in clear or as a pseudonym",
+                def.key
+            )));
+        }
+        let cursor = super::feed::cursor(store.root(), access.grant_id())?;
+        let key = department_key(&self.engine.inner.secret, decision.department());
+        let new = Arc::new(SecuredTable::new(store.pinned(dataset)?, access, key)?);
+        *span = (cursor.acked, new.snapshot().version());
+        let ctx = self.engine.inner.surface.context();
+        let schema = datafusion::catalog::TableProvider::schema(new.as_ref());
+        let old: Arc<dyn datafusion::catalog::TableProvider> = if cursor.acked == 0 {
+            Arc::new(
+                datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]])
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            )
+        } else {
+            let snap = store.snapshot_at(dataset, cursor.acked).map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!(
+                    "version {} of '{dataset}', last acknowledged by this subscription, was vacuumed; the subscription must start over",
+                    cursor.acked
+                )),
+                e => e,
+            })?;
+            Arc::new(SecuredTable::new(Arc::new(snap), access, key)?)
+        };
+        ctx.register_table("new", new.clone())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        ctx.register_table("old", old)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let fields: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let sql = super::feed::changes_sql(&def.key, &fields);
+        let limits = store.settings()?.query;
+        let catalog = store.catalog_shared()?;
+        let (schema, plan) = self.engine.inner.runtime.block_on(async {
+            let denials = Denials {
+                catalog: &catalog,
+                decision: &decision,
+            };
+            let df = surface::plan(&ctx, &sql, &denials).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let plan = surface::physical(df, &limits, &denials).await?;
+            Ok::<_, Error>((schema, plan))
+        })?;
+        Ok(Planned {
+            decision,
+            tables: vec![(dataset.to_string(), new)],
+            schema,
+            plan,
+            task: surface::task_context(&ctx, &limits)?,
+            limits,
+        })
     }
 
     /// Run an aggregate query under an aggregate-only grant (scenario service): only

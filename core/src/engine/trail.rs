@@ -400,6 +400,14 @@ fn request_text(body: &serde_json::Value) -> String {
             v["checks"].as_u64().unwrap_or(0)
         );
     }
+    if let Some(c) = body.get("changes") {
+        return format!(
+            "changes of {} (version {} to {})",
+            c["dataset"].as_str().unwrap_or_default(),
+            c["from"].as_u64().unwrap_or(0),
+            c["to"].as_u64().unwrap_or(0)
+        );
+    }
     if let Some(a) = body.get("aggregate") {
         return format!("aggregate: {}", a.as_str().unwrap_or_default());
     }

@@ -273,8 +273,14 @@ pub struct ConflictEntry {
     pub resolution: Option<Resolution>,
 }
 
-/// The service modes served today; push is recorded on grants for the service still to come.
-pub const SERVED_MODES: [Mode; 4] = [Mode::Query, Mode::Verify, Mode::Export, Mode::Aggregate];
+/// The service modes served: every mode a grant may name.
+pub const SERVED_MODES: [Mode; 5] = [
+    Mode::Query,
+    Mode::Verify,
+    Mode::Export,
+    Mode::Aggregate,
+    Mode::Push,
+];
 
 impl WorkflowAct {
     fn note(&self) -> String {

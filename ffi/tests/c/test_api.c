@@ -329,6 +329,22 @@ static void services(gs_engine *engine, const char *scratch) {
   CHECK(strstr(gs_session_errmsg(g), "aggregate-only") != NULL, "%s", gs_session_errmsg(g));
   CHECK_STATUS(gs_session_aggregate(g, NULL, &stream), GS_INVALID_ARGUMENT, gs_session_errmsg(g));
   CHECK_STATUS(gs_session_close(g), GS_OK, "");
+
+  /* The change feed: the same changes until acknowledged, none after. */
+  gs_session *p = NULL;
+  CHECK_STATUS(open_strong(engine, "alice", "PSH", &p), GS_OK, gs_engine_errmsg(engine));
+  uint64_t token = 0, again = 0;
+  CHECK_STATUS(gs_session_changes(p, "person", &stream, &token), GS_OK, gs_session_errmsg(p));
+  CHECK(drain(&stream, NULL) == 1500, "every subject, as inserts");
+  CHECK_STATUS(gs_session_changes(p, "person", &stream, &again), GS_OK, gs_session_errmsg(p));
+  CHECK(drain(&stream, NULL) == 1500 && again == token, "again until acknowledged");
+  CHECK_STATUS(gs_session_ack(p, "person", token), GS_OK, gs_session_errmsg(p));
+  CHECK_STATUS(gs_session_changes(p, "person", &stream, &again), GS_OK, gs_session_errmsg(p));
+  CHECK(drain(&stream, NULL) == 0, "nothing after the acknowledgement");
+  CHECK_STATUS(gs_session_changes(p, "person", &stream, NULL), GS_INVALID_ARGUMENT,
+               gs_session_errmsg(p));
+  CHECK_STATUS(gs_session_ack(p, "person", token + 100), GS_INVALID_INPUT, gs_session_errmsg(p));
+  CHECK_STATUS(gs_session_close(p), GS_OK, "");
   CHECK_STATUS(gs_session_close(s), GS_OK, "");
   printf("OK services\n");
 }

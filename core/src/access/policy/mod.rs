@@ -188,8 +188,7 @@ pub struct RowScope {
     pub subjects: Option<Vec<String>>,
 }
 
-/// Service modes (000 §19, 002 §20). `query`, `verify`, `export` and `aggregate` are served;
-/// `push` is recorded on grants now so its service can enforce it.
+/// Service modes (000 §19, 002 §20), each served by its own door and decided in its own mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
