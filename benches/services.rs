@@ -12,6 +12,8 @@
 //! bench assembles it). `batch_10k` is one `Session::verify` of 10,000 claims (one durable
 //! record for the batch). `export/parquet` and `export/csv` export the whole table's granted
 //! fields (two masked) under an export grant, into a fresh directory each time.
+//! `feed/initial` is a push subscription's first delivery (every subject as an insert);
+//! `feed/catch_up_10k_updates` the delivery after an incremental load updated 10,000 subjects.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -82,7 +84,15 @@ fn verify(c: &mut Criterion) {
         max_rows: u64::MAX,
         per_day: u32::MAX,
     });
-    testkit::approve(&store, "appr", vec![r, x]);
+    let mut f = testkit::request(
+        "D",
+        "person",
+        "F",
+        testkit::fields(&["citizen_id", "sex_code", "hukou_region_code"], &[]),
+        RowScope::default(),
+    );
+    f.modes = vec![Mode::Push];
+    testkit::approve(&store, "appr", vec![r, x, f]);
     let snap = store.snapshot("person").expect("snap");
     let people = snap
         .read(None, Some(&["citizen_id", "name", "birth_date"]))
@@ -187,6 +197,79 @@ fn verify(c: &mut Criterion) {
             )
         });
     }
+    g.finish();
+
+    // The change feed: the first delivery (every subject as an insert), then a catch-up after
+    // an incremental load of 10,000 updates spread over the table.
+    let feed = engine
+        .session_as(&Login::new("u", "F", AuthMethod::SecondFactor))
+        .expect("feed session");
+    let mut g = c.benchmark_group(format!("feed/{n}"));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("initial", |b| {
+        b.iter(|| black_box(feed.changes("person").expect("changes")))
+    });
+    let first = feed.changes("person").expect("changes");
+    feed.ack("person", first.to).expect("ack");
+    let ids: roaring::RoaringBitmap = keys
+        .iter()
+        .map(|k| snap.lookup(k).expect("lookup").expect("present"))
+        .collect();
+    let rows = snap.read(Some(&ids), None).expect("rows");
+    let rows = arrow::compute::concat_batches(&rows[0].schema(), &rows).expect("concat");
+    let sex = rows.schema().index_of("sex_code").expect("sex");
+    let flipped: Vec<&str> = rows
+        .column(sex)
+        .as_string::<i32>()
+        .iter()
+        .map(|v| if v == Some("1") { "2" } else { "1" })
+        .collect();
+    let mut cols: Vec<ArrayRef> =
+        vec![Arc::new(StringArray::from(vec!["upsert"; rows.num_rows()]))];
+    let mut fields = vec![arrow::datatypes::Field::new(
+        "_op",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )];
+    for (i, (fl, col)) in rows
+        .schema()
+        .fields()
+        .iter()
+        .zip(rows.columns())
+        .enumerate()
+    {
+        fields.push(fl.as_ref().clone());
+        cols.push(if i == sex {
+            Arc::new(StringArray::from(flipped.clone()))
+        } else {
+            col.clone()
+        });
+    }
+    let upserts =
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).expect("batch");
+    store
+        .writer(testkit::OPS)
+        .expect("writer")
+        .load(
+            "person",
+            govshare_core::ingest::Source::Batches(vec![upserts]),
+            &govshare_core::ingest::LoadOptions {
+                mode: govshare_core::ingest::LoadMode::Incremental,
+                ..Default::default()
+            },
+        )
+        .expect("incremental load");
+    let caught = feed.changes("person").expect("catch-up");
+    assert_eq!(
+        caught.result.num_rows(),
+        keys.len(),
+        "one update per changed subject"
+    );
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("catch_up_10k_updates", |b| {
+        b.iter(|| black_box(feed.changes("person").expect("changes")))
+    });
     g.finish();
 }
 

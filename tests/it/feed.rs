@@ -227,6 +227,14 @@ fn changes_are_what_the_grant_sees_change_and_come_until_acknowledged() {
     assert_eq!(ops(&after.result.batches), want);
     a.ack("person", after.to).expect("ack");
     assert_eq!(a.changes("person").expect("none").result.num_rows(), 0);
+    // A compaction rewrites every file: the same rows, so no change.
+    engine
+        .compact(govshare_testkit::OPS, "person")
+        .expect("compact");
+    let compacted = a.changes("person").expect("after compaction");
+    assert!(compacted.to > after.to);
+    assert_eq!(compacted.result.num_rows(), 0, "a rewrite is no change");
+    a.ack("person", compacted.to).expect("ack");
     // An old token changes nothing; a token from the future is refused.
     a.ack("person", first.to).expect("old token");
     assert!(matches!(

@@ -148,6 +148,17 @@ impl SecuredTable {
         access: &DatasetAccess,
         pseudonym_key: [u8; 32],
     ) -> Result<SecuredTable> {
+        Self::new_within(snapshot, access, pseudonym_key, None)
+    }
+
+    /// [`SecuredTable::new`] narrowed further to the row ids `within` (the rows a change feed
+    /// compares): the scope is the grant's, intersected — never widened.
+    pub fn new_within(
+        snapshot: Arc<Snapshot>,
+        access: &DatasetAccess,
+        pseudonym_key: [u8; 32],
+        within: Option<&RoaringBitmap>,
+    ) -> Result<SecuredTable> {
         let def = snapshot.dataset();
         let mut columns = Vec::new();
         let mut fields = Vec::new();
@@ -169,7 +180,10 @@ impl SecuredTable {
             fields.push(Field::new(name, masks::output_type(mask, &raw), nullable));
             columns.push((name.clone(), mask));
         }
-        let rows = scope_rows(&snapshot, access.scope())?;
+        let mut rows = scope_rows(&snapshot, access.scope())?;
+        if let Some(within) = within {
+            rows = Arc::new(rows.as_ref() & within);
+        }
         Ok(SecuredTable {
             inner: Arc::new(Inner {
                 snapshot,

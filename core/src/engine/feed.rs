@@ -51,6 +51,50 @@ pub(super) fn set_cursor(root: &Path, grant: u64, acked: u64) -> Result<()> {
     crate::durable::write_durable(&p, &bytes)
 }
 
+/// The rows that can differ between two versions of a dataset, as (row ids in `old`, row ids
+/// in `new`). Data files are immutable and shared between versions by path, and a version only
+/// ever adds files and deletes rows: a row of a file both versions hold, live in both, is the
+/// same row. So the candidates are the rows of files only `old` holds and the rows `new`
+/// deleted from shared files (old side), and the rows of files only `new` holds (new side) —
+/// a catch-up costs what changed, not the table. (After a compaction every file is new and
+/// the comparison covers everything, with the same result.)
+pub(super) fn changed_rows(
+    old: &crate::store::Snapshot,
+    new: &crate::store::Snapshot,
+) -> Result<(roaring::RoaringBitmap, roaring::RoaringBitmap)> {
+    use roaring::RoaringBitmap;
+    let in_new: std::collections::HashMap<&str, usize> = new
+        .manifest()
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.path.as_str(), i))
+        .collect();
+    let in_old: std::collections::HashSet<&str> = old
+        .manifest()
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    let mut old_rows = RoaringBitmap::new();
+    for (i, f) in old.manifest().files.iter().enumerate() {
+        let live = old.file_rows(i, None)?;
+        let gone = match in_new.get(f.path.as_str()) {
+            None => live,
+            Some(&j) => live - new.file_rows(j, None)?,
+        };
+        old_rows.extend(gone.iter().map(|o| o + f.row_base));
+    }
+    let mut new_rows = RoaringBitmap::new();
+    for (j, f) in new.manifest().files.iter().enumerate() {
+        if !in_old.contains(f.path.as_str()) {
+            let live = new.file_rows(j, None)?;
+            new_rows.extend(live.iter().map(|o| o + f.row_base));
+        }
+    }
+    Ok((old_rows, new_rows))
+}
+
 /// The SQL that lists the changes from table `old` to table `new` keyed by `key`, over the
 /// granted `fields` (both tables have exactly these columns): `_op` then the fields — new
 /// values for inserts and updates, the last delivered values for deletes.

@@ -588,25 +588,39 @@ impl Session {
         }
         let cursor = super::feed::cursor(store.root(), access.grant_id())?;
         let key = department_key(&self.engine.inner.secret, decision.department());
-        let new = Arc::new(SecuredTable::new(store.pinned(dataset)?, access, key)?);
-        *span = (cursor.acked, new.snapshot().version());
+        let current = store.pinned(dataset)?;
+        *span = (cursor.acked, current.version());
         let ctx = self.engine.inner.surface.context();
-        let schema = datafusion::catalog::TableProvider::schema(new.as_ref());
-        let old: Arc<dyn datafusion::catalog::TableProvider> = if cursor.acked == 0 {
-            Arc::new(
-                datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]])
-                    .map_err(|e| Error::internal(e.to_string()))?,
-            )
+        let (new, old): (
+            Arc<SecuredTable>,
+            Arc<dyn datafusion::catalog::TableProvider>,
+        ) = if cursor.acked == 0 {
+            // Nothing delivered yet: everything in scope is new.
+            let new = Arc::new(SecuredTable::new(current, access, key)?);
+            let schema = datafusion::catalog::TableProvider::schema(new.as_ref());
+            let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
+                .map_err(|e| Error::internal(e.to_string()))?;
+            (new, Arc::new(empty))
         } else {
             let snap = store.snapshot_at(dataset, cursor.acked).map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound(format!(
-                    "version {} of '{dataset}', last acknowledged by this subscription, was vacuumed; the subscription must start over",
-                    cursor.acked
-                )),
-                e => e,
-            })?;
-            Arc::new(SecuredTable::new(Arc::new(snap), access, key)?)
+                    Error::NotFound(_) => Error::NotFound(format!(
+                        "version {} of '{dataset}', last acknowledged by this subscription, was vacuumed; the subscription must start over",
+                        cursor.acked
+                    )),
+                    e => e,
+                })?;
+            // Only rows that can differ are compared (see `feed::changed_rows`).
+            let (old_rows, new_rows) = super::feed::changed_rows(&snap, &current)?;
+            let new = Arc::new(SecuredTable::new_within(
+                current,
+                access,
+                key,
+                Some(&new_rows),
+            )?);
+            let old = SecuredTable::new_within(Arc::new(snap), access, key, Some(&old_rows))?;
+            (new, Arc::new(old))
         };
+        let schema = datafusion::catalog::TableProvider::schema(new.as_ref());
         ctx.register_table("new", new.clone())
             .map_err(|e| Error::internal(e.to_string()))?;
         ctx.register_table("old", old)
