@@ -333,6 +333,33 @@ pub fn charge_kind(
     h.write(&f, &p)
 }
 
+/// Charge one request of `kind` to grant `grant`'s daily budget of `per_day` (exports,
+/// aggregate queries), or refuse with [`Error::LimitExceeded`] saying so (`what`: "exports",
+/// "aggregate queries").
+pub fn charge_daily(
+    root: &Path,
+    kind: &str,
+    what: &str,
+    grant: u64,
+    per_day: u32,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // A daily count only: no per-second window, no subjects (the per-subject limit is set
+    // where it can never bind, so no subject table is kept).
+    let terms = VerifyTerms {
+        per_second: u32::MAX,
+        per_day,
+        per_subject_per_day: u32::MAX,
+        disclose_absence: false,
+    };
+    charge_kind(root, kind, grant, &terms, now, &[0]).map_err(|e| match e {
+        Error::LimitExceeded(_) => Error::LimitExceeded(format!(
+            "grant {grant} allows {per_day} {what} a day; none is left today"
+        )),
+        e => e,
+    })
+}
+
 /// The counters of grant `grant` as they stand at `now` (zero when it never answered).
 pub fn usage(root: &Path, grant: u64, terms: &VerifyTerms, now: DateTime<Utc>) -> Result<Usage> {
     let (_f, _p, h) = open_locked(root, "verify", grant, terms)?;

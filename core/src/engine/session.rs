@@ -201,10 +201,7 @@ impl Session {
 
     /// Run one SQL query under the current policy and collect its result.
     pub fn sql(&self, sql: &str) -> Result<QueryResult> {
-        let stream = self.sql_stream(sql)?;
-        let schema = stream.schema();
-        let batches = stream.collect::<Result<Vec<_>>>()?;
-        Ok(QueryResult { schema, batches })
+        collect(self.sql_stream(sql)?)
     }
 
     /// Plan one SQL query under the current policy and return its result as a stream of
@@ -230,10 +227,7 @@ impl Session {
     /// index, not a scan; decided, recorded and bounded like a query (the trail holds the
     /// rows read, not the keys asked). The key field must be granted in clear.
     pub fn lookup(&self, dataset: &str, keys: &[&str]) -> Result<QueryResult> {
-        let stream = self.lookup_stream(dataset, keys)?;
-        let schema = stream.schema();
-        let batches = stream.collect::<Result<Vec<_>>>()?;
-        Ok(QueryResult { schema, batches })
+        collect(self.lookup_stream(dataset, keys)?)
     }
 
     /// [`Session::lookup`] as a stream of batches.
@@ -504,12 +498,10 @@ impl Session {
         let planned = self.plan_changes(dataset, &mut span);
         let what = serde_json::json!({ "dataset": dataset, "from": span.0, "to": span.1 });
         let stream = self.start(started, generation, ("changes", what), planned)?;
-        let schema = stream.schema();
-        let batches = stream.collect::<Result<Vec<_>>>()?;
         Ok(ChangeSet {
             from: span.0,
             to: span.1,
-            result: QueryResult { schema, batches },
+            result: collect(stream)?,
         })
     }
 
@@ -627,26 +619,7 @@ impl Session {
             .map_err(|e| Error::internal(e.to_string()))?;
         let fields: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let sql = super::feed::changes_sql(&def.key, &fields);
-        let limits = store.settings()?.query;
-        let catalog = store.catalog_shared()?;
-        let (schema, plan) = self.engine.inner.runtime.block_on(async {
-            let denials = Denials {
-                catalog: &catalog,
-                decision: &decision,
-            };
-            let df = surface::plan(&ctx, &sql, &denials).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let plan = surface::physical(df, &limits, &denials).await?;
-            Ok::<_, Error>((schema, plan))
-        })?;
-        Ok(Planned {
-            decision,
-            tables: vec![(dataset.to_string(), new)],
-            schema,
-            plan,
-            task: surface::task_context(&ctx, &limits)?,
-            limits,
-        })
+        self.plan_in(ctx, vec![(dataset.to_string(), new)], decision, &sql, None)
     }
 
     /// Run an aggregate query under an aggregate-only grant (scenario service): only
@@ -655,10 +628,7 @@ impl Session {
     /// [`crate::access::aggregate`] for the rules and what they do not prevent). Recorded like a
     /// query.
     pub fn aggregate(&self, sql: &str) -> Result<QueryResult> {
-        let stream = self.aggregate_stream(sql)?;
-        let schema = stream.schema();
-        let batches = stream.collect::<Result<Vec<_>>>()?;
-        Ok(QueryResult { schema, batches })
+        collect(self.aggregate_stream(sql)?)
     }
 
     /// [`Session::aggregate`] as a stream of batches.
@@ -704,27 +674,14 @@ impl Session {
         let (grant, t) = charged
             .get()
             .ok_or_else(|| Error::internal("an aggregate query was planned without its grant"))?;
-        let budget = crate::access::policy::VerifyTerms {
-            per_second: u32::MAX,
-            per_day: t.per_day,
-            per_subject_per_day: u32::MAX,
-            disclose_absence: false,
-        };
-        quota::charge_kind(
+        quota::charge_daily(
             self.engine.store().root(),
             "aggregate",
+            "aggregate queries",
             grant,
-            &budget,
+            t.per_day,
             self.engine.now(),
-            &[0],
-        )
-        .map_err(|e| match e {
-            Error::LimitExceeded(_) => Error::LimitExceeded(format!(
-                "grant {grant} answers {} aggregate queries a day; none is left today",
-                t.per_day
-            )),
-            e => e,
-        })?;
+        )?;
         Ok(planned)
     }
 
@@ -760,27 +717,14 @@ impl Session {
                 terms.max_rows
             )));
         }
-        let as_quota = crate::access::policy::VerifyTerms {
-            per_second: u32::MAX,
-            per_day: terms.per_day,
-            per_subject_per_day: u32::MAX,
-            disclose_absence: false,
-        };
-        quota::charge_kind(
+        quota::charge_daily(
             self.engine.store().root(),
             "export",
+            "exports",
             grant,
-            &as_quota,
+            terms.per_day,
             self.engine.now(),
-            &[0],
-        )
-        .map_err(|e| match e {
-            Error::LimitExceeded(_) => Error::LimitExceeded(format!(
-                "grant {grant} allows {} exports a day; none is left today",
-                terms.per_day
-            )),
-            e => e,
-        })?;
+        )?;
         Ok(planned)
     }
 
@@ -925,8 +869,21 @@ impl Session {
         sql: &str,
         rewrite: Option<&Rewrite<'_>>,
     ) -> Result<Planned> {
-        let limits = self.engine.store().settings()?.query;
         let (ctx, tables) = self.context(&decision)?;
+        self.plan_in(ctx, tables, decision, sql, rewrite)
+    }
+
+    /// Check and plan `sql` in `ctx` (holding `tables`, for `decision`) under the store's
+    /// query limits down to a bounded physical plan — nothing executed yet.
+    fn plan_in(
+        &self,
+        ctx: SessionContext,
+        tables: SecuredTables,
+        decision: Decision,
+        sql: &str,
+        rewrite: Option<&Rewrite<'_>>,
+    ) -> Result<Planned> {
+        let limits = self.engine.store().settings()?.query;
         let catalog = self.engine.store().catalog_shared()?;
         let (schema, plan) = self.engine.inner.runtime.block_on(async {
             let denials = Denials {
@@ -951,6 +908,13 @@ impl Session {
             limits,
         })
     }
+}
+
+/// A query's whole result (its completion is recorded when the stream ends).
+fn collect(stream: QueryStream) -> Result<QueryResult> {
+    let schema = stream.schema();
+    let batches = stream.collect::<Result<Vec<_>>>()?;
+    Ok(QueryResult { schema, batches })
 }
 
 /// A check and rewrite of a logical plan before it is optimised.
