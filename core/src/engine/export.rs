@@ -123,17 +123,10 @@ impl Sink {
         format: ExportFormat,
         schema: &arrow::datatypes::SchemaRef,
     ) -> Result<Sink> {
+        // Checked again here: another export may have finished since `check_target`.
+        check_target(dir, dataset, format)?;
         std::fs::create_dir_all(dir).at(dir)?;
         let path = dir.join(format!("{dataset}.{}", format.extension()));
-        let manifest = manifest_path(dir, dataset, format);
-        for p in [&path, &manifest] {
-            if p.exists() {
-                return Err(Error::invalid(format!(
-                    "{} exists already; an export never overwrites",
-                    p.display()
-                )));
-            }
-        }
         let tmp = dir.join(format!(".{dataset}.{}.part", format.extension()));
         let file = File::create(&tmp).at(&tmp)?;
         let writer = match format {
@@ -216,6 +209,21 @@ impl Sink {
     pub(super) fn abandon(self) {
         let _ = std::fs::remove_file(&self.tmp);
     }
+}
+
+/// Refuse an export whose file or manifest exists already in `dir` (an export never
+/// overwrites).
+pub(super) fn check_target(dir: &Path, dataset: &str, format: ExportFormat) -> Result<()> {
+    let path = dir.join(format!("{dataset}.{}", format.extension()));
+    for p in [&path, &manifest_path(dir, dataset, format)] {
+        if p.exists() {
+            return Err(Error::invalid(format!(
+                "{} exists already; an export never overwrites",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn file_entry(read_from: &Path, named: &Path) -> Result<ExportFile> {

@@ -414,7 +414,10 @@ impl Session {
     ) -> Result<ExportManifest> {
         let started = Instant::now();
         let generation = self.cancel.load(Ordering::SeqCst);
-        let planned = self.plan_export(dataset);
+        // An existing target is the caller's mistake: refused (and recorded) before the export
+        // is recorded as allowed or charged to the day's count.
+        let planned = super::export::check_target(dir, dataset, format)
+            .and_then(|()| self.plan_export(dataset));
         let what = serde_json::json!({ "dataset": dataset, "format": format });
         let (grant, fields) = match &planned {
             Ok(p) => {
