@@ -1172,7 +1172,17 @@ fn the_service_catalog_lists_what_a_principal_may_apply_for_and_what_it_holds() 
     assert!(person.last_update.is_some());
     assert_eq!(person.update_frequency, "real-time");
     assert_eq!((person.approval_days, person.objection_days), (3, 5));
-    assert_eq!(person.modes, [Mode::Query]);
+    assert_eq!(
+        person.modes,
+        [
+            Mode::Query,
+            Mode::Verify,
+            Mode::Export,
+            Mode::Aggregate,
+            Mode::Push
+        ],
+        "every mode a grant may name is served"
+    );
     let item = |n: &str| person.items.iter().find(|i| i.name == n).expect("item");
     assert_eq!(item("sex_code").held, Some(Treatment::Clear));
     assert_eq!(item("name").held, None);
