@@ -1301,3 +1301,93 @@ fn export_from_the_command_line() {
     assert!(!rows.status.success());
     assert!(String::from_utf8_lossy(&rows.stderr).contains("aggregate-only"));
 }
+
+/// The verify counters are shared by processes: six `govshare verify` processes check one
+/// subject at once under a limit of two checks of a subject a day — exactly two are answered.
+#[test]
+fn verify_limits_hold_across_concurrent_processes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    stat_store(&store, &data);
+    let csv = std::fs::read_to_string(data.join("person.csv")).expect("csv");
+    let id = csv
+        .lines()
+        .nth(2)
+        .expect("row")
+        .split(',')
+        .next()
+        .expect("id")
+        .to_string();
+    for args in [
+        vec![
+            "dept",
+            "add",
+            "PSB",
+            "省公安厅",
+            "--region",
+            "430000",
+            "--by",
+            "root",
+        ],
+        vec![
+            "user",
+            "add",
+            "appr",
+            "赵审批",
+            "--dept",
+            "PSB",
+            "--roles",
+            "provider-approver",
+            "--by",
+            "root",
+        ],
+        vec![
+            "grant",
+            "approve",
+            "--by",
+            "appr",
+            "--dept",
+            "STAT",
+            "--dataset",
+            "person",
+            "--fields",
+            "name",
+            "--purpose",
+            "V",
+            "--purpose-text",
+            "身份核验",
+            "--verify",
+            "100,1000,2",
+        ],
+    ] {
+        ok(&govshare(&store, &args));
+    }
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_govshare"))
+                .arg("--store")
+                .arg(&store)
+                .args([
+                    "verify",
+                    "--user",
+                    "stat",
+                    "--purpose",
+                    "V",
+                    "person",
+                    "--key",
+                    &id,
+                    "--claim",
+                    "name=张三",
+                ])
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let answered = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .filter(|o| o.status.success())
+        .count();
+    assert_eq!(answered, 2, "the per-subject limit across processes");
+}
