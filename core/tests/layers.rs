@@ -22,10 +22,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "access",
         &[
+            "access::aggregate",
             "access::counts",
             "access::masks",
             "access::policy",
+            "access::quota",
             "access::secured",
+            "access::verify",
         ],
     ),
     ("engine", &["engine"]),
