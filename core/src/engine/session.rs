@@ -414,10 +414,7 @@ impl Session {
     ) -> Result<ExportManifest> {
         let started = Instant::now();
         let generation = self.cancel.load(Ordering::SeqCst);
-        // An existing target is the caller's mistake: refused (and recorded) before the export
-        // is recorded as allowed or charged to the day's count.
-        let planned = super::export::check_target(dir, dataset, format)
-            .and_then(|()| self.plan_export(dataset));
+        let planned = self.plan_export(dataset, format, dir);
         let what = serde_json::json!({ "dataset": dataset, "format": format });
         let (grant, fields) = match &planned {
             Ok(p) => {
@@ -690,7 +687,12 @@ impl Session {
 
     /// The gate in export mode, the plan of the whole granted table, and the grant's limits
     /// (rows in scope, exports today) — everything that may refuse an export before it starts.
-    fn plan_export(&self, dataset: &str) -> Result<Planned> {
+    fn plan_export(
+        &self,
+        dataset: &str,
+        format: ExportFormat,
+        dir: &std::path::Path,
+    ) -> Result<Planned> {
         let decision = decide(&self.engine, &self.login, Mode::Export)?;
         let access = decision.datasets().get(dataset).ok_or_else(|| {
             Error::AccessDenied(format!(
@@ -720,6 +722,9 @@ impl Session {
                 terms.max_rows
             )));
         }
+        // An existing target is the caller's mistake: refused (and recorded) before the export
+        // is recorded as allowed or charged to the day's count.
+        super::export::check_target(dir, dataset, format)?;
         quota::charge_daily(
             self.engine.store().root(),
             "export",
