@@ -5,9 +5,9 @@ use std::ffi::c_char;
 
 use arrow::array::RecordBatchReader;
 use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
-use govshare_core::Error;
 use govshare_core::access::policy::{AuthMethod, Login};
 use govshare_core::engine::QueryStreamArrow;
+use govshare_core::{Error, Session};
 
 use crate::handles::*;
 // The whole C surface in scope: the types, and the other entry points the docs link to.
@@ -135,11 +135,26 @@ pub unsafe extern "C" fn gs_session_query(
     sql: *const c_char,
     out_stream: *mut FFI_ArrowArrayStream,
 ) -> gs_status {
+    // SAFETY: per contract.
+    unsafe { stream_sql(session, sql, out_stream, Session::sql_stream) }
+}
+
+/// The SQL doors ([`gs_session_query`], [`gs_session_aggregate`]): check the arguments, run
+/// `sql` through `door`, hand its stream to `*out_stream`.
+///
+/// # Safety
+/// As [`gs_session_query`].
+unsafe fn stream_sql(
+    session: *mut gs_session,
+    sql: *const c_char,
+    out_stream: *mut FFI_ArrowArrayStream,
+    door: fn(&Session, &str) -> govshare_core::Result<govshare_core::engine::QueryStream>,
+) -> gs_status {
     with_session(session, |h| {
         non_null(out_stream, "out_stream")?;
         // SAFETY: per contract.
         let sql = unsafe { arg(sql, "sql") }?;
-        let stream = h.session.sql_stream(sql)?;
+        let stream = door(&h.session, sql)?;
         // SAFETY: checked non-NULL, writable per contract.
         unsafe { put_stream(out_stream, Box::new(QueryStreamArrow(stream))) };
         Ok(())
@@ -307,15 +322,8 @@ pub unsafe extern "C" fn gs_session_aggregate(
     sql: *const c_char,
     out_stream: *mut FFI_ArrowArrayStream,
 ) -> gs_status {
-    with_session(session, |h| {
-        non_null(out_stream, "out_stream")?;
-        // SAFETY: per contract.
-        let sql = unsafe { arg(sql, "sql") }?;
-        let stream = h.session.aggregate_stream(sql)?;
-        // SAFETY: checked non-NULL, writable per contract.
-        unsafe { put_stream(out_stream, Box::new(QueryStreamArrow(stream))) };
-        Ok(())
-    })
+    // SAFETY: per contract.
+    unsafe { stream_sql(session, sql, out_stream, Session::aggregate_stream) }
 }
 
 /// The changes of `dataset` for this session's push subscription since its last

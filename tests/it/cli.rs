@@ -982,20 +982,12 @@ fn workflows_from_the_command_line() {
     assert_eq!(cal["years"][0]["year"], 2027);
 }
 
-/// Lookup by key and verify from the command line: `grant approve --verify LIMITS` makes a
-/// verify grant; `verify` answers match / no match (from `--claim`s or a CSV file) and stops at
-/// the per-subject limit with the limit's exit code; `by-key` prints the granted fields.
-#[test]
-fn lookup_and_verify_from_the_command_line() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = dir.path().join("store");
-    let data = dir.path().join("data");
-    stat_store(&store, &data);
-    let csv = std::fs::read_to_string(data.join("person.csv")).expect("csv");
-    let first: Vec<&str> = csv.lines().nth(1).expect("row").split(',').collect();
-    let (id, name) = (first[0], first[1]);
-    for args in [
-        vec![
+/// The provincial public security department PSB and its approver `appr`, who grants access to
+/// the person dataset.
+fn add_approver(store: &std::path::Path) {
+    ok(&govshare(
+        store,
+        &[
             "dept",
             "add",
             "PSB",
@@ -1005,7 +997,10 @@ fn lookup_and_verify_from_the_command_line() {
             "--by",
             "root",
         ],
-        vec![
+    ));
+    ok(&govshare(
+        store,
+        &[
             "user",
             "add",
             "appr",
@@ -1017,6 +1012,23 @@ fn lookup_and_verify_from_the_command_line() {
             "--by",
             "root",
         ],
+    ));
+}
+
+/// Lookup by key and verify from the command line: `grant approve --verify LIMITS` makes a
+/// verify grant; `verify` answers match / no match (from `--claim`s or a CSV file) and stops at
+/// the per-subject limit with the limit's exit code; `by-key` prints the granted fields.
+#[test]
+fn lookup_and_verify_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    stat_store(&store, &data);
+    add_approver(&store);
+    let csv = std::fs::read_to_string(data.join("person.csv")).expect("csv");
+    let first: Vec<&str> = csv.lines().nth(1).expect("row").split(',').collect();
+    let (id, name) = (first[0], first[1]);
+    for args in [
         vec![
             "grant",
             "approve",
@@ -1158,30 +1170,10 @@ fn export_from_the_command_line() {
     let store = dir.path().join("store");
     let data = dir.path().join("data");
     stat_store(&store, &data);
-    for args in [
-        vec![
-            "dept",
-            "add",
-            "PSB",
-            "省公安厅",
-            "--region",
-            "430000",
-            "--by",
-            "root",
-        ],
-        vec![
-            "user",
-            "add",
-            "appr",
-            "赵审批",
-            "--dept",
-            "PSB",
-            "--roles",
-            "provider-approver",
-            "--by",
-            "root",
-        ],
-        vec![
+    add_approver(&store);
+    ok(&govshare(
+        &store,
+        &[
             "grant",
             "approve",
             "--by",
@@ -1199,9 +1191,7 @@ fn export_from_the_command_line() {
             "--export",
             "1000,1",
         ],
-    ] {
-        ok(&govshare(&store, &args));
-    }
+    ));
     let out = dir.path().join("out");
     let o = out.to_str().expect("p");
     let printed = ok(&govshare(
@@ -1310,6 +1300,7 @@ fn verify_limits_hold_across_concurrent_processes() {
     let store = dir.path().join("store");
     let data = dir.path().join("data");
     stat_store(&store, &data);
+    add_approver(&store);
     let csv = std::fs::read_to_string(data.join("person.csv")).expect("csv");
     let id = csv
         .lines()
@@ -1319,30 +1310,9 @@ fn verify_limits_hold_across_concurrent_processes() {
         .next()
         .expect("id")
         .to_string();
-    for args in [
-        vec![
-            "dept",
-            "add",
-            "PSB",
-            "省公安厅",
-            "--region",
-            "430000",
-            "--by",
-            "root",
-        ],
-        vec![
-            "user",
-            "add",
-            "appr",
-            "赵审批",
-            "--dept",
-            "PSB",
-            "--roles",
-            "provider-approver",
-            "--by",
-            "root",
-        ],
-        vec![
+    ok(&govshare(
+        &store,
+        &[
             "grant",
             "approve",
             "--by",
@@ -1360,9 +1330,7 @@ fn verify_limits_hold_across_concurrent_processes() {
             "--verify",
             "100,1000,2",
         ],
-    ] {
-        ok(&govshare(&store, &args));
-    }
+    ));
     let runs: Vec<_> = (0..6)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_govshare"))
