@@ -36,10 +36,25 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 }
 
 /// Test hook: when `GOVSHARE_FAILPOINT` names this point, the process aborts right here, as a
-/// crash would. Used by the crash-safety tests; costs one environment read per commit.
+/// crash would. `<point>:pause=<file>` instead creates `<file>` and waits there for ever, so a
+/// test can kill the process from outside (SIGKILL) at exactly this point. Used by the
+/// crash-safety tests; costs one environment read per commit.
 pub(crate) fn failpoint(name: &str) {
-    if std::env::var("GOVSHARE_FAILPOINT").is_ok_and(|v| v == name) {
+    let Ok(v) = std::env::var("GOVSHARE_FAILPOINT") else {
+        return;
+    };
+    if v == name {
         std::process::abort();
+    }
+    if let Some(signal) = v
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(":pause="))
+    {
+        // If the file cannot be created the test waiting for it times out and says so.
+        let _ = std::fs::write(signal, b"");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 

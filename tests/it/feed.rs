@@ -297,15 +297,16 @@ fn a_subscription_needs_a_push_grant_with_its_key() {
 }
 
 /// Exactly once across a subscriber killed between reading and acknowledging: the command-line
-/// subscriber aborts at the acknowledgement; the next run delivers the same changes (same
-/// token) and acknowledges them; the run after that delivers nothing.
+/// subscriber has written the changes and is stopped just before its acknowledgement, where
+/// this test kills it with SIGKILL; the next run delivers the same changes (same token) and
+/// acknowledges them; the run after that delivers nothing.
 #[test]
 fn a_subscriber_killed_before_its_ack_gets_the_same_changes_once_more_and_then_none() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = small_store(&dir.path().join("store"));
     let county = govshare_testkit::largest_county(&store);
     push_grant(&store, &county);
-    let run = |out: &str, failpoint: Option<&str>| {
+    let command = |out: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_govshare"));
         c.arg("--store")
             .arg(dir.path().join("store"))
@@ -322,15 +323,39 @@ fn a_subscriber_killed_before_its_ack_gets_the_same_changes_once_more_and_then_n
                 "--out",
             ])
             .arg(dir.path().join(out));
-        if let Some(f) = failpoint {
-            c.env("GOVSHARE_FAILPOINT", f);
-        }
-        c.output().expect("run govshare")
+        c
     };
-    let killed = run("one.csv", Some("feed_before_ack"));
-    assert!(!killed.status.success(), "killed at the acknowledgement");
+    let run = |out: &str| command(out).output().expect("run govshare");
+    let paused = dir.path().join("at-ack");
+    let mut victim = command("one.csv")
+        .env(
+            "GOVSHARE_FAILPOINT",
+            format!("feed_before_ack:pause={}", paused.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn govshare");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !paused.exists() {
+        if let Some(status) = victim.try_wait().expect("poll") {
+            panic!("the subscriber ended ({status}) before reaching its acknowledgement");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never reached its acknowledgement"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    victim.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    let status = victim.wait().expect("reap");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "killed by SIGKILL"
+    );
     let first = std::fs::read_to_string(dir.path().join("one.csv")).expect("read before the kill");
-    let second = run("two.csv", None);
+    let second = run("two.csv");
     assert!(
         second.status.success(),
         "{}",
@@ -339,7 +364,7 @@ fn a_subscriber_killed_before_its_ack_gets_the_same_changes_once_more_and_then_n
     let redelivered = std::fs::read_to_string(dir.path().join("two.csv")).expect("two");
     assert_eq!(first, redelivered, "the same changes again");
     assert!(first.lines().count() > 1);
-    let third = run("three.csv", None);
+    let third = run("three.csv");
     assert!(third.status.success());
     let none = std::fs::read_to_string(dir.path().join("three.csv")).expect("three");
     assert_eq!(none.lines().count(), 1, "only the header: delivered once");
