@@ -10,7 +10,8 @@
 //! stored values read through the key index and row blocks. `single_no_audit` is the same
 //! decision, quota and comparison without the trail (the engine has no unaudited path; this
 //! bench assembles it). `batch_10k` is one `Session::verify` of 10,000 claims (one durable
-//! record for the batch). `export/parquet` and `export/csv` export the whole table's granted
+//! record for the batch); `batch_10k_no_audit` the same without the trail, and
+//! `batch_10k_compare_only` only the comparison of a prepared request. `export/parquet` and `export/csv` export the whole table's granted
 //! fields (two masked) under an export grant, into a fresh directory each time.
 //! `feed/initial` is a push subscription's first delivery (every subject as an insert);
 //! `feed/catch_up_10k_updates` the delivery after an incremental load updated 10,000 subjects.
@@ -171,6 +172,50 @@ fn verify(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("batch_10k", |b| {
         b.iter(|| black_box(s.verify("person", &batch).expect("verify")))
+    });
+    // The batch's parts, to see where its time goes: the comparison alone (a prepared
+    // verifier), and with the decision, the request's shape and the quota (no trail).
+    let decision = store
+        .policy_shared()
+        .expect("policy")
+        .decide(
+            &store.catalog_shared().expect("catalog"),
+            &login,
+            Mode::Verify,
+            Utc::now(),
+        )
+        .expect("decide");
+    let v = Verifier::new(
+        store.pinned("person").expect("snap"),
+        &decision.datasets()["person"],
+        cache.clone(),
+    )
+    .expect("v");
+    let (claimed, canon) = v.prepare(&batch).expect("prepare");
+    g.bench_function("batch_10k_compare_only", |b| {
+        b.iter(|| black_box(v.check(&batch, &claimed, &canon).expect("check")))
+    });
+    g.bench_function("batch_10k_no_audit", |b| {
+        b.iter(|| {
+            let policy = store.policy_shared().expect("policy");
+            let catalog = store.catalog_shared().expect("catalog");
+            let decision = policy
+                .decide(&catalog, &login, Mode::Verify, Utc::now())
+                .expect("decide");
+            let v = Verifier::new(
+                store.pinned("person").expect("snap"),
+                &decision.datasets()["person"],
+                cache.clone(),
+            )
+            .expect("v");
+            let (claimed, canon) = v.prepare(&batch).expect("prepare");
+            let tags: Vec<u64> = canon
+                .iter()
+                .map(|k| quota::subject_tag(&[7; 32], k.as_deref().unwrap_or_default()))
+                .collect();
+            quota::charge(store.root(), 0, &v.terms(), Utc::now(), &tags).expect("quota");
+            black_box(v.check(&batch, &claimed, &canon).expect("check"))
+        })
     });
     g.finish();
 

@@ -3,13 +3,19 @@
 //! enumerate people).
 //!
 //! The counters live in the store directory, one file per grant (`quota/verify-<id>.q`; exports
-//! per day count the same way in `quota/export-<id>.q`), and are
-//! changed only under an OS lock on that file: the limits hold across restarts of the process
-//! and across every process that opens the store. A file is a 48-byte header — the current
-//! one-second window and its count, the current Beijing day and its count — followed by an
-//! open-addressed table of per-subject counters for the day. Subjects are keyed by a hash keyed
-//! with the store's secret, so the file does not show which people were checked (a plain hash
-//! of an ID would: the ID space is small enough to hash in full).
+//! and aggregate queries per day count the same way in `quota/export-<id>.q` and
+//! `quota/aggregate-<id>.q`), and are changed only under an OS lock on that file: the limits
+//! hold across restarts of the process and across every process that opens the store. A file
+//! is a 48-byte header — the current one-second window and its count, the current Beijing day,
+//! its count and the length of its log — followed by the day's log of checked subjects, one
+//! 8-byte tag per check, appended. The log starts afresh each Beijing day, so it never holds
+//! more than the grant's daily limit of tags. Subjects are keyed by a hash keyed with the
+//! store's secret, so the file does not show which people were checked (a plain hash of an ID
+//! would: the ID space is small enough to hash in full).
+//!
+//! Each process keeps the day's per-subject counts folded from the log in memory, and under the
+//! lock reads only the part of the log other processes appended since: a request of n checks
+//! costs a header read, one append of 8·n bytes and a header write, whatever the table size.
 //!
 //! A request is charged all or nothing, before it is answered: if any limit would be passed,
 //! nothing is counted and nothing is answered. The counters are written to the page cache, not
@@ -27,14 +33,10 @@ use chrono::{DateTime, Datelike, Utc};
 use crate::access::policy::VerifyTerms;
 use crate::error::{Error, IoContext, Result};
 
-const MAGIC: &[u8; 8] = b"GSQUOTA1";
+const MAGIC: &[u8; 8] = b"GSQUOTA2";
 const HEADER: u64 = 48;
-const SLOT: u64 = 16;
-/// Probes before a subject gives up on finding its slot: a table that full refuses (fail
-/// closed) rather than forgetting counts.
-const MAX_PROBES: u64 = 256;
-const MIN_SLOTS: u64 = 1 << 10;
-const MAX_SLOTS: u64 = 1 << 22;
+/// Bytes per log entry (one subject tag).
+const TAG: u64 = 8;
 
 /// The file holding grant `grant`'s verify counters under the store root `root`.
 pub fn path(root: &Path, grant: u64) -> PathBuf {
@@ -46,13 +48,12 @@ fn path_kind(root: &Path, kind: &str, grant: u64) -> PathBuf {
     root.join("quota").join(format!("{kind}-{grant}.q"))
 }
 
-/// A subject's key as the counters know it: a hash keyed with the store's secret, never 0
-/// (0 marks a free slot).
+/// A subject's key as the counters know it: a hash keyed with the store's secret.
 pub fn subject_tag(secret: &[u8; 32], key: &str) -> u64 {
     let h = blake3::keyed_hash(secret, key.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.as_bytes()[..8]);
-    u64::from_le_bytes(b).max(1)
+    u64::from_le_bytes(b)
 }
 
 /// What the counters of one grant say now (for tests and reports).
@@ -65,11 +66,12 @@ pub struct Usage {
 }
 
 struct Header {
-    slots: u64,
     second: i64,
     in_second: u64,
     day: i64,
     in_day: u64,
+    /// Tags in the day's log.
+    logged: u64,
 }
 
 impl Header {
@@ -88,16 +90,18 @@ impl Header {
             u64::from_le_bytes(w)
         };
         let h = Header {
-            slots: word(8),
-            second: word(16) as i64,
-            in_second: word(24),
-            day: word(32) as i64,
-            in_day: word(40),
+            second: word(8) as i64,
+            in_second: word(16),
+            day: word(24) as i64,
+            in_day: word(32),
+            logged: word(40),
         };
+        // A log shorter than its header says was damaged: refuse rather than forget counts.
+        // (Longer is fine: a writer that stopped between its append and its header write.)
         let len = f.metadata().at(p)?.len();
-        if !h.slots.is_power_of_two() || len != HEADER + h.slots * SLOT {
+        if h.logged > h.in_day || len < HEADER + h.logged * TAG {
             return Err(Error::Corrupt(format!(
-                "{}: quota table size does not match its header",
+                "{}: the quota log does not match its header",
                 p.display()
             )));
         }
@@ -108,11 +112,11 @@ impl Header {
         let mut b = [0u8; HEADER as usize];
         b[..8].copy_from_slice(MAGIC);
         for (i, w) in [
-            self.slots,
             self.second as u64,
             self.in_second,
             self.day as u64,
             self.in_day,
+            self.logged,
         ]
         .into_iter()
         .enumerate()
@@ -123,96 +127,55 @@ impl Header {
     }
 }
 
-/// The per-subject table of a counter file: read slot by slot, or — for a request that checks
-/// many subjects — read whole once, so a batch costs two large I/Os instead of two per subject.
-enum Table {
-    OnDisk,
-    Loaded(Vec<u8>),
+/// One counter file as this process knows it: the open file and the day's per-subject counts
+/// folded from the first `folded` tags of its log.
+struct Counter {
+    file: File,
+    day: i64,
+    folded: u64,
+    per_subject: HashMap<u64, u32>,
 }
 
-impl Table {
-    /// Requests of at least this many checks read the table whole when that is cheaper than
-    /// a read and a write per subject (about 2 KiB of table per subject).
-    fn open(f: &File, p: &Path, h: &Header, checks: usize) -> Result<Table> {
-        let bytes = h.slots * SLOT;
-        if checks < 64 || bytes > checks as u64 * 2048 {
-            return Ok(Table::OnDisk);
+impl Counter {
+    /// Bring the folded counts up to the log described by `h` (read under the lock): start
+    /// over when the day changed, then fold the tags other processes appended.
+    fn catch_up(&mut self, p: &Path, h: &Header) -> Result<()> {
+        if self.day != h.day || self.folded > h.logged {
+            self.day = h.day;
+            self.folded = 0;
+            self.per_subject.clear();
         }
-        let mut buf = vec![0u8; bytes as usize];
-        f.read_exact_at(&mut buf, HEADER).at(p)?;
-        Ok(Table::Loaded(buf))
-    }
-
-    /// (owner tag, day, count) of one slot.
-    fn slot(&self, f: &File, p: &Path, slot: u64) -> Result<(u64, i64, u32)> {
-        let mut b = [0u8; SLOT as usize];
-        match self {
-            Table::OnDisk => f.read_exact_at(&mut b, HEADER + slot * SLOT).at(p)?,
-            Table::Loaded(buf) => {
-                let at = (slot * SLOT) as usize;
-                b.copy_from_slice(&buf[at..at + SLOT as usize]);
+        if self.folded < h.logged {
+            let mut buf = vec![0u8; ((h.logged - self.folded) * TAG) as usize];
+            self.file
+                .read_exact_at(&mut buf, HEADER + self.folded * TAG)
+                .at(p)?;
+            for chunk in buf.chunks_exact(TAG as usize) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                *self.per_subject.entry(u64::from_le_bytes(w)).or_default() += 1;
             }
-        }
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[..8]);
-        let mut d = [0u8; 4];
-        d.copy_from_slice(&b[8..12]);
-        let mut c = [0u8; 4];
-        c.copy_from_slice(&b[12..16]);
-        Ok((
-            u64::from_le_bytes(w),
-            i64::from(i32::from_le_bytes(d)),
-            u32::from_le_bytes(c),
-        ))
-    }
-
-    /// Write the new counts: slot by slot, or the whole table in one write.
-    fn write(
-        self,
-        f: &File,
-        p: &Path,
-        day: i64,
-        counted: &std::collections::HashMap<u64, (u64, u32)>,
-    ) -> Result<()> {
-        let encode = |tag: u64, count: u32| {
-            let mut b = [0u8; SLOT as usize];
-            b[..8].copy_from_slice(&tag.to_le_bytes());
-            b[8..12].copy_from_slice(&(day as i32).to_le_bytes());
-            b[12..16].copy_from_slice(&count.to_le_bytes());
-            b
-        };
-        match self {
-            Table::OnDisk => {
-                for (tag, (slot, count)) in counted {
-                    f.write_all_at(&encode(*tag, *count), HEADER + slot * SLOT)
-                        .at(p)?;
-                }
-            }
-            Table::Loaded(mut buf) => {
-                for (tag, (slot, count)) in counted {
-                    let at = (slot * SLOT) as usize;
-                    buf[at..at + SLOT as usize].copy_from_slice(&encode(*tag, *count));
-                }
-                f.write_all_at(&buf, HEADER).at(p)?;
-            }
+            self.folded = h.logged;
         }
         Ok(())
     }
 }
 
-/// Counter files this process has open, by path: a check does not pay for opening, sizing
-/// and closing its file. Each is behind a mutex because an OS file lock is held per open file,
-/// not per thread: the mutex excludes this process's other threads, the OS lock other
+/// Counter files this process has open, by path: a check does not pay for opening the file
+/// or re-reading the day's log. Each is behind a mutex because an OS file lock is held per open
+/// file, not per thread: the mutex excludes this process's other threads, the OS lock other
 /// processes.
-static OPEN: std::sync::OnceLock<std::sync::Mutex<HashMap<PathBuf, Arc<std::sync::Mutex<File>>>>> =
-    std::sync::OnceLock::new();
+type Counters = HashMap<PathBuf, Arc<std::sync::Mutex<Counter>>>;
+static OPEN: std::sync::OnceLock<std::sync::Mutex<Counters>> = std::sync::OnceLock::new();
 
-/// Releases the OS lock when a locked section ends, whichever way.
-struct Unlock<'a>(&'a File);
+/// A counter under this process's mutex and the OS lock on its file; releases the OS lock
+/// when the locked section ends, whichever way (a panic included, or other processes would
+/// wait for ever).
+struct Locked<'a>(std::sync::MutexGuard<'a, Counter>);
 
-impl Drop for Unlock<'_> {
+impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        let _ = self.0.unlock();
+        let _ = self.0.file.unlock();
     }
 }
 
@@ -229,9 +192,9 @@ fn open_file(p: &Path) -> Result<File> {
         .at(p)
 }
 
-/// This process's handle on the counter file at `p`: the cached one while the file is still
-/// there (a store deleted and made again at the same path gets a fresh file), else a new one.
-fn handle(p: &Path) -> Result<Arc<std::sync::Mutex<File>>> {
+/// This process's counter for the file at `p`: the cached one while the file is still there
+/// (a store deleted and made again at the same path gets a fresh file), else a new one.
+fn handle(p: &Path) -> Result<Arc<std::sync::Mutex<Counter>>> {
     let poisoned = || Error::internal("quota file cache poisoned");
     let mut open = OPEN
         .get_or_init(Default::default)
@@ -241,51 +204,52 @@ fn handle(p: &Path) -> Result<Arc<std::sync::Mutex<File>>> {
         let linked = h
             .lock()
             .map_err(|_| poisoned())?
+            .file
             .metadata()
             .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0);
         if linked {
             return Ok(h.clone());
         }
     }
-    let h = Arc::new(std::sync::Mutex::new(open_file(p)?));
+    let h = Arc::new(std::sync::Mutex::new(Counter {
+        file: open_file(p)?,
+        day: i64::MIN,
+        folded: 0,
+        per_subject: HashMap::new(),
+    }));
     open.insert(p.to_path_buf(), h.clone());
     Ok(h)
 }
 
-/// Run `body` on grant `grant`'s counter file of `kind` (created and sized on first use), its
-/// header read, under this process's mutex and the OS lock on the file.
+/// Run `body` on grant `grant`'s counter file of `kind` (created on first use), its header
+/// read, under this process's mutex and the OS lock on the file.
 fn with_locked<R>(
     root: &Path,
     kind: &str,
     grant: u64,
-    terms: &VerifyTerms,
-    body: impl FnOnce(&File, &Path, Header) -> Result<R>,
+    body: impl FnOnce(&mut Counter, &Path, Header) -> Result<R>,
 ) -> Result<R> {
     let p = path_kind(root, kind, grant);
     let h = handle(&p)?;
-    let f = h
+    let c = h
         .lock()
         .map_err(|_| Error::internal("quota file lock poisoned"))?;
-    f.lock().at(&p)?;
-    let _unlock = Unlock(&f);
-    if f.metadata().at(&p)?.len() == 0 {
-        // First use, under the lock: whoever creates the file sizes the table for the grant's
-        // daily limit (every subject of a day fits at half load).
-        let slots = (u64::from(terms.per_day) * 2)
-            .next_power_of_two()
-            .clamp(MIN_SLOTS, MAX_SLOTS);
-        f.set_len(HEADER + slots * SLOT).at(&p)?;
+    c.file.lock().at(&p)?;
+    let mut locked = Locked(c);
+    let c = &mut *locked.0;
+    if c.file.metadata().at(&p)?.len() == 0 {
+        // First use, under the lock.
         Header {
-            slots,
             second: 0,
             in_second: 0,
             day: 0,
             in_day: 0,
+            logged: 0,
         }
-        .write(&f, &p)?;
+        .write(&c.file, &p)?;
     }
-    let header = Header::read(&f, &p)?;
-    body(&f, &p, header)
+    let header = Header::read(&c.file, &p)?;
+    body(c, &p, header)
 }
 
 /// Charge `subjects` (one tag per check, repeats allowed) to grant `grant` at `now`, or refuse
@@ -317,16 +281,19 @@ pub fn charge_kind(
             "grant {grant} answers at most {limit} verify checks {what}; this request of {n} check(s) would pass it"
         )))
     };
-    with_locked(root, kind, grant, terms, |f, p, mut h| {
+    with_locked(root, kind, grant, |c, p, mut h| {
         let second = now.timestamp();
         let day = i64::from(crate::calendar::beijing_date(now).num_days_from_ce());
         if h.second != second {
             h.second = second;
             h.in_second = 0;
         }
-        if h.day != day {
+        let new_day = h.day != day;
+        if new_day {
+            // A new day: its log starts empty (the old one is cut off below).
             h.day = day;
             h.in_day = 0;
+            h.logged = 0;
         }
         if h.in_second + n > u64::from(terms.per_second) {
             return refuse("per second", terms.per_second);
@@ -334,53 +301,40 @@ pub fn charge_kind(
         if h.in_day + n > u64::from(terms.per_day) {
             return refuse("per day", terms.per_day);
         }
-        // Per subject: find each subject's slot (its own, or a free or stale one), count this
-        // request's checks of it, and only then write — all or nothing. When the daily limit is no
-        // higher than the per-subject one, the per-subject limit can never bind: nothing to track.
+        // Per subject: count this request's checks of each subject on top of the day's, and
+        // only then append — all or nothing. When the daily limit is no higher than the
+        // per-subject one, the per-subject limit can never bind: nothing to track.
         if terms.per_subject_per_day < terms.per_day {
-            let table = Table::open(f, p, &h, subjects.len())?;
-            let mut counted: std::collections::HashMap<u64, (u64, u32)> = Default::default();
-            let mask = h.slots - 1;
-            let mut taken: std::collections::HashSet<u64> = Default::default();
+            c.catch_up(p, &h)?;
+            let mut mine: HashMap<u64, u32> = HashMap::with_capacity(subjects.len());
             for &tag in subjects {
-                if let Some(c) = counted.get_mut(&tag) {
-                    c.1 += 1;
-                    if c.1 > terms.per_subject_per_day {
-                        return refuse("of one subject per day", terms.per_subject_per_day);
-                    }
-                    continue;
-                }
-                let mut found = None;
-                for probe in 0..MAX_PROBES {
-                    let slot = (tag.wrapping_add(probe)) & mask;
-                    let (owner, slot_day, count) = table.slot(f, p, slot)?;
-                    if owner == tag && slot_day == day {
-                        found = Some((slot, count));
-                        break;
-                    }
-                    // Free, or another subject's count from an earlier day: reusable — unless an
-                    // earlier subject of this request already claimed it.
-                    if (owner == 0 || slot_day != day) && !taken.contains(&slot) {
-                        found = Some((slot, 0));
-                        break;
-                    }
-                }
-                let Some((slot, count)) = found else {
-                    return Err(Error::LimitExceeded(format!(
-                        "grant {grant}'s per-subject counters are full for today; no more verify checks until tomorrow"
-                    )));
-                };
-                if count + 1 > terms.per_subject_per_day {
+                let here = mine.entry(tag).or_default();
+                *here += 1;
+                let before = c.per_subject.get(&tag).copied().unwrap_or(0);
+                if before + *here > terms.per_subject_per_day {
                     return refuse("of one subject per day", terms.per_subject_per_day);
                 }
-                taken.insert(slot);
-                counted.insert(tag, (slot, count + 1));
             }
-            table.write(f, p, day, &counted)?;
+            let mut bytes = Vec::with_capacity(subjects.len() * TAG as usize);
+            for tag in subjects {
+                bytes.extend_from_slice(&tag.to_le_bytes());
+            }
+            c.file.write_all_at(&bytes, HEADER + h.logged * TAG).at(p)?;
+            for (tag, k) in mine {
+                *c.per_subject.entry(tag).or_default() += k;
+            }
+            h.logged += n;
+            c.folded = h.logged;
         }
         h.in_second += n;
         h.in_day += n;
-        h.write(f, p)
+        h.write(&c.file, p)?;
+        if new_day {
+            // Yesterday's log beyond today's start is dropped (after the header no longer
+            // counts it, so a crash in between loses nothing that counts).
+            c.file.set_len(HEADER + h.logged * TAG).at(p)?;
+        }
+        Ok(())
     })
 }
 
@@ -412,8 +366,8 @@ pub fn charge_daily(
 }
 
 /// The counters of grant `grant` as they stand at `now` (zero when it never answered).
-pub fn usage(root: &Path, grant: u64, terms: &VerifyTerms, now: DateTime<Utc>) -> Result<Usage> {
-    let h = with_locked(root, "verify", grant, terms, |_, _, h| Ok(h))?;
+pub fn usage(root: &Path, grant: u64, now: DateTime<Utc>) -> Result<Usage> {
+    let h = with_locked(root, "verify", grant, |_, _, h| Ok(h))?;
     let day = i64::from(crate::calendar::beijing_date(now).num_days_from_ce());
     Ok(Usage {
         this_second: if h.second == now.timestamp() {
@@ -458,7 +412,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            usage(dir.path(), 1, &t, at(1, 0, 0))
+            usage(dir.path(), 1, at(1, 0, 0))
                 .expect("usage")
                 .this_second,
             4
@@ -472,10 +426,7 @@ mod tests {
         );
         // The next Beijing day (16:00 UTC is midnight in Beijing) starts afresh.
         charge(dir.path(), 1, &t, at(16, 0, 0), &[14]).expect("a new day");
-        assert_eq!(
-            usage(dir.path(), 1, &t, at(16, 0, 0)).expect("usage").today,
-            1
-        );
+        assert_eq!(usage(dir.path(), 1, at(16, 0, 0)).expect("usage").today, 1);
         // Other grants count apart.
         charge(dir.path(), 2, &t, at(1, 0, 2), &[1]).expect("grant 2 is fresh");
     }
@@ -518,43 +469,51 @@ mod tests {
             hs.into_iter().map(|h| h.join().expect("join")).sum()
         });
         assert_eq!(won, 50);
-        assert_eq!(
-            usage(dir.path(), 3, &t, at(3, 0, 0)).expect("usage").today,
-            50
-        );
+        assert_eq!(usage(dir.path(), 3, at(3, 0, 0)).expect("usage").today, 50);
     }
 
     #[test]
-    fn large_requests_read_the_table_whole_and_count_the_same() {
+    fn counts_appended_by_another_opener_are_folded_in_before_deciding() {
         let dir = tempfile::tempdir().expect("tmp");
         let t = terms(10_000, 10_000, 2);
         let many: Vec<u64> = (1..=500).collect();
-        // 500 subjects: the table is read and written whole.
         charge(dir.path(), 5, &t, at(5, 0, 0), &many).expect("first");
-        charge(dir.path(), 5, &t, at(5, 0, 1), &many).expect("second");
-        // A third check of any of them is refused, whole or one by one.
-        let e = charge(dir.path(), 5, &t, at(5, 0, 2), &many).expect_err("third, whole");
+        // Another process's append, as it would leave the file: this process's cached counts
+        // are behind the log and must catch up from it.
+        let p = path(dir.path(), 5);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open");
+        let mut h = Header::read(&f, &p).expect("header");
+        f.write_all_at(&250u64.to_le_bytes(), HEADER + h.logged * TAG)
+            .expect("append");
+        h.logged += 1;
+        h.in_day += 1;
+        h.write(&f, &p).expect("header");
+        // 250 has been checked twice now: a third check is refused, alone or in a batch.
+        let e = charge(dir.path(), 5, &t, at(5, 0, 1), &[250]).expect_err("third, alone");
         assert!(
             matches!(e, Error::LimitExceeded(ref m) if m.contains("one subject")),
             "{e}"
         );
-        let e = charge(dir.path(), 5, &t, at(5, 0, 3), &[250]).expect_err("third, alone");
+        let e = charge(dir.path(), 5, &t, at(5, 0, 2), &many).expect_err("in a batch");
         assert!(matches!(e, Error::LimitExceeded(_)), "{e}");
-        // Subjects never seen are free, slot by slot and whole.
-        charge(dir.path(), 5, &t, at(5, 0, 4), &[501]).expect("new, alone");
-        let fresh: Vec<u64> = (1000..1100).collect();
-        charge(dir.path(), 5, &t, at(5, 0, 5), &fresh).expect("new, whole");
-        assert_eq!(
-            usage(dir.path(), 5, &t, at(5, 0, 5)).expect("usage").today,
-            1101
-        );
+        // Subjects checked once have one left; those never seen two.
+        charge(dir.path(), 5, &t, at(5, 0, 3), &[1]).expect("second of 1");
+        charge(dir.path(), 5, &t, at(5, 0, 4), &[1000, 1000]).expect("new");
+        assert_eq!(usage(dir.path(), 5, at(5, 0, 4)).expect("usage").today, 504);
+        // The next day the log starts over and is cut back.
+        charge(dir.path(), 5, &t, at(17, 0, 0), &[250, 250]).expect("a new day");
+        assert_eq!(std::fs::metadata(&p).expect("meta").len(), HEADER + 2 * TAG);
     }
 
     #[test]
     fn a_damaged_counter_file_refuses_instead_of_starting_over() {
         let dir = tempfile::tempdir().expect("tmp");
-        let t = terms(10, 10, 10);
-        charge(dir.path(), 4, &t, at(4, 0, 0), &[1]).expect("first");
+        let t = terms(10, 10, 2);
+        charge(dir.path(), 4, &t, at(4, 0, 0), &[1, 2]).expect("first");
         let p = path(dir.path(), 4);
         let len = std::fs::metadata(&p).expect("meta").len();
         std::fs::OpenOptions::new()

@@ -411,15 +411,33 @@ impl Verifier {
     ) -> Result<Checked> {
         let def = self.snapshot.dataset();
         let index = self.snapshot.key_index()?;
-        // Row id of each claim's subject, when it exists in scope.
-        let ids: Vec<Option<u32>> = keys
-            .iter()
-            .map(|k| {
-                k.as_deref()
-                    .and_then(|k| index.get(k))
-                    .filter(|id| self.rows.contains(*id))
-            })
-            .collect();
+        // Row id of each claim's subject, when it exists in scope. A key lookup is a binary
+        // search through a large index (cache misses, not arithmetic): a large batch splits
+        // its lookups over two threads.
+        let find = |keys: &[Option<String>]| -> Vec<Option<u32>> {
+            keys.iter()
+                .map(|k| {
+                    k.as_deref()
+                        .and_then(|k| index.get(k))
+                        .filter(|id| self.rows.contains(*id))
+                })
+                .collect()
+        };
+        let ids: Vec<Option<u32>> = if keys.len() >= 4096 {
+            let (a, b) = keys.split_at(keys.len() / 2);
+            std::thread::scope(|s| {
+                let second = s.spawn(|| find(b));
+                let mut ids = find(a);
+                ids.extend(
+                    second
+                        .join()
+                        .map_err(|_| Error::internal("verify key lookup thread failed"))?,
+                );
+                Ok::<_, Error>(ids)
+            })?
+        } else {
+            find(keys)
+        };
         let subjects: RoaringBitmap = ids.iter().flatten().copied().collect();
         let mut digests = Vec::new();
         let mut read: Vec<&str> = Vec::new();
