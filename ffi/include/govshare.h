@@ -344,6 +344,20 @@ gs_status gs_session_query(gs_session *session,
                            const char *sql,
                            struct ArrowArrayStream *out_stream);
 
+// [`gs_session_query`] with the query's `$1`, `$2`, ... placeholders bound to `params`, an
+// Arrow C stream with one column per placeholder (in order) and one row per execution; the
+// results of all rows come as one stream. The values are bound into the planned query, never
+// pasted into its text, and the audit trail records the SQL with the values' digests.
+// govshare takes `params` over and releases it whatever the outcome.
+//
+// # Safety
+// As [`gs_session_query`]; `params` is NULL or a valid, unreleased Arrow C stream this call
+// may take over.
+gs_status gs_session_query_params(gs_session *session,
+                                  const char *sql,
+                                  struct ArrowArrayStream *params,
+                                  struct ArrowArrayStream *out_stream);
+
 // Cancel the session's running queries, from any thread: each stops at its next check (within
 // milliseconds), its stream's `get_next` fails with the message "interrupted", and its
 // completion record says it was cancelled. Queries started later run normally.

@@ -139,6 +139,65 @@ pub unsafe extern "C" fn gs_session_query(
     unsafe { stream_sql(session, sql, out_stream, Session::sql_stream) }
 }
 
+/// [`gs_session_query`] with the query's `$1`, `$2`, ... placeholders bound to `params`, an
+/// Arrow C stream with one column per placeholder (in order) and one row per execution; the
+/// results of all rows come as one stream. The values are bound into the planned query, never
+/// pasted into its text, and the audit trail records the SQL with the values' digests.
+/// govshare takes `params` over and releases it whatever the outcome.
+///
+/// # Safety
+/// As [`gs_session_query`]; `params` is NULL or a valid, unreleased Arrow C stream this call
+/// may take over.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_session_query_params(
+    session: *mut gs_session,
+    sql: *const c_char,
+    params: *mut FFI_ArrowArrayStream,
+    out_stream: *mut FFI_ArrowArrayStream,
+) -> gs_status {
+    // Taken over first, so it is released on every path (an invalid handle included).
+    // SAFETY: a valid stream per contract; `from_raw` moves it out and marks the caller's
+    // struct released.
+    let params = unsafe { take_stream(params) };
+    with_session(session, |h| {
+        non_null(out_stream, "out_stream")?;
+        // SAFETY: per contract.
+        let sql = unsafe { arg(sql, "sql") }?;
+        let params = collect_stream(params, "params")?;
+        let stream = h.session.sql_params_stream(sql, &params)?;
+        // SAFETY: checked non-NULL, writable per contract.
+        unsafe { put_stream(out_stream, Box::new(QueryStreamArrow(stream))) };
+        Ok(())
+    })
+}
+
+/// Take over an Arrow C stream argument (`None` when NULL or not a stream).
+///
+/// # Safety
+/// `stream` is NULL or a valid, unreleased Arrow C stream.
+unsafe fn take_stream(stream: *mut FFI_ArrowArrayStream) -> Option<ArrowArrayStreamReader> {
+    if stream.is_null() {
+        None
+    } else {
+        // SAFETY: per contract; `from_raw` moves it out and marks the caller's struct released.
+        unsafe { ArrowArrayStreamReader::from_raw(stream) }.ok()
+    }
+}
+
+/// All of a taken-over stream argument as one batch (`what` names it in errors).
+fn collect_stream(
+    reader: Option<ArrowArrayStreamReader>,
+    what: &str,
+) -> Result<arrow::array::RecordBatch, Failure> {
+    let reader =
+        reader.ok_or_else(|| bad_arg(format!("{what} is NULL or not an Arrow C stream")))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(format!("{what} stream failed: {e}")))?;
+    Ok(arrow::compute::concat_batches(&schema, &batches).map_err(Error::from)?)
+}
+
 /// The SQL doors ([`gs_session_query`], [`gs_session_aggregate`]): check the arguments, run
 /// `sql` through `door`, hand its stream to `*out_stream`.
 ///
@@ -242,23 +301,13 @@ pub unsafe extern "C" fn gs_session_verify(
     out_stream: *mut FFI_ArrowArrayStream,
 ) -> gs_status {
     // Taken over first, so it is released on every path (an invalid handle included).
-    let reader = if claims.is_null() {
-        None
-    } else {
-        // SAFETY: a valid stream per contract; `from_raw` moves it out and marks the caller's
-        // struct released.
-        unsafe { ArrowArrayStreamReader::from_raw(claims) }.ok()
-    };
+    // SAFETY: per contract.
+    let reader = unsafe { take_stream(claims) };
     with_session(session, |h| {
         non_null(out_stream, "out_stream")?;
         // SAFETY: per contract.
         let dataset = unsafe { arg(dataset, "dataset") }?;
-        let reader = reader.ok_or_else(|| bad_arg("claims is NULL or not an Arrow C stream"))?;
-        let schema = reader.schema();
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::invalid(format!("claims stream failed: {e}")))?;
-        let claims = arrow::compute::concat_batches(&schema, &batches).map_err(Error::from)?;
+        let claims = collect_stream(reader, "claims")?;
         let answer = h.session.verify(dataset, &claims)?;
         let schema = answer.schema();
         let reader = arrow::array::RecordBatchIterator::new([Ok(answer)], schema);

@@ -18,7 +18,7 @@ A field outside the grant is refused with a message that says how to obtain it:
 ...     s.sql("SELECT name FROM person")
 Traceback (most recent call last):
   ...
-_internal.AccessDenied: access denied: field person.name (姓名) is not granted to department 'STAT' for purpose 'STATS'; it is a conditional item: apply to the providing department, whose approver decides ...
+govshare.AccessDenied: access denied: field person.name (姓名) is not granted to department 'STAT' for purpose 'STATS'; it is a conditional item: apply to the providing department, whose approver decides ...
 """
 
 from __future__ import annotations
@@ -172,6 +172,16 @@ class Result:
     def __init__(self, raw: _internal.RawStream) -> None:
         self._raw = raw
 
+    def __repr__(self) -> str:
+        """What the result holds, without reading it (reading consumes it).
+
+        >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
+        ...     s.sql("SELECT sex_code, count(*) AS n FROM person GROUP BY sex_code")
+        <govshare.Result sex_code: string, n: int64 (unread; .to_arrow(), .to_pandas(), iterate)>
+        """
+        cols = ", ".join(f"{f.name}: {f.type}" for f in self.schema)
+        return f"<govshare.Result {cols} (unread; .to_arrow(), .to_pandas(), iterate)>"
+
     @property
     def schema(self) -> _pa.Schema:
         """The result's Arrow schema."""
@@ -227,6 +237,18 @@ class Session:
     def __init__(self, raw: _internal.RawSession) -> None:
         self._raw = raw
 
+    def __repr__(self) -> str:
+        """Who acts, for what, and whether the session is still open.
+
+        >>> s = connect(demo_store, user="analyst", purpose="STATS")
+        >>> s
+        <govshare.Session user='analyst' purpose='STATS' open>
+        >>> s.close(); s
+        <govshare.Session user='analyst' purpose='STATS' closed>
+        """
+        state = "closed" if self.closed else "open"
+        return f"<govshare.Session user={self.user!r} purpose={self.purpose!r} {state}>"
+
     @property
     def user(self) -> str:
         """The real-name user id."""
@@ -242,7 +264,7 @@ class Session:
         """Whether :meth:`close` has been called."""
         return self._raw.closed
 
-    def sql(self, query: str) -> Result:
+    def sql(self, query: str, params: Any = None) -> Result:
         """Run one SQL query (read-only) under the session's grants.
 
         Access is decided, and the query recorded on the audit trail, before this returns.
@@ -250,8 +272,30 @@ class Session:
         >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
         ...     s.sql("SELECT count(*) AS n FROM person").to_arrow()["n"][0].as_py()
         200
+
+        ``params`` binds the query's ``$1``, ``$2``, ... placeholders: a list of values (one
+        execution), or anything ``pyarrow.table`` accepts with one column per placeholder and
+        one row per execution (the results of all rows together). Values are bound into the
+        planned query, never pasted into its text; the audit trail keeps the SQL and the
+        values' digests, not the values.
+
+        >>> with connect(demo_store, user="analyst", purpose="STATS") as s:
+        ...     s.sql("SELECT count(*) AS n FROM person WHERE sex_code = $1", params=["1"]).to_arrow()["n"][0].as_py() > 0
+        True
         """
-        return Result(self._raw.sql(_str(query, "query")))
+        query = _str(query, "query")
+        if params is None:
+            return Result(self._raw.sql(query))
+        if isinstance(params, (list, tuple)):
+            table = _pa.table({f"${i + 1}": _pa.array([v]) for i, v in enumerate(params)})
+        elif isinstance(params, _pa.Table):
+            table = params
+        else:
+            table = _pa.table(params)
+        sink = _pa.BufferOutputStream()
+        with _pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return Result(self._raw.sql_params(query, sink.getvalue().to_pybytes()))
 
     def changes(self, dataset: str) -> tuple[_pa.Table, int]:
         """The changes of ``dataset`` for this session's push subscription since its last
@@ -343,7 +387,16 @@ class Engine:
     """
 
     def __init__(self, path: _Path) -> None:
-        self._raw = _internal.RawEngine(_os.fspath(path))
+        self._path = _os.fspath(path)
+        self._raw = _internal.RawEngine(self._path)
+
+    def __repr__(self) -> str:
+        """The store this engine has open.
+
+        >>> Engine(demo_store)  # doctest: +ELLIPSIS
+        <govshare.Engine store='...'>
+        """
+        return f"<govshare.Engine store={self._path!r}>"
 
     def session(
         self, user: str, purpose: str, *, system: str | None = None, auth: str = "password"

@@ -28,72 +28,85 @@ use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyTuple};
 
 create_exception!(
-    _internal,
+    govshare,
     GovshareError,
     PyException,
     "Base class of every error govshare raises."
 );
 create_exception!(
-    _internal,
+    govshare,
     AccessDenied,
     GovshareError,
     "The policy refuses: the message names what is missing and how access is obtained."
 );
 create_exception!(
-    _internal,
+    govshare,
     InvalidInput,
     GovshareError,
     "The request is malformed: bad SQL, an unknown column, invalid data."
 );
 create_exception!(
-    _internal,
+    govshare,
     NotFound,
     GovshareError,
     "A named thing (store, dataset, user, grant, file) does not exist."
 );
 create_exception!(
-    _internal,
+    govshare,
     IntegrityError,
     GovshareError,
     "The store or the audit trail is corrupt or fails verification."
 );
 create_exception!(
-    _internal,
+    govshare,
     Locked,
     GovshareError,
     "Another writer holds the store's lock; retry later."
 );
 create_exception!(
-    _internal,
+    govshare,
     Rejected,
     GovshareError,
     "A strict load found invalid rows and committed nothing."
 );
 
 create_exception!(
-    _internal,
+    govshare,
     QueryFailed,
     InvalidInput,
     "The query was accepted but failed while it ran, by its own doing (a division by zero, a failing cast)."
 );
 create_exception!(
-    _internal,
+    govshare,
     LimitExceeded,
     GovshareError,
     "The query hit a resource limit (memory, recursion depth, time)."
 );
 create_exception!(
-    _internal,
+    govshare,
     StorageError,
     GovshareError,
     "A file-system error on the store's files."
 );
 create_exception!(
-    _internal,
+    govshare,
     InternalError,
     GovshareError,
     "An invariant of govshare broke (a bug or a broken environment), not the caller's fault."
 );
+
+/// One record batch from an Arrow IPC stream written by pyarrow (`what` names it in errors).
+fn ipc_batch(ipc: &[u8], what: &str) -> govshare_core::Result<RecordBatch> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+        .map_err(|e| {
+            govshare_core::Error::invalid(format!("{what} are not an Arrow IPC stream: {e}"))
+        })?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| govshare_core::Error::invalid(format!("{what}: {e}")))?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
 
 /// The exception class of an error code. The core's `ErrorCode` is the one table; this match
 /// is exhaustive, so a new code does not compile until it has its class.
@@ -409,6 +422,22 @@ impl RawSession {
         ))
     }
 
+    /// Run `sql` with its `$1`, `$2`, ... bound to the columns of an Arrow IPC stream (one row
+    /// per execution): the values never become SQL text.
+    fn sql_params(&self, py: Python<'_>, sql: &str, params_ipc: &[u8]) -> PyResult<RawStream> {
+        let session = self.get()?;
+        let stream = py
+            .detach(|| -> govshare_core::Result<QueryStream> {
+                let params = ipc_batch(params_ipc, "parameters")?;
+                session.sql_params_stream(sql, &params)
+            })
+            .map_err(to_py)?;
+        Ok(RawStream::new(
+            stream.schema(),
+            Source::Query(Box::new(stream)),
+        ))
+    }
+
     /// The subscription's changes: (from, to, result).
     fn changes(&self, py: Python<'_>, dataset: &str) -> PyResult<(u64, u64, RawStream)> {
         let session = self.get()?;
@@ -454,23 +483,7 @@ impl RawSession {
     fn verify(&self, py: Python<'_>, dataset: &str, claims_ipc: &[u8]) -> PyResult<RawStream> {
         let session = self.get()?;
         let answer = py
-            .detach(|| -> govshare_core::Result<RecordBatch> {
-                let reader = arrow::ipc::reader::StreamReader::try_new(
-                    std::io::Cursor::new(claims_ipc),
-                    None,
-                )
-                .map_err(|e| {
-                    govshare_core::Error::invalid(format!(
-                        "claims are not an Arrow IPC stream: {e}"
-                    ))
-                })?;
-                let schema = reader.schema();
-                let batches = reader
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| govshare_core::Error::invalid(format!("claims: {e}")))?;
-                let claims = arrow::compute::concat_batches(&schema, &batches)?;
-                session.verify(dataset, &claims)
-            })
+            .detach(|| session.verify(dataset, &ipc_batch(claims_ipc, "claims")?))
             .map_err(to_py)?;
         Ok(RawStream::new(
             answer.schema(),

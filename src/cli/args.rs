@@ -47,6 +47,20 @@ pub(crate) enum Format {
     Parquet,
 }
 
+/// How a query's rows are printed.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Default)]
+pub(crate) enum OutputFormat {
+    /// A table for people, with the row count.
+    #[default]
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// One JSON object per row, one per line.
+    Json,
+    /// An Arrow IPC stream (binary, for programs: `pyarrow.ipc.open_stream`).
+    Arrow,
+}
+
 /// Every command. The data commands are one family ([`DataCmd`]), flattened so they stay
 /// top-level commands.
 #[derive(Subcommand)]
@@ -85,9 +99,16 @@ pub(crate) enum Command {
         /// second-factor.
         #[arg(long, value_enum, default_value = "password")]
         auth: AuthArg,
-        /// Print the rows as CSV (with a header) instead of a table.
-        #[arg(long)]
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// Same as `--format csv`.
+        #[arg(long, conflicts_with = "format")]
         csv: bool,
+        /// A value for the query's next placeholder (`$1`, `$2`, ... in order; repeat the
+        /// option): bound into the planned query as a value, never pasted into the SQL.
+        #[arg(long = "param", value_name = "VALUE")]
+        params: Vec<String>,
         /// The query.
         query: String,
     },
@@ -104,6 +125,9 @@ pub(crate) enum Command {
         /// How the user was authenticated (sensitive items in clear need second-factor).
         #[arg(long, value_enum, default_value = "password")]
         auth: AuthArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
         /// Dataset.
         dataset: String,
         /// Keys (citizen IDs, USCCs).
@@ -143,6 +167,9 @@ pub(crate) enum Command {
         /// How the user was authenticated.
         #[arg(long, value_enum, default_value = "password")]
         auth: AuthArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
         /// The query.
         query: String,
     },

@@ -28,7 +28,7 @@ use clap::Parser;
 use govshare_core::{Error, ErrorCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use args::{Cli, Command};
+use args::{Cli, Command, OutputFormat};
 
 /// Parse the command line, run the command, map its error onto the exit code.
 pub fn main() -> ExitCode {
@@ -83,7 +83,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             user,
             purpose,
             auth,
+            format,
             csv,
+            params,
             query,
         } => {
             let engine = govshare_core::Engine::open(&cli.store)?;
@@ -94,25 +96,28 @@ fn run(cli: Cli) -> Result<(), Error> {
             let cancel = session.canceller();
             ctrlc::set_handler(move || cancel.cancel())
                 .map_err(|e| Error::internal(format!("cannot handle Ctrl-C: {e}")))?;
-            let r = session.sql(&query)?;
-            if csv {
-                for (i, b) in r.batches.iter().enumerate() {
-                    let mut buf = Vec::new();
-                    arrow::csv::WriterBuilder::new()
-                        .with_header(i == 0)
-                        .build(&mut buf)
-                        .write(b)?;
-                    out_partial!("{}", String::from_utf8_lossy(&buf));
-                }
+            let r = if params.is_empty() {
+                session.sql(&query)?
             } else {
-                out!("{}", arrow_pretty(&r.batches)?);
-                out!("({} rows)", r.num_rows());
-            }
+                // One row of text values; each is converted to the type its place asks for.
+                let columns = params.iter().enumerate().map(|(i, v)| {
+                    (
+                        format!("${}", i + 1),
+                        std::sync::Arc::new(arrow::array::StringArray::from(vec![v.as_str()]))
+                            as arrow::array::ArrayRef,
+                    )
+                });
+                let row = arrow::array::RecordBatch::try_from_iter(columns)?;
+                session.sql_params(&query, &row)?
+            };
+            let format = if csv { OutputFormat::Csv } else { format };
+            print_result(&r, format, "rows")?;
         }
         Command::ByKey {
             user,
             purpose,
             auth,
+            format,
             dataset,
             keys,
         } => {
@@ -120,8 +125,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let login = govshare_core::access::policy::Login::new(&user, &purpose, auth.into());
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let r = engine.session_as(&login)?.lookup(&dataset, &keys)?;
-            out!("{}", arrow_pretty(&r.batches)?);
-            out!("({} rows)", r.num_rows());
+            print_result(&r, format, "rows")?;
         }
         Command::Changes {
             user,
@@ -135,13 +139,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             user,
             purpose,
             auth,
+            format,
             query,
         } => {
             let engine = govshare_core::Engine::open(&cli.store)?;
             let login = govshare_core::access::policy::Login::new(&user, &purpose, auth.into());
             let r = engine.session_as(&login)?.aggregate(&query)?;
-            out!("{}", arrow_pretty(&r.batches)?);
-            out!("({} groups)", r.num_rows());
+            print_result(&r, format, "groups")?;
         }
         Command::Export {
             user,
@@ -201,6 +205,61 @@ fn run(cli: Cli) -> Result<(), Error> {
 
 pub(crate) fn chrono_today() -> chrono::NaiveDate {
     chrono::Local::now().date_naive()
+}
+
+/// Print a query's rows in `format` (`what` counts them under a table: "rows", "groups").
+pub(crate) fn print_result(
+    r: &govshare_core::engine::QueryResult,
+    format: OutputFormat,
+    what: &str,
+) -> Result<(), Error> {
+    match format {
+        OutputFormat::Table => {
+            out!("{}", arrow_pretty(&r.batches)?);
+            out!("({} {what})", r.num_rows());
+        }
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut buf);
+            for b in &r.batches {
+                w.write(b)?;
+            }
+            drop(w);
+            out_partial!("{}", String::from_utf8_lossy(&buf));
+        }
+        OutputFormat::Json => {
+            let mut buf = Vec::new();
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            for b in &r.batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            drop(w);
+            out_partial!("{}", String::from_utf8_lossy(&buf));
+        }
+        OutputFormat::Arrow => {
+            use std::io::Write;
+            let mut buf = Vec::new();
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &r.schema)?;
+            for b in &r.batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            drop(w);
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(&buf).and_then(|()| out.flush())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(Error::Io {
+                    path: "<stdout>".into(),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn arrow_pretty(batches: &[arrow::array::RecordBatch]) -> Result<String, Error> {

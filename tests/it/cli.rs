@@ -1359,3 +1359,61 @@ fn verify_limits_hold_across_concurrent_processes() {
         .count();
     assert_eq!(answered, 2, "the per-subject limit across processes");
 }
+
+/// `sql --param` binds values (the injection text is a value that matches nobody), and
+/// `--format` prints the same answer as a table, CSV, JSON lines or an Arrow IPC stream.
+#[test]
+fn parameters_and_output_formats_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    stat_store(&store, &dir.path().join("data"));
+    let by_sex = "SELECT count(*) AS n FROM person WHERE sex_code = $1";
+    let sql = |extra: &[&str]| {
+        let mut args = vec!["sql", "--user", "stat", "--purpose", "S"];
+        args.extend_from_slice(extra);
+        govshare(&store, &args)
+    };
+    let json = |o: &Output| -> serde_json::Value {
+        serde_json::from_str(ok(o).trim()).expect("one JSON line")
+    };
+    let women = json(&sql(&["--param", "2", "--format", "json", by_sex]))["n"]
+        .as_i64()
+        .expect("n");
+    assert!(women > 0, "{women}");
+    assert_eq!(
+        json(&sql(&[
+            "--param",
+            "' OR '1'='1",
+            "--format",
+            "json",
+            by_sex
+        ]))["n"],
+        0,
+        "bound, the injection is a sex code nobody has"
+    );
+    let csv = ok(&sql(&["--param", "2", "--format", "csv", by_sex]));
+    assert_eq!(csv, format!("n\n{women}\n"));
+    let table = ok(&sql(&["--param", "2", by_sex]));
+    assert!(
+        table.contains(&women.to_string()) && table.contains("(1 rows)"),
+        "{table}"
+    );
+    let arrow = sql(&["--param", "2", "--format", "arrow", by_sex]);
+    assert!(arrow.status.success());
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow.stdout), None)
+            .expect("an Arrow IPC stream");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    let n = batches[0]
+        .column_by_name("n")
+        .expect("n")
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("int64")
+        .value(0);
+    assert_eq!(n, women);
+    // A placeholder without its value is the caller's mistake: exit code 2.
+    let o = sql(&[by_sex]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("placeholder"));
+}

@@ -37,6 +37,7 @@ const RUST: &[(&str, Gate)] = &[
     ("Engine::open", Gate::Plumbing),
     ("Engine::open_with_clock", Gate::Plumbing),
     ("Engine::now", Gate::Plumbing),
+    ("Engine::parameter_digest", Gate::Plumbing),
     ("Engine::act", Gate::Decided),
     ("Engine::service_catalog", Gate::Decided),
     ("Engine::conflicts", Gate::Decided),
@@ -80,6 +81,8 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::catalog", Gate::Decided),
     ("Session::sql", Gate::Decided),
     ("Session::sql_stream", Gate::Decided),
+    ("Session::sql_params", Gate::Decided),
+    ("Session::sql_params_stream", Gate::Decided),
     ("Session::lookup", Gate::Decided),
     ("Session::lookup_stream", Gate::Decided),
     ("Session::verify", Gate::Decided),
@@ -135,6 +138,7 @@ const C: &[(&str, &str)] = &[
     ("gs_session_close", "plumbing"),
     ("gs_session_errmsg", "plumbing"),
     ("gs_session_query", "Session::sql_stream"),
+    ("gs_session_query_params", "Session::sql_params_stream"),
     ("gs_session_catalog", "Session::catalog"),
     ("gs_session_cancel", "Session::cancel"),
 ];
@@ -173,10 +177,16 @@ const PYTHON: &[(&str, &str)] = &[
     ("Engine.report_sql", "Engine::report_sql"),
     ("Engine.report_html", "Engine::report_html"),
     ("Session.__init__", "plumbing"),
+    ("Session.__repr__", "plumbing"),
+    ("Engine.__repr__", "plumbing"),
     ("Session.user", "Session::user"),
     ("Session.purpose", "Session::purpose"),
     ("Session.closed", "plumbing"),
-    ("Session.sql", "Session::sql_stream"),
+    // `params=` binds placeholders.
+    (
+        "Session.sql",
+        "Session::sql_stream, Session::sql_params_stream",
+    ),
     ("Session.lookup", "Session::lookup_stream"),
     ("Session.verify", "Session::verify"),
     ("Session.export", "Session::export"),
@@ -300,11 +310,11 @@ fn every_public_entry_is_listed_with_its_decision() {
         py,
         "Python entries differ from the gate's list"
     );
-    // Each binding entry translates a listed Rust entry (or is plumbing).
+    // Each binding entry translates listed Rust entries (or is plumbing).
     for (entry, to) in C.iter().chain(PYTHON) {
         let known = to.starts_with("plumbing")
             || to.starts_with("Store::init")
-            || RUST.iter().any(|(n, _)| to == n);
+            || to.split(", ").all(|t| RUST.iter().any(|(n, _)| t == *n));
         assert!(
             known,
             "{entry} translates {to}, which is not a listed Rust entry"
@@ -637,6 +647,18 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
             Box::new(|| session.sql_stream("SELECT 1").map(drop)),
         ),
         (
+            "Session::sql_params",
+            Box::new(|| session.sql_params("SELECT $1", &one_param()).map(drop)),
+        ),
+        (
+            "Session::sql_params_stream",
+            Box::new(|| {
+                session
+                    .sql_params_stream("SELECT $1", &one_param())
+                    .map(drop)
+            }),
+        ),
+        (
             "Session::lookup",
             Box::new(|| session.lookup("person", &[key]).map(drop)),
         ),
@@ -717,4 +739,13 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         .collect();
     let probed: BTreeSet<&str> = session_probes.iter().map(|(n, _)| *n).collect();
     assert_eq!(probed, decided, "every decided Session entry has a probe");
+}
+
+/// One row with one text parameter.
+fn one_param() -> arrow::record_batch::RecordBatch {
+    arrow::record_batch::RecordBatch::try_from_iter([(
+        "$1",
+        std::sync::Arc::new(arrow::array::StringArray::from(vec!["x"])) as arrow::array::ArrayRef,
+    )])
+    .expect("params")
 }

@@ -37,3 +37,5 @@ mod export;
 mod aggregate;
 // The change feed: changes through the grant, delivered until acknowledged, exactly once.
 mod feed;
+// Bound parameters: values bound into the checked plan, never SQL; digests on the trail.
+mod params;

@@ -208,17 +208,35 @@ impl Session {
     /// batches (an Arrow `RecordBatchReader`), for results too large to collect. Access is
     /// decided before the first batch; the stream holds the query's context until dropped.
     pub fn sql_stream(&self, sql: &str) -> Result<QueryStream> {
+        self.query(sql, None)
+    }
+
+    /// Run one SQL query with its placeholders `$1`, `$2`, ... bound to `params` — one column
+    /// per placeholder, in order, and one row per execution (the results of all rows together,
+    /// in no set order) — and collect the result. Values are bound into the planned query after
+    /// it is parsed and checked, never pasted into its text, each converted to the type its
+    /// place asks for; the audit record holds the SQL and the values' digests
+    /// ([`crate::Engine::parameter_digest`]), never the values.
+    pub fn sql_params(&self, sql: &str, params: &RecordBatch) -> Result<QueryResult> {
+        collect(self.sql_params_stream(sql, params)?)
+    }
+
+    /// [`Session::sql_params`] as a stream of batches.
+    pub fn sql_params_stream(&self, sql: &str, params: &RecordBatch) -> Result<QueryStream> {
+        self.query(sql, Some(params))
+    }
+
+    fn query(&self, sql: &str, params: Option<&RecordBatch>) -> Result<QueryStream> {
         let started = Instant::now();
         // A cancel from now on stops this query (taken before anything is recorded, so a
         // cancel sent once the query is on the trail always lands).
         let generation = self.cancel.load(Ordering::SeqCst);
-        let planned = self.plan(sql);
-        self.start(
-            started,
-            generation,
-            ("sql", serde_json::json!(sql)),
-            planned,
-        )
+        let planned = self.plan(sql, params);
+        let mut what = request("sql", serde_json::json!(sql));
+        if let Some(p) = params {
+            what.insert("params".into(), self.engine.parameter_digests(p)?);
+        }
+        self.start(started, generation, what, planned)
     }
 
     /// The subjects of `dataset` with the given keys, as this session may see them: every
@@ -236,7 +254,7 @@ impl Session {
         let generation = self.cancel.load(Ordering::SeqCst);
         let planned = self.plan_lookup(dataset, keys);
         let what = serde_json::json!({ "dataset": dataset, "keys": keys.len() });
-        self.start(started, generation, ("lookup", what), planned)
+        self.start(started, generation, request("lookup", what), planned)
     }
 
     /// Verify claims (核验) under a verify-mode grant: `claims` holds the key column (named as
@@ -437,7 +455,7 @@ impl Session {
             .as_ref()
             .map(|p| p.decision.department().to_string())
             .unwrap_or_default();
-        let mut stream = self.start(started, generation, ("export", what), planned)?;
+        let mut stream = self.start(started, generation, request("export", what), planned)?;
         let version = stream.snapshot_version(dataset).unwrap_or(0);
         let query_seq = stream.query_seq().unwrap_or(0);
         let mut sink = super::export::Sink::create(dir, dataset, format, &stream.schema())?;
@@ -497,7 +515,7 @@ impl Session {
         let mut span = (0, 0);
         let planned = self.plan_changes(dataset, &mut span);
         let what = serde_json::json!({ "dataset": dataset, "from": span.0, "to": span.1 });
-        let stream = self.start(started, generation, ("changes", what), planned)?;
+        let stream = self.start(started, generation, request("changes", what), planned)?;
         Ok(ChangeSet {
             from: span.0,
             to: span.1,
@@ -619,7 +637,14 @@ impl Session {
             .map_err(|e| Error::internal(e.to_string()))?;
         let fields: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let sql = super::feed::changes_sql(&def.key, &fields);
-        self.plan_in(ctx, vec![(dataset.to_string(), new)], decision, &sql, None)
+        self.plan_in(
+            ctx,
+            vec![(dataset.to_string(), new)],
+            decision,
+            &sql,
+            None,
+            None,
+        )
     }
 
     /// Run an aggregate query under an aggregate-only grant (scenario service): only
@@ -639,7 +664,7 @@ impl Session {
         self.start(
             started,
             generation,
-            ("aggregate", serde_json::json!(sql)),
+            request("aggregate", serde_json::json!(sql)),
             planned,
         )
     }
@@ -770,7 +795,7 @@ impl Session {
         &self,
         started: Instant,
         generation: u64,
-        what: (&str, serde_json::Value),
+        what: serde_json::Map<String, serde_json::Value>,
         planned: Result<Planned>,
     ) -> Result<QueryStream> {
         let audit = &self.engine.inner.audit;
@@ -801,17 +826,15 @@ impl Session {
                     })
                     .collect();
                 // Durable before the caller can pull a single batch; no record, no results.
-                let seq = audit.append(
-                    "query",
-                    &self.user,
-                    serde_json::json!({
-                        what.0: what.1,
-                        "purpose": self.purpose,
-                        "department": decision.department(),
-                        "datasets": datasets,
-                        "outcome": "allowed",
-                    }),
-                )?;
+                let mut body = what;
+                body.insert("purpose".into(), serde_json::json!(self.purpose));
+                body.insert(
+                    "department".into(),
+                    serde_json::json!(decision.department()),
+                );
+                body.insert("datasets".into(), serde_json::Value::Object(datasets));
+                body.insert("outcome".into(), serde_json::json!("allowed"));
+                let seq = audit.append("query", &self.user, serde_json::Value::Object(body))?;
                 // Only now does anything run: DataFusion may start tasks as soon as a plan is
                 // executed, and no row is read before the trail holds the query (its grant
                 // and data version fix what it may read, so a killed process still leaves
@@ -852,11 +875,11 @@ impl Session {
                 } else {
                     "failed"
                 };
-                audit.append(
-                    "query",
-                    &self.user,
-                    serde_json::json!({ what.0: what.1, "purpose": self.purpose, "outcome": kind, "reason": e.to_string() }),
-                )?;
+                let mut body = what;
+                body.insert("purpose".into(), serde_json::json!(self.purpose));
+                body.insert("outcome".into(), serde_json::json!(kind));
+                body.insert("reason".into(), serde_json::json!(e.to_string()));
+                audit.append("query", &self.user, serde_json::Value::Object(body))?;
                 Err(e)
             }
         }
@@ -864,8 +887,10 @@ impl Session {
 
     /// Decide, build the context under the store's query limits, check and plan `sql` down
     /// to a bounded physical plan — nothing executed yet.
-    fn plan(&self, sql: &str) -> Result<Planned> {
-        self.plan_decided(self.decision()?, sql, None)
+    fn plan(&self, sql: &str, params: Option<&RecordBatch>) -> Result<Planned> {
+        let decision = self.decision()?;
+        let (ctx, tables) = self.context(&decision)?;
+        self.plan_in(ctx, tables, decision, sql, params, None)
     }
 
     /// [`Session::plan`] under a decision already made (in any mode).
@@ -878,7 +903,7 @@ impl Session {
         rewrite: Option<&Rewrite<'_>>,
     ) -> Result<Planned> {
         let (ctx, tables) = self.context(&decision)?;
-        self.plan_in(ctx, tables, decision, sql, rewrite)
+        self.plan_in(ctx, tables, decision, sql, None, rewrite)
     }
 
     /// Check and plan `sql` in `ctx` (holding `tables`, for `decision`) under the store's
@@ -889,6 +914,7 @@ impl Session {
         tables: SecuredTables,
         decision: Decision,
         sql: &str,
+        params: Option<&RecordBatch>,
         rewrite: Option<&Rewrite<'_>>,
     ) -> Result<Planned> {
         let limits = self.engine.store().settings()?.query;
@@ -898,7 +924,7 @@ impl Session {
                 catalog: &catalog,
                 decision: &decision,
             };
-            let mut df = surface::plan(&ctx, sql, &denials).await?;
+            let mut df = surface::plan(&ctx, sql, params, &denials).await?;
             if let Some(rewrite) = rewrite {
                 let (state, plan) = df.into_parts();
                 df = datafusion::dataframe::DataFrame::new(state, rewrite(plan)?);
@@ -916,6 +942,13 @@ impl Session {
             limits,
         })
     }
+}
+
+/// A request as its audit record names it: `{kind: what}`.
+fn request(kind: &str, what: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(kind.to_string(), what);
+    m
 }
 
 /// A query's whole result (its completion is recorded when the stream ends).

@@ -278,6 +278,7 @@ pub(super) trait Explain {
 pub(super) async fn plan(
     ctx: &SessionContext,
     sql: &str,
+    params: Option<&arrow::array::RecordBatch>,
     explain: &dyn Explain,
 ) -> Result<DataFrame> {
     let state = ctx.state();
@@ -309,9 +310,106 @@ pub(super) async fn plan(
             Error::AccessDenied("only queries are allowed: no DDL, DML, COPY or SET".into())
         })?;
     refuse_plan(&plan)?;
+    let plan = bind(plan, params).map_err(|e| match e {
+        BindError::Planning(e) => explain.error(e),
+        BindError::Engine(e) => e,
+    })?;
     ctx.execute_logical_plan(plan)
         .await
         .map_err(|e| explain.error(e))
+}
+
+enum BindError {
+    Planning(DataFusionError),
+    Engine(Error),
+}
+
+impl From<DataFusionError> for BindError {
+    fn from(e: DataFusionError) -> Self {
+        BindError::Planning(e)
+    }
+}
+
+impl From<Error> for BindError {
+    fn from(e: Error) -> Self {
+        BindError::Engine(e)
+    }
+}
+
+/// Bind the placeholders `$1` ... `$n` of a checked plan to `params` — one column per
+/// placeholder, in order; one row per execution. The values become literals of the plan tree
+/// (after parsing and every check above, so no value is ever read as SQL), each converted to
+/// the type its place in the query asks for. Several rows make one plan: the union of the
+/// query bound to each row. A query without placeholders takes no parameters.
+fn bind(
+    plan: LogicalPlan,
+    params: Option<&arrow::array::RecordBatch>,
+) -> std::result::Result<LogicalPlan, BindError> {
+    use datafusion::common::ScalarValue;
+    let types = plan.get_parameter_types()?;
+    let n = types.len();
+    for i in 1..=n {
+        if !types.contains_key(&format!("${i}")) {
+            return Err(Error::invalid(format!(
+                "placeholders are numbered $1 to ${n} without gaps (named ones are not \
+                 supported); ${i} is missing"
+            ))
+            .into());
+        }
+    }
+    let params = match params {
+        Some(p) if p.num_columns() > 0 || n > 0 => p,
+        _ if n == 0 => return Ok(plan),
+        _ => {
+            return Err(Error::invalid(format!(
+                "the query has {n} placeholder(s) ($1 ...): bind one value for each"
+            ))
+            .into());
+        }
+    };
+    if params.num_columns() != n {
+        return Err(Error::invalid(format!(
+            "the query has {n} placeholder(s) but {} parameter column(s) were bound",
+            params.num_columns()
+        ))
+        .into());
+    }
+    if params.num_rows() == 0 {
+        return Err(Error::invalid(
+            "no parameter rows were bound: one row of values per execution",
+        )
+        .into());
+    }
+    let mut bound = Vec::with_capacity(params.num_rows());
+    for row in 0..params.num_rows() {
+        let mut values = Vec::with_capacity(n);
+        for (i, col) in params.columns().iter().enumerate() {
+            let value = ScalarValue::try_from_array(col, row)?;
+            let wanted = types.get(&format!("${}", i + 1)).cloned().flatten();
+            let value = match wanted {
+                Some(t) if value.data_type() != t => value.cast_to(&t).map_err(|_| {
+                    // The message names the types, never the value.
+                    Error::invalid(format!(
+                        "parameter ${} must be {t}; the {} bound does not convert",
+                        i + 1,
+                        value.data_type()
+                    ))
+                })?,
+                _ => value,
+            };
+            values.push(value);
+        }
+        bound.push(plan.clone().with_param_values(values)?);
+    }
+    let mut rows = bound.into_iter();
+    let Some(first) = rows.next() else {
+        return Err(Error::internal("no bound plan").into());
+    };
+    let mut union = datafusion::logical_expr::LogicalPlanBuilder::from(first);
+    for next in rows {
+        union = union.union(next)?;
+    }
+    Ok(union.build()?)
 }
 
 impl super::Engine {
@@ -337,7 +435,7 @@ impl super::Engine {
                 .map_err(|e| Error::internal(e.to_string()))?;
         }
         self.inner.runtime.block_on(async {
-            let df = plan(&ctx, sql, &Plain).await?;
+            let df = plan(&ctx, sql, None, &Plain).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let plan = physical(df, &limits, &Plain).await?;
             let run = datafusion::physical_plan::collect(plan, task_context(&ctx, &limits)?);

@@ -260,6 +260,25 @@ static void services(gs_engine *engine, const char *scratch) {
   CHECK_STATUS(gs_session_lookup(v, "person", keys, &stream), GS_ACCESS_DENIED,
                gs_session_errmsg(v));
 
+  /* Bound parameters: two citizen IDs (an engine stream is a parameter stream) run as one
+   * statement; the injection text, bound, is a value nobody has. */
+  struct ArrowArrayStream params;
+  const char *by_id = "SELECT citizen_id FROM person WHERE citizen_id = $1";
+  CHECK_STATUS(
+      gs_session_query(s, "SELECT citizen_id FROM person ORDER BY citizen_id LIMIT 2", &params),
+      GS_OK, gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_query_params(s, by_id, &params, &stream), GS_OK, gs_session_errmsg(s));
+  CHECK(params.release == NULL, "the parameter stream was taken over");
+  CHECK(drain_text(&stream, text, sizeof text) == 2, "both subjects: %s", text);
+  CHECK_STATUS(gs_session_query(s, "SELECT ''' OR ''1''=''1' AS p", &params), GS_OK,
+               gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_query_params(s, by_id, &params, &stream), GS_OK, gs_session_errmsg(s));
+  CHECK(drain_text(&stream, text, sizeof text) == 0, "the injection matches nobody: %s", text);
+  /* Placeholders without values, and a NULL parameter stream, are refused. */
+  CHECK_STATUS(gs_session_query(s, by_id, &stream), GS_INVALID_INPUT, gs_session_errmsg(s));
+  CHECK_STATUS(gs_session_query_params(s, by_id, NULL, &stream), GS_INVALID_ARGUMENT,
+               gs_session_errmsg(s));
+
   /* Verify: the engine's own (citizen_id, name) stream is a claims stream; all match. */
   CHECK_STATUS(gs_session_query(s, "SELECT citizen_id, name FROM person ORDER BY citizen_id LIMIT 5",
                                 &claims),
