@@ -236,6 +236,8 @@ class Session:
 
     def __init__(self, raw: _internal.RawSession) -> None:
         self._raw = raw
+        # Kept for repr, which must work on a closed session too.
+        self._who = (raw.user, raw.purpose)
 
     def __repr__(self) -> str:
         """Who acts, for what, and whether the session is still open.
@@ -247,7 +249,8 @@ class Session:
         <govshare.Session user='analyst' purpose='STATS' closed>
         """
         state = "closed" if self.closed else "open"
-        return f"<govshare.Session user={self.user!r} purpose={self.purpose!r} {state}>"
+        user, purpose = self._who
+        return f"<govshare.Session user={user!r} purpose={purpose!r} {state}>"
 
     @property
     def user(self) -> str:
