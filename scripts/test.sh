@@ -5,7 +5,7 @@
 # Needs: the Rust toolchain, a C compiler (cc), python3 >= 3.11 with venv; valgrind is used
 # for the C test program when installed. Debian's chromium (the report rendering test) is
 # installed with apt-get when missing. Python packages (maturin, pytest, pyarrow, pandas,
-# polars, duckdb) are installed into .venv by this script.
+# polars, duckdb, adbc-driver-manager) are installed into .venv by this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +42,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  "maturin>=1.9.4,<2" "pytest>=8" "pyarrow>=15" "pandas>=2" "polars>=1" "duckdb>=1.1"
+  "maturin>=1.9.4,<2" "pytest>=8" "pyarrow>=15" "pandas>=2" "polars>=1" "duckdb>=1.1" \
+  "adbc-driver-manager>=1.5"
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet --manifest-path python/Cargo.toml
+
+step "ADBC driver (libgovshare_adbc.so, loaded by the Python tests through adbc-driver-manager)"
+cargo build -p govshare-adbc --locked
 
 step "Python: pytest (python/tests) and doctests (python/govshare)"
 GOVSHARE_BIN="$PWD/target/debug/govshare" .venv/bin/python -m pytest -q python/tests python/govshare

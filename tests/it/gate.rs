@@ -200,6 +200,105 @@ const PYTHON: &[(&str, &str)] = &[
     ("Session.__exit__", "plumbing"),
 ];
 
+/// Every method of the ADBC driver (`adbc/src/lib.rs`, the ADBC traits on the driver's types),
+/// with the Rust entry it translates; "refused" ones answer "not supported" without reading.
+const ADBC: &[(&str, &str)] = &[
+    ("GovshareDriver::new_database", "plumbing"),
+    ("GovshareDriver::new_database_with_opts", "plumbing"),
+    (
+        "GovshareDatabase::set_option",
+        "plumbing (the store's path)",
+    ),
+    ("GovshareDatabase::get_option_string", "plumbing"),
+    ("GovshareDatabase::get_option_bytes", "plumbing"),
+    ("GovshareDatabase::get_option_int", "plumbing"),
+    ("GovshareDatabase::get_option_double", "plumbing"),
+    ("GovshareDatabase::new_connection", "Engine::session_as"),
+    (
+        "GovshareDatabase::new_connection_with_opts",
+        "Engine::session_as",
+    ),
+    (
+        "GovshareConnection::set_option",
+        "plumbing (read-only settings)",
+    ),
+    (
+        "GovshareConnection::get_option_string",
+        "Session::user, Session::purpose",
+    ),
+    ("GovshareConnection::get_option_bytes", "plumbing"),
+    ("GovshareConnection::get_option_int", "plumbing"),
+    ("GovshareConnection::get_option_double", "plumbing"),
+    ("GovshareConnection::new_statement", "plumbing"),
+    (
+        "GovshareConnection::get_cancel_handle",
+        "Session::canceller",
+    ),
+    ("GovshareConnection::get_info", "refused"),
+    ("GovshareConnection::get_objects", "Session::catalog"),
+    (
+        "GovshareConnection::get_table_schema",
+        "Session::sql_stream",
+    ),
+    (
+        "GovshareConnection::get_table_types",
+        "plumbing (a constant)",
+    ),
+    ("GovshareConnection::get_statistic_names", "refused"),
+    ("GovshareConnection::get_statistics", "refused"),
+    (
+        "GovshareConnection::commit",
+        "plumbing (read-only: nothing to commit)",
+    ),
+    ("GovshareConnection::rollback", "plumbing (read-only)"),
+    ("GovshareConnection::read_partition", "refused"),
+    ("GovshareStatement::set_option", "refused"),
+    ("GovshareStatement::get_option_string", "plumbing"),
+    ("GovshareStatement::get_option_bytes", "plumbing"),
+    ("GovshareStatement::get_option_int", "plumbing"),
+    ("GovshareStatement::get_option_double", "plumbing"),
+    ("GovshareStatement::bind", "plumbing"),
+    ("GovshareStatement::bind_stream", "plumbing"),
+    (
+        "GovshareStatement::execute",
+        "Session::sql_stream, Session::sql_params_stream",
+    ),
+    ("GovshareStatement::execute_update", "refused"),
+    ("GovshareStatement::execute_schema", "refused"),
+    ("GovshareStatement::execute_partitions", "refused"),
+    ("GovshareStatement::get_parameter_schema", "refused"),
+    ("GovshareStatement::prepare", "plumbing"),
+    ("GovshareStatement::set_sql_query", "plumbing"),
+    ("GovshareStatement::set_substrait_plan", "refused"),
+    ("GovshareStatement::get_cancel_handle", "Session::canceller"),
+    ("Cancel::try_cancel", "Session::cancel"),
+];
+
+/// Methods of trait impls in the ADBC driver, as `Type::method`.
+fn adbc_entries() -> BTreeSet<String> {
+    let text = read("adbc/src/lib.rs");
+    let mut out = BTreeSet::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("impl ")
+            && let Some((_, ty)) = rest.split_once(" for ")
+        {
+            current = Some(ty.trim_end_matches(" {").to_string());
+        } else if line.starts_with('}') {
+            current = None;
+        } else if let Some(ty) = &current
+            && let Some(rest) = line.strip_prefix("    fn ")
+        {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            out.insert(format!("{ty}::{name}"));
+        }
+    }
+    out
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -310,9 +409,16 @@ fn every_public_entry_is_listed_with_its_decision() {
         py,
         "Python entries differ from the gate's list"
     );
-    // Each binding entry translates listed Rust entries (or is plumbing).
-    for (entry, to) in C.iter().chain(PYTHON) {
+    let adbc = listed(&ADBC.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+    assert_eq!(
+        adbc_entries(),
+        adbc,
+        "ADBC driver methods differ from the gate's list"
+    );
+    // Each binding entry translates listed Rust entries (or is plumbing, or refuses).
+    for (entry, to) in C.iter().chain(PYTHON).chain(ADBC) {
         let known = to.starts_with("plumbing")
+            || *to == "refused"
             || to.starts_with("Store::init")
             || to.split(", ").all(|t| RUST.iter().any(|(n, _)| t == *n));
         assert!(
@@ -336,7 +442,7 @@ fn the_bindings_only_translate() {
         ".policy()",
         "snapshot(",
     ];
-    for dir in ["ffi/src", "python/src", "src/cli"] {
+    for dir in ["ffi/src", "python/src", "src/cli", "adbc/src"] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let path = entry.expect("entry").path();
             let text = std::fs::read_to_string(&path).expect("read");
