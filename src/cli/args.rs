@@ -294,6 +294,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: AuditCmd,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `govshare completions bash > /etc/bash_completion.d/govshare`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Guided tour: build a store with synthetic data and show what govshare does.
     Demo {
         /// Persons to generate.

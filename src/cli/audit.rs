@@ -26,7 +26,21 @@ pub(super) fn run(store: &Path, action: AuditCmd) -> Result<(), Error> {
                         })?)
                     }
                 };
-            match engine.verify_audit(&by, cp.as_ref())? {
+            let bar = super::progress(None, "verifying");
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>12} [{bar:30}] {pos}/{len} segments ({elapsed})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            let verdict =
+                engine.verify_audit_with_progress(&by, cp.as_ref(), &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                });
+            bar.finish_and_clear();
+            match verdict? {
                 Verdict::Intact { records, head } => out!(
                     "audit trail intact: {records} records, head {} {}",
                     head.seq,

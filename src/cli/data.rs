@@ -160,7 +160,10 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             out!("{}", arrow_pretty(&r.batches)?);
         }
         DataCmd::Compact { dataset, by } => {
-            let m = Engine::open(store)?.compact(&by, &dataset)?;
+            let spinner = super::working(&format!("compacting {dataset}"));
+            let m = Engine::open(store)?.compact(&by, &dataset);
+            spinner.finish_and_clear();
+            let m = m?;
             out!(
                 "{dataset} compacted into version {} ({} files, {} rows)",
                 m.version,

@@ -56,6 +56,19 @@ pub(crate) fn emit(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// A spinner with the elapsed time for an operation whose progress cannot be counted (it
+/// draws on a terminal only; finish it when the work ends).
+pub(crate) fn working(what: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
 pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     let pb = match total {
         Some(t) => ProgressBar::new(t),
@@ -194,6 +207,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             by,
         } => workflow::report(&cli.store, name, sql, csv, html, &by)?,
         Command::Audit { action } => audit::run(&cli.store, action)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "govshare", &mut script);
+            out_partial!("{}", String::from_utf8_lossy(&script));
+        }
         Command::Demo {
             persons,
             entities,

@@ -1417,3 +1417,21 @@ fn parameters_and_output_formats_from_the_command_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("placeholder"));
 }
+
+/// Shell completions come from the same command definitions: every command is offered.
+#[test]
+fn shell_completions_offer_the_commands() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&govshare(dir.path(), &["completions", shell]));
+        for command in ["sql", "by-key", "verify", "export", "audit"] {
+            assert!(script.contains(command), "{shell}: {command} missing");
+        }
+    }
+    let o = govshare(dir.path(), &["completions", "cmd.exe"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

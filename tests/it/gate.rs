@@ -68,6 +68,7 @@ const RUST: &[(&str, Gate)] = &[
     ("Engine::compact", Gate::Decided),
     ("Engine::vacuum", Gate::Decided),
     ("Engine::verify_audit", Gate::Decided),
+    ("Engine::verify_audit_with_progress", Gate::Decided),
     ("Engine::audit_checkpoint", Gate::Decided),
     ("Engine::repair_audit", Gate::Decided),
     ("Engine::archive_audit", Gate::Decided),
@@ -640,6 +641,14 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Engine::verify_audit",
             Box::new(|| engine.verify_audit(GHOST, None).map(drop)),
+        ),
+        (
+            "Engine::verify_audit_with_progress",
+            Box::new(|| {
+                engine
+                    .verify_audit_with_progress(GHOST, None, &mut |_, _| {})
+                    .map(drop)
+            }),
         ),
         (
             "Engine::audit_checkpoint",

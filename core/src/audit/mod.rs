@@ -44,7 +44,7 @@ use crate::error::{Error, IoContext, Result};
 
 pub use archive::Retention;
 use segment::{Head, chain_hash, parse_line, read_head, read_segment, segment_name, segments};
-pub use verify::{Verdict, verify};
+pub use verify::{Verdict, verify, verify_with_progress};
 
 /// Records per segment before a new segment file is started.
 pub const SEGMENT_RECORDS: u64 = 100_000;

@@ -201,8 +201,21 @@ fn last_link(data: &[u8]) -> Option<(String, u64)> {
 /// record; with `checkpoint`, also that the chain reaches it with the same hash. Segments are
 /// checked on up to two threads; the first problem in chain order is reported.
 pub fn verify(dir: &Path, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
+    verify_with_progress(dir, checkpoint, &mut |_, _| {})
+}
+
+/// [`verify`], calling `progress(segments checked, segments)` as it goes (a long trail takes
+/// a while: the command line shows a bar).
+pub fn verify_with_progress(
+    dir: &Path,
+    checkpoint: Option<&Checkpoint>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Verdict> {
     let anchor = read_anchor(dir)?;
     let segs = segments(dir)?;
+    let total = segs.len() as u64;
+    let mut done = 0u64;
+    progress(0, total);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 2);
@@ -282,6 +295,8 @@ pub fn verify(dir: &Path, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
                 }
             }
         }
+        done += window.len() as u64;
+        progress(done, total);
     }
     if !anchor_backed {
         return Ok(Verdict::Broken {

@@ -319,10 +319,23 @@ impl Engine {
     /// Walk the audit chain (see [`crate::audit::verify`]) as auditor `by`, against
     /// `checkpoint` when given; the check and its verdict are recorded.
     pub fn verify_audit(&self, by: &str, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {
+        self.verify_audit_with_progress(by, checkpoint, &mut |_, _| {})
+    }
+
+    /// [`Engine::verify_audit`], calling `progress(segments checked, segments)` as the walk
+    /// goes (for a progress bar over a long trail).
+    pub fn verify_audit_with_progress(
+        &self,
+        by: &str,
+        checkpoint: Option<&Checkpoint>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Verdict> {
         let outcome = self
             .require(by, Role::Auditor, "verify the audit trail")
             .and_then(|()| self.audit().flush())
-            .and_then(|()| crate::audit::verify(self.audit().dir(), checkpoint))
+            .and_then(|()| {
+                crate::audit::verify_with_progress(self.audit().dir(), checkpoint, progress)
+            })
             .and_then(|v| match (v, self.anchor()?) {
                 // The store's own documents anchor the head as it was at each commit: a trail
                 // cut short below the newest anchor is broken even with no checkpoint kept.
