@@ -60,3 +60,9 @@ pub mod validate;
 pub use engine::{Engine, QueryResult, Session};
 pub use error::{Error, ErrorCode, Result};
 pub use store::{Snapshot, Store, Writer};
+
+/// The user guide's page for platform teams (`docs/guide/platform.md`): its Rust program runs
+/// as a doctest, so the guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide/platform.md")]
+pub struct GuidePlatform;

@@ -1,4 +1,5 @@
-//! The C ABI from C: `ffi/examples/query.c` and `ffi/tests/c/test_api.c` are compiled with the
+//! The C ABI from C: `ffi/examples/query.c`, the user guide's program (`docs/guide/platform.md`)
+//! and `ffi/tests/c/test_api.c` are compiled with the
 //! system C compiler against `libgovshare.so` and run (the test program under valgrind when
 //! it is installed, failing on any memory error or definite leak). The security cases in
 //! `ffi/tests/c/cases.txt` must give the same rows and errors through C as through Rust.
@@ -251,6 +252,35 @@ fn c_example_and_c_test_program() {
     assert_eq!(denied.status.code(), Some(5), "{text}");
     assert!(
         text.contains("denied: access denied: field person.marital_status_code"),
+        "{text}"
+    );
+
+    // The user guide's C program (docs/guide/platform.md), as printed there.
+    let guide = std::fs::read_to_string(manifest_dir().join("../docs/guide/platform.md"))
+        .expect("the platform guide");
+    let program = guide
+        .split("```c\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a C program in the platform guide");
+    let src = dir.path().join("guide.c");
+    std::fs::write(&src, program).expect("write guide.c");
+    let bin = dir.path().join("guide");
+    compile(&src, &bin);
+    let out = Command::new(&bin)
+        .arg(&store)
+        .args(["alice", "FULL"])
+        .output()
+        .expect("run the guide's program");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("refused: access denied: field person.marital")
+            && text.contains("found 3 of 3"),
         "{text}"
     );
 

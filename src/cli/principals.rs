@@ -256,7 +256,10 @@ pub(super) fn grant_cmd(store: &Path, action: GrantCmd) -> Result<(), Error> {
         }
         GrantCmd::Approve(a) => {
             let ap = engine()?.decide_request(&a.by, a.request()?, true, "")?;
-            out!("approval {} created grant {:?}", ap.id, ap.grant);
+            match ap.grant {
+                Some(g) => out!("approval {} created grant {g}", ap.id),
+                None => out!("approval {} recorded", ap.id),
+            }
         }
         GrantCmd::Reject { args, reason } => {
             let ap = engine()?.decide_request(&args.by, args.request()?, false, &reason)?;

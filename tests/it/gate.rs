@@ -864,3 +864,24 @@ fn one_param() -> arrow::record_batch::RecordBatch {
     )])
     .expect("params")
 }
+
+/// The user guide's reference (`docs/guide/reference.md`) names every function of the C header
+/// and every connection option of the ADBC driver, so it cannot fall behind them.
+#[test]
+fn the_reference_names_every_c_function_and_adbc_option() {
+    let reference = read("docs/guide/reference.md");
+    for f in c_entries() {
+        assert!(
+            reference.contains(&format!("`{f}`")),
+            "{f} is missing from docs/guide/reference.md"
+        );
+    }
+    let adbc = read("adbc/src/lib.rs");
+    for line in adbc.lines().filter(|l| l.starts_with("pub const OPTION_")) {
+        let option = line.split('"').nth(1).expect("an option string");
+        assert!(
+            reference.contains(&format!("`{option}`")),
+            "{option} is missing from docs/guide/reference.md"
+        );
+    }
+}
