@@ -454,6 +454,35 @@ pub(crate) enum DataCmd {
         #[arg(long)]
         by: String,
     },
+    /// Copy the whole store (data, indexes, catalog, policy, keys, audit trail) into a new
+    /// directory with a manifest of blake3 digests; `--base` copies only what changed since
+    /// an earlier backup.
+    Backup {
+        /// The new backup directory.
+        dest: PathBuf,
+        /// An earlier backup of this store to build on (incremental).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// The operator doing it.
+        #[arg(long)]
+        by: String,
+    },
+    /// Restore a backup into a new store directory: every file and the audit trail verified
+    /// first, nothing created if any of it fails; `--by` is an operator of the backed-up store.
+    Restore {
+        /// The backup directory.
+        backup: PathBuf,
+        /// The new store directory.
+        target: PathBuf,
+        /// The operator doing it.
+        #[arg(long)]
+        by: String,
+    },
+    /// Verify a backup (and its bases) against its manifests without restoring it.
+    BackupCheck {
+        /// The backup directory.
+        backup: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -179,6 +179,41 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
                 r.files_removed
             );
         }
+        DataCmd::Backup { dest, base, by } => {
+            let spinner = super::working("backing up");
+            let m = Engine::open(store)?.backup(&by, &dest, base.as_deref());
+            spinner.finish_and_clear();
+            let (m, digest) = m?;
+            out!(
+                "backup of {} files ({} bytes stored here) at {}; trail head {}; manifest blake3 {digest}",
+                m.files.len(),
+                m.stored_bytes(),
+                dest.display(),
+                m.audit_head.seq
+            );
+        }
+        DataCmd::Restore { backup, target, by } => {
+            let spinner = super::working("restoring");
+            let m = govshare_core::Store::restore(&backup, &target, &by);
+            spinner.finish_and_clear();
+            let m = m?;
+            out!(
+                "restored {} files into {} (backup taken {} by {}); its trail verified",
+                m.files.len(),
+                target.display(),
+                m.created_at.format("%Y-%m-%d %H:%M:%S"),
+                m.by
+            );
+        }
+        DataCmd::BackupCheck { backup } => {
+            let (m, digest) = govshare_core::store::backup::verify(&backup)?;
+            out!(
+                "ok: {} files as listed (taken {} by {}); manifest blake3 {digest}",
+                m.files.len(),
+                m.created_at.format("%Y-%m-%d %H:%M:%S"),
+                m.by
+            );
+        }
     }
     Ok(())
 }

@@ -1435,3 +1435,56 @@ fn shell_completions_offer_the_commands() {
         "an unknown shell is a usage error"
     );
 }
+
+/// `backup`, `backup-check` and `restore` from the command line: the restored store answers
+/// the same query; a consumer cannot take a backup.
+#[test]
+fn backup_and_restore_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    stat_store(&store, &dir.path().join("data"));
+    let q = [
+        "sql",
+        "--user",
+        "stat",
+        "--purpose",
+        "S",
+        "--format",
+        "csv",
+        "SELECT sex_code, count(*) AS n FROM person GROUP BY 1 ORDER BY 1",
+    ];
+    let before = ok(&govshare(&store, &q));
+    let b = dir.path().join("b");
+    let out = ok(&govshare(
+        &store,
+        &["backup", b.to_str().expect("p"), "--by", "ops"],
+    ));
+    assert!(out.contains("manifest blake3"), "{out}");
+    assert!(ok(&govshare(&store, &["backup-check", b.to_str().expect("p")])).starts_with("ok: "));
+    let r = dir.path().join("restored");
+    ok(&govshare(
+        &store,
+        &[
+            "restore",
+            b.to_str().expect("p"),
+            r.to_str().expect("p"),
+            "--by",
+            "ops",
+        ],
+    ));
+    assert_eq!(ok(&govshare(&r, &q)), before);
+    let o = govshare(
+        &store,
+        &[
+            "backup",
+            dir.path().join("x").to_str().expect("p"),
+            "--by",
+            "stat",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "a consumer may not copy the store"
+    );
+}

@@ -67,6 +67,7 @@ const RUST: &[(&str, Gate)] = &[
     ("Engine::apply_catalog", Gate::Decided),
     ("Engine::compact", Gate::Decided),
     ("Engine::vacuum", Gate::Decided),
+    ("Engine::backup", Gate::Decided),
     ("Engine::verify_audit", Gate::Decided),
     ("Engine::verify_audit_with_progress", Gate::Decided),
     ("Engine::audit_checkpoint", Gate::Decided),
@@ -637,6 +638,13 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Engine::vacuum",
             Box::new(|| engine.vacuum(GHOST, "person", 1).map(drop)),
+        ),
+        (
+            "Engine::backup",
+            Box::new(|| {
+                let out = tempfile::tempdir().expect("tmp");
+                engine.backup(GHOST, &out.path().join("b"), None).map(drop)
+            }),
         ),
         (
             "Engine::verify_audit",

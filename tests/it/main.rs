@@ -39,3 +39,5 @@ mod aggregate;
 mod feed;
 // Bound parameters: values bound into the checked plan, never SQL; digests on the trail.
 mod params;
+// Backup and restore: every byte verified, operators only, incremental backups.
+mod backup;

@@ -316,6 +316,19 @@ impl Engine {
         self.writer(by)?.vacuum(dataset, keep)
     }
 
+    /// Copy the whole store into the new directory `dest` as operator `by` (see
+    /// [`crate::store::backup`]); with `base`, an earlier backup whose unchanged files are
+    /// referenced rather than copied. Recorded before the copy exists, then with the
+    /// manifest's digest. Returns the manifest and its blake3.
+    pub fn backup(
+        &self,
+        by: &str,
+        dest: &Path,
+        base: Option<&Path>,
+    ) -> Result<(crate::store::backup::BackupManifest, String)> {
+        self.writer(by)?.backup(dest, base)
+    }
+
     /// Walk the audit chain (see [`crate::audit::verify`]) as auditor `by`, against
     /// `checkpoint` when given; the check and its verdict are recorded.
     pub fn verify_audit(&self, by: &str, checkpoint: Option<&Checkpoint>) -> Result<Verdict> {

@@ -45,6 +45,10 @@ pub enum Act<'a> {
         /// The items reclassified.
         items: &'a [String],
     },
+    /// A backup: a copy of the whole store (data, keys, trail) into another directory.
+    Backup,
+    /// A restore of a backup into a new store directory (authorised by the restored policy).
+    Restore,
 }
 
 impl std::fmt::Display for Act<'_> {
@@ -58,6 +62,8 @@ impl std::fmt::Display for Act<'_> {
             }
             Act::Reclassify { items } => write!(f, "reclassify {}", items.join(", ")),
             Act::ChangeSettings => write!(f, "change the store's settings"),
+            Act::Backup => write!(f, "back up the store"),
+            Act::Restore => write!(f, "restore a backup of the store"),
             Act::ChangeCalendar { years } => write!(
                 f,
                 "change the working-day calendar ({})",

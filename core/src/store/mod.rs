@@ -13,6 +13,8 @@
 //! <store>/rejects/*.csv                            rejected rows of each load
 //! ```
 //!
+//! A whole store is copied and restored by [`backup`], with a manifest of blake3 digests.
+//!
 //! **Commit protocol.** A writer writes every new file under a new name, fsyncs it, writes the
 //! manifest `vN.json` (temp file, fsync, rename), and only then swaps `CURRENT` (temp file,
 //! fsync, rename, fsync of the directory). A crash at any point leaves `CURRENT` naming the
@@ -25,6 +27,7 @@
 //! masked by the file's deletion vector), so indexes of a version stay valid for it.
 
 mod authority;
+pub mod backup;
 mod chain;
 mod manifest;
 pub(crate) mod rowblocks;

@@ -283,6 +283,43 @@ impl<'s> Writer<'s> {
         Ok(())
     }
 
+    /// Copy the whole store into the new directory `dest` (see [`super::backup`]), holding
+    /// the writer lock so nothing commits meanwhile; with `base`, files unchanged since that
+    /// earlier backup are referenced instead of copied. An operator's act: the trail records
+    /// who copied the store where *before* the copy exists, then the manifest's digest.
+    /// Returns the manifest and its blake3.
+    pub fn backup(
+        &mut self,
+        dest: &std::path::Path,
+        base: Option<&std::path::Path>,
+    ) -> Result<(super::backup::BackupManifest, String)> {
+        self.authorize(&Act::Backup)?;
+        let actor = self.actor.clone();
+        let place = serde_json::json!({
+            "dest": dest.display().to_string(),
+            "base": base.map(|b| b.display().to_string()),
+        });
+        let seq = self.record("backup", &actor, place)?;
+        self.audit.flush()?;
+        let head = self.anchor()?;
+        let taken = super::backup::take(self.store.root(), dest, base, &actor, head, self.now());
+        let body = match &taken {
+            Ok((m, digest)) => serde_json::json!({
+                "backup": seq,
+                "outcome": "completed",
+                "manifest_blake3": digest,
+                "files": m.files.len(),
+                "stored_bytes": m.stored_bytes(),
+                "audit_head": m.audit_head.seq,
+            }),
+            Err(e) => {
+                serde_json::json!({ "backup": seq, "outcome": "failed", "reason": e.to_string() })
+            }
+        };
+        self.record("backup_end", &actor, body)?;
+        taken
+    }
+
     /// Remove all but the newest `keep` versions of `dataset` (at least 1), and every file no
     /// kept version references. Readers pinned to a removed version lose it: vacuum is explicit.
     pub fn vacuum(&mut self, dataset: &str, keep: usize) -> Result<VacuumReport> {

@@ -228,7 +228,9 @@ impl Policy {
             Act::Load { .. }
             | Act::Compact { .. }
             | Act::Vacuum { .. }
-            | Act::ChangeCalendar { .. } => Role::Operator,
+            | Act::ChangeCalendar { .. }
+            | Act::Backup
+            | Act::Restore => Role::Operator,
             Act::ChangeCatalog { .. } | Act::ChangeSettings => Role::PlatformAdmin,
             Act::Reclassify { .. } => Role::Coordinator,
         };

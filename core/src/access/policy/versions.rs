@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditLog, Checkpoint};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::store::{Store, Writer};
+use crate::store::{Authorizer, Store, Writer};
 
 use super::{
     Department, Facts, Founder, Policy, PolicyAuthorizer, PrincipalStatus, Role, Stewards, User,
@@ -86,6 +86,53 @@ impl Store {
     /// this store, opened by whoever owns it).
     pub fn writer_with(&self, actor: &str, audit: Arc<AuditLog>) -> Result<Writer<'_>> {
         self.lock_writer(actor, audit, &PolicyAuthorizer)
+    }
+
+    /// Restore the backup at `backup` into the new directory `target`, as operator `by` of the
+    /// restored store's policy: every file is verified against the manifests (a single changed
+    /// byte is refused), the restored trail must verify up to the head the backup recorded, and
+    /// the restore is recorded on the restored trail before the store appears at `target`. A
+    /// refused or failed restore leaves nothing at `target` (and, having no store to record
+    /// into, is reported to the caller only).
+    pub fn restore(
+        backup: impl AsRef<Path>,
+        target: impl AsRef<Path>,
+        by: &str,
+    ) -> Result<crate::store::backup::BackupManifest> {
+        use crate::store::backup;
+        let (backup_dir, target) = (backup.as_ref(), target.as_ref());
+        let (manifest, digest, scratch) = backup::assemble(backup_dir, target)?;
+        let checked = (|| {
+            let store = Store::open(&scratch)?;
+            match crate::audit::verify(&store.audit_dir(), Some(&manifest.audit_head))? {
+                crate::audit::Verdict::Intact { .. } => {}
+                crate::audit::Verdict::Broken { seq, problem, .. } => {
+                    return Err(Error::Corrupt(format!(
+                        "the backup's audit trail does not verify at record {seq}: {problem}"
+                    )));
+                }
+            }
+            PolicyAuthorizer.authorize(&store, by, &crate::store::Act::Restore)?;
+            let audit = AuditLog::open(store.audit_dir())?;
+            audit.append(
+                "restore",
+                by,
+                serde_json::json!({
+                    "from": backup_dir.display().to_string(),
+                    "manifest_blake3": digest,
+                    "taken_at": manifest.created_at,
+                    "taken_by": manifest.by,
+                    "audit_head": manifest.audit_head.seq,
+                }),
+            )?;
+            audit.flush()
+        })();
+        if let Err(e) = checked {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
+        backup::publish(&scratch, target)?;
+        Ok(manifest)
     }
 
     /// The current policy version number (0 when no principal or grant was ever committed).
