@@ -41,6 +41,22 @@ impl From<EncodingArg> for Encoding {
     }
 }
 
+/// The audit chain's hash function (`init --chain-hash`).
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum ChainHashArg {
+    Blake3,
+    Sm3,
+}
+
+impl From<ChainHashArg> for govshare_core::audit::ChainHash {
+    fn from(c: ChainHashArg) -> Self {
+        match c {
+            ChainHashArg::Blake3 => govshare_core::audit::ChainHash::Blake3,
+            ChainHashArg::Sm3 => govshare_core::audit::ChainHash::Sm3,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub(crate) enum Format {
     Csv,
@@ -335,6 +351,10 @@ pub(crate) enum DataCmd {
         /// Its region of jurisdiction (GB/T 2260 code).
         #[arg(long)]
         region: String,
+        /// The audit chain's hash: blake3, or sm3 (GM/T 0004-2012) where national
+        /// cryptography is required. Chosen once, here.
+        #[arg(long, value_enum, default_value = "blake3")]
+        chain_hash: ChainHashArg,
     },
     /// Write deterministic synthetic person and legal-entity files.
     Generate {

@@ -22,6 +22,7 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             dept,
             dept_name,
             region,
+            chain_hash,
         } => {
             let founder = Founder {
                 user: admin.clone(),
@@ -30,11 +31,17 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
                 department_name: dept_name,
                 region,
             };
-            let s = Store::init(store, &founder)?;
+            let s = Store::init_with(store, &founder, chain_hash.into())?;
+            let chain = govshare_core::audit::ChainHash::of_dir(&s.audit_dir())?;
             out!(
-                "store ready at {} (catalog version {}); first platform administrator: {admin}",
+                "store ready at {} (catalog version {}); first platform administrator: {admin}{}",
                 s.root().display(),
-                s.catalog_version()?
+                s.catalog_version()?,
+                if chain == govshare_core::audit::ChainHash::Sm3 {
+                    "; audit chain hashed with SM3"
+                } else {
+                    ""
+                }
             );
         }
         DataCmd::Generate {

@@ -77,6 +77,95 @@ pub struct Checkpoint {
     pub hash: String,
 }
 
+/// The hash function of a trail's chain, chosen when the store is made and kept beside the
+/// segments in `HASH`: blake3 (the default; no file), or SM3 (GM/T 0004-2012) for stores that
+/// must use national cryptography. Both give 32 bytes, written as 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainHash {
+    /// blake3.
+    #[default]
+    Blake3,
+    /// SM3, the national standard hash (GM/T 0004-2012).
+    Sm3,
+}
+
+impl ChainHash {
+    /// The name written in `HASH` and in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainHash::Blake3 => "blake3",
+            ChainHash::Sm3 => "sm3",
+        }
+    }
+
+    /// The chain hash of the trail in `dir`: its `HASH` file, or blake3 when there is none
+    /// (every trail made before the choice existed). An unknown name is a damaged trail.
+    pub fn of_dir(dir: &Path) -> Result<ChainHash> {
+        let p = dir.join("HASH");
+        match std::fs::read_to_string(&p) {
+            Ok(text) => match text.trim() {
+                "blake3" => Ok(ChainHash::Blake3),
+                "sm3" => Ok(ChainHash::Sm3),
+                other => Err(Error::Corrupt(format!(
+                    "{}: unknown chain hash '{other}'",
+                    p.display()
+                ))),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ChainHash::Blake3),
+            Err(e) => Err(Error::Io { path: p, source: e }),
+        }
+    }
+
+    /// Choose the chain hash of a new trail in `dir` (before its first record). Refused when
+    /// the trail already has records or another hash.
+    pub(crate) fn choose(self, dir: &Path) -> Result<()> {
+        crate::durable::create_private_dir(dir)?;
+        let current = ChainHash::of_dir(dir)?;
+        let has_records = !segment::segments(dir)?.is_empty();
+        if has_records && current != self {
+            return Err(Error::invalid(format!(
+                "the trail already chains with {}; its hash cannot change",
+                current.name()
+            )));
+        }
+        if self != ChainHash::Blake3 || dir.join("HASH").exists() {
+            crate::durable::write_durable(&dir.join("HASH"), self.name().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The 32-byte digest of `prev ‖ json`.
+    pub fn digest(self, prev: &[u8], json: &[u8]) -> [u8; 32] {
+        match self {
+            ChainHash::Blake3 => *blake3::Hasher::new()
+                .update(prev)
+                .update(json)
+                .finalize()
+                .as_bytes(),
+            ChainHash::Sm3 => {
+                use sm3::Digest;
+                let mut h = sm3::Sm3::new();
+                h.update(prev);
+                h.update(json);
+                h.finalize().into()
+            }
+        }
+    }
+
+    /// [`ChainHash::digest`] as 64 lower-case hex digits, on the stack.
+    pub fn hex(self, prev: &[u8], json: &[u8]) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let d = self.digest(prev, json);
+        let mut out = [0u8; 64];
+        for (i, b) in d.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        out
+    }
+}
+
 /// The clock records are stamped with. Tests skew it to make records "old"; nothing else can.
 #[cfg(not(test))]
 fn now() -> DateTime<Utc> {
@@ -160,6 +249,8 @@ struct State {
 /// An open audit trail. Share one per process (`Arc`).
 pub struct AuditLog {
     dir: PathBuf,
+    /// The chain's hash function (the directory's `HASH`).
+    chain: ChainHash,
     segment_records: u64,
     state: Mutex<State>,
     /// Where [`AuditLog::flush`] waits (appenders wait on their own [`Slot`]).
@@ -210,6 +301,7 @@ impl AuditLog {
         crate::durable::create_private_dir(&dir)?;
         let log = AuditLog {
             dir: dir.clone(),
+            chain: ChainHash::of_dir(&dir)?,
             segment_records: segment_records.max(1),
             state: Mutex::new(State {
                 head: Head {
@@ -468,7 +560,7 @@ impl AuditLog {
                 "{{\"seq\":{seq},\"time\":{time},\"prev\":\"{}\"{}",
                 head.hash, q.tail
             );
-            let hash = chain_hash(&head.hash, json.as_bytes());
+            let hash = chain_hash(self.chain, &head.hash, json.as_bytes());
             out.extend_from_slice(hash.as_bytes());
             out.push(b' ');
             out.extend_from_slice(json.as_bytes());

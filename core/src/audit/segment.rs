@@ -126,11 +126,9 @@ pub(super) fn parse_line(line: &[u8]) -> Option<(String, Record)> {
     Some((hash.to_string(), serde_json::from_str(json).ok()?))
 }
 
-pub(super) fn chain_hash(prev: &str, json: &[u8]) -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(prev.as_bytes());
-    h.update(json);
-    h.finalize().to_hex().to_string()
+pub(super) fn chain_hash(chain: super::ChainHash, prev: &str, json: &[u8]) -> String {
+    let hex = chain.hex(prev.as_bytes(), json);
+    String::from_utf8_lossy(&hex).into_owned()
 }
 
 /// Read the head of the chain from the last segment; returns the head and, when the segment

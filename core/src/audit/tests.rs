@@ -390,3 +390,75 @@ fn records_queued_without_waiting_ride_along_with_the_next_commit() {
         Verdict::Intact { .. }
     ));
 }
+
+/// SM3 known answers from GM/T 0004-2012, appendix A (the two examples), through the chain's
+/// own hash (the chain hashes `prev ‖ json`; with an empty `prev` that is the message).
+#[test]
+fn sm3_gives_the_standard_s_known_answers() {
+    let hex = |h: [u8; 64]| String::from_utf8(h.to_vec()).expect("hex");
+    assert_eq!(
+        hex(ChainHash::Sm3.hex(b"", b"abc")),
+        "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+    );
+    assert_eq!(
+        hex(ChainHash::Sm3.hex(
+            b"abcdabcdabcdabcdabcdabcdabcdabcd",
+            b"abcdabcdabcdabcdabcdabcdabcdabcd"
+        )),
+        "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"
+    );
+    // And blake3's own first test vector (the empty input), so both paths are pinned.
+    assert_eq!(
+        hex(ChainHash::Blake3.hex(b"", b"")),
+        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    );
+}
+
+/// A trail made with SM3 chains every record with SM3, verifies, and catches an edit; a trail
+/// whose `HASH` names another function than the one it was made with fails verification
+/// (closed), and its hash cannot be changed once it has records.
+#[test]
+fn an_sm3_trail_chains_with_sm3_and_cannot_switch() {
+    let dir = tempfile::tempdir().expect("tmp");
+    ChainHash::Sm3.choose(dir.path()).expect("choose");
+    let log = AuditLog::open(dir.path()).expect("open");
+    for i in 0..5 {
+        log.append("t", "a", serde_json::json!({ "i": i }))
+            .expect("append");
+    }
+    drop(log);
+    let text = std::fs::read_to_string(seg(dir.path())).expect("segment");
+    let mut prev = "0".repeat(64);
+    for line in text.lines() {
+        let (hash, json) = line.split_once(' ').expect("line");
+        let want = ChainHash::Sm3.hex(prev.as_bytes(), json.as_bytes());
+        assert_eq!(hash.as_bytes(), &want[..]);
+        assert_ne!(
+            hash.as_bytes(),
+            &ChainHash::Blake3.hex(prev.as_bytes(), json.as_bytes())[..]
+        );
+        prev = hash.to_string();
+    }
+    assert!(matches!(
+        verify(dir.path(), None).expect("verify"),
+        Verdict::Intact { records: 5, .. }
+    ));
+    let e = ChainHash::Blake3
+        .choose(dir.path())
+        .expect_err("records exist");
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    // Someone rewrites HASH: the chain no longer verifies.
+    std::fs::write(dir.path().join("HASH"), "blake3").expect("write");
+    assert!(matches!(
+        verify(dir.path(), None).expect("verify"),
+        Verdict::Broken { seq: 1, .. }
+    ));
+    std::fs::write(dir.path().join("HASH"), "sm3").expect("write");
+    // An edited record is caught under SM3 as under blake3.
+    let edited = text.replacen("\"i\":3", "\"i\":7", 1);
+    std::fs::write(seg(dir.path()), edited).expect("write");
+    assert!(matches!(
+        verify(dir.path(), None).expect("verify"),
+        Verdict::Broken { seq: 4, .. }
+    ));
+}

@@ -58,7 +58,9 @@ enum SegmentCheck {
 /// Check one segment on its own, given the sequence number and hash its first record must
 /// follow. Segments are independent once those are known, so [`verify`] checks them in
 /// parallel and reports the first problem in chain order.
+#[allow(clippy::too_many_arguments)]
 fn check_segment(
+    chain: super::ChainHash,
     path: &Path,
     first: u64,
     data: &[u8],
@@ -140,11 +142,9 @@ fn check_segment(
             );
         }
         // Hashed and hex-encoded on the stack: no allocation per record.
-        let computed = blake3::Hasher::new()
-            .update(prev.as_bytes())
-            .update(json)
-            .finalize()
-            .to_hex();
+        let digits = chain.hex(prev.as_bytes(), json);
+        // Hex digits are ASCII: always UTF-8.
+        let computed = std::str::from_utf8(&digits).unwrap_or_default();
         if computed.as_bytes() != hash {
             return broken(
                 line_no,
@@ -154,7 +154,7 @@ fn check_segment(
         }
         if let Some(cp) = checkpoint
             && cp.seq == link.seq
-            && cp.hash != computed.as_str()
+            && cp.hash != computed
         {
             return broken(
                 line_no,
@@ -172,7 +172,7 @@ fn check_segment(
             backs_anchor = true;
         }
         prev.clear();
-        prev.push_str(&computed);
+        prev.push_str(computed);
         expect += 1;
     }
     SegmentCheck::Ok {
@@ -212,6 +212,7 @@ pub fn verify_with_progress(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Verdict> {
     let anchor = read_anchor(dir)?;
+    let chain = super::ChainHash::of_dir(dir)?;
     let segs = segments(dir)?;
     let total = segs.len() as u64;
     let mut done = 0u64;
@@ -251,6 +252,7 @@ pub fn verify_with_progress(
                     let anchor = anchor.as_ref();
                     scope.spawn(move || {
                         check_segment(
+                            chain,
                             path,
                             *first,
                             data,

@@ -113,6 +113,7 @@ impl Store {
     /// committed (the policy's first administrator; see `Store::init` in `access::policy`).
     pub(crate) fn create(
         root: impl AsRef<Path>,
+        chain: crate::audit::ChainHash,
         found: impl FnOnce(&mut Writer<'_>) -> Result<()>,
     ) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
@@ -125,6 +126,8 @@ impl Store {
             pinned: Default::default(),
             docs: Default::default(),
         };
+        // Before the first record: the whole chain uses one hash.
+        chain.choose(&store.audit_dir())?;
         let audit = Arc::new(AuditLog::open(store.audit_dir())?);
         let mut w = store.lock_writer("govshare init", audit, &authority::Nobody)?;
         let marker = Marker {
@@ -466,9 +469,13 @@ mod tests {
     #[test]
     fn create_is_idempotent_and_versions_the_catalog() {
         let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::create(dir.path(), |_| Ok(())).expect("init");
+        let s =
+            Store::create(dir.path(), crate::audit::ChainHash::Blake3, |_| Ok(())).expect("init");
         assert_eq!(s.catalog_version().expect("v"), 1);
-        let s = Store::create(dir.path(), |_| panic!("not founded twice")).expect("re-init");
+        let s = Store::create(dir.path(), crate::audit::ChainHash::Blake3, |_| {
+            panic!("not founded twice")
+        })
+        .expect("re-init");
         assert_eq!(s.catalog_version().expect("v"), 1);
         assert!(
             s.catalog()
@@ -485,7 +492,8 @@ mod tests {
     #[test]
     fn second_writer_is_refused_until_first_drops() {
         let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::create(dir.path(), |_| Ok(())).expect("init");
+        let s =
+            Store::create(dir.path(), crate::audit::ChainHash::Blake3, |_| Ok(())).expect("init");
         let w = writer(&s).expect("first");
         let other = Store::open(dir.path()).expect("open");
         assert!(matches!(writer(&other), Err(Error::Locked { .. })));

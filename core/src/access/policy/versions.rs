@@ -46,11 +46,22 @@ impl Store {
     /// store this only opens it, and only when `founder` is one of its active platform
     /// administrators — a second `init` names no one.
     pub fn init(root: impl AsRef<Path>, founder: &Founder) -> Result<Store> {
+        Store::init_with(root, founder, crate::audit::ChainHash::Blake3)
+    }
+
+    /// [`Store::init`] with the audit chain hashed by `chain` — SM3 (GM/T 0004-2012) where
+    /// national cryptography is required. Chosen once, when the store is made, and recorded
+    /// with its first policy version; an existing store keeps its own.
+    pub fn init_with(
+        root: impl AsRef<Path>,
+        founder: &Founder,
+        chain: crate::audit::ChainHash,
+    ) -> Result<Store> {
         let (dept, admin) = founder.principals();
         let mut check = Policy::default();
         check.upsert_department(dept.clone())?;
         check.upsert_user(admin.clone())?;
-        let store = Store::create(root, |w| found(w, founder))?;
+        let store = Store::create(root, chain, |w| found(w, founder))?;
         if store.policy_version()? == 0 {
             // A store created before it had a founder (or by a crashed init before its
             // marker): it has no principals, so nothing was ever authorised in it.
@@ -207,7 +218,12 @@ fn found(w: &mut Writer<'_>, founder: &Founder) -> Result<()> {
         1,
         &doc,
         "policy",
-        serde_json::json!({ "policy_version": 1, "note": "init: first platform administrator", "founder": founder.user }),
+        serde_json::json!({
+            "policy_version": 1,
+            "note": "init: first platform administrator",
+            "founder": founder.user,
+            "chain_hash": crate::audit::ChainHash::of_dir(&w.store().audit_dir())?.name(),
+        }),
     )?;
     Ok(())
 }
