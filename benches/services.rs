@@ -175,40 +175,29 @@ fn verify(c: &mut Criterion) {
     });
     // The batch's parts, to see where its time goes: the comparison alone (a prepared
     // verifier), and with the decision, the request's shape and the quota (no trail).
-    let decision = store
-        .policy_shared()
-        .expect("policy")
-        .decide(
-            &store.catalog_shared().expect("catalog"),
-            &login,
-            Mode::Verify,
-            Utc::now(),
+    // The decision and the verifier, as `Session::verify` makes them (without the trail).
+    let prepared = || {
+        let policy = store.policy_shared().expect("policy");
+        let catalog = store.catalog_shared().expect("catalog");
+        let decision = policy
+            .decide(&catalog, &login, Mode::Verify, Utc::now())
+            .expect("decide");
+        let v = Verifier::new(
+            store.pinned("person").expect("snap"),
+            &decision.datasets()["person"],
+            cache.clone(),
         )
-        .expect("decide");
-    let v = Verifier::new(
-        store.pinned("person").expect("snap"),
-        &decision.datasets()["person"],
-        cache.clone(),
-    )
-    .expect("v");
-    let (claimed, canon) = v.prepare(&batch).expect("prepare");
+        .expect("v");
+        let (claimed, canon) = v.prepare(&batch).expect("prepare");
+        (v, claimed, canon)
+    };
+    let (v, claimed, canon) = prepared();
     g.bench_function("batch_10k_compare_only", |b| {
         b.iter(|| black_box(v.check(&batch, &claimed, &canon).expect("check")))
     });
     g.bench_function("batch_10k_no_audit", |b| {
         b.iter(|| {
-            let policy = store.policy_shared().expect("policy");
-            let catalog = store.catalog_shared().expect("catalog");
-            let decision = policy
-                .decide(&catalog, &login, Mode::Verify, Utc::now())
-                .expect("decide");
-            let v = Verifier::new(
-                store.pinned("person").expect("snap"),
-                &decision.datasets()["person"],
-                cache.clone(),
-            )
-            .expect("v");
-            let (claimed, canon) = v.prepare(&batch).expect("prepare");
+            let (v, claimed, canon) = prepared();
             let tags: Vec<u64> = canon
                 .iter()
                 .map(|k| quota::subject_tag(&[7; 32], k.as_deref().unwrap_or_default()))

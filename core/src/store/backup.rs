@@ -160,7 +160,23 @@ pub(crate) fn take(
             "a backup cannot be taken into its own store",
         ));
     }
-    let taken = copy(root, dest, base, by, audit_head, now);
+    let taken = copy(root, dest, base).and_then(|(base, files)| {
+        let manifest = BackupManifest {
+            format: FORMAT,
+            created_at: now,
+            by: by.to_string(),
+            audit_head,
+            base,
+            files,
+        };
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::internal(format!("backup manifest: {e}")))?;
+        let digest = blake3::hash(&text).to_hex().to_string();
+        write_durable(&dest.join(MANIFEST), &text)?;
+        write_durable(&dest.join(DIGEST), digest.as_bytes())?;
+        sync_dir(dest)?;
+        Ok((manifest, digest))
+    });
     if taken.is_err() {
         // Nothing half-made stays behind (it would hold copies of data files).
         let _ = std::fs::remove_dir_all(dest);
@@ -168,14 +184,13 @@ pub(crate) fn take(
     taken
 }
 
+/// Copy the store's files into `dest/files` (those not unchanged in `base`); returns the base's
+/// reference and every file's entry.
 fn copy(
     root: &Path,
     dest: &Path,
     base: Option<&Path>,
-    by: &str,
-    audit_head: Checkpoint,
-    now: DateTime<Utc>,
-) -> Result<(BackupManifest, String)> {
+) -> Result<(Option<BaseRef>, Vec<BackupFile>)> {
     let (base_ref, known) = match base {
         None => (None, HashMap::new()),
         Some(b) => {
@@ -219,21 +234,7 @@ fn copy(
             stored,
         });
     }
-    let manifest = BackupManifest {
-        format: FORMAT,
-        created_at: now,
-        by: by.to_string(),
-        audit_head,
-        base: base_ref,
-        files,
-    };
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::internal(format!("backup manifest: {e}")))?;
-    let digest = blake3::hash(&text).to_hex().to_string();
-    write_durable(&dest.join(MANIFEST), &text)?;
-    write_durable(&dest.join(DIGEST), digest.as_bytes())?;
-    sync_dir(dest)?;
-    Ok((manifest, digest))
+    Ok((base_ref, files))
 }
 
 /// `path` as seen from `from` (relative when both are under one directory, else absolute).
