@@ -2,7 +2,7 @@
 //! restore verifies every byte and the trail before the store appears, and only operators do
 //! either.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use govshare_core::access::policy::Treatment;
 use govshare_core::audit::Verdict;
@@ -10,6 +10,7 @@ use govshare_core::{Engine, Error, Store};
 use govshare_testkit::OPS;
 
 use crate::access::{approve, request, small_store};
+use crate::common::files_under as files;
 
 const COUNT_BY_SEX: &str =
     "SELECT sex_code, count(*) AS n FROM person GROUP BY sex_code ORDER BY sex_code";
@@ -33,20 +34,6 @@ fn answer(engine: &Engine, purpose: &str) -> String {
     arrow::util::pretty::pretty_format_batches(&r.batches)
         .expect("format")
         .to_string()
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("dir").flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {

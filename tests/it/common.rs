@@ -58,3 +58,18 @@ pub fn keys(s: &Snapshot) -> Vec<String> {
     k.sort();
     k
 }
+
+/// Every file under `dir`, recursively, in path order.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -244,7 +244,7 @@ fn the_trail_keeps_the_sql_and_the_digests_not_the_values() {
         engine.parameter_digest(&ScalarValue::Utf8(Some(ids[0].clone())))
     );
     // No byte of the audit directory holds the bound citizen ID.
-    for entry in walk(&dir.path().join("audit")) {
+    for entry in crate::common::files_under(&dir.path().join("audit")) {
         let bytes = std::fs::read(&entry).expect("read");
         assert!(
             !bytes.windows(ids[1].len()).any(|w| w == ids[1].as_bytes()),
@@ -252,17 +252,4 @@ fn the_trail_keeps_the_sql_and_the_digests_not_the_values() {
             entry.display()
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("dir").flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
