@@ -310,30 +310,10 @@ pub(super) async fn plan(
             Error::AccessDenied("only queries are allowed: no DDL, DML, COPY or SET".into())
         })?;
     refuse_plan(&plan)?;
-    let plan = bind(plan, params).map_err(|e| match e {
-        BindError::Planning(e) => explain.error(e),
-        BindError::Engine(e) => e,
-    })?;
+    let plan = bind(plan, params, explain)?;
     ctx.execute_logical_plan(plan)
         .await
         .map_err(|e| explain.error(e))
-}
-
-enum BindError {
-    Planning(DataFusionError),
-    Engine(Error),
-}
-
-impl From<DataFusionError> for BindError {
-    fn from(e: DataFusionError) -> Self {
-        BindError::Planning(e)
-    }
-}
-
-impl From<Error> for BindError {
-    fn from(e: Error) -> Self {
-        BindError::Engine(e)
-    }
 }
 
 /// Bind the placeholders `$1` ... `$n` of a checked plan to `params` — one column per
@@ -344,17 +324,18 @@ impl From<Error> for BindError {
 fn bind(
     plan: LogicalPlan,
     params: Option<&arrow::array::RecordBatch>,
-) -> std::result::Result<LogicalPlan, BindError> {
+    explain: &dyn Explain,
+) -> Result<LogicalPlan> {
     use datafusion::common::ScalarValue;
-    let types = plan.get_parameter_types()?;
+    let df = |e: DataFusionError| explain.error(e);
+    let types = plan.get_parameter_types().map_err(df)?;
     let n = types.len();
     for i in 1..=n {
         if !types.contains_key(&format!("${i}")) {
             return Err(Error::invalid(format!(
                 "placeholders are numbered $1 to ${n} without gaps (named ones are not \
                  supported); ${i} is missing"
-            ))
-            .into());
+            )));
         }
     }
     let params = match params {
@@ -363,28 +344,25 @@ fn bind(
         _ => {
             return Err(Error::invalid(format!(
                 "the query has {n} placeholder(s) ($1 ...): bind one value for each"
-            ))
-            .into());
+            )));
         }
     };
     if params.num_columns() != n {
         return Err(Error::invalid(format!(
             "the query has {n} placeholder(s) but {} parameter column(s) were bound",
             params.num_columns()
-        ))
-        .into());
+        )));
     }
     if params.num_rows() == 0 {
         return Err(Error::invalid(
             "no parameter rows were bound: one row of values per execution",
-        )
-        .into());
+        ));
     }
     let mut bound = Vec::with_capacity(params.num_rows());
     for row in 0..params.num_rows() {
         let mut values = Vec::with_capacity(n);
         for (i, col) in params.columns().iter().enumerate() {
-            let value = ScalarValue::try_from_array(col, row)?;
+            let value = ScalarValue::try_from_array(col, row).map_err(df)?;
             let wanted = types.get(&format!("${}", i + 1)).cloned().flatten();
             let value = match wanted {
                 Some(t) if value.data_type() != t => value.cast_to(&t).map_err(|_| {
@@ -399,17 +377,17 @@ fn bind(
             };
             values.push(value);
         }
-        bound.push(plan.clone().with_param_values(values)?);
+        bound.push(plan.clone().with_param_values(values).map_err(df)?);
     }
     let mut rows = bound.into_iter();
     let Some(first) = rows.next() else {
-        return Err(Error::internal("no bound plan").into());
+        return Err(Error::internal("no bound plan"));
     };
     let mut union = datafusion::logical_expr::LogicalPlanBuilder::from(first);
     for next in rows {
-        union = union.union(next)?;
+        union = union.union(next).map_err(df)?;
     }
-    Ok(union.build()?)
+    union.build().map_err(df)
 }
 
 impl super::Engine {

@@ -30,40 +30,15 @@ impl DocChain {
     }
 
     /// The current version, 0 when nothing was committed.
-    ///
-    /// Read on every decision (a revocation takes effect at the next request, in every
-    /// process), so it is kept to an open, one read into a small buffer and a close: no size
-    /// query, no allocation. The pointer is replaced by rename, so a read sees one whole
-    /// version number.
     pub(crate) fn current(&self) -> Result<u64> {
-        use std::io::Read;
         let p = self.pointer();
-        let mut file = match std::fs::File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::Io { path: p, source: e }),
-        };
-        // A version number is at most 20 digits and a newline; anything longer is not one.
-        let mut buf = [0u8; 32];
-        let mut len = 0;
-        loop {
-            match file.read(&mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io { path: p, source: e }),
-            }
-            if len == buf.len() {
-                break;
-            }
-        }
-        std::str::from_utf8(&buf[..len])
-            .ok()
-            .filter(|_| len < buf.len())
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
+        match std::fs::read_to_string(&p) {
+            Ok(s) => s.trim().parse().map_err(|_| {
                 Error::Corrupt(format!("{} does not hold a version number", p.display()))
-            })
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::Io { path: p, source: e }),
+        }
     }
 
     pub(crate) fn read<T: DeserializeOwned>(&self, v: u64) -> Result<T> {
