@@ -87,14 +87,23 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 /// A segment's lines (`HASH JSON\n`), from a `.log` as it is or rebuilt from an archive.
 pub(super) fn read_segment(path: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_segment_into(path, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_segment`] into `out` (cleared first), so one buffer serves a walk over many segments.
+pub(super) fn read_segment_into(path: &Path, out: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read as _;
+    out.clear();
     if !is_archive(path) {
-        return std::fs::read(path).at(path);
+        File::open(path).at(path)?.read_to_end(out).at(path)?;
+        return Ok(());
     }
     let file = File::open(path).at(path)?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
         .with_projection(parquet::arrow::ProjectionMask::all())
         .build()?;
-    let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
         let col = |name: &str| -> Result<&StringArray> {
@@ -113,7 +122,7 @@ pub(super) fn read_segment(path: &Path) -> Result<Vec<u8>> {
             out.push(b'\n');
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Parse one line into (hash, record); `None` when it is not a well-formed record line.

@@ -462,3 +462,57 @@ fn an_sm3_trail_chains_with_sm3_and_cannot_switch() {
         Verdict::Broken { seq: 4, .. }
     ));
 }
+
+/// A segment large enough to be checked in several runs at once (one per thread): a problem
+/// in any run is found at its own record and line, and an intact one verifies whole.
+#[test]
+fn a_large_segment_checked_in_parallel_runs_reports_the_first_problem_at_its_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = AuditLog::open(dir.path()).expect("open");
+    let n = 4_000u64;
+    for i in 0..n {
+        let pad = "x".repeat(200);
+        log.append_nowait("query", "u1", serde_json::json!({ "i": i, "pad": pad }))
+            .expect("append");
+    }
+    log.flush().expect("flush");
+    drop(log);
+    let path = seg(dir.path());
+    let original = std::fs::read(&path).expect("read");
+    assert!(original.len() > 1 << 19, "large enough to be cut into runs");
+    assert!(matches!(
+        verify(dir.path(), None).expect("v"),
+        Verdict::Intact { records, .. } if records == n
+    ));
+    let line_start = |seq: u64| -> usize {
+        if seq == 1 {
+            return 0;
+        }
+        original
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(seq as usize - 2)
+            .map(|(i, _)| i + 1)
+            .expect("line")
+    };
+    // Records early, in the middle (where a run may start) and late: each flip is reported at
+    // its own record and line, whichever run holds it.
+    for seq in [2u64, n / 2, n / 2 + 1, n * 3 / 4, n - 1] {
+        let mut bytes = original.clone();
+        bytes[line_start(seq) + 80] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("write");
+        match verify(dir.path(), None).expect("v") {
+            Verdict::Broken { seq: at, line, .. } => assert_eq!((at, line), (seq, seq)),
+            v => panic!("flip in record {seq} not detected: {v:?}"),
+        }
+    }
+    // A record deleted late in the segment: the next one is found where it belonged.
+    let mut bytes = original.clone();
+    let (a, b) = (line_start(n - 10), line_start(n - 9));
+    bytes.drain(a..b);
+    std::fs::write(&path, &bytes).expect("write");
+    let (seq, problem) = broken_at(dir.path(), None);
+    assert_eq!(seq, n - 10);
+    assert!(problem.contains("missing"), "{problem}");
+}

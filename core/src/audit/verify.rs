@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-use super::segment::{read_anchor, read_segment, segments};
+use super::segment::{read_anchor, read_segment_into, segments};
 use super::{Checkpoint, Record, ZERO};
 
 /// What [`verify`] found.
@@ -37,10 +37,57 @@ pub enum Verdict {
 /// The fields of a record that chaining needs, borrowed from the line (hex hashes and kinds
 /// need no unescaping; a record whose `prev` or `kind` would need it is not well-formed).
 #[derive(Deserialize)]
-struct Link<'a> {
+struct LinkJson<'a> {
     seq: u64,
     prev: &'a str,
     kind: &'a str,
+}
+
+/// [`LinkJson`] as bytes, as the check compares them.
+struct Link<'a> {
+    seq: u64,
+    prev: &'a [u8],
+    kind: &'a [u8],
+}
+
+impl<'a> Link<'a> {
+    /// The link of a record's JSON. Records are written with `seq`, `time`, `prev` and `kind`
+    /// first, in that order, with nothing to unescape (the commit writes them so): read there
+    /// by position, which is most of the cost of verifying saved. Anything else — a record
+    /// laid out otherwise — is parsed in full. The hash still covers every byte.
+    fn of(json: &'a [u8]) -> Option<Link<'a>> {
+        Self::positional(json).or_else(|| {
+            let l: LinkJson<'a> = serde_json::from_slice(json).ok()?;
+            Some(Link {
+                seq: l.seq,
+                prev: l.prev.as_bytes(),
+                kind: l.kind.as_bytes(),
+            })
+        })
+    }
+
+    fn positional(json: &'a [u8]) -> Option<Link<'a>> {
+        let rest = json.strip_prefix(b"{\"seq\":")?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+            return None;
+        }
+        let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        let rest = rest[digits..].strip_prefix(b",\"time\":\"")?;
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        let rest = rest[end..].strip_prefix(b"\",\"prev\":\"")?;
+        let prev = rest.get(..64)?;
+        let rest = rest[64..].strip_prefix(b"\",\"kind\":\"")?;
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        Some(Link {
+            seq,
+            prev,
+            kind: &rest[..end],
+        })
+    }
 }
 
 /// What one segment's check found: its head and whether it holds the purge record backing
@@ -55,20 +102,24 @@ enum SegmentCheck {
     Broken(Verdict),
 }
 
-/// Check one segment on its own, given the sequence number and hash its first record must
-/// follow. Segments are independent once those are known, so [`verify`] checks them in
-/// parallel and reports the first problem in chain order.
+/// Check a run of whole lines on its own, given the sequence number and hash its first record
+/// must follow (`first`: the number the segment's name says it starts at, for the run that
+/// opens a segment). Every line carries the hash the next one chains to, so runs are
+/// independent once those are known: [`verify`] cuts each segment into one run per thread and
+/// reports the first problem in chain order. Line numbers in a `Broken` verdict count from
+/// the run's start.
 #[allow(clippy::too_many_arguments)]
-fn check_segment(
+fn check_lines(
     chain: super::ChainHash,
     path: &Path,
-    first: u64,
+    first: Option<u64>,
     data: &[u8],
-    mut prev: String,
+    prev: String,
     mut expect: u64,
     checkpoint: Option<&Checkpoint>,
     anchor: Option<&Checkpoint>,
 ) -> SegmentCheck {
+    let mut prev = prev.into_bytes();
     let broken = |line: u64, seq: u64, problem: String| {
         SegmentCheck::Broken(Verdict::Broken {
             segment: path.to_path_buf(),
@@ -77,7 +128,9 @@ fn check_segment(
             problem,
         })
     };
-    if first != expect {
+    if let Some(first) = first
+        && first != expect
+    {
         return broken(
             1,
             expect,
@@ -92,7 +145,7 @@ fn check_segment(
     let mut rest = data;
     while !rest.is_empty() {
         line_no += 1;
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
             return broken(
                 line_no,
                 expect,
@@ -101,9 +154,7 @@ fn check_segment(
         };
         let line = &rest[..end];
         rest = &rest[end + 1..];
-        let hash = line
-            .get(..64)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let hash = line.get(..64);
         let json = line.get(65..).filter(|_| line.get(64) == Some(&b' '));
         let (Some(hash), Some(json)) = (hash, json) else {
             return broken(
@@ -112,7 +163,7 @@ fn check_segment(
                 "record is not well-formed (altered)".into(),
             );
         };
-        let Ok(link) = serde_json::from_slice::<Link<'_>>(json) else {
+        let Some(link) = Link::of(json) else {
             return broken(
                 line_no,
                 expect,
@@ -142,19 +193,18 @@ fn check_segment(
             );
         }
         // Hashed and hex-encoded on the stack: no allocation per record.
-        let digits = chain.hex(prev.as_bytes(), json);
-        // Hex digits are ASCII: always UTF-8.
-        let computed = std::str::from_utf8(&digits).unwrap_or_default();
-        if computed.as_bytes() != hash {
-            return broken(
-                line_no,
-                expect,
-                "content does not match its hash (altered)".into(),
-            );
+        let computed = chain.hex(&prev, json);
+        if computed != hash {
+            let problem = if hash.iter().all(u8::is_ascii_hexdigit) {
+                "content does not match its hash (altered)"
+            } else {
+                "record is not well-formed (altered)"
+            };
+            return broken(line_no, expect, problem.into());
         }
         if let Some(cp) = checkpoint
             && cp.seq == link.seq
-            && cp.hash != computed
+            && cp.hash.as_bytes() != computed
         {
             return broken(
                 line_no,
@@ -164,7 +214,7 @@ fn check_segment(
         }
         // Only a purge record needs its body: parse it in full then.
         if let Some(a) = anchor
-            && link.kind == "purge"
+            && link.kind == b"purge"
             && let Ok(rec) = serde_json::from_slice::<Record>(json)
             && rec.body["through_seq"] == a.seq
             && rec.body["through_hash"] == a.hash.as_str()
@@ -172,15 +222,35 @@ fn check_segment(
             backs_anchor = true;
         }
         prev.clear();
-        prev.push_str(computed);
+        prev.extend_from_slice(&computed);
         expect += 1;
     }
     SegmentCheck::Ok {
-        last_hash: prev,
-        last_seq: expect - 1,
+        // Hex digits (or the start's own hash when no line followed it): UTF-8.
+        last_hash: String::from_utf8_lossy(&prev).into_owned(),
+        last_seq: expect.wrapping_sub(1),
         lines: line_no,
         backs_anchor,
     }
+}
+
+/// Cut `data` into up to `parts` runs of whole lines of about equal size (none empty).
+fn runs(data: &[u8], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for k in 1..parts {
+        let target = (data.len() * k / parts).max(start);
+        let cut = match data.get(target..).and_then(|r| memchr::memchr(b'\n', r)) {
+            Some(p) => target + p + 1,
+            None => break,
+        };
+        if cut > start && cut < data.len() {
+            out.push(start..cut);
+            start = cut;
+        }
+    }
+    out.push(start..data.len());
+    out
 }
 
 /// The hash and sequence number on the last complete line of a segment (what the next
@@ -193,7 +263,7 @@ fn last_link(data: &[u8]) -> Option<(String, u64)> {
         .rposition(|&b| b == b'\n')
         .map_or(0, |p| p + 1);
     let hash = String::from_utf8_lossy(data.get(start..start + 64)?).into_owned();
-    let link: Link<'_> = serde_json::from_slice(data.get(start + 65..complete)?).ok()?;
+    let link = Link::of(data.get(start + 65..complete)?)?;
     Some((hash, link.seq))
 }
 
@@ -219,7 +289,7 @@ pub fn verify_with_progress(
     progress(0, total);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 2);
+        .clamp(1, 4);
     // Where the next segment must start: after the anchor (or the beginning), then after the
     // previous segment's last record as that segment claims it.
     let mut prev = anchor
@@ -231,55 +301,78 @@ pub fn verify_with_progress(
     let mut anchor_backed = anchor.is_none();
     let mut last_seg = PathBuf::new();
     let mut last_line = 0;
-    // A window of segments at a time, one thread each: memory stays at `workers` segments
-    // however long the trail is.
-    for window in segs.chunks(workers) {
-        let mut jobs = Vec::with_capacity(window.len());
-        for (first, path) in window {
-            let data = read_segment(path)?;
-            let start = (prev.clone(), expect);
-            // An empty segment passes the chain on unchanged; an unreadable last line is that
-            // segment's own problem, found by its check (the next one then starts anywhere).
-            if !data.is_empty() {
-                (prev, expect) = last_link(&data).map_or((String::new(), 0), |(h, s)| (h, s + 1));
-            }
-            jobs.push((*first, path, start.0, start.1, data));
-        }
-        let checks: Vec<SegmentCheck> = std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .map(|(first, path, start_prev, start_seq, data)| {
-                    let anchor = anchor.as_ref();
-                    scope.spawn(move || {
-                        check_segment(
-                            chain,
-                            path,
-                            *first,
-                            data,
-                            start_prev.clone(),
-                            *start_seq,
-                            checkpoint,
-                            anchor,
-                        )
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
+    // One segment in memory at a time, in one buffer reused for all of them: memory stays at
+    // one segment however long the trail is, and the pages are touched once.
+    let mut data = Vec::new();
+    for (first, path) in &segs {
+        read_segment_into(path, &mut data)?;
+        // Small segments are not worth a thread.
+        let parts = if data.len() < 1 << 18 { 1 } else { workers };
+        let pieces = runs(&data, parts);
+        // Each run follows the last line before it, as that line claims; an unreadable line
+        // there is the previous run's own problem, found by its check.
+        let starts: Vec<(String, u64)> = pieces
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                if k == 0 {
+                    (prev.clone(), expect)
+                } else {
+                    last_link(&data[..r.start]).map_or((String::new(), 0), |(h, s)| (h, s + 1))
+                }
+            })
+            .collect();
+        let check = |k: usize| {
+            check_lines(
+                chain,
+                path,
+                (k == 0).then_some(*first),
+                &data[pieces[k].clone()],
+                starts[k].0.clone(),
+                starts[k].1,
+                checkpoint,
+                anchor.as_ref(),
+            )
+        };
+        let checks: Vec<SegmentCheck> = if pieces.len() == 1 {
+            vec![check(0)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (1..pieces.len())
+                    .map(|k| scope.spawn(move || check(k)))
+                    .collect();
+                let mut out = vec![check(0)];
+                out.extend(handles.into_iter().map(|h| {
                     h.join().unwrap_or_else(|_| {
                         SegmentCheck::Broken(Verdict::Broken {
-                            segment: dir.to_path_buf(),
+                            segment: path.clone(),
                             line: 0,
                             seq: 0,
                             problem: "verification thread failed".into(),
                         })
                     })
-                })
-                .collect()
-        });
-        for (check, (_, path)) in checks.into_iter().zip(window) {
+                }));
+                out
+            })
+        };
+        let mut lines_before = 0;
+        for (check, piece) in checks.into_iter().zip(&pieces) {
             match check {
+                SegmentCheck::Broken(Verdict::Broken {
+                    segment,
+                    line,
+                    seq,
+                    problem,
+                }) => {
+                    // Line numbers count from the run's start; make them the segment's.
+                    let before = memchr::memchr_iter(b'\n', &data[..piece.start]).count() as u64;
+                    return Ok(Verdict::Broken {
+                        segment,
+                        line: line + before,
+                        seq,
+                        problem,
+                    });
+                }
                 SegmentCheck::Broken(v) => return Ok(v),
                 SegmentCheck::Ok {
                     last_hash,
@@ -290,14 +383,16 @@ pub fn verify_with_progress(
                     if lines > 0 {
                         records = last_seq;
                         head_hash = last_hash;
+                        (prev, expect) = (head_hash.clone(), last_seq + 1);
                     }
                     anchor_backed |= backs_anchor;
-                    last_seg = path.clone();
-                    last_line = lines;
+                    lines_before += lines;
                 }
             }
         }
-        done += window.len() as u64;
+        last_seg = path.clone();
+        last_line = lines_before;
+        done += 1;
         progress(done, total);
     }
     if !anchor_backed {
@@ -330,4 +425,42 @@ pub fn verify_with_progress(
             hash: head_hash,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Link, LinkJson};
+
+    /// The positional read of a record's link agrees with the full parse on what the commit
+    /// writes, and anything laid out otherwise is parsed in full rather than misread.
+    #[test]
+    fn a_link_read_by_position_equals_the_parsed_one() {
+        let h = "ab".repeat(32);
+        let canonical = format!(
+            r#"{{"seq":42,"time":"2026-11-27T10:00:00.123Z","prev":"{h}","kind":"query","actor":"u","body":{{}}}}"#
+        );
+        let reordered = format!(
+            r#"{{"time":"2026-11-27T10:00:00Z","seq":42,"kind":"query","prev":"{h}","actor":"u","body":{{}}}}"#
+        );
+        let escaped = format!(
+            r#"{{"seq":42,"time":"2026\u002d11-27T10:00:00Z","prev":"{h}","kind":"query","body":{{}}}}"#
+        );
+        for json in [&canonical, &reordered, &escaped] {
+            let full: LinkJson<'_> = serde_json::from_str(json).expect("parses");
+            let link = Link::of(json.as_bytes()).expect("link");
+            assert_eq!(link.seq, full.seq, "{json}");
+            assert_eq!(link.prev, full.prev.as_bytes(), "{json}");
+            assert_eq!(link.kind, full.kind.as_bytes(), "{json}");
+        }
+        assert!(Link::positional(canonical.as_bytes()).is_some());
+        assert!(Link::positional(reordered.as_bytes()).is_none());
+        assert!(Link::positional(escaped.as_bytes()).is_none());
+        // A kind that needs unescaping is not the commit's writing either way.
+        let kind = format!(r#"{{"seq":42,"time":"t","prev":"{h}","kind":"qu\u0065ry"}}"#);
+        assert!(Link::of(kind.as_bytes()).is_none());
+        // A leading zero or a number past u64 is not the commit's writing.
+        for bad in [r#"{"seq":042,"#, r#"{"seq":99999999999999999999,"#] {
+            assert!(Link::positional(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
 }
