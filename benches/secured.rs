@@ -6,8 +6,11 @@
 //! GOVSHARE_BENCH_ROWS=10000000 cargo bench --bench secured
 //! ```
 //! Groups: `full_scan_aggregate`, `filter_project`, `county_scope` (secured with a county
-//! grant vs raw with the equivalent WHERE vs raw over the whole table), and `planning`
-//! (a query the optimizer empties, so only decision + context + planning are timed).
+//! grant vs raw with the equivalent WHERE vs raw over the whole table), `region_counts` (counts
+//! by city and sex over the whole table, from the indexes), and `planning`
+//! (a query the optimizer empties, so only decision + context + planning are timed; once more
+//! with the store on `/dev/shm`, where the trail's sync costs nothing, to show planning apart
+//! from the device).
 //!
 //! Each group has three columns where it makes sense: `secured` (the engine: decision, secured
 //! scan, two durable audit records), `secured_no_audit` (the same decision and secured scan
@@ -189,6 +192,22 @@ fn secured(c: &mut Criterion) {
     g.bench_function("raw_full_table", |b| b.iter(|| black_box(run_raw(q3))));
     g.finish();
 
+    // Counts by city and sex over the whole table: answered from the region and value indexes.
+    let q6 =
+        "SELECT left(hukou_region_code, 4) AS city, sex_code, count(*) FROM person GROUP BY 1, 2";
+    assert_eq!(
+        all.sql(q6).expect("q6").num_rows(),
+        rows_of(run_raw(q6)),
+        "same groups"
+    );
+    let mut g = c.benchmark_group(format!("region_counts/{n}"));
+    g.sample_size(20);
+    g.bench_function("secured", |b| {
+        b.iter(|| black_box(all.sql(q6).expect("q6")))
+    });
+    g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q6))));
+    g.finish();
+
     let mut g = c.benchmark_group(format!("point_lookup/{n}"));
     assert_eq!(all.sql(&q4).expect("q4").num_rows(), 1);
     g.bench_function("secured", |b| {
@@ -239,6 +258,20 @@ fn secured(c: &mut Criterion) {
         b.iter(|| black_box(run_unaudited("ALL", q0)))
     });
     g.bench_function("raw_datafusion", |b| b.iter(|| black_box(run_raw(q0))));
+    // The engine's whole path with its trail on tmpfs (where a sync is free): decision,
+    // context, planning and both records written — everything a query pays but the device's
+    // flush, which group commit shares among concurrent queries.
+    if let Some(shm) = std::path::Path::new("/dev/shm")
+        .is_dir()
+        .then(|| tempfile::tempdir_in("/dev/shm").ok())
+        .flatten()
+    {
+        let (mem_engine, _) = setup(shm.path(), n);
+        let mem = mem_engine.session_as(&login("ALL")).expect("session");
+        g.bench_function("secured_trail_on_tmpfs", |b| {
+            b.iter(|| black_box(mem.sql(q0).expect("q0")))
+        });
+    }
     g.finish();
 }
 

@@ -1,6 +1,7 @@
 //! Answers from bitmaps: `SELECT c1, ..., count(*) FROM t GROUP BY c1, ...` over a secured
-//! table, where every `ci` is a field the session sees in clear with a value bitmap index, is
-//! a set of bitmap intersections with the session's scope — never a scan.
+//! table, where every `ci` is a field the session sees in clear with a value bitmap index, or
+//! a region field (or its province / city prefix, `substr(c, 1, 2|4)` or `left(c, 2|4)`) with
+//! its region index, is a set of bitmap intersections with the session's scope — never a scan.
 //!
 //! Exact by construction, not by estimate: the scope is the same bitmap the secured scan
 //! reads (live rows ∩ the grant's rows), a value index holds every live row with that value
@@ -74,8 +75,10 @@ impl OptimizerRule for CountsFromBitmaps {
         };
         let mut groups = Vec::new();
         for g in &agg.group_expr {
-            match g {
-                Expr::Column(c) if table.counts_by_bitmap(&c.name) => groups.push(c.name.clone()),
+            match grouping(g) {
+                Some((field, prefix)) if table.counts_by_bitmap(&field, prefix) => {
+                    groups.push((field, prefix))
+                }
                 _ => return Ok(Transformed::no(plan)),
             }
         }
@@ -115,6 +118,41 @@ impl OptimizerRule for CountsFromBitmaps {
     }
 }
 
+/// A group expression as (field, prefix length): a column, or its leading characters as
+/// `substr(c, 1, n)` / `substring(c, 1, n)` / `left(c, n)` with literal positions. Whether
+/// the bitmaps hold that grouping is the table's to say.
+fn grouping(e: &Expr) -> Option<(String, Option<usize>)> {
+    let e = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        e => e,
+    };
+    let int = |e: &Expr| match e {
+        Expr::Literal(v, _) => v
+            .cast_to(&arrow::datatypes::DataType::Int64)
+            .ok()
+            .and_then(|v| match v {
+                datafusion::common::ScalarValue::Int64(Some(n)) => usize::try_from(n).ok(),
+                _ => None,
+            }),
+        _ => None,
+    };
+    match e {
+        Expr::Column(c) => Some((c.name.clone(), None)),
+        Expr::ScalarFunction(f) => {
+            let (column, length) = match (f.name(), f.args.as_slice()) {
+                ("substr" | "substring", [c, start, n]) if int(start) == Some(1) => (c, n),
+                ("left", [c, n]) => (c, n),
+                _ => return None,
+            };
+            let Expr::Column(c) = column else {
+                return None;
+            };
+            Some((c.name.clone(), Some(int(length)?)))
+        }
+        _ => None,
+    }
+}
+
 /// `count(*)` / `count(1)`: DataFusion's own count of a non-null literal, plain.
 fn is_count_star(e: &Expr) -> bool {
     let e = match e {
@@ -136,7 +174,7 @@ fn is_count_star(e: &Expr) -> bool {
 #[derive(Debug)]
 struct BitmapCounts {
     table: SecuredTable,
-    groups: Vec<String>,
+    groups: Vec<(String, Option<usize>)>,
     aggregates: usize,
     schema: SchemaRef,
 }
@@ -195,7 +233,7 @@ impl TableProvider for BitmapCounts {
 #[derive(Debug)]
 pub struct BitmapCountsExec {
     table: SecuredTable,
-    groups: Vec<String>,
+    groups: Vec<(String, Option<usize>)>,
     aggregates: usize,
     full_schema: SchemaRef,
     projection: Option<Vec<usize>>,
@@ -210,7 +248,14 @@ impl DisplayAs for BitmapCountsExec {
             f,
             "BitmapCounts: dataset={} groups=[{}]",
             self.table.snapshot().dataset().name,
-            self.groups.join(", ")
+            self.groups
+                .iter()
+                .map(|(f, prefix)| match prefix {
+                    Some(n) => format!("left({f}, {n})"),
+                    None => f.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }

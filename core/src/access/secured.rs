@@ -241,18 +241,29 @@ impl SecuredTable {
         }
     }
 
-    /// Whether `count(*)` grouped by `field` can be answered from bitmaps exactly: the session
-    /// sees the field in clear, as text, and the version holds a value index of it.
-    pub(crate) fn counts_by_bitmap(&self, field: &str) -> bool {
+    /// Whether `count(*)` grouped by `field` (`prefix`: by its first `prefix` characters) can
+    /// be answered from bitmaps exactly: the session sees the field in clear, as text, the
+    /// version holds its index, and the index has a bitmap per group — a value index for the
+    /// whole value; a region index (GB/T 2260 codes, six digits by validation, indexed by
+    /// province, city and county) for the first 2, 4 or 6 characters.
+    pub(crate) fn counts_by_bitmap(&self, field: &str, prefix: Option<usize>) -> bool {
         let def = self.inner.snapshot.dataset();
-        self.inner
-            .columns
-            .iter()
-            .any(|(n, m)| n == field && *m == MaskKind::Clear)
-            && def.field(field).is_some_and(|f| {
-                f.index == IndexKind::Values
-                    && f.data_type.arrow() == arrow::datatypes::DataType::Utf8
-            })
+        let indexed = def.field(field).is_some_and(|f| {
+            f.data_type.arrow() == arrow::datatypes::DataType::Utf8
+                && match (f.index, prefix) {
+                    (IndexKind::Values, None) => true,
+                    (IndexKind::Region, None | Some(2 | 4 | 6)) => {
+                        f.standard == crate::catalog::Standard::RegionCode
+                    }
+                    _ => false,
+                }
+        });
+        indexed
+            && self
+                .inner
+                .columns
+                .iter()
+                .any(|(n, m)| n == field && *m == MaskKind::Clear)
             && self
                 .inner
                 .snapshot
@@ -261,21 +272,32 @@ impl SecuredTable {
                 .contains_key(field)
     }
 
-    /// The groups of `fields` among the rows in scope with their row counts (NULL where a
-    /// row has no value), from the value indexes; every row in scope is recorded as read.
+    /// The groups of `groupings` — each a field, or a region field's first 2, 4 or 6
+    /// characters — among the rows in scope with their row counts (NULL where a row has no
+    /// value), from the indexes; every row in scope is recorded as read. Only for groupings
+    /// [`SecuredTable::counts_by_bitmap`] accepts.
     pub(crate) fn count_groups(
         &self,
-        fields: &[String],
+        groupings: &[(String, Option<usize>)],
     ) -> Result<Vec<(Vec<Option<String>>, u64)>> {
         let rows = self.inner.rows.as_ref();
         let mut groups: Vec<(Vec<Option<String>>, RoaringBitmap)> =
             vec![(Vec::new(), rows.clone())];
-        for field in fields {
+        for (field, prefix) in groupings {
             let index = self.inner.snapshot.bitmap_index(field)?;
+            // A region index holds every code's province (2), city (4) and county (6) key;
+            // one level partitions the rows as the prefix does. A value index: every key.
+            let level = match self.inner.snapshot.dataset().require_field(field)?.index {
+                IndexKind::Region => Some(prefix.unwrap_or(6)),
+                _ => None,
+            };
             let mut next = Vec::new();
             for (values, within) in groups {
                 let mut valued = RoaringBitmap::new();
                 for (v, bm) in &index.bitmaps {
+                    if level.is_some_and(|l| v.len() != l) {
+                        continue;
+                    }
                     let both = &within & bm;
                     if !both.is_empty() {
                         valued |= &both;
