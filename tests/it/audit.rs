@@ -765,3 +765,46 @@ fn subjects_read_as_a_range_a_list_or_a_bitmap_file_answer_who_accessed_alike() 
         Err(Error::Corrupt(_))
     ));
 }
+
+/// A query's completion record reaches the disk on its own, soon, with no later query or
+/// flush to carry it — and so does the next round's, after the first delayed flush has run
+/// (one delayed flush is scheduled at a time, not one per query).
+#[test]
+fn completion_records_reach_the_disk_soon_without_a_later_query() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    approve(
+        &store,
+        request("A", "person", &[("sex_code", Treatment::Clear)]),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("session");
+    // What another process sees: the records on disk, not this engine's queue.
+    let on_disk = || {
+        AuditLog::open(store.audit_dir())
+            .expect("trail")
+            .records()
+            .expect("records")
+            .iter()
+            .filter(|r| r.kind == "query_end")
+            .count()
+    };
+    let mut want = on_disk();
+    for round in 0..2 {
+        for _ in 0..3 {
+            s.sql("SELECT count(*) FROM person").expect("query");
+        }
+        want += 3;
+        let t = std::time::Instant::now();
+        while on_disk() < want {
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "round {round}: completion records still queued"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    drop(s);
+    drop(engine);
+}

@@ -73,6 +73,8 @@ struct EngineInner {
     /// Verify's per-row digests of the fields checked, per dataset version (data, not
     /// decisions: the same for every principal).
     digests: Arc<crate::access::verify::DigestCache>,
+    /// A delayed flush of the trail is scheduled: one at a time, not one per query.
+    flush_scheduled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -107,9 +109,18 @@ const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 impl Engine {
     /// Write the trail's queued records soon, unless a group commit does first.
     pub(crate) fn flush_soon(&self) {
+        use std::sync::atomic::Ordering;
+        // A flush already scheduled covers this record: it takes everything queued when it
+        // starts, and it clears the flag before it starts, so a record queued after that
+        // schedules the next one.
+        if self.inner.flush_scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let audit = self.inner.audit.clone();
+        let scheduled = self.inner.flush_scheduled.clone();
         self.inner.runtime.spawn(async move {
             tokio::time::sleep(FLUSH_DELAY).await;
+            scheduled.store(false, Ordering::SeqCst);
             // A failed write latches the trail closed; the next query reports it.
             let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         });
@@ -143,6 +154,7 @@ impl Engine {
                 audit,
                 runtime,
                 surface: surface::Surface::new()?,
+                flush_scheduled: Default::default(),
                 secret,
                 clock,
                 digests: Default::default(),
