@@ -1,7 +1,8 @@
 //! Answers from bitmaps: `SELECT c1, ..., count(*) FROM t GROUP BY c1, ...` over a secured
 //! table, where every `ci` is a field the session sees in clear with a value bitmap index, or
 //! a region field (or its province / city prefix, `substr(c, 1, 2|4)` or `left(c, 2|4)`) with
-//! its region index, is a set of bitmap intersections with the session's scope — never a scan.
+//! its region index, is a set of bitmap intersections with the session's scope — never a scan;
+//! `SELECT count(*) FROM t` alone is the scope's cardinality.
 //!
 //! Exact by construction, not by estimate: the scope is the same bitmap the secured scan
 //! reads (live rows ∩ the grant's rows), a value index holds every live row with that value
@@ -66,7 +67,9 @@ impl OptimizerRule for CountsFromBitmaps {
         let LogicalPlan::TableScan(scan) = agg.input.as_ref() else {
             return Ok(Transformed::no(plan));
         };
-        if !scan.filters.is_empty() || scan.fetch.is_some() || agg.group_expr.is_empty() {
+        // No groups is one group, the whole scope: `count(*)` alone is its cardinality (one
+        // row, 0 when the scope is empty, as SQL answers an ungrouped count).
+        if !scan.filters.is_empty() || scan.fetch.is_some() {
             return Ok(Transformed::no(plan));
         }
         let provider = source_as_provider(&scan.source)?;
