@@ -506,6 +506,53 @@ fn an_item_reclassified_as_not_shared_drops_out_of_earlier_grants() {
     assert_eq!(r.num_rows(), 1);
 }
 
+/// Counts answered from bitmaps over a scope that holds no row (a real county where nobody
+/// in the store lives) say what SQL says of an empty input: an ungrouped count is one row of
+/// 0, a grouped count has no groups.
+#[test]
+fn counts_from_bitmaps_over_an_empty_scope_are_one_zero_row_and_no_groups() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    let snap = store.snapshot("person").expect("snapshot");
+    let empty = govshare_core::regions::all()
+        .iter()
+        .map(|r| r.code)
+        .filter(|c| !c.ends_with("00"))
+        .find(|c| {
+            snap.scope("hukou_region_code", c)
+                .expect("scope")
+                .is_empty()
+        })
+        .expect("a county nobody in the small store lives in");
+    let mut r = request(
+        "A",
+        "person",
+        &[
+            ("sex_code", Treatment::Clear),
+            ("hukou_region_code", Treatment::Clear),
+        ],
+    );
+    r.scope = govshare_testkit::regions(&[empty]);
+    approve(&store, r, "psb");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("s");
+    let plan = s
+        .sql("EXPLAIN SELECT count(*) FROM person")
+        .expect("explain");
+    assert!(
+        render(&plan.batches).join("\n").contains("BitmapCounts"),
+        "answered from the scope's bitmap"
+    );
+    let n = s.sql("SELECT count(*) AS n FROM person").expect("count");
+    assert_eq!(render(&n.batches), ["0"], "one row, 0");
+    for q in [
+        "SELECT sex_code, count(*) FROM person GROUP BY sex_code",
+        "SELECT left(hukou_region_code, 4), count(*) FROM person GROUP BY 1",
+    ] {
+        assert_eq!(s.sql(q).expect("grouped").num_rows(), 0, "{q}");
+    }
+}
+
 /// A grouped count over a value-indexed field is answered from bitmaps only when the session
 /// sees the field in clear: granted masked (here nullified), the groups are the masked values
 /// — one NULL group — never the indexed raw values.
