@@ -530,6 +530,7 @@ fn counts_from_bitmaps_over_an_empty_scope_are_one_zero_row_and_no_groups() {
         &[
             ("sex_code", Treatment::Clear),
             ("hukou_region_code", Treatment::Clear),
+            ("birth_date", Treatment::Clear),
         ],
     );
     r.scope = govshare_testkit::regions(&[empty]);
@@ -545,8 +546,19 @@ fn counts_from_bitmaps_over_an_empty_scope_are_one_zero_row_and_no_groups() {
     );
     let n = s.sql("SELECT count(*) AS n FROM person").expect("count");
     assert_eq!(render(&n.batches), ["0"], "one row, 0");
+    // With a min beside it: one row, the min NULL (of no rows), as SQL answers.
+    let q = "SELECT count(*), min(birth_date) FROM person";
+    let plan = s.sql(&format!("EXPLAIN {q}")).expect("explain");
+    assert!(
+        render(&plan.batches)
+            .join("\n")
+            .contains("aggregates=[count(*), min(birth_date)]"),
+        "answered from the scope's bitmap"
+    );
+    assert_eq!(render(&s.sql(q).expect("min").batches), ["0 | NULL"]);
     for q in [
         "SELECT sex_code, count(*) FROM person GROUP BY sex_code",
+        "SELECT sex_code, max(birth_date) FROM person GROUP BY sex_code",
         "SELECT left(hukou_region_code, 4), count(*) FROM person GROUP BY 1",
     ] {
         assert_eq!(s.sql(q).expect("grouped").num_rows(), 0, "{q}");
@@ -690,4 +702,136 @@ fn lookup_by_key_returns_what_the_sql_would_for_subjects_in_scope_and_is_recorde
         Err(Error::AccessDenied(_))
     ));
     assert_eq!(refusals(), before + 2);
+}
+
+/// `min` / `max` beside bitmap counts read only the aggregated field, for the rows in scope:
+/// a deleted subject's value is gone from its group (the oldest person of each sex is
+/// deleted here), rows outside the scope never count, and every group's values equal what
+/// the live rows in scope hold — over several data files, some read whole and some with
+/// rows deleted, on more than one thread.
+#[test]
+fn min_and_max_beside_bitmap_counts_are_those_of_the_live_rows_in_scope() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Date32Type;
+    use govshare_core::ingest::{LoadMode, LoadOptions, Source};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_with(dir.path(), 3000, 256);
+    let rows = |s: &govshare_core::store::Snapshot| {
+        let b = s
+            .read(
+                None,
+                Some(&["citizen_id", "sex_code", "birth_date", "hukou_region_code"]),
+            )
+            .expect("read");
+        let mut out = Vec::new();
+        for b in &b {
+            let (k, sex, born, region) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_primitive::<Date32Type>(),
+                b.column(3).as_string::<i32>(),
+            );
+            for i in 0..b.num_rows() {
+                out.push((
+                    k.value(i).to_string(),
+                    sex.is_valid(i).then(|| sex.value(i).to_string()),
+                    born.is_valid(i).then(|| born.value(i)),
+                    region.value(i).to_string(),
+                ));
+            }
+        }
+        out
+    };
+    // Delete the oldest person of each sex, and every 50th subject.
+    let before = rows(&store.snapshot("person").expect("s"));
+    let mut victims: Vec<&str> = before.iter().step_by(50).map(|r| r.0.as_str()).collect();
+    for sex in ["1", "2"] {
+        let oldest = before
+            .iter()
+            .filter(|r| r.1.as_deref() == Some(sex) && r.2.is_some())
+            .min_by_key(|r| r.2)
+            .expect("someone of each sex");
+        victims.push(&oldest.0);
+    }
+    victims.sort_unstable();
+    victims.dedup();
+    let csv = dir.path().join("del.csv");
+    let body: String = victims.iter().map(|k| format!("delete,{k}\n")).collect();
+    std::fs::write(&csv, format!("_op,citizen_id\n{body}")).expect("write");
+    store
+        .writer(govshare_testkit::OPS)
+        .expect("w")
+        .load(
+            "person",
+            Source::from_path(&csv),
+            &LoadOptions {
+                mode: LoadMode::Incremental,
+                today: Some(crate::common::today()),
+                ..Default::default()
+            },
+        )
+        .expect("delete");
+    let snap = store.snapshot("person").expect("s");
+    assert!(snap.manifest().files.len() >= 2, "several data files");
+    let live = rows(&snap);
+    assert_eq!(live.len(), before.len() - victims.len());
+    // The scope: the province with the most people.
+    let mut by_prov: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &live {
+        *by_prov.entry(&r.3[..2]).or_default() += 1;
+    }
+    let prov = by_prov
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(p, _)| format!("{p}0000"))
+        .expect("a province");
+    let mut r = request(
+        "A",
+        "person",
+        &[
+            ("sex_code", Treatment::Clear),
+            ("birth_date", Treatment::Clear),
+            ("hukou_region_code", Treatment::Clear),
+        ],
+    );
+    r.scope = govshare_testkit::regions(&[prov.as_str()]);
+    approve(&store, r, "psb");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("s");
+    let q = "SELECT left(hukou_region_code, 4), sex_code, count(*), min(birth_date), max(birth_date) FROM person GROUP BY 1, 2";
+    let plan = s.sql(&format!("EXPLAIN {q}")).expect("explain");
+    assert!(
+        render(&plan.batches)
+            .join("\n")
+            .contains("aggregates=[count(*), min(birth_date), max(birth_date)]"),
+        "answered from bitmaps"
+    );
+    // What the live rows in scope say.
+    let mut expect: BTreeMap<(String, String), (u64, i32, i32)> = BTreeMap::new();
+    for r in live.iter().filter(|r| r.3.starts_with(&prov[..2])) {
+        let key = (
+            r.3[..4].to_string(),
+            r.1.clone().unwrap_or_else(|| "NULL".into()),
+        );
+        let born = r.2.expect("generated persons have birth dates");
+        let e = expect.entry(key).or_insert((0, i32::MAX, i32::MIN));
+        e.0 += 1;
+        e.1 = e.1.min(born);
+        e.2 = e.2.max(born);
+    }
+    let day = |d: i32| {
+        (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(d.into()))
+            .to_string()
+    };
+    let mut want: Vec<String> = expect
+        .iter()
+        .map(|((city, sex), (n, lo, hi))| {
+            format!("{city} | {sex} | {n} | {} | {}", day(*lo), day(*hi))
+        })
+        .collect();
+    want.sort();
+    assert!(want.len() >= 2, "more than one group");
+    assert_eq!(render(&s.sql(q).expect("q").batches), want);
 }

@@ -4,30 +4,38 @@
 //! its region index, is a set of bitmap intersections with the session's scope — never a scan;
 //! `SELECT count(*) FROM t` alone is the scope's cardinality.
 //!
+//! `min(v)` and `max(v)` of a field `v` the session sees in clear may stand beside the counts:
+//! then only `v` is decoded, for the rows in scope, and each group's rows are picked out of it
+//! by their bitmap — the group columns are never decoded, and DataFusion's own min / max
+//! accumulators compute the values, so they are what the scan's aggregate would return.
+//! That work runs on a blocking thread (and on as many as the session's target partitions, a
+//! data file each), never on the async workers.
+//!
 //! Exact by construction, not by estimate: the scope is the same bitmap the secured scan
 //! reads (live rows ∩ the grant's rows), a value index holds every live row with that value
 //! (rows without one, NULL, are the scope minus all of them), and masked fields are never
-//! answered this way (their groups are masked values, not the indexed raw ones). Anything
-//! else — a filter, a LIMIT, DISTINCT, another aggregate, an expression as a group — leaves
-//! the plan as it was. The counted rows are all *read* (on the trail) when the answer is
-//! computed, at execution, so EXPLAIN has no effect.
+//! answered this way (their groups and values are masked, not the indexed or stored raw
+//! ones). Anything else — a filter, a LIMIT, DISTINCT, another aggregate, an expression as a
+//! group or an argument — leaves the plan as it was. The rows in scope are all *read* (on the
+//! trail) when the answer is computed, at execution, so EXPLAIN has no effect.
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session as DfSession, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
-use datafusion::common::{Column, Statistics};
+use datafusion::common::{Column, ScalarValue, Statistics};
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::count::Count;
+use datafusion::functions_aggregate::min_max::{Max, MaxAccumulator, Min, MinAccumulator};
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, Projection, TableProviderFilterPushDown, TableScanBuilder,
+    Accumulator, Expr, LogicalPlan, Projection, TableProviderFilterPushDown, TableScanBuilder,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -37,7 +45,11 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
+use roaring::RoaringBitmap;
+
 use crate::access::secured::SecuredTable;
+use crate::error::Error;
+use crate::store::Snapshot;
 
 /// The optimizer rule: a grouped `count(*)` over a secured table becomes a scan of
 /// its bitmap counts (`BitmapCountsExec`) when the bitmaps answer it exactly.
@@ -85,9 +97,14 @@ impl OptimizerRule for CountsFromBitmaps {
                 _ => return Ok(Transformed::no(plan)),
             }
         }
-        if !agg.aggr_expr.iter().all(is_count_star) {
+        let Some(aggregates) = agg
+            .aggr_expr
+            .iter()
+            .map(|e| aggregate(e, table))
+            .collect::<Option<Vec<_>>>()
+        else {
             return Ok(Transformed::no(plan));
-        }
+        };
         // Same names, types and nullability as the aggregate's output, positionally named.
         let fields: Vec<Field> = agg
             .schema
@@ -99,7 +116,7 @@ impl OptimizerRule for CountsFromBitmaps {
         let counts = Arc::new(BitmapCounts {
             table: table.clone_handle(),
             groups,
-            aggregates: agg.aggr_expr.len(),
+            aggregates,
             schema: Arc::new(Schema::new(fields)),
         });
         let scan = TableScanBuilder::new(QUALIFIER, provider_as_source(counts)).build()?;
@@ -156,21 +173,85 @@ fn grouping(e: &Expr) -> Option<(String, Option<usize>)> {
     }
 }
 
-/// `count(*)` / `count(1)`: DataFusion's own count of a non-null literal, plain.
-fn is_count_star(e: &Expr) -> bool {
+/// An aggregate the bitmaps (and one decoded field) answer exactly.
+#[derive(Debug, Clone, PartialEq)]
+enum Aggregate {
+    /// `count(*)` / `count(1)`: the group's rows.
+    Count,
+    /// `min(field)` over a field seen in clear.
+    Min(String),
+    /// `max(field)` over a field seen in clear.
+    Max(String),
+}
+
+impl Aggregate {
+    fn field(&self) -> Option<&str> {
+        match self {
+            Aggregate::Count => None,
+            Aggregate::Min(f) | Aggregate::Max(f) => Some(f),
+        }
+    }
+
+    /// DataFusion's own accumulator for this aggregate over values of type `t`.
+    fn accumulator(&self, t: &arrow::datatypes::DataType) -> DfResult<Box<dyn Accumulator>> {
+        Ok(match self {
+            Aggregate::Min(_) => Box::new(MinAccumulator::try_new(t)?),
+            Aggregate::Max(_) => Box::new(MaxAccumulator::try_new(t)?),
+            Aggregate::Count => {
+                return Err(DataFusionError::Internal(
+                    "a count has no accumulator here".into(),
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Aggregate::Count => write!(f, "count(*)"),
+            Aggregate::Min(c) => write!(f, "min({c})"),
+            Aggregate::Max(c) => write!(f, "max({c})"),
+        }
+    }
+}
+
+/// DataFusion's own `count(*)` / `count(1)` (a non-null literal), or its `min` / `max` of a
+/// plain column the session sees in clear, with a type those accumulators take — plain:
+/// no DISTINCT, FILTER or ORDER BY.
+fn aggregate(e: &Expr, table: &SecuredTable) -> Option<Aggregate> {
     let e = match e {
         Expr::Alias(a) => a.expr.as_ref(),
         e => e,
     };
     let Expr::AggregateFunction(f) = e else {
-        return false;
+        return None;
     };
     let p = &f.params;
-    (f.func.inner().as_ref() as &dyn Any).is::<Count>()
-        && !p.distinct
-        && p.filter.is_none()
-        && p.order_by.is_empty()
-        && matches!(p.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null())
+    if p.distinct || p.filter.is_some() || !p.order_by.is_empty() {
+        return None;
+    }
+    let func = f.func.inner().as_ref() as &dyn Any;
+    if func.is::<Count>() {
+        return matches!(p.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null())
+            .then_some(Aggregate::Count);
+    }
+    let [Expr::Column(c)] = p.args.as_slice() else {
+        return None;
+    };
+    if !table.sees_in_clear(&c.name) {
+        return None;
+    }
+    let schema = table.schema();
+    let t = schema.field_with_name(&c.name).ok()?.data_type();
+    let a = if func.is::<Min>() {
+        Aggregate::Min(c.name.clone())
+    } else if func.is::<Max>() {
+        Aggregate::Max(c.name.clone())
+    } else {
+        return None;
+    };
+    a.accumulator(t).ok().map(|_| a)
 }
 
 /// The groups and counts of one secured table, computed from its bitmaps when executed.
@@ -178,7 +259,7 @@ fn is_count_star(e: &Expr) -> bool {
 struct BitmapCounts {
     table: SecuredTable,
     groups: Vec<(String, Option<usize>)>,
-    aggregates: usize,
+    aggregates: Vec<Aggregate>,
     schema: SchemaRef,
 }
 
@@ -223,7 +304,7 @@ impl TableProvider for BitmapCounts {
         Ok(Arc::new(BitmapCountsExec {
             table: self.table.clone_handle(),
             groups: self.groups.clone(),
-            aggregates: self.aggregates,
+            aggregates: self.aggregates.clone(),
             full_schema: self.schema.clone(),
             projection,
             schema,
@@ -237,7 +318,7 @@ impl TableProvider for BitmapCounts {
 pub struct BitmapCountsExec {
     table: SecuredTable,
     groups: Vec<(String, Option<usize>)>,
-    aggregates: usize,
+    aggregates: Vec<Aggregate>,
     full_schema: SchemaRef,
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
@@ -259,7 +340,13 @@ impl DisplayAs for BitmapCountsExec {
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
-        )
+        )?;
+        // Counts alone print as before; values name their aggregates.
+        if self.aggregates.iter().any(|a| a.field().is_some()) {
+            let all: Vec<String> = self.aggregates.iter().map(|a| a.to_string()).collect();
+            write!(f, " aggregates=[{}]", all.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -297,10 +384,61 @@ impl ExecutionPlan for BitmapCountsExec {
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let ext = |e: crate::error::Error| DataFusionError::External(Box::new(e));
-        let groups = self.table.count_groups(&self.groups).map_err(ext)?;
+        let work = Work {
+            table: self.table.clone_handle(),
+            groups: self.groups.clone(),
+            aggregates: self.aggregates.clone(),
+            schema: self.full_schema.clone(),
+            threads: context.session_config().target_partitions().max(1),
+        };
+        let projection = self.projection.clone();
+        let project = move |batch: RecordBatch| match &projection {
+            Some(p) => Ok(batch.project(p)?),
+            None => Ok(batch),
+        };
+        let answer = async move {
+            // Decoding a field is work for a blocking thread, not for an async worker; counts
+            // alone are a few bitmap operations.
+            let batch = match tokio::runtime::Handle::try_current() {
+                Ok(rt) if work.decodes() => rt
+                    .spawn_blocking(move || work.run())
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))??,
+                _ => work.run()?,
+            };
+            project(batch)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(answer),
+        )))
+    }
+}
+
+/// What one execution computes: the groups from bitmaps, then each aggregate per group.
+struct Work {
+    table: SecuredTable,
+    groups: Vec<(String, Option<usize>)>,
+    aggregates: Vec<Aggregate>,
+    schema: SchemaRef,
+    threads: usize,
+}
+
+impl Work {
+    fn decodes(&self) -> bool {
+        self.aggregates.iter().any(|a| a.field().is_some())
+    }
+
+    fn run(self) -> DfResult<RecordBatch> {
+        let ext = |e: Error| DataFusionError::External(Box::new(e));
+        let groups = self.table.group_rows(&self.groups).map_err(ext)?;
+        let values = if self.decodes() {
+            self.values(&groups)?
+        } else {
+            Vec::new()
+        };
         let mut columns: Vec<ArrayRef> = (0..self.groups.len())
             .map(|i| {
                 Arc::new(
@@ -314,18 +452,183 @@ impl ExecutionPlan for BitmapCountsExec {
         let counts: ArrayRef = Arc::new(
             groups
                 .iter()
-                .map(|(_, n)| *n as i64)
+                .map(|(_, rows)| rows.len() as i64)
                 .collect::<Int64Array>(),
         );
-        columns.extend(std::iter::repeat_n(counts, self.aggregates));
-        let batch = RecordBatch::try_new(self.full_schema.clone(), columns)?;
-        let batch = match &self.projection {
-            Some(p) => batch.project(p)?,
-            None => batch,
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            futures::stream::iter([Ok(batch)]),
-        )))
+        let mut next_value = values.into_iter();
+        for a in &self.aggregates {
+            match a {
+                Aggregate::Count => columns.push(counts.clone()),
+                _ => columns.push(next_value.next().ok_or_else(|| {
+                    DataFusionError::Internal("an aggregate without its values".into())
+                })?),
+            }
+        }
+        // The aggregate's own output types (min / max keep their argument's type).
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => Ok(c),
+                false => Ok(arrow::compute::cast(&c, f.data_type())?),
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
+
+    /// One column per value aggregate (in order), one value per group: the field decoded
+    /// for the rows in scope, a data file at a time, on up to `threads` threads; each
+    /// group's rows taken out by their bitmap and fed to DataFusion's accumulator.
+    fn values(&self, groups: &[(Vec<Option<String>>, RoaringBitmap)]) -> DfResult<Vec<ArrayRef>> {
+        let snap = self.table.snapshot();
+        let schema = self.table.schema();
+        let valued: Vec<(&Aggregate, &str)> = self
+            .aggregates
+            .iter()
+            .filter_map(|a| a.field().map(|f| (a, f)))
+            .collect();
+        let mut fields: Vec<&str> = valued.iter().map(|(_, f)| *f).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        let types = valued
+            .iter()
+            .map(|(_, f)| Ok(schema.field_with_name(f)?.data_type().clone()))
+            .collect::<DfResult<Vec<_>>>()?;
+        let files = snap.manifest().files.len();
+        let threads = self.threads.min(files).max(1);
+        let scope = self.table.scope();
+        // Each thread: its files' partial values, per group and aggregate.
+        let part = |t: usize| -> DfResult<Vec<Vec<ScalarValue>>> {
+            let mut acc = groups
+                .iter()
+                .map(|_| {
+                    valued
+                        .iter()
+                        .zip(&types)
+                        .map(|((a, _), t)| a.accumulator(t))
+                        .collect::<DfResult<Vec<_>>>()
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            for file in (t..files).step_by(threads) {
+                file_values(snap, file, scope, groups, &fields, &valued, &mut acc)?;
+            }
+            acc.iter_mut()
+                .map(|g| g.iter_mut().map(|a| a.evaluate()).collect())
+                .collect()
+        };
+        let parts: Vec<Vec<Vec<ScalarValue>>> = if threads == 1 {
+            vec![part(0)?]
+        } else {
+            std::thread::scope(|s| {
+                let running: Vec<_> = (0..threads).map(|t| s.spawn(move || part(t))).collect();
+                running
+                    .into_iter()
+                    .map(|h| {
+                        h.join().map_err(|_| {
+                            DataFusionError::Internal("an aggregate thread panicked".into())
+                        })?
+                    })
+                    .collect::<DfResult<Vec<_>>>()
+            })?
+        };
+        // Each group's partials (NULL where a thread saw none of its rows) through the same
+        // accumulator again: the result is the aggregate over all of the group's rows.
+        valued
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .map(|(i, ((a, _), t))| {
+                let finals = (0..groups.len())
+                    .map(|g| {
+                        let mut acc = a.accumulator(t)?;
+                        let partials = parts.iter().map(|p| p[g][i].clone());
+                        acc.update_batch(&[ScalarValue::iter_to_array(partials)?])?;
+                        acc.evaluate()
+                    })
+                    .collect::<DfResult<Vec<_>>>()?;
+                match finals.is_empty() {
+                    true => Ok(arrow::array::new_empty_array(t)),
+                    false => ScalarValue::iter_to_array(finals),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Feed one data file's rows in scope to each group's accumulators: `fields` decoded for the
+/// file's rows in scope (in row order), each group's rows there taken out by position.
+fn file_values(
+    snap: &Snapshot,
+    file: usize,
+    scope: &RoaringBitmap,
+    groups: &[(Vec<Option<String>>, RoaringBitmap)],
+    fields: &[&str],
+    valued: &[(&Aggregate, &str)],
+    acc: &mut [Vec<Box<dyn Accumulator>>],
+) -> DfResult<()> {
+    let ext = |e: Error| DataFusionError::External(Box::new(e));
+    let local = snap.file_rows(file, Some(scope)).map_err(ext)?;
+    let Some(reader) = snap.read_local(file, &local, Some(fields)).map_err(ext)? else {
+        return Ok(());
+    };
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let batch = arrow::compute::concat_batches(&first.schema(), &batches)?;
+    let columns: Vec<&ArrayRef> = valued
+        .iter()
+        .map(|(_, f)| batch.column(fields.iter().position(|x| x == f).unwrap_or(0)))
+        .collect();
+    let base = snap.manifest().files[file].row_base;
+    let end = base as u64 + snap.manifest().files[file].rows;
+    let range = base..end.min(u32::MAX as u64 + 1) as u32;
+    // The position of a file row among the rows read: its offset when they are a run from
+    // the file's first row (a whole file in scope), else looked up.
+    let dense = local.min() == Some(0) && local.max() == Some(local.len() as u32 - 1);
+    let positions: Vec<u32> = match dense {
+        true => Vec::new(),
+        false => {
+            let mut p = vec![u32::MAX; local.max().map_or(0, |m| m as usize + 1)];
+            for (i, row) in local.iter().enumerate() {
+                p[row as usize] = i as u32;
+            }
+            p
+        }
+    };
+    for ((_, rows), acc) in groups.iter().zip(acc.iter_mut()) {
+        let n = rows.range_cardinality(range.clone());
+        if n == 0 {
+            continue;
+        }
+        let taken: Vec<ArrayRef> = if n == local.len() {
+            columns.iter().map(|c| (*c).clone()).collect()
+        } else {
+            // Every group row is a row in scope, so it was read; checked all the same, since
+            // a wrong position would be another subject's value.
+            let idx = rows
+                .range(range.clone())
+                .map(|r| {
+                    let at = match dense {
+                        true => r - base,
+                        false => positions
+                            .get((r - base) as usize)
+                            .copied()
+                            .unwrap_or(u32::MAX),
+                    };
+                    (u64::from(at) < local.len()).then_some(at).ok_or_else(|| {
+                        DataFusionError::Internal("a group row outside the rows read".into())
+                    })
+                })
+                .collect::<DfResult<UInt32Array>>()?;
+            columns
+                .iter()
+                .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+                .collect::<Result<_, _>>()?
+        };
+        for (a, values) in acc.iter_mut().zip(&taken) {
+            a.update_batch(std::slice::from_ref(values))?;
+        }
+    }
+    Ok(())
 }

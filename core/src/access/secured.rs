@@ -201,6 +201,11 @@ impl SecuredTable {
         self.inner.rows.len()
     }
 
+    /// The rows in scope: live rows of the version within the grant's scope.
+    pub(crate) fn scope(&self) -> &RoaringBitmap {
+        &self.inner.rows
+    }
+
     /// The row ids the scans of this table emitted so far.
     pub fn emitted(&self) -> Result<RoaringBitmap> {
         let parts = self
@@ -259,11 +264,7 @@ impl SecuredTable {
                 }
         });
         indexed
-            && self
-                .inner
-                .columns
-                .iter()
-                .any(|(n, m)| n == field && *m == MaskKind::Clear)
+            && self.sees_in_clear(field)
             && self
                 .inner
                 .snapshot
@@ -272,14 +273,23 @@ impl SecuredTable {
                 .contains_key(field)
     }
 
+    /// Whether the session sees `field` in clear (so an aggregate over its raw values is an
+    /// aggregate over what the session sees).
+    pub(crate) fn sees_in_clear(&self, field: &str) -> bool {
+        self.inner
+            .columns
+            .iter()
+            .any(|(n, m)| n == field && *m == MaskKind::Clear)
+    }
+
     /// The groups of `groupings` — each a field, or a region field's first 2, 4 or 6
-    /// characters — among the rows in scope with their row counts (NULL where a row has no
-    /// value), from the indexes; every row in scope is recorded as read. Only for groupings
-    /// [`SecuredTable::counts_by_bitmap`] accepts.
-    pub(crate) fn count_groups(
+    /// characters — among the rows in scope with their rows (NULL where a row has no value),
+    /// from the indexes; every row in scope is recorded as read. Only for groupings
+    /// [`SecuredTable::counts_by_bitmap`] accepts. The groups partition the scope.
+    pub(crate) fn group_rows(
         &self,
         groupings: &[(String, Option<usize>)],
-    ) -> Result<Vec<(Vec<Option<String>>, u64)>> {
+    ) -> Result<Vec<(Vec<Option<String>>, RoaringBitmap)>> {
         let rows = self.inner.rows.as_ref();
         let mut groups: Vec<(Vec<Option<String>>, RoaringBitmap)> =
             vec![(Vec::new(), rows.clone())];
@@ -326,7 +336,7 @@ impl SecuredTable {
             read: None,
             count: rows.len(),
         })?;
-        Ok(groups.into_iter().map(|(k, b)| (k, b.len())).collect())
+        Ok(groups)
     }
 }
 
