@@ -13,6 +13,7 @@
 //! national, one scoped to county `SCOPE_COUNTY` (default 451425) — and a third purpose with
 //! `citizen_id` in clear for the point lookup (q4), and prints the median of REPEATS warm runs
 //! per query, like `run_peers.py`; then q4 once more through the session's lookup API (decided and recorded).
+//! `ONLY=q1_full_agg,lookup` runs only the queries named (`lookup`: the lookup API) — for profiles.
 
 use std::time::Instant;
 
@@ -151,7 +152,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "SELECT citizen_id, name, mobile_phone FROM person WHERE marital_status_code = '20'",
         ),
     ];
+    // `ONLY=q1_full_agg` (a comma-separated list) runs just those queries, for profiles.
+    let only = std::env::var("ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|q| q == name))
+    };
     for (name, session, sql) in queries {
+        if !wanted(name) {
+            continue;
+        }
         session.sql(sql)?; // warm
         let mut times = Vec::with_capacity(repeats);
         let mut rows = 0;
@@ -170,6 +180,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The same subject through the session's lookup API (key index ∩ scope → row blocks →
     // masks; decided and recorded like a query).
+    if !wanted("lookup") {
+        return Ok(());
+    }
     let mut times = Vec::new();
     for _ in 0..repeats.max(5) {
         let t = Instant::now();

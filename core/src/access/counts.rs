@@ -585,7 +585,8 @@ fn file_values(
     let range = base..end.min(u32::MAX as u64 + 1) as u32;
     // The position of a file row among the rows read: its offset when they are a run from
     // the file's first row (a whole file in scope), else looked up.
-    let dense = local.min() == Some(0) && local.max() == Some(local.len() as u32 - 1);
+    let read = local.len();
+    let dense = local.min() == Some(0) && local.max().map(u64::from) == Some(read - 1);
     let positions: Vec<u32> = match dense {
         true => Vec::new(),
         false => {
@@ -596,31 +597,33 @@ fn file_values(
             p
         }
     };
+    // Every group row is a row in scope, so it was read; checked all the same, since a wrong
+    // position would be another subject's value.
+    let outside = || DataFusionError::Internal("a group row outside the rows read".into());
     for ((_, rows), acc) in groups.iter().zip(acc.iter_mut()) {
         let n = rows.range_cardinality(range.clone());
         if n == 0 {
             continue;
         }
-        let taken: Vec<ArrayRef> = if n == local.len() {
+        let taken: Vec<ArrayRef> = if n == read {
             columns.iter().map(|c| (*c).clone()).collect()
         } else {
-            // Every group row is a row in scope, so it was read; checked all the same, since
-            // a wrong position would be another subject's value.
-            let idx = rows
-                .range(range.clone())
-                .map(|r| {
-                    let at = match dense {
-                        true => r - base,
-                        false => positions
-                            .get((r - base) as usize)
-                            .copied()
-                            .unwrap_or(u32::MAX),
-                    };
-                    (u64::from(at) < local.len()).then_some(at).ok_or_else(|| {
-                        DataFusionError::Internal("a group row outside the rows read".into())
-                    })
-                })
-                .collect::<DfResult<UInt32Array>>()?;
+            let mut idx: Vec<u32> = Vec::with_capacity(n as usize);
+            if dense {
+                idx.extend(rows.range(range.clone()).map(|r| r - base));
+                // Ascending: the last is the largest.
+                if idx.last().is_some_and(|l| u64::from(*l) >= read) {
+                    return Err(outside());
+                }
+            } else {
+                for r in rows.range(range.clone()) {
+                    match positions.get((r - base) as usize) {
+                        Some(&at) if at != u32::MAX => idx.push(at),
+                        _ => return Err(outside()),
+                    }
+                }
+            }
+            let idx = UInt32Array::from(idx);
             columns
                 .iter()
                 .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
