@@ -39,10 +39,13 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use futures::StreamExt;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::file::metadata::RowGroupMetaData;
@@ -785,6 +788,8 @@ impl ExecutionPlan for SecuredScanExec {
         let narrowed = !Arc::ptr_eq(&self.rows, &self.inner.rows);
         let collector = inner.clone();
         let has_predicate = predicate.is_some();
+        // A few rows (a key lookup) decode faster than a hand-over to another thread.
+        let few = self.rows.len() <= INLINE_ROWS;
         let iter = units
             .into_iter()
             .flat_map({
@@ -819,16 +824,11 @@ impl ExecutionPlan for SecuredScanExec {
                 if remaining == 0 {
                     return None;
                 }
-                let r = (|| -> DfResult<RecordBatch> {
+                let r = (|| -> DfResult<(usize, RecordBatch)> {
                     let (slot, b) = item?;
                     let n = b.num_rows().min(remaining);
                     let b = b.slice(0, n);
                     remaining -= n;
-                    if let Ok(mut e) = collector.emitted.lock()
-                        && let Some(part) = e.get_mut(slot)
-                    {
-                        part.count += n as u64;
-                    }
                     let cols: Vec<ArrayRef> = if no_cols {
                         Vec::new()
                     } else {
@@ -838,20 +838,73 @@ impl ExecutionPlan for SecuredScanExec {
                             .map(|(c, m)| masks::apply(*m, c, &key).map_err(ext))
                             .collect::<DfResult<_>>()?
                     };
-                    Ok(RecordBatch::try_new_with_options(
+                    let b = RecordBatch::try_new_with_options(
                         out_schema.clone(),
                         cols,
                         &RecordBatchOptions::new().with_row_count(Some(n)),
-                    )?)
+                    )?;
+                    Ok((slot, b))
                 })();
                 Some(r)
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            futures::stream::iter(iter),
-        )))
+        // A batch counts as emitted when the scan's consumer takes it, not when it is
+        // decoded: a consumer that stops early (a LIMIT above) leaves nothing counted that it
+        // never saw.
+        let emit = move |(slot, b): (usize, RecordBatch)| {
+            if let Ok(mut e) = collector.emitted.lock()
+                && let Some(part) = e.get_mut(slot)
+            {
+                part.count += b.num_rows() as u64;
+            }
+            b
+        };
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(r) if !few => r,
+            _ => {
+                let batches = iter.map(move |r| r.map(&emit));
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(batches),
+                )));
+            }
+        };
+        // Decoding and masking run on a blocking thread, never on an async worker; a batch or
+        // two ahead of the consumer, and no further. Each batch's (slot, rows) goes ahead of
+        // it on a side channel, in the same order, for `emit` on the consumer's side.
+        let mut builder = RecordBatchReceiverStreamBuilder::new(schema.clone(), 2);
+        let tx = builder.tx();
+        let (side_tx, side_rx) = std::sync::mpsc::channel::<usize>();
+        builder.spawn_blocking_on(
+            move || {
+                for item in iter {
+                    let item = item.map(|(slot, b)| {
+                        let _ = side_tx.send(slot);
+                        b
+                    });
+                    if tx.blocking_send(item).is_err() {
+                        break; // the consumer is gone: stop decoding
+                    }
+                }
+                Ok(())
+            },
+            &runtime,
+        );
+        let batches = builder.build().map(move |r| {
+            r.and_then(|b| match side_rx.try_recv() {
+                Ok(slot) => Ok(emit((slot, b))),
+                Err(_) => Err(DataFusionError::Internal(
+                    "a scanned batch arrived without its row record".into(),
+                )),
+            })
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }
+
+/// Scans of at most this many rows (a key lookup's, read from row blocks) decode on the
+/// thread that polls them: cheaper than a hand-over. Anything larger runs on a blocking
+/// thread — the access-control suite's scans included, so the barrier is tested there.
+const INLINE_ROWS: u64 = 64;
 
 /// Open one unit: its selected live rows, narrowed by the predicate (evaluated on those rows
 /// only, on masked values), registered in the emitted list; `None` when nothing is left.
