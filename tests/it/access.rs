@@ -707,8 +707,8 @@ fn lookup_by_key_returns_what_the_sql_would_for_subjects_in_scope_and_is_recorde
 /// `min` / `max` beside bitmap counts read only the aggregated field, for the rows in scope:
 /// a deleted subject's value is gone from its group (the oldest person of each sex is
 /// deleted here), rows outside the scope never count, and every group's values equal what
-/// the live rows in scope hold — over several data files, some read whole and some with
-/// rows deleted, on more than one thread.
+/// the live rows in scope hold — over data files read whole and with rows deleted, several
+/// batches each, on more than one thread.
 #[test]
 fn min_and_max_beside_bitmap_counts_are_those_of_the_live_rows_in_scope() {
     use arrow::array::{Array, AsArray};
@@ -717,8 +717,9 @@ fn min_and_max_beside_bitmap_counts_are_those_of_the_live_rows_in_scope() {
     use std::collections::BTreeMap;
 
     let dir = tempfile::tempdir().expect("tmp");
-    let store = store_with(dir.path(), 3000, 256);
-    let rows = |s: &govshare_core::store::Snapshot| {
+    let store = store_with(dir.path(), 150_000, 4096);
+    type Row = (String, Option<String>, Option<i32>, String);
+    let rows = |s: &govshare_core::store::Snapshot| -> Vec<Row> {
         let b = s
             .read(
                 None,
@@ -744,9 +745,23 @@ fn min_and_max_beside_bitmap_counts_are_those_of_the_live_rows_in_scope() {
         }
         out
     };
-    // Delete the oldest person of each sex, and every 50th subject.
+    // The two most populous provinces: the first loses every 50th subject (its files are
+    // read with gaps), the second none of its own (read whole, unless an oldest person lives
+    // there).
     let before = rows(&store.snapshot("person").expect("s"));
-    let mut victims: Vec<&str> = before.iter().step_by(50).map(|r| r.0.as_str()).collect();
+    let mut by_prov: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &before {
+        *by_prov.entry(r.3[..2].to_string()).or_default() += 1;
+    }
+    let mut provinces: Vec<(String, usize)> = by_prov.into_iter().collect();
+    provinces.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let (gaps, whole) = (provinces[0].0.clone(), provinces[1].0.clone());
+    let mut victims: Vec<&str> = before
+        .iter()
+        .filter(|r| r.3.starts_with(&gaps))
+        .step_by(50)
+        .map(|r| r.0.as_str())
+        .collect();
     for sex in ["1", "2"] {
         let oldest = before
             .iter()
@@ -774,64 +789,64 @@ fn min_and_max_beside_bitmap_counts_are_those_of_the_live_rows_in_scope() {
         )
         .expect("delete");
     let snap = store.snapshot("person").expect("s");
-    assert!(snap.manifest().files.len() >= 2, "several data files");
     let live = rows(&snap);
     assert_eq!(live.len(), before.len() - victims.len());
-    // The scope: the province with the most people.
-    let mut by_prov: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &live {
-        *by_prov.entry(&r.3[..2]).or_default() += 1;
-    }
-    let prov = by_prov
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(p, _)| format!("{p}0000"))
-        .expect("a province");
-    let mut r = request(
-        "A",
-        "person",
-        &[
-            ("sex_code", Treatment::Clear),
-            ("birth_date", Treatment::Clear),
-            ("hukou_region_code", Treatment::Clear),
-        ],
-    );
-    r.scope = govshare_testkit::regions(&[prov.as_str()]);
-    approve(&store, r, "psb");
-    let engine = Engine::open(dir.path()).expect("engine");
-    let s = engine.session("a", "P").expect("s");
-    let q = "SELECT left(hukou_region_code, 4), sex_code, count(*), min(birth_date), max(birth_date) FROM person GROUP BY 1, 2";
-    let plan = s.sql(&format!("EXPLAIN {q}")).expect("explain");
+    let largest = snap.manifest().files.iter().map(|f| f.rows).max();
     assert!(
-        render(&plan.batches)
-            .join("\n")
-            .contains("aggregates=[count(*), min(birth_date), max(birth_date)]"),
-        "answered from bitmaps"
+        largest.is_some_and(|n| n > 8192),
+        "a data file of several batches: {largest:?}"
     );
-    // What the live rows in scope say.
-    let mut expect: BTreeMap<(String, String), (u64, i32, i32)> = BTreeMap::new();
-    for r in live.iter().filter(|r| r.3.starts_with(&prov[..2])) {
-        let key = (
-            r.3[..4].to_string(),
-            r.1.clone().unwrap_or_else(|| "NULL".into()),
-        );
-        let born = r.2.expect("generated persons have birth dates");
-        let e = expect.entry(key).or_insert((0, i32::MAX, i32::MIN));
-        e.0 += 1;
-        e.1 = e.1.min(born);
-        e.2 = e.2.max(born);
-    }
     let day = |d: i32| {
         (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(d.into()))
             .to_string()
     };
-    let mut want: Vec<String> = expect
-        .iter()
-        .map(|((city, sex), (n, lo, hi))| {
-            format!("{city} | {sex} | {n} | {} | {}", day(*lo), day(*hi))
-        })
-        .collect();
-    want.sort();
-    assert!(want.len() >= 2, "more than one group");
-    assert_eq!(render(&s.sql(q).expect("q").batches), want);
+    for (dept, user, prov) in [("A", "a", &gaps), ("B", "b", &whole)] {
+        let mut r = request(
+            dept,
+            "person",
+            &[
+                ("sex_code", Treatment::Clear),
+                ("birth_date", Treatment::Clear),
+                ("hukou_region_code", Treatment::Clear),
+            ],
+        );
+        r.scope = govshare_testkit::regions(&[format!("{prov}0000").as_str()]);
+        approve(&store, r, "psb");
+        let engine = Engine::open(dir.path()).expect("engine");
+        let s = engine.session(user, "P").expect("s");
+        let q = "SELECT left(hukou_region_code, 4), sex_code, count(*), min(birth_date), max(birth_date) FROM person GROUP BY 1, 2";
+        let plan = s.sql(&format!("EXPLAIN {q}")).expect("explain");
+        assert!(
+            render(&plan.batches)
+                .join("\n")
+                .contains("aggregates=[count(*), min(birth_date), max(birth_date)]"),
+            "answered from bitmaps"
+        );
+        // What the live rows in scope say.
+        let mut expect: BTreeMap<(String, String), (u64, i32, i32)> = BTreeMap::new();
+        for r in live.iter().filter(|r| r.3.starts_with(prov.as_str())) {
+            let key = (
+                r.3[..4].to_string(),
+                r.1.clone().unwrap_or_else(|| "NULL".into()),
+            );
+            let born = r.2.expect("generated persons have birth dates");
+            let e = expect.entry(key).or_insert((0, i32::MAX, i32::MIN));
+            e.0 += 1;
+            e.1 = e.1.min(born);
+            e.2 = e.2.max(born);
+        }
+        let mut want: Vec<String> = expect
+            .iter()
+            .map(|((city, sex), (n, lo, hi))| {
+                format!("{city} | {sex} | {n} | {} | {}", day(*lo), day(*hi))
+            })
+            .collect();
+        want.sort();
+        assert!(want.len() >= 2, "more than one group");
+        assert_eq!(
+            render(&s.sql(q).expect("q").batches),
+            want,
+            "province {prov}"
+        );
+    }
 }

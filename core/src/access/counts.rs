@@ -477,8 +477,9 @@ impl Work {
     }
 
     /// One column per value aggregate (in order), one value per group: the field decoded
-    /// for the rows in scope, a data file at a time, on up to `threads` threads; each
-    /// group's rows taken out by their bitmap and fed to DataFusion's accumulator.
+    /// for the rows in scope, a data file per thread on up to `threads` threads, a batch at
+    /// a time; each group's rows taken out by their bitmap and fed to DataFusion's
+    /// accumulator.
     fn values(&self, groups: &[(Vec<Option<String>>, RoaringBitmap)]) -> DfResult<Vec<ArrayRef>> {
         let snap = self.table.snapshot();
         let schema = self.table.schema();
@@ -556,7 +557,8 @@ impl Work {
 }
 
 /// Feed one data file's rows in scope to each group's accumulators: `fields` decoded for the
-/// file's rows in scope (in row order), each group's rows there taken out by position.
+/// file's rows in scope, a batch at a time (memory: a batch, never a file's column), each
+/// group's rows in the batch taken out by position.
 fn file_values(
     snap: &Snapshot,
     file: usize,
@@ -571,67 +573,88 @@ fn file_values(
     let Some(reader) = snap.read_local(file, &local, Some(fields)).map_err(ext)? else {
         return Ok(());
     };
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    let Some(first) = batches.first() else {
-        return Ok(());
-    };
-    let batch = arrow::compute::concat_batches(&first.schema(), &batches)?;
-    let columns: Vec<&ArrayRef> = valued
-        .iter()
-        .map(|(_, f)| batch.column(fields.iter().position(|x| x == f).unwrap_or(0)))
-        .collect();
     let base = snap.manifest().files[file].row_base;
-    let end = base as u64 + snap.manifest().files[file].rows;
-    let range = base..end.min(u32::MAX as u64 + 1) as u32;
-    // The position of a file row among the rows read: its offset when they are a run from
-    // the file's first row (a whole file in scope), else looked up.
+    let at: Vec<usize> = valued
+        .iter()
+        .map(|(_, f)| fields.iter().position(|x| x == f).unwrap_or(0))
+        .collect();
+    // Batches hold the rows of `local` in order: the next batch's rows are the next offsets.
+    // A run from the file's first row (a whole file in scope) needs no walk through them.
     let read = local.len();
-    let dense = local.min() == Some(0) && local.max().map(u64::from) == Some(read - 1);
-    let positions: Vec<u32> = match dense {
-        true => Vec::new(),
-        false => {
-            let mut p = vec![u32::MAX; local.max().map_or(0, |m| m as usize + 1)];
-            for (i, row) in local.iter().enumerate() {
-                p[row as usize] = i as u32;
-            }
-            p
-        }
-    };
+    let whole = local.min() == Some(0) && local.max().map(u64::from) == Some(read - 1);
+    let mut ahead = local.iter();
+    let mut taken_so_far = 0u32;
+    let mut offsets: Vec<u32> = Vec::new();
+    let mut marks: Vec<u32> = Vec::new();
     // Every group row is a row in scope, so it was read; checked all the same, since a wrong
     // position would be another subject's value.
-    let outside = || DataFusionError::Internal("a group row outside the rows read".into());
-    for ((_, rows), acc) in groups.iter().zip(acc.iter_mut()) {
-        let n = rows.range_cardinality(range.clone());
+    let mismatch = || DataFusionError::Internal("a group row outside the rows read".into());
+    for batch in reader {
+        let batch = batch?;
+        let n = batch.num_rows();
         if n == 0 {
             continue;
         }
-        let taken: Vec<ArrayRef> = if n == read {
-            columns.iter().map(|c| (*c).clone()).collect()
+        // This batch's file offsets lie in lo..=hi; `marks` holds each one's position in the
+        // batch unless they are a run.
+        let (lo, hi, run) = if whole {
+            let lo = taken_so_far;
+            (lo, lo + n as u32 - 1, true)
         } else {
-            let mut idx: Vec<u32> = Vec::with_capacity(n as usize);
-            if dense {
-                idx.extend(rows.range(range.clone()).map(|r| r - base));
-                // Ascending: the last is the largest.
-                if idx.last().is_some_and(|l| u64::from(*l) >= read) {
-                    return Err(outside());
-                }
-            } else {
-                for r in rows.range(range.clone()) {
-                    match positions.get((r - base) as usize) {
-                        Some(&at) if at != u32::MAX => idx.push(at),
-                        _ => return Err(outside()),
-                    }
+            offsets.clear();
+            offsets.extend(ahead.by_ref().take(n));
+            let (Some(&lo), Some(&hi)) = (offsets.first(), offsets.last()) else {
+                return Err(mismatch());
+            };
+            if offsets.len() != n {
+                return Err(mismatch());
+            }
+            let run = (hi - lo) as usize + 1 == n;
+            if !run {
+                marks.clear();
+                marks.resize((hi - lo) as usize + 1, u32::MAX);
+                for (i, o) in offsets.iter().enumerate() {
+                    marks[(o - lo) as usize] = i as u32;
                 }
             }
-            let idx = UInt32Array::from(idx);
-            columns
-                .iter()
-                .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
-                .collect::<Result<_, _>>()?
+            (lo, hi, run)
         };
-        for (a, values) in acc.iter_mut().zip(&taken) {
-            a.update_batch(std::slice::from_ref(values))?;
+        taken_so_far += n as u32;
+        if u64::from(taken_so_far) > read {
+            return Err(mismatch());
         }
+        let span = base + lo..=base + hi;
+        for ((_, rows), acc) in groups.iter().zip(acc.iter_mut()) {
+            let k = rows.range_cardinality(span.clone());
+            if k == 0 {
+                continue;
+            }
+            let taken: Vec<ArrayRef> = if k == n as u64 {
+                at.iter().map(|i| batch.column(*i).clone()).collect()
+            } else {
+                let mut idx: Vec<u32> = Vec::with_capacity(k as usize);
+                if run {
+                    idx.extend(rows.range(span.clone()).map(|r| r - base - lo));
+                } else {
+                    for r in rows.range(span.clone()) {
+                        match marks[(r - base - lo) as usize] {
+                            u32::MAX => return Err(mismatch()),
+                            i => idx.push(i),
+                        }
+                    }
+                }
+                let idx = UInt32Array::from(idx);
+                at.iter()
+                    .map(|i| arrow::compute::take(batch.column(*i).as_ref(), &idx, None))
+                    .collect::<Result<_, _>>()?
+            };
+            for (a, values) in acc.iter_mut().zip(&taken) {
+                a.update_batch(std::slice::from_ref(values))?;
+            }
+        }
+    }
+    if u64::from(taken_so_far) != read {
+        return Err(mismatch());
     }
     Ok(())
 }
