@@ -869,8 +869,8 @@ impl ExecutionPlan for SecuredScanExec {
             }
         };
         // Decoding and masking run on a blocking thread, never on an async worker; a batch or
-        // two ahead of the consumer, and no further. Each batch's (slot, rows) goes ahead of
-        // it on a side channel, in the same order, for `emit` on the consumer's side.
+        // two ahead of the consumer, and no further. Each batch's slot goes ahead of it on a
+        // side channel, in the same order, for `emit` on the consumer's side.
         let mut builder = RecordBatchReceiverStreamBuilder::new(schema.clone(), 2);
         let tx = builder.tx();
         let (side_tx, side_rx) = std::sync::mpsc::channel::<usize>();
