@@ -1,5 +1,6 @@
-//! Audit trail throughput: durable appends (group commit, 1, 8, 64 and 256 appending threads —
-//! many concurrent small queries are what a group commit is for) and chain verification.
+//! Audit trail throughput: durable appends (group commit, 1, 8, 64 and 256 appending threads,
+//! 1024 and 4096 appending tasks — many concurrent small queries are what a group commit is
+//! for) and chain verification.
 //!
 //! ```sh
 //! cargo bench --bench audit
@@ -47,6 +48,47 @@ fn audit(c: &mut Criterion) {
                     for h in hs {
                         h.join().expect("join");
                     }
+                    dir
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    // The same from tasks on a two-worker runtime (the engine's shape): `append_async` waits
+    // on a waker, not a parked thread, so the appenders cost no context switch each.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    for tasks in [1024usize, 4096] {
+        // About 100k records per run.
+        let per = 100_000 / tasks;
+        g.throughput(Throughput::Elements((tasks * per) as u64));
+        g.bench_function(format!("durable_{tasks}_tasks"), |b| {
+            b.iter_batched(
+                || tempfile::tempdir().expect("tmp"),
+                |dir| {
+                    let log = Arc::new(AuditLog::open(dir.path()).expect("open"));
+                    rt.block_on(async {
+                        let hs: Vec<_> = (0..tasks)
+                            .map(|t| {
+                                let log = log.clone();
+                                tokio::spawn(async move {
+                                    for i in 0..per {
+                                        let body = body((t * per + i) as u64);
+                                        black_box(
+                                            log.append_async("query", "bench", body)
+                                                .await
+                                                .expect("append"),
+                                        );
+                                    }
+                                })
+                            })
+                            .collect();
+                        for h in hs {
+                            h.await.expect("join");
+                        }
+                    });
                     dir
                 },
                 BatchSize::PerIteration,

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
@@ -212,15 +213,80 @@ impl Queued {
 }
 
 /// Where an appender waits for its record: the committer stores the record's sequence number
-/// and unparks the appender's thread, which returns without taking the lock again — with
-/// hundreds of appenders, waking them through a condition variable (each re-taking the lock
-/// in turn) costs more CPU than the commit itself.
+/// and wakes the appender, which returns without taking the lock again — with hundreds of
+/// appenders, waking them through a condition variable (each re-taking the lock in turn)
+/// costs more CPU than the commit itself.
 struct Slot {
     /// 0 until committed; then the record's sequence number; [`FAILED`] if the commit failed.
     seq: AtomicU64,
-    /// Set by a committer that leaves records queued behind it: this appender commits next.
+    /// Set by a committer that leaves records queued behind it: this appender commits next
+    /// (a task appender by starting a background committer).
     lead: AtomicBool,
-    thread: std::thread::Thread,
+    /// Set (under the state lock) when a task appender's future is dropped before its record
+    /// is committed: nobody will act on a lead handed to it, so none is.
+    abandoned: AtomicBool,
+    waiter: Waiter,
+}
+
+/// Who waits on a [`Slot`].
+enum Waiter {
+    /// A thread in [`AuditLog::append`], parked.
+    Thread(std::thread::Thread),
+    /// A task awaiting [`AuditLog::append_async`]: woken through its waker, so thousands of
+    /// waiting appenders cost no OS thread each and no context switch per record.
+    Task(AtomicWaker),
+}
+
+impl Slot {
+    fn new(waiter: Waiter) -> Slot {
+        Slot {
+            seq: AtomicU64::new(0),
+            lead: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            waiter,
+        }
+    }
+
+    fn wake(&self) {
+        match &self.waiter {
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Task(w) => w.wake(),
+        }
+    }
+
+    fn is_task(&self) -> bool {
+        matches!(self.waiter, Waiter::Task(_))
+    }
+}
+
+/// A task appender's wait, as long as it lasts: dropped before its record is committed (the
+/// future was cancelled), it makes sure the queue does not stall on it.
+struct TaskWait<'a> {
+    log: &'a Arc<AuditLog>,
+    slot: Arc<Slot>,
+}
+
+impl Drop for TaskWait<'_> {
+    fn drop(&mut self) {
+        if self.slot.seq.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let Ok(mut st) = self.log.lock_state() else {
+            return;
+        };
+        self.slot.abandoned.store(true, Ordering::Release);
+        // A lead handed to this appender (or about to be, had it not been abandoned) is
+        // taken here: with nobody committing, start a committer for whoever still waits.
+        let waiting = st.pending.iter().any(|(_, s)| {
+            s.as_ref()
+                .is_some_and(|s| !s.abandoned.load(Ordering::Acquire))
+        });
+        if !st.committing && waiting {
+            st.committing = true;
+            drop(st);
+            let _ = self.log.start_committer();
+        }
+    }
 }
 
 /// The error every append and flush returns once a commit has failed.
@@ -246,6 +312,30 @@ struct State {
     failed: Option<String>,
 }
 
+impl State {
+    /// After a commit (`committing` cleared): the first appender still waiting for a queued
+    /// record is handed the lead and commits next — unless a `background` committer is
+    /// finishing and that appender is a task: then the committer keeps the lead (`committing`
+    /// set again) and commits once more. An abandoned task is passed over: nobody would act
+    /// on its lead.
+    fn hand_off(&mut self, background: bool) {
+        let Some(next) = self
+            .pending
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .find(|s| !s.abandoned.load(Ordering::Acquire))
+        else {
+            return;
+        };
+        if background && next.is_task() {
+            self.committing = true;
+        } else {
+            next.lead.store(true, Ordering::Release);
+            next.wake();
+        }
+    }
+}
+
 /// An open audit trail. Share one per process (`Arc`).
 pub struct AuditLog {
     dir: PathBuf,
@@ -255,8 +345,9 @@ pub struct AuditLog {
     state: Mutex<State>,
     /// Where [`AuditLog::flush`] waits (appenders wait on their own [`Slot`]).
     flushed: Condvar,
-    /// Threads inside [`AuditLog::append`] now: a committer with company waits briefly for
-    /// them to queue, so one fsync carries all their records.
+    /// Appenders waiting now (threads in [`AuditLog::append`], tasks in
+    /// [`AuditLog::append_async`]): a committer with company waits briefly for them to queue,
+    /// so one fsync carries all their records.
     appenders: AtomicUsize,
 }
 
@@ -360,11 +451,7 @@ impl AuditLog {
     pub fn append(&self, kind: &str, actor: &str, body: serde_json::Value) -> Result<u64> {
         self.appenders.fetch_add(1, Ordering::Relaxed);
         let _appending = Appending(&self.appenders);
-        let slot = Arc::new(Slot {
-            seq: AtomicU64::new(0),
-            lead: AtomicBool::new(false),
-            thread: std::thread::current(),
-        });
+        let slot = Arc::new(Slot::new(Waiter::Thread(std::thread::current())));
         let mut st = self.enqueue(kind, actor, body, Some(slot.clone()))?;
         loop {
             match slot.seq.load(Ordering::Acquire) {
@@ -373,7 +460,7 @@ impl AuditLog {
                 seq => return Ok(seq),
             }
             if !st.committing {
-                st = self.commit_pending(st)?;
+                st = self.commit_pending(st, false)?;
                 continue;
             }
             drop(st);
@@ -387,6 +474,126 @@ impl AuditLog {
                 }
             }
             st = self.lock_state()?;
+        }
+    }
+
+    /// [`AuditLog::append`] for async callers: the record is durable (fsynced) when the future
+    /// resolves, but the wait holds no thread. The first task that finds nobody committing
+    /// starts a committer on a blocking thread (the current tokio runtime's blocking pool, or
+    /// a thread of its own outside one), which keeps committing while task appenders queue
+    /// records and hands the lead to a thread appender when one is next — so thousands of
+    /// concurrent appends cost one fsync per batch and a waker each, not an OS thread and two
+    /// context switches each. Fails like [`AuditLog::append`]. A future dropped before it
+    /// resolves does not withdraw its record: it is written with the next commit.
+    pub async fn append_async(
+        self: &Arc<Self>,
+        kind: &str,
+        actor: &str,
+        body: serde_json::Value,
+    ) -> Result<u64> {
+        self.appenders.fetch_add(1, Ordering::Relaxed);
+        let _appending = Appending(&self.appenders);
+        let slot = Arc::new(Slot::new(Waiter::Task(AtomicWaker::new())));
+        let start = {
+            let mut st = self.enqueue(kind, actor, body, Some(slot.clone()))?;
+            let start = !st.committing;
+            st.committing |= start;
+            start
+        };
+        let waiting = TaskWait {
+            log: self,
+            slot: slot.clone(),
+        };
+        if start {
+            self.start_committer()?;
+        }
+        let seq = std::future::poll_fn(|cx| {
+            let Waiter::Task(waker) = &slot.waiter else {
+                unreachable!("a task appender's slot")
+            };
+            // Registered before the checks: a commit that ends after them wakes this task.
+            waker.register(cx.waker());
+            match slot.seq.load(Ordering::Acquire) {
+                0 => {}
+                FAILED => {
+                    return std::task::Poll::Ready(Err(match self.lock_state() {
+                        Ok(st) => unavailable(&st),
+                        Err(e) => e,
+                    }));
+                }
+                seq => return std::task::Poll::Ready(Ok(seq)),
+            }
+            if slot.lead.swap(false, Ordering::AcqRel) {
+                // Handed the lead by a thread appender's commit: start the next one.
+                let start = match self.lock_state() {
+                    Ok(mut st) => {
+                        let start = !st.committing;
+                        st.committing |= start;
+                        start
+                    }
+                    Err(e) => return std::task::Poll::Ready(Err(e)),
+                };
+                if start && let Err(e) = self.start_committer() {
+                    return std::task::Poll::Ready(Err(e));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        drop(waiting);
+        seq
+    }
+
+    /// Run [`AuditLog::commit_in_background`] on a blocking thread; the caller has set
+    /// `committing`. If no thread can be had, the commit runs nowhere: the trail is latched
+    /// closed and the error returned, so no appender waits forever.
+    fn start_committer(self: &Arc<Self>) -> Result<()> {
+        let log = self.clone();
+        let started = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || log.commit_in_background());
+                Ok(())
+            }
+            Err(_) => std::thread::Builder::new()
+                .name("govshare-audit".into())
+                .spawn(move || log.commit_in_background())
+                .map(drop),
+        };
+        started.map_err(|e| {
+            let error = Error::Io {
+                path: self.dir.clone(),
+                source: e,
+            };
+            if let Ok(mut st) = self.lock_state() {
+                st.committing = false;
+                st.failed = Some(format!("no thread to commit on: {error}"));
+                for (_, slot) in st.pending.iter() {
+                    if let Some(slot) = slot {
+                        slot.seq.store(FAILED, Ordering::Release);
+                        slot.wake();
+                    }
+                }
+            }
+            error
+        })
+    }
+
+    /// Commit batch after batch while task appenders are next in line; stop when the queue
+    /// is empty or a thread appender has been handed the lead.
+    fn commit_in_background(self: Arc<Self>) {
+        let Ok(mut st) = self.lock_state() else {
+            return;
+        };
+        loop {
+            st = match self.commit_pending(st, true) {
+                Ok(st) => st,
+                // Only a poisoned lock gets here; a failed write latches the trail and has
+                // already woken every waiter with the error.
+                Err(_) => return,
+            };
+            if !st.committing {
+                return;
+            }
         }
     }
 
@@ -415,7 +622,7 @@ impl AuditLog {
                     .wait(st)
                     .map_err(|_| Error::internal("audit state poisoned"))?
             } else {
-                self.commit_pending(st)?
+                self.commit_pending(st, false)?
             };
         }
     }
@@ -442,10 +649,12 @@ impl AuditLog {
 
     /// Commit everything queued (the caller saw nobody committing), then hand each appender
     /// its sequence number and wake it; records queued meanwhile are handed to one of their
-    /// appenders to commit next.
+    /// appenders to commit next — except that a `background` committer keeps the lead
+    /// (`committing` stays set) when a task appender is next, and commits again.
     fn commit_pending<'a>(
         &'a self,
         mut st: std::sync::MutexGuard<'a, State>,
+        background: bool,
     ) -> Result<std::sync::MutexGuard<'a, State>> {
         st.committing = true;
         // With other appenders about, give them a moment to queue (yielding the core they
@@ -470,7 +679,7 @@ impl AuditLog {
         st.committing = false;
         let wake = |slot: &Slot, seq: u64| {
             slot.seq.store(seq, Ordering::Release);
-            slot.thread.unpark();
+            slot.wake();
         };
         match res {
             Ok(first_seq) => {
@@ -480,10 +689,7 @@ impl AuditLog {
                     }
                 }
                 st.durable = last_ticket;
-                if let Some(next) = st.pending.iter().find_map(|(_, s)| s.as_ref()) {
-                    next.lead.store(true, Ordering::Release);
-                    next.thread.unpark();
-                }
+                st.hand_off(background);
             }
             Err(e) => {
                 // The trail is latched closed: everyone waiting, now or queued, fails.

@@ -516,3 +516,201 @@ fn a_large_segment_checked_in_parallel_runs_reports_the_first_problem_at_its_lin
     assert_eq!(seq, n - 10);
     assert!(problem.contains("missing"), "{problem}");
 }
+
+/// Runs `f` on a two-worker runtime (the engine's shape) and fails instead of hanging if the
+/// appenders stall.
+fn on_runtime<T>(f: impl std::future::Future<Output = T>) -> T {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(120), f)
+            .await
+            .expect("the appenders stalled")
+    })
+}
+
+/// Thousands of task appenders, thread appenders and records queued without waiting, all at
+/// once: every waiting appender gets its own record's sequence number, every record is on the
+/// chain exactly once, and the lead passes between threads and the background committer
+/// without anyone left waiting.
+#[test]
+fn task_and_thread_appenders_share_group_commits_and_nobody_is_left_waiting() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = Arc::new(AuditLog::open(dir.path()).expect("open"));
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..60)
+                    .map(|i| {
+                        let body = serde_json::json!({ "thread": t, "i": i });
+                        (log.append("query", "t", body.clone()).expect("a"), body)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut got: Vec<(u64, serde_json::Value)> = on_runtime(async {
+        let tasks: Vec<_> = (0..2_000)
+            .map(|t| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for i in 0..3 {
+                        let body = serde_json::json!({ "task": t, "i": i });
+                        if i == 1 {
+                            log.append_nowait("query_end", "k", body).expect("q");
+                        } else {
+                            let seq = log.append_async("query", "k", body.clone()).await;
+                            out.push((seq.expect("a"), body));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.extend(t.await.expect("task"));
+        }
+        got
+    });
+    for h in threads {
+        got.extend(h.join().expect("join"));
+    }
+    log.flush().expect("flush");
+    let records = log.records().expect("records");
+    let total = 6 * 60 + 2_000 * 3;
+    assert_eq!(records.len(), total);
+    let by_seq: std::collections::HashMap<u64, &Record> =
+        records.iter().map(|r| (r.seq, r)).collect();
+    for (seq, body) in &got {
+        let r = by_seq[seq];
+        assert_eq!((&r.kind, &r.body), (&"query".to_string(), body));
+    }
+    let mut seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 6 * 60 + 2_000 * 2);
+    match verify(dir.path(), None).expect("verify") {
+        Verdict::Intact { records, .. } => assert_eq!(records, total as u64),
+        v => panic!("{v:?}"),
+    }
+}
+
+/// A task appender whose future is dropped before its record is durable (a cancelled
+/// request) loses no record — it is written with a later commit — and stalls nobody queued
+/// behind it, even when a thread appender's commit would have handed it the lead.
+#[test]
+fn a_cancelled_task_appender_neither_loses_its_record_nor_stalls_the_queue() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = Arc::new(AuditLog::open(dir.path()).expect("open"));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    log.append("query", "t", serde_json::json!({ "thread": t, "i": i }))
+                        .expect("a");
+                }
+            })
+        })
+        .collect();
+    on_runtime(async {
+        let mut kept = Vec::new();
+        for i in 0..600 {
+            // Polled once (queued, perhaps leading), then dropped.
+            let mut cancelled =
+                Box::pin(log.append_async("query", "c", serde_json::json!({ "cancelled": i })));
+            assert!(futures::poll!(cancelled.as_mut()).is_pending());
+            drop(cancelled);
+            let log = log.clone();
+            kept.push(tokio::spawn(async move {
+                log.append_async("query", "k", serde_json::json!({ "kept": i }))
+                    .await
+            }));
+            if i % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for k in kept {
+            k.await.expect("task").expect("append");
+        }
+    });
+    for h in threads {
+        h.join().expect("join");
+    }
+    log.flush().expect("flush");
+    let records = log.records().expect("records");
+    assert_eq!(records.len(), 4 * 150 + 600 * 2);
+    for i in 0..600 {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.body == serde_json::json!({ "cancelled": i })),
+            "cancelled record {i} was lost"
+        );
+    }
+    assert!(matches!(
+        verify(dir.path(), None).expect("verify"),
+        Verdict::Intact { .. }
+    ));
+}
+
+/// Outside any tokio runtime an async append commits on a thread of its own.
+#[test]
+fn an_async_append_outside_a_runtime_is_durable_when_it_resolves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = Arc::new(AuditLog::open(dir.path()).expect("open"));
+    let seq =
+        futures::executor::block_on(log.append_async("query", "u", serde_json::json!({ "n": 1 })))
+            .expect("append");
+    assert_eq!(seq, 1);
+    // Durable: another log over the directory sees it.
+    let other = AuditLog::open(dir.path()).expect("open");
+    assert_eq!(other.checkpoint().expect("cp").seq, 1);
+}
+
+/// The lead handed on after a thread appender's commit goes to the first appender that is
+/// still waiting: a task appender takes it by starting a committer, and a cancelled one is
+/// passed over (handing it the lead would leave everyone behind it waiting for ever).
+#[test]
+fn the_lead_goes_to_a_waiting_task_appender_never_to_a_cancelled_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = Arc::new(AuditLog::open(dir.path()).expect("open"));
+    on_runtime(async {
+        // A thread appender's commit is under way: whatever queues now waits for it.
+        log.lock_state().expect("state").committing = true;
+        let mut cancelled =
+            Box::pin(log.append_async("query", "c", serde_json::json!({ "cancelled": 1 })));
+        assert!(futures::poll!(cancelled.as_mut()).is_pending());
+        drop(cancelled);
+        let kept = tokio::spawn({
+            let log = log.clone();
+            async move {
+                log.append_async("query", "k", serde_json::json!({ "kept": 1 }))
+                    .await
+            }
+        });
+        while log.lock_state().expect("state").pending.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // That commit ends; the lead is handed on.
+        {
+            let mut st = log.lock_state().expect("state");
+            st.committing = false;
+            st.hand_off(false);
+        }
+        assert_eq!(kept.await.expect("task").expect("append"), 2);
+    });
+    let kinds: Vec<String> = log
+        .records()
+        .expect("records")
+        .into_iter()
+        .map(|r| r.actor)
+        .collect();
+    assert_eq!(kinds, ["c", "k"]);
+}
