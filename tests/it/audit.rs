@@ -198,10 +198,86 @@ fn a_failing_audit_store_fails_the_query_before_any_result() {
         s.sql_stream("SELECT sex_code FROM person").is_err(),
         "no stream either"
     );
+    assert!(
+        futures::executor::block_on(s.sql_async("SELECT sex_code FROM person")).is_err(),
+        "nor an async one"
+    );
     std::fs::remove_dir(&seg).expect("rmdir");
     std::fs::write(&seg, kept).expect("restore");
     // The failure latches for this process: the trail stays closed until reopened.
     assert!(s.sql("SELECT count(*) FROM person").is_err());
+}
+
+/// Queries through `Session::sql_async` are answered and recorded like `Session::sql`: the
+/// same rows, an opening record per query (durable before its stream is returned) and a
+/// completion record naming it with the rows returned — with 64 of them in flight at once on
+/// two threads, their opening records group-committed together.
+#[test]
+fn async_queries_are_answered_and_recorded_like_sync_ones_many_at_once() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = small_store(dir.path());
+    approve(
+        &store,
+        request(
+            "A",
+            "person",
+            &[
+                ("sex_code", Treatment::Clear),
+                ("birth_date", Treatment::Clear),
+            ],
+        ),
+        "psb",
+    );
+    let engine = Engine::open(dir.path()).expect("engine");
+    let s = engine.session("a", "P").expect("session");
+    let sql = "SELECT sex_code, count(*), min(birth_date) FROM person GROUP BY 1 ORDER BY 1";
+    let want = govshare_testkit::render(&s.sql(sql).expect("sync").batches);
+    let before = engine.audit().records().expect("records").len();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("runtime");
+    // A host spawns these on its own runtime: the future must be `Send`.
+    fn sendable<F: std::future::Future + Send>(f: F) -> F {
+        f
+    }
+    let answers = rt.block_on(futures::future::join_all((0..64).map(|_| async {
+        let stream = sendable(s.sql_async(sql)).await.expect("allowed");
+        let batches: Vec<_> = StreamExt::map(stream, |b| b.expect("batch"))
+            .collect()
+            .await;
+        govshare_testkit::render(&batches)
+    })));
+    for got in &answers {
+        assert_eq!(got, &want);
+    }
+    let records = engine.audit().records().expect("records");
+    let new = &records[before..];
+    let opened: Vec<u64> = new
+        .iter()
+        .filter(|r| r.kind == "query" && r.body["sql"] == sql)
+        .map(|r| {
+            assert_eq!(r.body["outcome"], "allowed");
+            assert_eq!(
+                r.body["datasets"]["person"]["fields"]
+                    .as_array()
+                    .map(Vec::len),
+                Some(2)
+            );
+            r.seq
+        })
+        .collect();
+    assert_eq!(opened.len(), 64);
+    for seq in &opened {
+        let end = new
+            .iter()
+            .find(|r| r.kind == "query_end" && r.body["query"] == *seq)
+            .expect("a completion record for every async query");
+        assert_eq!(end.body["outcome"], "completed");
+        assert_eq!(end.body["rows"], want.len() as u64);
+    }
 }
 
 /// The child side of the kill test: appends from 4 threads forever, printing each

@@ -82,6 +82,7 @@ const RUST: &[(&str, Gate)] = &[
     ("Session::canceller", Gate::Plumbing),
     ("Session::catalog", Gate::Decided),
     ("Session::sql", Gate::Decided),
+    ("Session::sql_async", Gate::Decided),
     ("Session::sql_stream", Gate::Decided),
     ("Session::sql_params", Gate::Decided),
     ("Session::sql_params_stream", Gate::Decided),
@@ -323,7 +324,10 @@ fn rust_entries() -> BTreeSet<String> {
             } else if line.starts_with('}') {
                 current = None;
             } else if let Some(ty) = current
-                && let Some(rest) = line.trim_start().strip_prefix("pub fn ")
+                && let Some(rest) = line
+                    .trim_start()
+                    .strip_prefix("pub fn ")
+                    .or_else(|| line.trim_start().strip_prefix("pub async fn "))
             {
                 let name: String = rest
                     .chars()
@@ -768,6 +772,10 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
         (
             "Session::sql_stream",
             Box::new(|| session.sql_stream("SELECT 1").map(drop)),
+        ),
+        (
+            "Session::sql_async",
+            Box::new(|| futures::executor::block_on(session.sql_async("SELECT 1")).map(drop)),
         ),
         (
             "Session::sql_params",

@@ -171,6 +171,58 @@ fn a_query_is_cancelled_from_another_thread() {
     );
 }
 
+/// The async stream of `Session::sql_async` keeps the iterator's bounds: while the plan has
+/// nothing ready its timer looks at the time limit and at the session's cancel, so a slow
+/// query stops at either, with a typed error and the outcome on its completion record.
+#[test]
+fn an_async_query_stops_at_the_time_limit_and_when_cancelled() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, engine) = setup(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let s = engine.session_as(&strong("a")).expect("session");
+    // Far longer than either bound; a stream that never looked would be stopped here.
+    fn bounded<T>(rt: &tokio::runtime::Runtime, f: impl std::future::Future<Output = T>) -> T {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), f)
+                .await
+                .expect("the async query ran past its bounds")
+        })
+    }
+    set_limits(
+        &store,
+        QueryLimits {
+            time_limit_ms: 300,
+            ..Default::default()
+        },
+    );
+    let first = bounded(&rt, async {
+        let mut stream = s.sql_async(SLOW).await.expect("planned");
+        StreamExt::next(&mut stream).await
+    });
+    match first {
+        Some(Err(Error::LimitExceeded(m))) => assert!(m.contains("time limit of 0.3 s"), "{m}"),
+        other => panic!("the time limit did not hold: {other:?}"),
+    }
+    assert_eq!(last_outcome(&engine), "limit_exceeded");
+    set_limits(&store, QueryLimits::default());
+    let canceller = s.canceller();
+    let first = bounded(&rt, async {
+        let mut stream = s.sql_async(SLOW).await.expect("planned");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            canceller.cancel();
+        });
+        StreamExt::next(&mut stream).await
+    });
+    assert!(matches!(first, Some(Err(Error::Interrupted))), "{first:?}");
+    assert_eq!(last_outcome(&engine), "cancelled");
+}
+
 #[test]
 fn limits_are_the_platform_administrators_and_checked() {
     let dir = tempfile::tempdir().expect("tmp");

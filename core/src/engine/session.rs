@@ -226,6 +226,23 @@ impl Session {
         self.query(sql, Some(params))
     }
 
+    /// [`Session::sql_stream`] for async hosts (a Rust service answering many requests on a
+    /// few threads): decided and planned on the calling task (a few hundred microseconds of
+    /// CPU), then the opening record is awaited through [`AuditLog::append_async`] — durable
+    /// before the stream is returned, as always, but the wait holds no thread, so concurrent
+    /// queries share group-committed fsyncs. Read the result with the stream's
+    /// `futures::Stream` implementation (`StreamExt::next`); the completion record is written
+    /// at its end, as with the iterator.
+    ///
+    /// [`AuditLog::append_async`]: crate::audit::AuditLog::append_async
+    pub async fn sql_async(&self, sql: &str) -> Result<QueryStream> {
+        let started = Instant::now();
+        let generation = self.cancel.load(Ordering::SeqCst);
+        let planned = self.plan_async(sql).await;
+        let what = request("sql", serde_json::json!(sql));
+        self.start_async(started, generation, what, planned).await
+    }
+
     fn query(&self, sql: &str, params: Option<&RecordBatch>) -> Result<QueryStream> {
         let started = Instant::now();
         // A cancel from now on stops this query (taken before anything is recorded, so a
@@ -682,7 +699,8 @@ impl Session {
                 Some((name.clone(), (key, a.grant_id(), a.aggregate_terms()?)))
             })
             .collect();
-        let charged = std::cell::Cell::new(None);
+        // A lock, not a cell: the rewrite is shared with the planning future, which is `Send`.
+        let charged = std::sync::Mutex::new(None);
         let rewrite = |plan: datafusion::logical_expr::LogicalPlan| {
             let table = aggregate::scanned_table(&plan).ok_or_else(|| {
                 Error::AccessDenied(
@@ -692,12 +710,15 @@ impl Session {
             let (key, grant, t) = terms.get(&table).ok_or_else(|| {
                 Error::AccessDenied(format!("no aggregate grant covers '{table}'"))
             })?;
-            charged.set(Some((*grant, *t)));
+            *charged
+                .lock()
+                .map_err(|_| Error::internal("aggregate charge poisoned"))? = Some((*grant, *t));
             aggregate::enforce(plan, key, t.min_group)
         };
         let planned = self.plan_decided(decision, sql, Some(&rewrite))?;
         let (grant, t) = charged
-            .get()
+            .into_inner()
+            .map_err(|_| Error::internal("aggregate charge poisoned"))?
             .ok_or_else(|| Error::internal("an aggregate query was planned without its grant"))?;
         quota::charge_daily(
             self.engine.store().root(),
@@ -799,16 +820,53 @@ impl Session {
         planned: Result<Planned>,
     ) -> Result<QueryStream> {
         let audit = &self.engine.inner.audit;
+        match self.opening(what, planned) {
+            Opening::Allowed(planned, body) => {
+                let seq = audit.append("query", &self.user, body)?;
+                self.launch(started, generation, seq, planned)
+            }
+            Opening::Refused(e, body) => {
+                audit.append("query", &self.user, body)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Session::start`] waiting for the opening record without holding a thread.
+    async fn start_async(
+        &self,
+        started: Instant,
+        generation: u64,
+        what: serde_json::Map<String, serde_json::Value>,
+        planned: Result<Planned>,
+    ) -> Result<QueryStream> {
+        let audit = &self.engine.inner.audit;
+        match self.opening(what, planned) {
+            Opening::Allowed(planned, body) => {
+                let seq = audit.append_async("query", &self.user, body).await?;
+                self.launch(started, generation, seq, planned)
+            }
+            Opening::Refused(e, body) => {
+                audit.append_async("query", &self.user, body).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The opening record of a request: what it asked, for what purpose, and either what the
+    /// decision granted (grants, versions, fields as treated) or why it was refused.
+    fn opening(
+        &self,
+        what: serde_json::Map<String, serde_json::Value>,
+        planned: Result<Planned>,
+    ) -> Opening {
+        let mut body = what;
+        body.insert("purpose".into(), serde_json::json!(self.purpose));
         match planned {
-            Ok(Planned {
-                decision,
-                tables,
-                schema,
-                plan,
-                task,
-                limits,
-            }) => {
-                let datasets: serde_json::Map<String, serde_json::Value> = tables
+            Ok(planned) => {
+                let decision = &planned.decision;
+                let datasets: serde_json::Map<String, serde_json::Value> = planned
+                    .tables
                     .iter()
                     .map(|(name, t)| {
                         let access = &decision.datasets()[name];
@@ -825,47 +883,13 @@ impl Session {
                         )
                     })
                     .collect();
-                // Durable before the caller can pull a single batch; no record, no results.
-                let mut body = what;
-                body.insert("purpose".into(), serde_json::json!(self.purpose));
                 body.insert(
                     "department".into(),
                     serde_json::json!(decision.department()),
                 );
                 body.insert("datasets".into(), serde_json::Value::Object(datasets));
                 body.insert("outcome".into(), serde_json::json!("allowed"));
-                let seq = audit.append("query", &self.user, serde_json::Value::Object(body))?;
-                // Only now does anything run: DataFusion may start tasks as soon as a plan is
-                // executed, and no row is read before the trail holds the query (its grant
-                // and data version fix what it may read, so a killed process still leaves
-                // who-accessed true).
-                let stream = {
-                    let _rt = self.engine.inner.runtime.enter();
-                    datafusion::physical_plan::execute_stream(plan, task)
-                        .map_err(super::translate::runtime)?
-                };
-                let digest =
-                    arrow::ipc::writer::StreamWriter::try_new(blake3::Hasher::new(), &schema)?;
-                Ok(QueryStream {
-                    engine: self.engine.clone(),
-                    schema,
-                    stream,
-                    ended: false,
-                    bounds: Bounds {
-                        deadline: started + std::time::Duration::from_millis(limits.time_limit_ms),
-                        time_limit_ms: limits.time_limit_ms,
-                        cancel: self.cancel.clone(),
-                        generation,
-                    },
-                    audit: Some(QueryAudit {
-                        seq,
-                        user: self.user.clone(),
-                        tables,
-                        started,
-                        rows: 0,
-                        digest,
-                    }),
-                })
+                Opening::Allowed(planned, serde_json::Value::Object(body))
             }
             Err(e) => {
                 // A limit hit before anything ran (an export's rows or daily count) is a
@@ -875,14 +899,59 @@ impl Session {
                 } else {
                     "failed"
                 };
-                let mut body = what;
-                body.insert("purpose".into(), serde_json::json!(self.purpose));
                 body.insert("outcome".into(), serde_json::json!(kind));
                 body.insert("reason".into(), serde_json::json!(e.to_string()));
-                audit.append("query", &self.user, serde_json::Value::Object(body))?;
-                Err(e)
+                Opening::Refused(e, serde_json::Value::Object(body))
             }
         }
+    }
+
+    /// Start an allowed request whose opening record `seq` is durable: only now does anything
+    /// run. DataFusion may start tasks as soon as a plan is executed, and no row is read
+    /// before the trail holds the query (its grant and data version fix what it may read, so
+    /// a killed process still leaves who-accessed true).
+    fn launch(
+        &self,
+        started: Instant,
+        generation: u64,
+        seq: u64,
+        planned: Planned,
+    ) -> Result<QueryStream> {
+        let Planned {
+            tables,
+            schema,
+            plan,
+            task,
+            limits,
+            ..
+        } = planned;
+        let stream = {
+            let _rt = self.engine.inner.runtime.enter();
+            datafusion::physical_plan::execute_stream(plan, task)
+                .map_err(super::translate::runtime)?
+        };
+        let digest = arrow::ipc::writer::StreamWriter::try_new(blake3::Hasher::new(), &schema)?;
+        Ok(QueryStream {
+            engine: self.engine.clone(),
+            schema,
+            stream,
+            ended: false,
+            bounds: Bounds {
+                deadline: started + std::time::Duration::from_millis(limits.time_limit_ms),
+                time_limit_ms: limits.time_limit_ms,
+                cancel: self.cancel.clone(),
+                generation,
+                tick: None,
+            },
+            audit: Some(QueryAudit {
+                seq,
+                user: self.user.clone(),
+                tables,
+                started,
+                rows: 0,
+                digest,
+            }),
+        })
     }
 
     /// Decide, build the context under the store's query limits, check and plan `sql` down
@@ -917,9 +986,37 @@ impl Session {
         params: Option<&RecordBatch>,
         rewrite: Option<&Rewrite<'_>>,
     ) -> Result<Planned> {
+        self.engine
+            .inner
+            .runtime
+            .block_on(self.plan_in_async(ctx, tables, decision, sql, params, rewrite))
+    }
+
+    /// [`Session::plan`] for [`Session::sql_async`]: the same decision and planning, awaited
+    /// on the caller's task (inside the engine's runtime context, as with `block_on`).
+    async fn plan_async(&self, sql: &str) -> Result<Planned> {
+        let decision = self.decision()?;
+        let (ctx, tables) = self.context(&decision)?;
+        InRuntime {
+            runtime: self.engine.inner.runtime.handle(),
+            future: std::pin::pin!(self.plan_in_async(ctx, tables, decision, sql, None, None)),
+        }
+        .await
+    }
+
+    /// The body of [`Session::plan_in`].
+    async fn plan_in_async(
+        &self,
+        ctx: SessionContext,
+        tables: SecuredTables,
+        decision: Decision,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        rewrite: Option<&Rewrite<'_>>,
+    ) -> Result<Planned> {
         let limits = self.engine.store().settings()?.query;
         let catalog = self.engine.store().catalog_shared()?;
-        let (schema, plan) = self.engine.inner.runtime.block_on(async {
+        let (schema, plan) = {
             let denials = Denials {
                 catalog: &catalog,
                 decision: &decision,
@@ -931,8 +1028,8 @@ impl Session {
             }
             let schema = Arc::new(df.schema().as_arrow().clone());
             let plan = surface::physical(df, &limits, &denials).await?;
-            Ok::<_, Error>((schema, plan))
-        })?;
+            (schema, plan)
+        };
         Ok(Planned {
             decision,
             tables,
@@ -941,6 +1038,25 @@ impl Session {
             task: surface::task_context(&ctx, &limits)?,
             limits,
         })
+    }
+}
+
+/// A future polled inside a runtime's context: whatever it spawns runs on that runtime, whichever
+/// executor drives it.
+struct InRuntime<'a, F> {
+    runtime: &'a tokio::runtime::Handle,
+    future: std::pin::Pin<&'a mut F>,
+}
+
+impl<F: std::future::Future> std::future::Future for InRuntime<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let _entered = self.runtime.enter();
+        self.future.as_mut().poll(cx)
     }
 }
 
@@ -960,6 +1076,7 @@ fn collect(stream: QueryStream) -> Result<QueryResult> {
 
 /// A check and rewrite of a logical plan before it is optimised.
 type Rewrite<'a> = dyn Fn(datafusion::logical_expr::LogicalPlan) -> Result<datafusion::logical_expr::LogicalPlan>
+    + Sync
     + 'a;
 
 /// A verify request decided, checked for shape and charged to its quotas, not answered.
@@ -973,6 +1090,14 @@ struct VerifyRequest {
 }
 
 /// A query decided and planned, not started.
+/// A request's opening record, with what goes on once it is written.
+enum Opening {
+    /// Allowed: the plan starts once the record is durable.
+    Allowed(Planned, serde_json::Value),
+    /// Refused or failed before anything ran: the error is returned once it is recorded.
+    Refused(Error, serde_json::Value),
+}
+
 struct Planned {
     decision: Decision,
     tables: SecuredTables,

@@ -32,7 +32,14 @@ pub(super) struct Bounds {
     pub(super) time_limit_ms: u64,
     pub(super) cancel: Arc<AtomicU64>,
     pub(super) generation: u64,
+    /// When the stream is polled as a `futures::Stream`: the timer that wakes the task every
+    /// [`TICK`] while the plan has nothing ready, so the time limit and a cancel are seen as
+    /// promptly as by the iterator.
+    pub(super) tick: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How often a waiting query looks at its time limit and its session's cancel.
+const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Bounds {
     fn check(&self) -> Option<(Error, &'static str)> {
@@ -220,7 +227,7 @@ impl QueryStream {
                     if let Some((e, outcome)) = self.bounds.check() {
                         return Some(Err(self.stop(e, outcome)));
                     }
-                    std::thread::park_timeout(std::time::Duration::from_millis(20));
+                    std::thread::park_timeout(TICK);
                 }
             }
         };
@@ -275,6 +282,48 @@ impl QueryStream {
             None => {
                 self.ended = true;
                 self.finish("completed").err().map(Err)
+            }
+        }
+    }
+}
+
+/// The async face of a query's results, for [`Session::sql_async`](super::Session::sql_async):
+/// the same batches, counts, digest, bounds and completion record as the iterator.
+impl futures::Stream for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use futures::{FutureExt, StreamExt};
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some((e, outcome)) = this.bounds.check() {
+            return Poll::Ready(Some(Err(this.stop(e, outcome))));
+        }
+        // The plan's own tasks run on the engine's runtime, whichever runtime polls this.
+        let _runtime = this.engine.inner.runtime.enter();
+        if let Poll::Ready(item) = this.stream.poll_next_unpin(cx) {
+            this.bounds.tick = None;
+            return Poll::Ready(this.on_item(item));
+        }
+        // Nothing ready: look again at the bounds after a tick (the timer is the engine
+        // runtime's, so it fires whatever drives this task).
+        loop {
+            let tick = this
+                .bounds
+                .tick
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(TICK)));
+            if tick.poll_unpin(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.bounds.tick = None;
+            if let Some((e, outcome)) = this.bounds.check() {
+                return Poll::Ready(Some(Err(this.stop(e, outcome))));
             }
         }
     }

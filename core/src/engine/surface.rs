@@ -263,7 +263,7 @@ fn refuse_plan(plan: &LogicalPlan) -> Result<()> {
 
 /// How a door turns planning problems into the engine's errors: sessions explain a missing
 /// grant, the audit queries only say what is wrong.
-pub(super) trait Explain {
+pub(super) trait Explain: Sync {
     /// A DataFusion error met while planning.
     fn error(&self, e: DataFusionError) -> Error;
     /// A table the query names that is not registered for this decision.
