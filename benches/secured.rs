@@ -7,7 +7,9 @@
 //! ```
 //! Groups: `full_scan_aggregate`, `filter_project`, `county_scope` (secured with a county
 //! grant vs raw with the equivalent WHERE vs raw over the whole table), `region_counts` (counts
-//! by city and sex over the whole table, from the indexes), and `planning`
+//! by city and sex over the whole table, from the indexes), `concurrent_queries` (many small
+//! queries at once, from threads and from async tasks, and the trail's capacity while queries
+//! run), and `planning`
 //! (a query the optimizer empties, so only decision + context + planning are timed; once more
 //! with the store on `/dev/shm`, where the trail's sync costs nothing, to show planning apart
 //! from the device).
@@ -278,6 +280,93 @@ fn secured(c: &mut Criterion) {
                 ))
                 .expect("run"),
             )
+        })
+    });
+    g.finish();
+
+    // Many small queries at once, each with its durable opening record: host threads calling
+    // `Session::sql`, tasks awaiting `Session::sql_async` (the record awaited on a waker, the
+    // fsync shared), and the trail's own capacity — 1024 tasks appending durable records —
+    // while two threads keep querying through the same trail.
+    let mut g = c.benchmark_group("concurrent_queries");
+    g.sample_size(10);
+    let shared = std::sync::Arc::new(engine.session_as(&login("ALL")).expect("session"));
+    let per = 40;
+    g.throughput(criterion::Throughput::Elements(64 * per));
+    g.bench_function("sync_64_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for _ in 0..64 {
+                    s.spawn(|| {
+                        for _ in 0..per {
+                            black_box(shared.sql(q0).expect("q0"));
+                        }
+                    });
+                }
+            })
+        })
+    });
+    g.throughput(criterion::Throughput::Elements(256 * per / 4));
+    g.bench_function("async_256_tasks", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..256)
+                    .map(|_| {
+                        let session = shared.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per / 4 {
+                                let stream = session.sql_async(q0).await.expect("q0");
+                                let batches: Vec<_> =
+                                    futures::StreamExt::collect::<Vec<_>>(stream).await;
+                                black_box(batches);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("task");
+                }
+            })
+        })
+    });
+    // About 100k records per run.
+    let per_task: u64 = 98;
+    g.throughput(criterion::Throughput::Elements(1024 * per_task));
+    g.bench_function("trail_1024_tasks_appending_while_2_threads_query", |b| {
+        let trail = engine.audit().clone();
+        b.iter(|| {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            black_box(shared.sql(q0).expect("q0"));
+                        }
+                    });
+                }
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..1024u64)
+                        .map(|t| {
+                            let trail = trail.clone();
+                            tokio::spawn(async move {
+                                for i in 0..per_task {
+                                    let body = serde_json::json!({ "bench": t * 1000 + i });
+                                    black_box(
+                                        trail
+                                            .append_async("bench", "u", body)
+                                            .await
+                                            .expect("append"),
+                                    );
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                });
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
         })
     });
     g.finish();

@@ -162,8 +162,8 @@ impl Engine {
         })
     }
 
-    /// The audit trail.
-    pub fn audit(&self) -> &AuditLog {
+    /// The audit trail (shared: [`AuditLog::append_async`] takes it as an `Arc`).
+    pub fn audit(&self) -> &Arc<AuditLog> {
         &self.inner.audit
     }
 
