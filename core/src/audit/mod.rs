@@ -723,7 +723,10 @@ impl AuditLog {
         let on_disk = std::fs::metadata(&head.segment)
             .map(|m| m.len())
             .unwrap_or(0);
-        let newer = segments(&self.dir)?.last().map(|(f, _)| *f).unwrap_or(1) != head.segment_first;
+        // Whoever appended after this head wrote record `head.seq + 1` either into the head
+        // segment (its length changed) or as the first record of a new segment named by it —
+        // one stat, not a listing of the directory per commit.
+        let newer = head.seq > 0 && self.dir.join(segment_name(head.seq + 1)).exists();
         let mut recovery = None;
         if on_disk != head.len || newer {
             // Another process appended, or a crash left a partial record.

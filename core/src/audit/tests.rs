@@ -714,3 +714,34 @@ fn the_lead_goes_to_a_waiting_task_appender_never_to_a_cancelled_one() {
         .collect();
     assert_eq!(kinds, ["c", "k"]);
 }
+
+/// A segment another process started since this one last committed is followed: the chain
+/// goes on from that process's records, not from this one's stale head, though the head
+/// segment itself did not change (it was full).
+#[test]
+fn a_segment_started_by_another_process_is_followed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = AuditLog::open_with(dir.path(), 3).expect("a");
+    let b = AuditLog::open_with(dir.path(), 3).expect("b");
+    let mut got = Vec::new();
+    for i in 0..3 {
+        got.push(
+            a.append("query", "a", serde_json::json!({ "i": i }))
+                .expect("a"),
+        );
+    }
+    // `b` starts segment 4; `a`'s head segment (1-3) is unchanged.
+    got.push(
+        b.append("query", "b", serde_json::json!({ "i": 3 }))
+            .expect("b"),
+    );
+    got.push(
+        a.append("query", "a", serde_json::json!({ "i": 4 }))
+            .expect("a"),
+    );
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    match verify(dir.path(), None).expect("verify") {
+        Verdict::Intact { records, .. } => assert_eq!(records, 5),
+        v => panic!("{v:?}"),
+    }
+}

@@ -87,9 +87,22 @@ const SCHEMA: &str = "public";
 /// reports as [`Error::LimitExceeded`].
 pub(super) fn task_context(ctx: &SessionContext, limits: &QueryLimits) -> Result<Arc<TaskContext>> {
     let runtime = no_spill_runtime(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX))?;
-    // A task context just made is not shared: unwrapping it costs nothing.
-    let task = Arc::try_unwrap(ctx.task_ctx()).unwrap_or_else(|_| TaskContext::from(&ctx.state()));
-    Ok(Arc::new(task.with_runtime(runtime)))
+    let state = ctx.state_ref();
+    let state = state.read();
+    // The plan is already built, and executing it never looks a function up by name (a task
+    // context's registry serves plan deserialisation), so none is copied in: copying the
+    // names of the hundreds of built-in functions — with a copy of the whole session state
+    // to get them — was a tenth of a small query's planning.
+    Ok(Arc::new(TaskContext::new(
+        None,
+        state.session_id().to_string(),
+        state.config().clone(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        runtime,
+    )))
 }
 
 fn no_spill_runtime(
