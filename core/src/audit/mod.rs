@@ -313,6 +313,18 @@ struct State {
 }
 
 impl State {
+    /// Latch the trail closed: every appender waiting — in the failed `batch`, or queued —
+    /// fails with `reason`, and so does every later append.
+    fn latch(&mut self, reason: String, batch: &[(Queued, Option<Arc<Slot>>)]) {
+        self.failed = Some(reason);
+        for (_, slot) in batch.iter().chain(self.pending.iter()) {
+            if let Some(slot) = slot {
+                slot.seq.store(FAILED, Ordering::Release);
+                slot.wake();
+            }
+        }
+    }
+
     /// After a commit (`committing` cleared): the first appender still waiting for a queued
     /// record is handed the lead and commits next — unless a `background` committer is
     /// finishing and that appender is a task: then the committer keeps the lead (`committing`
@@ -566,13 +578,8 @@ impl AuditLog {
             };
             if let Ok(mut st) = self.lock_state() {
                 st.committing = false;
-                st.failed = Some(format!("no thread to commit on: {error}"));
-                for (_, slot) in st.pending.iter() {
-                    if let Some(slot) = slot {
-                        slot.seq.store(FAILED, Ordering::Release);
-                        slot.wake();
-                    }
-                }
+                st.latch(format!("no thread to commit on: {error}"), &[]);
+                self.flushed.notify_all();
             }
             error
         })
@@ -692,13 +699,7 @@ impl AuditLog {
                 st.hand_off(background);
             }
             Err(e) => {
-                // The trail is latched closed: everyone waiting, now or queued, fails.
-                st.failed = Some(e.to_string());
-                for (_, slot) in batch.iter().chain(st.pending.iter()) {
-                    if let Some(slot) = slot {
-                        wake(slot, FAILED);
-                    }
-                }
+                st.latch(e.to_string(), &batch);
             }
         }
         self.flushed.notify_all();
