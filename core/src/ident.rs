@@ -184,8 +184,7 @@ pub fn validate_citizen_id(raw: &str, today: NaiveDate) -> Result<CitizenId, IdE
     })?;
     validate_region_code(&id[..6])?;
     let ymd = &id[6..14];
-    let birth_date = NaiveDate::parse_from_str(ymd, "%Y%m%d")
-        .ok()
+    let birth_date = citizen_id_birth_date(id.as_bytes())
         .filter(|d| d.year() >= 1800)
         .ok_or_else(|| IdError::Date(ymd.to_string()))?;
     if birth_date > today {
@@ -202,6 +201,22 @@ pub fn validate_citizen_id(raw: &str, today: NaiveDate) -> Result<CitizenId, IdE
         birth_date,
         id,
     })
+}
+
+/// The date in positions 7-14 (`YYYYMMDD`) of an 18-character citizen ID, if those are
+/// digits naming a real date. Read digit by digit: a load reads ten million of them, and a
+/// format-string parser costs more than the rest of the ID's checks.
+pub fn citizen_id_birth_date(id: &[u8]) -> Option<NaiveDate> {
+    let digits = id.get(6..14)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        digits[r]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    NaiveDate::from_ymd_opt(num(0..4) as i32, num(4..6), num(6..8))
 }
 
 /// The GB 32100 alphabet: digits and upper-case letters without I, O, Z, S, V.
@@ -409,6 +424,34 @@ mod tests {
             Err(IdError::Length { actual: 2, .. })
         ));
         assert!(validate_citizen_id("一二三四五六七八九十一二三四五", t).is_err());
+    }
+
+    /// The digit-by-digit date of an ID is the date chrono parses from the same digits, for
+    /// every day of 1800-2100 and for the non-dates around them (month 00 or 13, day 00 or
+    /// 32, 29 February of 1900 and 2100, not leap, and of 2000, leap).
+    #[test]
+    fn the_birth_date_of_an_id_is_read_as_chrono_parses_it() {
+        let mut day = NaiveDate::from_ymd_opt(1800, 1, 1).expect("date");
+        let mut ymds = Vec::new();
+        while day.year() <= 2100 {
+            ymds.push(day.format("%Y%m%d").to_string());
+            day = day.succ_opt().expect("next day");
+        }
+        for y in ["1900", "2000", "2100", "1999"] {
+            for md in ["0229", "0001", "1301", "0100", "0132", "0431", "9999"] {
+                ymds.push(format!("{y}{md}"));
+            }
+        }
+        for ymd in ymds {
+            let id = format!("110105{ymd}0021");
+            assert_eq!(
+                citizen_id_birth_date(id.as_bytes()),
+                NaiveDate::parse_from_str(&ymd, "%Y%m%d").ok(),
+                "{ymd}"
+            );
+        }
+        assert_eq!(citizen_id_birth_date(b"1101051949"), None);
+        assert_eq!(citizen_id_birth_date(b"11010519A912310021"), None);
     }
 
     #[test]

@@ -33,34 +33,160 @@ const DIRECTORY_STEP: usize = 32;
 
 /// A key's first 16 bytes, zero-padded, read big-endian: `a <= b` implies
 /// `prefix(a) <= prefix(b)`, so a strict inequality between prefixes orders the keys too.
-fn prefix(key: &[u8]) -> u128 {
+pub(crate) fn prefix(key: &[u8]) -> u128 {
     let mut b = [0u8; 16];
     let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);
     u128::from_be_bytes(b)
 }
 
+/// Unsorted `(key, row id)` pairs on their way to a [`KeyIndex`], in flat buffers: the keys
+/// of a 10M-row load are three allocations, not ten million.
+#[derive(Debug, Clone)]
+pub struct KeyEntries {
+    offsets: Vec<u32>,
+    bytes: Vec<u8>,
+    rows: Vec<u32>,
+    /// More key bytes were pushed than `u32` offsets address; [`KeyIndex::build`] refuses.
+    too_long: bool,
+}
+
+impl Default for KeyEntries {
+    fn default() -> Self {
+        KeyEntries {
+            offsets: vec![0],
+            bytes: Vec::new(),
+            rows: Vec::new(),
+            too_long: false,
+        }
+    }
+}
+
+impl KeyEntries {
+    /// Room for `keys` keys of about `key_len` bytes.
+    pub fn with_capacity(keys: usize, key_len: usize) -> Self {
+        let mut e = KeyEntries::default();
+        e.offsets.reserve(keys);
+        e.rows.reserve(keys);
+        e.bytes.reserve(keys.saturating_mul(key_len));
+        e
+    }
+
+    /// Add one key and its row id.
+    pub fn push(&mut self, key: &str, row: u32) {
+        if self.bytes.len() + key.len() > u32::MAX as usize {
+            self.too_long = true;
+            return;
+        }
+        self.bytes.extend_from_slice(key.as_bytes());
+        self.offsets.push(self.bytes.len() as u32);
+        self.rows.push(row);
+    }
+
+    /// Move every pair of `other` in.
+    pub fn append(&mut self, other: KeyEntries) {
+        self.too_long |= other.too_long;
+        if self.bytes.len() + other.bytes.len() > u32::MAX as usize {
+            self.too_long = true;
+            return;
+        }
+        let base = self.bytes.len() as u32;
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|o| o + base));
+        self.bytes.extend_from_slice(&other.bytes);
+        self.rows.extend_from_slice(&other.rows);
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The pairs in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        // Every key was pushed as a `&str`.
+        (0..self.rows.len()).map(|i| (std::str::from_utf8(self.key(i)).unwrap_or(""), self.rows[i]))
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+impl<'a> FromIterator<(&'a str, u32)> for KeyEntries {
+    fn from_iter<I: IntoIterator<Item = (&'a str, u32)>>(iter: I) -> Self {
+        let mut e = KeyEntries::default();
+        for (k, r) in iter {
+            e.push(k, r);
+        }
+        e
+    }
+}
+
+/// Sort `order` — items tagged with a prefix of their sort key — into the items' order:
+/// by prefix, then each run sharing a prefix by `full`. Exact when prefixes agree with the
+/// order (`a < b` implies `prefix(a) <= prefix(b)`, as [`prefix`] does); cheap when they
+/// rarely tie.
+pub(crate) fn sort_by_prefix<P: Ord + Copy>(
+    order: &mut [(P, u32)],
+    full: impl Fn(u32, u32) -> std::cmp::Ordering,
+) {
+    order.sort_unstable();
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i + 1;
+        while j < order.len() && order[j].0 == order[i].0 {
+            j += 1;
+        }
+        if j - i > 1 {
+            order[i..j].sort_unstable_by(|a, b| full(a.1, b.1));
+        }
+        i = j;
+    }
+}
+
 impl KeyIndex {
     /// Build from unsorted `(key, row id)` pairs. Keys must be unique.
-    pub fn build(mut entries: Vec<(Box<str>, u32)>) -> Result<KeyIndex> {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+    pub fn build(entries: KeyEntries) -> Result<KeyIndex> {
+        if entries.too_long {
+            return Err(Error::invalid(
+                "the keys of one dataset version exceed 4 GiB, the key index's limit; split the \
+                 dataset",
+            ));
+        }
+        let n = entries.len();
+        // Sorted by each key's first 16 bytes as a number, then by the whole key where those
+        // tie: comparing numbers in one array keeps a 10M-key sort in cache, where comparing
+        // strings would follow two pointers per comparison.
+        let mut order: Vec<(u128, u32)> =
+            (0..n).map(|i| (prefix(entries.key(i)), i as u32)).collect();
+        sort_by_prefix(&mut order, |a, b| {
+            entries.key(a as usize).cmp(entries.key(b as usize))
+        });
+        if let Some(w) = order.windows(2).find(|w| {
+            w[0].0 == w[1].0 && entries.key(w[0].1 as usize) == entries.key(w[1].1 as usize)
+        }) {
             return Err(Error::Corrupt(format!(
                 "key index would hold a duplicate key (rows {} and {})",
-                w[0].1, w[1].1
+                entries.rows[w[0].1 as usize], entries.rows[w[1].1 as usize]
             )));
         }
         let mut idx = KeyIndex {
-            offsets: Vec::with_capacity(entries.len() + 1),
-            bytes: Vec::with_capacity(entries.iter().map(|e| e.0.len()).sum()),
-            rows: Vec::with_capacity(entries.len()),
+            offsets: Vec::with_capacity(n + 1),
+            bytes: Vec::with_capacity(entries.bytes.len()),
+            rows: Vec::with_capacity(n),
             directory: Vec::new(),
         };
         idx.offsets.push(0);
-        for (k, r) in entries {
-            idx.bytes.extend_from_slice(k.as_bytes());
+        for (_, i) in order {
+            idx.bytes.extend_from_slice(entries.key(i as usize));
             idx.offsets.push(idx.bytes.len() as u32);
-            idx.rows.push(r);
+            idx.rows.push(entries.rows[i as usize]);
         }
         idx.directory = idx.build_directory();
         Ok(idx)
@@ -264,8 +390,8 @@ mod tests {
     #[test]
     fn key_index_round_trip_and_lookup() {
         let dir = tempfile::tempdir().expect("tmp");
-        let idx = KeyIndex::build(vec![("b".into(), 2), ("a".into(), 1), ("ccc".into(), 7)])
-            .expect("build");
+        let idx =
+            KeyIndex::build([("b", 2), ("a", 1), ("ccc", 7)].into_iter().collect()).expect("build");
         let p = dir.path().join("k.idx");
         idx.write(&p).expect("write");
         let back = KeyIndex::read(&p).expect("read");
@@ -276,7 +402,7 @@ mod tests {
             back.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
             ["a", "b", "ccc"]
         );
-        assert!(KeyIndex::build(vec![("a".into(), 1), ("a".into(), 2)]).is_err());
+        assert!(KeyIndex::build([("a", 1), ("a", 2)].into_iter().collect()).is_err());
     }
 
     /// The directory only narrows where a binary search looks: every key is found and no
@@ -302,10 +428,12 @@ mod tests {
             }
             keys.insert(k);
         }
-        let entries: Vec<(Box<str>, u32)> = keys
+        // Pushed out of order: the build sorts.
+        let entries: KeyEntries = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (k.as_str().into(), i as u32 * 3))
+            .rev()
+            .map(|(i, k)| (k.as_str(), i as u32 * 3))
             .collect();
         let built = KeyIndex::build(entries).expect("build");
         let dir = tempfile::tempdir().expect("tmp");
@@ -329,7 +457,12 @@ mod tests {
             }
             assert_eq!(idx.get("\u{10FFFF}"), None);
         }
-        assert_eq!(KeyIndex::build(Vec::new()).expect("empty").get(""), None);
+        assert_eq!(
+            KeyIndex::build(KeyEntries::default())
+                .expect("empty")
+                .get(""),
+            None
+        );
     }
 
     #[test]

@@ -230,6 +230,16 @@ impl<'a> Validator<'a> {
         let converted = self.convert_all(batch)?;
         for (field, (col, errs)) in self.def.fields.iter().zip(converted) {
             let q = self.stats.fields.entry(field.name.clone()).or_default();
+            if errs.is_empty() && col.null_count() == 0 {
+                // Every value present and valid: nothing to look at row by row.
+                q.present += n as u64;
+                q.valid += n as u64;
+                if field.name == self.def.key {
+                    key_col = Some(col.clone());
+                }
+                columns.push(col);
+                continue;
+            }
             let mut bad = vec![false; n];
             for (i, reason) in errs {
                 bad[i] = true;
@@ -323,19 +333,24 @@ impl<'a> Validator<'a> {
         let births = columns[bi].as_primitive::<Date32Type>();
         let sexes = columns[si].as_string::<i32>();
         for i in 0..n {
+            // The column holds validated, normalised IDs (null where invalid): their date
+            // and sequence digit are read, not validated again.
             if !ids.is_valid(i) {
                 continue;
             }
-            let Ok(id) = ident::validate_citizen_id(ids.value(i), self.today) else {
+            let id = ids.value(i).as_bytes();
+            let Some(birth) = ident::citizen_id_birth_date(id) else {
                 continue;
             };
-            if births.is_valid(i) && births.value_as_date(i) != Some(id.birth_date) {
+            if births.is_valid(i) && births.value_as_date(i) != Some(birth) {
                 self.stats.birth_date_mismatch += 1;
             }
-            if sexes.is_valid(i)
-                && matches!(sexes.value(i), "1" | "2")
-                && sexes.value(i) != id.sex_code
-            {
+            let sex = if id.get(16).is_some_and(|d| d % 2 == 1) {
+                "1"
+            } else {
+                "2"
+            };
+            if sexes.is_valid(i) && matches!(sexes.value(i), "1" | "2") && sexes.value(i) != sex {
                 self.stats.sex_mismatch += 1;
             }
         }
@@ -548,6 +563,28 @@ impl<'a> Validator<'a> {
                 }
                 Ok(Arc::new(out.finish()))
             }
+            Standard::CodeTable(t) => {
+                // The table is found once per column, and a value equal to the previous
+                // row's (codes repeat) is not looked up again.
+                let table = self.catalog.code_tables.get(t);
+                let s = col.as_string::<i32>();
+                let mut last_ok: Option<&str> = None;
+                for i in 0..s.len() {
+                    if s.is_null(i) || failed.contains(&i) {
+                        continue;
+                    }
+                    let v = s.value(i);
+                    if last_ok == Some(v) {
+                        continue;
+                    }
+                    if table.is_some_and(|tab| tab.contains_key(v)) {
+                        last_ok = Some(v);
+                    } else {
+                        errs.push((i, format!("not a code of table '{t}'")));
+                    }
+                }
+                Ok(col)
+            }
             std_ => {
                 let s = col.as_string::<i32>();
                 for i in 0..s.len() {
@@ -584,13 +621,6 @@ impl<'a> Validator<'a> {
                             .then_some(())
                             .ok_or_else(|| "industry code must be a GB/T 4754 section letter A-T with 0, 2, 3 or 4 digits".into())
                         }
-                        Standard::CodeTable(t) => self
-                            .catalog
-                            .code_tables
-                            .get(t)
-                            .is_some_and(|tab| tab.contains_key(v))
-                            .then_some(())
-                            .ok_or_else(|| format!("not a code of table '{t}'")),
                         _ => Ok(()),
                     };
                     if let Err(reason) = res {
@@ -633,6 +663,20 @@ fn check_text(
     }
     let max = field.max_length.map_or(DEFAULT_MAX_TEXT, |m| m as usize);
     let s = col.as_string::<i32>();
+    // Most columns are clean: one pass over all their bytes decides that, and only a column
+    // with a suspect byte or a long value is looked at value by value. (Control characters
+    // are U+0000-U+001F and U+007F as one byte, U+0080-U+009F as 0xC2 and a second byte
+    // 0x80-0x9F; the scan may also see bytes between values of a sliced array, which can
+    // only send it to the slow path.)
+    let offsets = s.value_offsets();
+    let (first, last) = (offsets[0] as usize, offsets[s.len()] as usize);
+    let bytes = &s.value_data()[first..last];
+    let suspect = bytes.iter().any(|&b| b < 0x20 || b == 0x7F)
+        || memchr::memchr_iter(0xC2, bytes)
+            .any(|at| bytes.get(at + 1).is_some_and(|b| (0x80..=0x9F).contains(b)));
+    if !suspect && offsets.windows(2).all(|w| ((w[1] - w[0]) as usize) <= max) {
+        return Ok(col);
+    }
     let mut bad = Vec::new();
     for i in 0..s.len() {
         if s.is_null(i) {
@@ -687,5 +731,50 @@ fn lossless(from: &DataType, to: &FieldType) -> bool {
             D::List(f) | D::LargeList(f) => matches!(f.data_type(), D::Utf8 | D::LargeUtf8),
             _ => false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every control character (C0, DEL, C1) is rejected, whether the column is scanned whole
+    /// or value by value, and nothing else is: non-control characters sharing the C1 lead byte
+    /// 0xC2, Chinese text, a sliced array whose neighbouring values hold control characters.
+    #[test]
+    fn control_characters_are_found_and_nothing_else_is() {
+        let catalog = Catalog::builtin();
+        let field = catalog
+            .dataset("person")
+            .expect("person")
+            .field("hukou_address")
+            .expect("field")
+            .clone();
+        let rejected = |values: &[Option<&str>]| -> Vec<usize> {
+            let col: ArrayRef = Arc::new(StringArray::from(values.to_vec()));
+            let mut errs = Vec::new();
+            check_text(&field, col, &mut errs).expect("check");
+            errs.into_iter().map(|(i, _)| i).collect()
+        };
+        for c in ['\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}'] {
+            let bad = format!("北京{c}市");
+            assert_eq!(
+                rejected(&[Some("东城区"), Some(&bad), None]),
+                [1],
+                "{:?}",
+                c as u32
+            );
+        }
+        for fine in ["\u{a0}", "\u{a2}é", "北京市东城区", "", "\u{c0}"] {
+            assert!(rejected(&[Some(fine)]).is_empty(), "{fine:?}");
+        }
+        // A slice between two values with control characters is clean.
+        let all = StringArray::from(vec!["a\u{7}", "北京", "b\u{85}"]);
+        let mut errs = Vec::new();
+        check_text(&field, Arc::new(all.slice(1, 1)), &mut errs).expect("check");
+        assert!(errs.is_empty());
+        let mut errs = Vec::new();
+        check_text(&field, Arc::new(all.slice(0, 2)), &mut errs).expect("check");
+        assert_eq!(errs.len(), 1);
     }
 }

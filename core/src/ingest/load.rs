@@ -13,6 +13,8 @@ use crate::index::KeyIndex;
 use crate::store::{Act, Conflict, Handover, Manifest, Operation, Writer};
 use crate::validate::{Reject, Validator};
 
+use arrow::array::RecordBatch;
+
 use super::cluster::{ClusteredWriter, Written, write_rejects};
 use super::source::open_source;
 use super::sources::Authority;
@@ -57,7 +59,7 @@ impl Writer<'_> {
         let (batches, hasher) = open_source(&source)?;
         let dir = store.dataset_dir(dataset)?;
         let base = prev.as_ref().map_or(0, |p| p.manifest().total_rows());
-        let mut cw = ClusteredWriter::new(&def, &dir, version, opts.row_group_size)?;
+        let cw = ClusteredWriter::new(&def, &dir, version, opts.row_group_size)?;
         let mut rejects = Vec::new();
         let mut deletes = Vec::new();
         let mut read = 0u64;
@@ -71,20 +73,53 @@ impl Writer<'_> {
             Some(p) => Authority::new(&def, p, &source_dept)?,
             None => None,
         };
-        for batch in batches {
-            let batch = batch?;
-            let checked = validator.check(&batch, read + 1)?;
-            read += batch.num_rows() as u64;
-            match authority.as_mut() {
-                Some(a) => cw.push(&a.keep(&checked.rows)?)?,
-                None => cw.push(&checked.rows)?,
+        // Three stages on their own threads, each a batch or two ahead of the next: decoding
+        // the source, validating (itself on both cores, by column), staging per province.
+        // Each alone keeps one core busy at most; together they keep both busy.
+        let staged = std::thread::scope(|s| -> Result<Result<ClusteredWriter<'_>>> {
+            let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(2);
+            s.spawn(move || {
+                for batch in batches {
+                    // A closed channel means the load stopped: stop reading.
+                    if raw_tx.send(batch).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (ok_tx, ok_rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+            let stager = s.spawn(move || {
+                let mut cw = cw;
+                for rows in ok_rx {
+                    cw.push(&rows)?;
+                }
+                Ok(cw)
+            });
+            for batch in raw_rx {
+                let batch = batch?;
+                let checked = validator.check(&batch, read + 1)?;
+                read += batch.num_rows() as u64;
+                let rows = match authority.as_mut() {
+                    Some(a) => a.keep(&checked.rows)?,
+                    None => checked.rows,
+                };
+                if ok_tx.send(rows).is_err() {
+                    break; // the stager failed: its error is returned below
+                }
+                rejects.extend(checked.rejects);
+                deletes.extend(checked.deletes);
+                if let Some(p) = opts.progress {
+                    p(read);
+                }
             }
-            rejects.extend(checked.rejects);
-            deletes.extend(checked.deletes);
-            if let Some(p) = opts.progress {
-                p(read);
-            }
-        }
+            drop(ok_tx);
+            stager
+                .join()
+                .map_err(|_| Error::internal("the staging thread panicked"))
+        })?;
+        let cw = staged?;
+        // The key fingerprints (half a gigabyte at 10M keys) are not needed past validation.
+        let stats = std::mem::take(&mut validator.stats);
+        drop(validator);
         // Incremental: which existing rows the upserts replace and the deletes remove.
         let mut removed = RoaringBitmap::new();
         let mut rows_deleted = 0u64;
@@ -189,7 +224,6 @@ impl Writer<'_> {
             &mut handover,
             authority.map(|a| a.conflicts).unwrap_or_default(),
         )?;
-        let stats = validator.stats;
         Ok(LoadReport {
             manifest,
             rejects_file,
@@ -265,7 +299,7 @@ impl Writer<'_> {
         if let Some(prev) = prev {
             // Upserted keys replace their old rows: those old rows are removed too.
             let old_keys = prev.key_index()?;
-            for (k, _) in &keys {
+            for (k, _) in keys.iter() {
                 if let Some(id) = old_keys.get(k) {
                     removed_all.insert(id);
                 }
@@ -290,12 +324,9 @@ impl Writer<'_> {
                 }
                 files.push(nf);
             }
-            keys.extend(
-                old_keys
-                    .iter()
-                    .filter(|(_, id)| !removed_all.contains(*id))
-                    .map(|(k, id)| (k.into(), id)),
-            );
+            for (k, id) in old_keys.iter().filter(|(_, id)| !removed_all.contains(*id)) {
+                keys.push(k, id);
+            }
             for field in prev.manifest().bitmap_indexes.keys() {
                 let old = prev.bitmap_index(field)?;
                 let new = bitmaps.entry(field.clone()).or_default();

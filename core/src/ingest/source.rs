@@ -130,7 +130,7 @@ pub(super) fn detect_encoding(path: &Path) -> Result<&'static encoding_rs::Encod
     })
 }
 
-type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>>>;
+type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
 /// Open a source as a stream of raw batches plus the hasher that will hold its digest.
 pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake3::Hasher>>)> {
