@@ -99,6 +99,40 @@ pub struct Checked {
     pub rejects: Vec<Reject>,
 }
 
+/// Hashes a key fingerprint by taking its low 64 bits: the fingerprint already is the output
+/// of a randomly keyed hash, so hashing it again (SipHash, the map's default) is only cost.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fingerprinted;
+
+/// The hasher of [`Fingerprinted`].
+#[derive(Debug, Default)]
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by `u128` keys; anything else is folded in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl BuildHasher for Fingerprinted {
+    type Hasher = FingerprintHasher;
+
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher::default()
+    }
+}
+
 /// Validates batches for one dataset; keeps key-uniqueness state across batches of one load.
 pub struct Validator<'a> {
     def: &'a DatasetDef,
@@ -106,7 +140,7 @@ pub struct Validator<'a> {
     today: NaiveDate,
     allow_ops: bool,
     /// 128-bit key fingerprints → first row: duplicates are found without keeping 10M strings.
-    seen: HashMap<u128, u64>,
+    seen: HashMap<u128, u64, Fingerprinted>,
     hashers: (RandomState, RandomState),
     /// Counts for the quality report.
     pub stats: QualityStats,
@@ -125,7 +159,7 @@ impl<'a> Validator<'a> {
             catalog,
             today,
             allow_ops,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             hashers: (RandomState::new(), RandomState::new()),
             stats: QualityStats {
                 fields: def
@@ -478,9 +512,11 @@ impl<'a> Validator<'a> {
                 let v: Date32Array = (0..n)
                     .map(|i| {
                         let s = get(i)?;
-                        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                            .or_else(|_| NaiveDate::parse_from_str(s, "%Y%m%d"))
-                            .ok();
+                        let d = iso_date(s).or_else(|| {
+                            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                                .or_else(|_| NaiveDate::parse_from_str(s, "%Y%m%d"))
+                                .ok()
+                        });
                         if d.is_none() {
                             errs.push((
                                 i,
@@ -647,6 +683,21 @@ impl DatasetDef {
     }
 }
 
+/// A `YYYY-MM-DD` date read digit by digit — the common shape of a CSV date, ten million of
+/// them in a load — or `None` for anything else, which chrono's parser then decides.
+fn iso_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
 /// The longest text a field takes unless its catalog entry says otherwise (`max_length`).
 pub const DEFAULT_MAX_TEXT: usize = 4096;
 
@@ -737,6 +788,41 @@ fn lossless(from: &DataType, to: &FieldType) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
+
+    /// The digit-by-digit date is chrono's date for every `YYYY-MM-DD` of 1900-2100 and for
+    /// the non-dates and other shapes around them, which it leaves to chrono.
+    #[test]
+    fn iso_dates_are_read_as_chrono_parses_them() {
+        let mut day = NaiveDate::from_ymd_opt(1900, 1, 1).expect("date");
+        let mut texts = Vec::new();
+        while day.year() <= 2100 {
+            texts.push(day.format("%Y-%m-%d").to_string());
+            day = day.succ_opt().expect("next day");
+        }
+        for t in [
+            "1900-02-29",
+            "2000-02-29",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-01-00",
+            "2023-01-32",
+            "2023-1-05",
+            "2023/01/05",
+            "20230105",
+            "+2023-01-0",
+            "２０２３-01-05",
+        ] {
+            texts.push(t.into());
+        }
+        for t in texts {
+            let chrono = NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok();
+            match iso_date(&t) {
+                Some(d) => assert_eq!(Some(d), chrono, "{t}"),
+                None => assert!(t.len() != 10 || chrono.is_none(), "{t}"),
+            }
+        }
+    }
 
     /// Every control character (C0, DEL, C1) is rejected, whether the column is scanned whole
     /// or value by value, and nothing else is: non-control characters sharing the C1 lead byte
