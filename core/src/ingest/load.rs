@@ -73,50 +73,20 @@ impl Writer<'_> {
             Some(p) => Authority::new(&def, p, &source_dept)?,
             None => None,
         };
-        // Three stages on their own threads, each a batch or two ahead of the next: decoding
-        // the source, validating (itself on both cores, by column), staging per province.
-        // Each alone keeps one core busy at most; together they keep both busy.
-        let staged = std::thread::scope(|s| -> Result<Result<ClusteredWriter<'_>>> {
-            let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(2);
-            s.spawn(move || {
-                for batch in batches {
-                    // A closed channel means the load stopped: stop reading.
-                    if raw_tx.send(batch).is_err() {
-                        return;
-                    }
-                }
-            });
-            let (ok_tx, ok_rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-            let stager = s.spawn(move || {
-                let mut cw = cw;
-                for rows in ok_rx {
-                    cw.push(&rows)?;
-                }
-                Ok(cw)
-            });
-            for batch in raw_rx {
-                let batch = batch?;
-                let checked = validator.check(&batch, read + 1)?;
-                read += batch.num_rows() as u64;
-                let rows = match authority.as_mut() {
-                    Some(a) => a.keep(&checked.rows)?,
-                    None => checked.rows,
-                };
-                if ok_tx.send(rows).is_err() {
-                    break; // the stager failed: its error is returned below
-                }
-                rejects.extend(checked.rejects);
-                deletes.extend(checked.deletes);
-                if let Some(p) = opts.progress {
-                    p(read);
-                }
+        let cw = pipeline(batches, cw, ClusteredWriter::push, |batch| {
+            let checked = validator.check(&batch, read + 1)?;
+            read += batch.num_rows() as u64;
+            let rows = match authority.as_mut() {
+                Some(a) => a.keep(&checked.rows)?,
+                None => checked.rows,
+            };
+            rejects.extend(checked.rejects);
+            deletes.extend(checked.deletes);
+            if let Some(p) = opts.progress {
+                p(read);
             }
-            drop(ok_tx);
-            stager
-                .join()
-                .map_err(|_| Error::internal("the staging thread panicked"))
+            Ok(rows)
         })?;
-        let cw = staged?;
         // The key fingerprints (half a gigabyte at 10M keys) are not needed past validation.
         let stats = std::mem::take(&mut validator.stats);
         drop(validator);
@@ -372,5 +342,132 @@ impl Writer<'_> {
         };
         self.commit_manifest(&manifest)?;
         Ok(manifest)
+    }
+}
+
+/// Runs a load's three stages on their own threads, each a batch or two ahead of the next:
+/// decoding `batches`, `check` (on the calling thread; validation itself uses both cores, by
+/// column), and `stage` into `sink`. Each alone keeps one core busy at most; together they
+/// keep both busy. Every stage is joined before this returns, and a stage that fails or
+/// panics makes the whole an error: a reader that died mid-stream must not look like the end
+/// of the input.
+pub(super) fn pipeline<S: Send>(
+    batches: impl Iterator<Item = Result<RecordBatch>> + Send,
+    sink: S,
+    mut stage: impl FnMut(&mut S, &RecordBatch) -> Result<()> + Send,
+    mut check: impl FnMut(RecordBatch) -> Result<RecordBatch>,
+) -> Result<S> {
+    std::thread::scope(|s| {
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(2);
+        let reader = s.spawn(move || {
+            for batch in batches {
+                // A closed channel means the load stopped: stop reading.
+                if raw_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        let (ok_tx, ok_rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let stager = s.spawn(move || {
+            let mut sink = sink;
+            for rows in ok_rx {
+                stage(&mut sink, &rows)?;
+            }
+            Ok(sink)
+        });
+        let checked = (|| {
+            // Both channel ends are moved in, and dropped when this returns: the reader and
+            // the stager then stop.
+            let ok_tx = ok_tx;
+            for batch in raw_rx {
+                if ok_tx.send(check(batch?)?).is_err() {
+                    break; // the stager failed: its error is returned below
+                }
+            }
+            Ok::<_, Error>(())
+        })();
+        let read = reader
+            .join()
+            .map_err(|_| Error::internal("the source reader panicked"));
+        let staged = stager
+            .join()
+            .map_err(|_| Error::internal("the staging thread panicked"))
+            .and_then(|r| r);
+        checked?;
+        read?;
+        staged
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::{Int32Array, RecordBatch};
+
+    fn batch(v: i32) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(Int32Array::from(vec![v])) as _,
+        )])?)
+    }
+
+    fn staged(
+        batches: impl Iterator<Item = Result<RecordBatch>> + Send,
+        stage_fails_at: Option<i32>,
+        check_fails_at: Option<i32>,
+    ) -> Result<Vec<i32>> {
+        let value = |b: &RecordBatch| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .map_or(-1, |a| a.value(0))
+        };
+        pipeline(
+            batches,
+            Vec::new(),
+            |sink: &mut Vec<i32>, b| {
+                if Some(value(b)) == stage_fails_at {
+                    return Err(Error::invalid("stage failed"));
+                }
+                sink.push(value(b));
+                Ok(())
+            },
+            |b| {
+                if Some(value(&b)) == check_fails_at {
+                    return Err(Error::invalid("check failed"));
+                }
+                Ok(b)
+            },
+        )
+    }
+
+    /// Every batch reaches the sink in order; a failing check, a failing stage, a source
+    /// error and a source that panics mid-stream each make the whole load an error — never
+    /// a shorter input taken for the whole.
+    #[test]
+    fn the_pipeline_stages_everything_in_order_or_fails() {
+        assert_eq!(
+            staged((0..50).map(batch), None, None).expect("all"),
+            (0..50).collect::<Vec<_>>()
+        );
+        assert!(staged((0..50).map(batch), None, Some(20)).is_err());
+        assert!(staged((0..50).map(batch), Some(20), None).is_err());
+        let erring = (0..50).map(|v| {
+            if v == 20 {
+                Err(Error::invalid("bad input"))
+            } else {
+                batch(v)
+            }
+        });
+        assert!(staged(erring, None, None).is_err());
+        let panicking = (0..50).map(|v| {
+            if v == 20 {
+                panic!("a decoder bug");
+            }
+            batch(v)
+        });
+        assert!(staged(panicking, None, None).is_err());
     }
 }
