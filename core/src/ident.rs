@@ -131,9 +131,27 @@ pub fn validate_region_code(code: &str) -> Result<(), IdError> {
 /// Accepts a lower-case `x`, and legacy 15-digit numbers (GB 11643-1989), which are converted
 /// to 18 characters. `today` bounds the birth date.
 pub fn validate_citizen_id(raw: &str, today: NaiveDate) -> Result<CitizenId, IdError> {
+    let (id, birth_date) = normalize_citizen_id(raw, today)?;
+    let seq = id[16] - b'0';
+    Ok(CitizenId {
+        sex_code: if seq % 2 == 1 { "1" } else { "2" },
+        birth_date,
+        // All ASCII (checked): this cannot fail, but never panic on input.
+        id: String::from_utf8(id.to_vec()).map_err(|_| IdError::Character {
+            position: 1,
+            allowed: "ASCII",
+        })?,
+    })
+}
+
+/// [`validate_citizen_id`] without allocating: the normalised 18 bytes and the birth date.
+/// A load checks ten million IDs; most are already normalised, and their column is then kept
+/// as it is.
+pub fn normalize_citizen_id(raw: &str, today: NaiveDate) -> Result<([u8; 18], NaiveDate), IdError> {
     let b = raw.as_bytes();
-    let mut id: Vec<u8> = match b.len() {
-        18 => b.to_vec(),
+    let mut id = [0u8; 18];
+    match b.len() {
+        18 => id.copy_from_slice(b),
         15 => {
             if let Some(p) = b.iter().position(|c| !c.is_ascii_digit()) {
                 return Err(IdError::Character {
@@ -147,13 +165,10 @@ pub fn validate_citizen_id(raw: &str, today: NaiveDate) -> Result<CitizenId, IdE
             } else {
                 b"19"
             };
-            let mut v = Vec::with_capacity(18);
-            v.extend_from_slice(&b[..6]);
-            v.extend_from_slice(century);
-            v.extend_from_slice(&b[6..15]);
-            let c = citizen_id_check(&v);
-            v.push(c as u8);
-            v
+            id[..6].copy_from_slice(&b[..6]);
+            id[6..8].copy_from_slice(century);
+            id[8..17].copy_from_slice(&b[6..15]);
+            id[17] = citizen_id_check(&id[..17]) as u8;
         }
         _ => {
             return Err(IdError::Length {
@@ -161,7 +176,7 @@ pub fn validate_citizen_id(raw: &str, today: NaiveDate) -> Result<CitizenId, IdE
                 expected: "18 (or legacy 15)",
             });
         }
-    };
+    }
     if let Some(p) = id[..17].iter().position(|c| !c.is_ascii_digit()) {
         return Err(IdError::Character {
             position: p + 1,
@@ -177,30 +192,25 @@ pub fn validate_citizen_id(raw: &str, today: NaiveDate) -> Result<CitizenId, IdE
             allowed: "digit or X",
         });
     }
-    // Already checked ASCII: this cannot fail, but never panic on input.
-    let id = String::from_utf8(id).map_err(|_| IdError::Character {
+    // ASCII digits (checked above): valid UTF-8.
+    let region = std::str::from_utf8(&id[..6]).map_err(|_| IdError::Character {
         position: 1,
         allowed: "ASCII",
     })?;
-    validate_region_code(&id[..6])?;
-    let ymd = &id[6..14];
-    let birth_date = citizen_id_birth_date(id.as_bytes())
+    validate_region_code(region)?;
+    let ymd = || String::from_utf8_lossy(&id[6..14]).into_owned();
+    let birth_date = citizen_id_birth_date(&id)
         .filter(|d| d.year() >= 1800)
-        .ok_or_else(|| IdError::Date(ymd.to_string()))?;
+        .ok_or_else(|| IdError::Date(ymd()))?;
     if birth_date > today {
-        return Err(IdError::FutureDate(ymd.to_string()));
+        return Err(IdError::FutureDate(ymd()));
     }
-    let expected = citizen_id_check(&id.as_bytes()[..17]);
-    let found = id.as_bytes()[17] as char;
+    let expected = citizen_id_check(&id[..17]);
+    let found = id[17] as char;
     if found != expected {
         return Err(IdError::CheckCharacter { found, expected });
     }
-    let seq = id.as_bytes()[16] - b'0';
-    Ok(CitizenId {
-        sex_code: if seq % 2 == 1 { "1" } else { "2" },
-        birth_date,
-        id,
-    })
+    Ok((id, birth_date))
 }
 
 /// The date in positions 7-14 (`YYYYMMDD`) of an 18-character citizen ID, if those are

@@ -583,18 +583,35 @@ impl<'a> Validator<'a> {
             }
             Standard::CitizenId => {
                 let s = col.as_string::<i32>();
-                let mut out = StringBuilder::with_capacity(s.len(), s.len() * 18);
+                // Checked without allocating; the column is kept as it is unless an ID was
+                // rejected or changed by normalisation (a lower-case x, a 15-digit number).
+                let mut ids: Vec<Option<[u8; 18]>> = Vec::with_capacity(s.len());
+                let mut same = failed.is_empty();
                 for i in 0..s.len() {
                     if s.is_null(i) || failed.contains(&i) {
-                        out.append_null();
+                        ids.push(None);
                         continue;
                     }
-                    match ident::validate_citizen_id(s.value(i), today) {
-                        Ok(c) => out.append_value(c.id),
+                    match ident::normalize_citizen_id(s.value(i), today) {
+                        Ok((id, _)) => {
+                            same &= id.as_slice() == s.value(i).as_bytes();
+                            ids.push(Some(id));
+                        }
                         Err(e) => {
                             errs.push((i, format!("citizen ID: {e}")));
-                            out.append_null();
+                            same = false;
+                            ids.push(None);
                         }
+                    }
+                }
+                if same {
+                    return Ok(col);
+                }
+                let mut out = StringBuilder::with_capacity(s.len(), s.len() * 18);
+                for id in ids {
+                    match id.as_ref().map(|id| std::str::from_utf8(id)) {
+                        Some(Ok(id)) => out.append_value(id),
+                        _ => out.append_null(),
                     }
                 }
                 Ok(Arc::new(out.finish()))
@@ -822,6 +839,72 @@ mod tests {
                 None => assert!(t.len() != 10 || chrono.is_none(), "{t}"),
             }
         }
+    }
+
+    /// IDs are stored normalised — a lower-case `x` upper-cased, a 15-digit number converted
+    /// — an invalid one is rejected, and a column of normalised IDs passes unchanged.
+    #[test]
+    fn citizen_ids_are_normalised_and_invalid_ones_rejected() {
+        let catalog = Catalog::builtin();
+        let def = catalog.dataset("person").expect("person").clone();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 27).expect("date");
+        let with_check =
+            |first17: &str| format!("{first17}{}", ident::citizen_id_check(first17.as_bytes()));
+        let x_id = (0..1000)
+            .map(|n| with_check(&format!("11010519900101{n:03}")))
+            .find(|id| id.ends_with('X'))
+            .expect("an ID with check character X");
+        let plain = with_check("11010519800101001");
+        let mut wrong = with_check("11010519800101005");
+        let last = if wrong.ends_with('1') { "2" } else { "1" };
+        wrong.replace_range(17.., last);
+        let check = |ids: Vec<String>| {
+            let n = ids.len();
+            let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+            let batch = RecordBatch::try_from_iter([
+                ("citizen_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+                ("name", text("张三")),
+                ("sex_code", text("1")),
+                ("birth_date", text("1980-01-01")),
+                ("hukou_region_code", text("110105")),
+                ("person_status", text("正常")),
+            ])
+            .expect("batch");
+            let out = Validator::new(&catalog, &def, today, false)
+                .check(&batch, 1)
+                .expect("check");
+            let ids = out
+                .rows
+                .column_by_name("citizen_id")
+                .expect("column")
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>();
+            (ids, out.rejects)
+        };
+        let (ids, rejects) = check(vec![
+            plain.clone(),
+            x_id.to_lowercase(),
+            "110105800101003".into(),
+            wrong,
+        ]);
+        assert_eq!(
+            ids,
+            [plain.clone(), x_id.clone(), with_check("11010519800101003")]
+        );
+        assert_eq!(rejects.len(), 1);
+        assert_eq!(
+            (rejects[0].row, rejects[0].field.as_str()),
+            (4, "citizen_id")
+        );
+        // Normalised where nothing is rejected too.
+        let (ids, rejects) = check(vec![x_id.to_lowercase(), "110105800101003".into()]);
+        assert_eq!(ids, [x_id.clone(), with_check("11010519800101003")]);
+        assert!(rejects.is_empty());
+        let (ids, rejects) = check(vec![plain.clone(), x_id.clone()]);
+        assert_eq!(ids, [plain, x_id]);
+        assert!(rejects.is_empty());
     }
 
     /// Every control character (C0, DEL, C1) is rejected, whether the column is scanned whole

@@ -158,13 +158,16 @@ impl<'d> ClusteredWriter<'d> {
                     "a dataset version is limited to 2^32 row ids; compact or split it",
                 ));
             }
-            jobs.push((bucket, next as u32));
+            jobs.push((bucket, next as u32, rows));
             next += rows;
         }
+        // Largest provinces first: the two threads then finish together, rather than one
+        // writing the last large province alone.
+        jobs.sort_by_key(|(_, _, rows)| std::cmp::Reverse(*rows));
         let taken = AtomicUsize::new(0);
         let work = || {
             let mut done = Vec::new();
-            while let Some((bucket, base)) = jobs.get(taken.fetch_add(1, Ordering::Relaxed)) {
+            while let Some((bucket, base, _)) = jobs.get(taken.fetch_add(1, Ordering::Relaxed)) {
                 let r = self.write_bucket(bucket, *base, tag);
                 let failed = r.is_err();
                 done.push((*base, r));
