@@ -39,11 +39,12 @@ pub enum IdError {
     /// Region code format (GB/T 2260): six digits with a known province prefix.
     #[error("region code: {0}")]
     Region(&'static str),
-    /// The embedded birth date is not a real calendar date.
-    #[error("birth date {0} is not a real calendar date")]
+    /// The embedded birth date is not a real calendar date. The digits are kept for the
+    /// caller; the message leaves them out, since rejects files travel.
+    #[error("birth date (positions 7-14) is not a real calendar date")]
     Date(String),
-    /// The embedded birth date lies in the future.
-    #[error("birth date {0} is in the future")]
+    /// The embedded birth date lies in the future (digits kept, not shown, as for `Date`).
+    #[error("birth date (positions 7-14) is in the future")]
     FutureDate(String),
     /// The final check character does not match (GB 11643 mod 11-2, or GB 32100 mod 31).
     #[error("check character is {found}, expected {expected}")]
