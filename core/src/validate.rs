@@ -841,15 +841,36 @@ mod tests {
         }
     }
 
+    /// `first17` with its check character: a valid citizen ID.
+    fn with_check(first17: &str) -> String {
+        format!("{first17}{}", ident::citizen_id_check(first17.as_bytes()))
+    }
+
+    /// Validate persons with these IDs, every other required field valid, and this birth date.
+    fn check_persons(ids: Vec<String>, birth_date: &str) -> Checked {
+        let catalog = Catalog::builtin();
+        let def = catalog.dataset("person").expect("person").clone();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 27).expect("date");
+        let n = ids.len();
+        let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            ("citizen_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+            ("name", text("张三")),
+            ("sex_code", text("1")),
+            ("birth_date", text(birth_date)),
+            ("hukou_region_code", text("110105")),
+            ("person_status", text("正常")),
+        ])
+        .expect("batch");
+        Validator::new(&catalog, &def, today, false)
+            .check(&batch, 1)
+            .expect("check")
+    }
+
     /// IDs are stored normalised — a lower-case `x` upper-cased, a 15-digit number converted
     /// — an invalid one is rejected, and a column of normalised IDs passes unchanged.
     #[test]
     fn citizen_ids_are_normalised_and_invalid_ones_rejected() {
-        let catalog = Catalog::builtin();
-        let def = catalog.dataset("person").expect("person").clone();
-        let today = NaiveDate::from_ymd_opt(2026, 11, 27).expect("date");
-        let with_check =
-            |first17: &str| format!("{first17}{}", ident::citizen_id_check(first17.as_bytes()));
         let x_id = (0..1000)
             .map(|n| with_check(&format!("11010519900101{n:03}")))
             .find(|id| id.ends_with('X'))
@@ -859,20 +880,7 @@ mod tests {
         let last = if wrong.ends_with('1') { "2" } else { "1" };
         wrong.replace_range(17.., last);
         let check = |ids: Vec<String>| {
-            let n = ids.len();
-            let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
-            let batch = RecordBatch::try_from_iter([
-                ("citizen_id", Arc::new(StringArray::from(ids)) as ArrayRef),
-                ("name", text("张三")),
-                ("sex_code", text("1")),
-                ("birth_date", text("1980-01-01")),
-                ("hukou_region_code", text("110105")),
-                ("person_status", text("正常")),
-            ])
-            .expect("batch");
-            let out = Validator::new(&catalog, &def, today, false)
-                .check(&batch, 1)
-                .expect("check");
+            let out = check_persons(ids, "1980-01-01");
             let ids = out
                 .rows
                 .column_by_name("citizen_id")
@@ -911,28 +919,13 @@ mod tests {
     /// and a birth date in the future.
     #[test]
     fn date_reasons_carry_no_digits_of_the_value() {
-        let catalog = Catalog::builtin();
-        let def = catalog.dataset("person").expect("person").clone();
-        let today = NaiveDate::from_ymd_opt(2026, 11, 27).expect("date");
-        let with_check =
-            |first17: &str| format!("{first17}{}", ident::citizen_id_check(first17.as_bytes()));
-        let ids = vec![
-            with_check("11010519490230001"),
-            with_check("11010520301231003"),
-        ];
-        let text = |v: &str| Arc::new(StringArray::from(vec![v; 2])) as ArrayRef;
-        let batch = RecordBatch::try_from_iter([
-            ("citizen_id", Arc::new(StringArray::from(ids)) as ArrayRef),
-            ("name", text("张三")),
-            ("sex_code", text("1")),
-            ("birth_date", text("2031-07-19")),
-            ("hukou_region_code", text("110105")),
-            ("person_status", text("正常")),
-        ])
-        .expect("batch");
-        let out = Validator::new(&catalog, &def, today, false)
-            .check(&batch, 1)
-            .expect("check");
+        let out = check_persons(
+            vec![
+                with_check("11010519490230001"),
+                with_check("11010520301231003"),
+            ],
+            "2031-07-19",
+        );
         let reasons: Vec<&str> = out.rejects.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(out.rejects.len(), 4, "{reasons:?}");
         for r in &reasons {

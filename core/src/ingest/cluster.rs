@@ -88,6 +88,15 @@ impl<'d> ClusteredWriter<'d> {
         })
     }
 
+    /// The cluster field's column of `batch`, if the dataset is clustered.
+    fn cluster_column<'b>(&self, batch: &'b RecordBatch) -> Result<Option<&'b StringArray>> {
+        self.def
+            .cluster_field
+            .as_deref()
+            .map(|c| string_column(batch, c))
+            .transpose()
+    }
+
     pub(super) fn push(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -96,24 +105,12 @@ impl<'d> ClusteredWriter<'d> {
         // share of it is then a contiguous, sorted run, staged as one slice. The province's
         // final sort gathers from its runs each in order — a stream per run, where gathering
         // from unsorted batches was a cache miss per row and column.
-        let column = |name: &str| -> Result<&StringArray> {
-            Ok(batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::Corrupt(format!("column {name} missing")))?
-                .as_string::<i32>())
-        };
-        let cluster = self.def.cluster_field.as_deref().map(column).transpose()?;
-        let order = sort_order(cluster, column(&self.def.key)?);
+        let order = sort_order(
+            self.cluster_column(batch)?,
+            string_column(batch, &self.def.key)?,
+        );
         let sorted = take_record_batch(batch, &order)?;
-        let cluster = match &self.def.cluster_field {
-            Some(c) => Some(
-                sorted
-                    .column_by_name(c)
-                    .ok_or_else(|| Error::Corrupt(format!("cluster column {c} missing")))?
-                    .as_string::<i32>(),
-            ),
-            None => None,
-        };
+        let cluster = self.cluster_column(&sorted)?;
         let bucket_of = |i: usize| match cluster {
             None => "all",
             Some(c) if c.is_null(i) => "__",
@@ -405,6 +402,14 @@ impl<'d> ClusteredWriter<'d> {
         }
         Ok(())
     }
+}
+
+/// A text column of `batch` by name.
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    Ok(batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Corrupt(format!("column {name} missing")))?
+        .as_string::<i32>())
 }
 
 /// The order of rows by (cluster value, key), nulls first — what `lexsort` on the two
