@@ -68,6 +68,7 @@ const RUST: &[(&str, Gate)] = &[
     ("Engine::compact", Gate::Decided),
     ("Engine::vacuum", Gate::Decided),
     ("Engine::backup", Gate::Decided),
+    ("Engine::release_open_data", Gate::Decided),
     ("Engine::verify_audit", Gate::Decided),
     ("Engine::verify_audit_with_progress", Gate::Decided),
     ("Engine::audit_checkpoint", Gate::Decided),
@@ -583,6 +584,19 @@ fn every_decided_entry_refuses_a_principal_that_does_not_exist_and_records_it() 
                         request("A", "person", &[("sex_code", Treatment::Clear)]),
                     )
                     .map(drop)
+            }),
+        ),
+        (
+            "Engine::release_open_data",
+            Box::new(|| {
+                let out = tempfile::tempdir().expect("tmp");
+                let spec = govshare_core::engine::ReleaseSpec {
+                    dataset: "person".into(),
+                    fields: vec!["sex_code".into(), "nationality_code".into()],
+                    k: 5,
+                    max_suppression: 0.01,
+                };
+                engine.release_open_data(GHOST, &spec, out.path()).map(drop)
             }),
         ),
         (

@@ -35,6 +35,8 @@ mod verify;
 mod export;
 // Aggregate-only grants: minimum group sizes, refusals, the daily budget.
 mod aggregate;
+// Open data: public accounts read open items only; k-anonymous releases on the trail.
+mod opendata;
 // The change feed: changes through the grant, delivered until acknowledged, exactly once.
 mod feed;
 // Bound parameters: values bound into the checked plan, never SQL; digests on the trail.

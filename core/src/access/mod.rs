@@ -6,11 +6,13 @@
 //! - [`counts`]: grouped counts answered from the bitmaps of a secured table's scope;
 //! - [`verify`]: match / no-match answers to claimed values under a verify decision;
 //! - [`quota`]: the per-grant verify counters, shared by every process on a store;
-//! - [`aggregate`]: the rules and rewrite of queries under aggregate-only grants.
+//! - [`aggregate`]: the rules and rewrite of queries under aggregate-only grants;
+//! - [`anonymize`]: k-anonymous generalisation for open-data releases.
 //!
 //! Everything here may import storage and the base modules; nothing below imports it.
 
 pub mod aggregate;
+pub mod anonymize;
 pub mod counts;
 pub mod masks;
 pub mod policy;

@@ -39,6 +39,17 @@ pub enum OpenType {
     NotOpen,
 }
 
+impl OpenType {
+    /// The open type as the catalog file spells it.
+    pub fn label(self) -> &'static str {
+        match self {
+            OpenType::Unconditional => "unconditional",
+            OpenType::Conditional => "conditional",
+            OpenType::NotOpen => "not_open",
+        }
+    }
+}
+
 /// Sensitivity grade, L1 (public) to L4 (sensitive personal information).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Grade {

@@ -248,20 +248,29 @@ pub fn manifest_path(dir: &Path, dataset: &str, format: ExportFormat) -> PathBuf
 
 /// Write the manifest (durably) and return its bytes' blake3.
 pub(super) fn write_manifest(dir: &Path, m: &ExportManifest) -> Result<String> {
-    let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::Serde {
-        what: "export manifest".into(),
+    write_json(
+        &manifest_path(dir, &m.dataset, m.format),
+        m,
+        "export manifest",
+    )
+}
+
+/// Write `doc` as pretty JSON to `path` (through a synced temporary beside it, then a rename)
+/// and return its bytes' blake3.
+pub(super) fn write_json<T: Serialize>(path: &Path, doc: &T, what: &str) -> Result<String> {
+    let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Serde {
+        what: what.into(),
         message: e.to_string(),
     })?;
-    let path = manifest_path(dir, &m.dataset, m.format);
-    let tmp = dir.join(format!(
-        ".{}.{}.manifest.json.part",
-        m.dataset,
-        m.format.extension()
-    ));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.part"));
     let mut f = File::create(&tmp).at(&tmp)?;
     f.write_all(&bytes).at(&tmp)?;
     f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, &path).at(&path)?;
+    std::fs::rename(&tmp, path).at(path)?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
@@ -272,8 +281,14 @@ pub fn verify_export(manifest: &Path) -> Result<(ExportManifest, String)> {
     let bytes = std::fs::read(manifest).at(manifest)?;
     let m: ExportManifest = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Corrupt(format!("{}: {e}", manifest.display())))?;
+    check_files(manifest, &m.files)?;
+    Ok((m, blake3::hash(&bytes).to_hex().to_string()))
+}
+
+/// Every file a manifest at `manifest` lists is beside it with its size and blake3.
+pub(super) fn check_files(manifest: &Path, files: &[ExportFile]) -> Result<()> {
     let dir = manifest.parent().unwrap_or(Path::new("."));
-    for f in &m.files {
+    for f in files {
         // Names come from the manifest: only plain file names beside it.
         if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
             return Err(Error::Corrupt(format!(
@@ -291,5 +306,5 @@ pub fn verify_export(manifest: &Path) -> Result<(ExportManifest, String)> {
             )));
         }
     }
-    Ok((m, blake3::hash(&bytes).to_hex().to_string()))
+    Ok(())
 }

@@ -24,6 +24,7 @@
 mod admin;
 mod export;
 mod feed;
+mod release;
 mod reports;
 mod session;
 mod stream;
@@ -47,6 +48,7 @@ use crate::store::{Store, Writer};
 
 pub use admin::LoadSummary;
 pub use export::{ExportFile, ExportFormat, ExportManifest, manifest_path, verify_export};
+pub use release::{Release, ReleaseManifest, ReleaseSpec, release_manifest_path, verify_release};
 pub use reports::{RENEWAL_WINDOW_DAYS, REPORTS, UNUSUAL_FACTOR, UNUSUAL_FLOOR};
 pub use session::{Canceller, ChangeSet, Session, Verification, VisibleDataset, VisibleField};
 pub use stream::{QueryStream, QueryStreamArrow};

@@ -43,6 +43,18 @@ impl Explain for Denials<'_> {
                             decision.purpose(),
                         ));
                     }
+                    if !granted
+                        && decision
+                            .not_open()
+                            .iter()
+                            .any(|(d, n)| d == name && n == &field)
+                    {
+                        return Error::AccessDenied(format!(
+                            "field {name}.{field} ({}) is not open to the public (open type: {}): a public account reads only items the catalog opens, conditionally open ones under the provider's approval (001 §18)",
+                            f.label,
+                            f.open.label(),
+                        ));
+                    }
                     if !granted {
                         return Error::AccessDenied(format!(
                             "field {name}.{field} ({}) is not granted to department '{}' for purpose '{}'; it is {}",

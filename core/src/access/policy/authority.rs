@@ -29,17 +29,19 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Coordinator => "coordinator",
             Role::Operator => "operator",
+            Role::Public => "public",
         }
     }
 
     /// Every role, in the order the messages list them.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Consumer,
         Role::ProviderApprover,
         Role::PlatformAdmin,
         Role::Auditor,
         Role::Coordinator,
         Role::Operator,
+        Role::Public,
     ];
 
     /// Parse a role name (`provider-approver` or `provider_approver`).
@@ -298,6 +300,11 @@ impl Policy {
             if id == author {
                 return Err(denied(format!(
                     "user '{author}' may not change their own account, roles or status: another platform administrator must"
+                )));
+            }
+            if u.roles.contains(&Role::Public) && u.roles.len() > 1 {
+                return Err(Error::invalid(format!(
+                    "user '{id}': a public account holds the public role only (no government role)"
                 )));
             }
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, DatasetDef, Grade, MaskKind, ShareType};
+use crate::catalog::{Catalog, DatasetDef, Grade, MaskKind, OpenType, ShareType};
 use crate::error::{Error, Result};
 
 mod authority;
@@ -64,6 +64,11 @@ pub enum Role {
     Coordinator,
     /// Runs the store: loads, compaction, vacuum, administrative lookups.
     Operator,
+    /// A member of the public (an open-data platform account, 开放平台): reads, under its
+    /// grants, only items the catalog opens to the public (001 §18, 002 §25) — never a
+    /// not-open item, a conditionally open one only under a provider's approval. Holds no
+    /// other role.
+    Public,
 }
 
 /// How the host authenticated the user of a session (the host asserts it; govshare records it
@@ -422,6 +427,7 @@ pub struct Decision {
     pub(in crate::access::policy) purpose: String,
     pub(in crate::access::policy) datasets: BTreeMap<String, DatasetAccess>,
     pub(in crate::access::policy) withheld: Vec<(String, String)>,
+    pub(in crate::access::policy) not_open: Vec<(String, String)>,
 }
 
 impl Decision {
@@ -449,6 +455,13 @@ impl Decision {
     /// for them (sensitive items in clear need a second factor).
     pub fn withheld(&self) -> &[(String, String)] {
         &self.withheld
+    }
+
+    /// Granted `(dataset, field)`s left out because the user is a member of the public and
+    /// the catalog does not open them to the public (or opens them only on approval, and the
+    /// grant was made on request).
+    pub fn not_open(&self) -> &[(String, String)] {
+        &self.not_open
     }
 }
 
@@ -520,8 +533,9 @@ impl Policy {
                 return Err(denied(format!("host system '{id}' is suspended")));
             }
         }
-        let mut withheld = Vec::new();
-        if !u.roles.contains(&Role::Consumer) {
+        let (mut withheld, mut not_open) = (Vec::new(), Vec::new());
+        let public = u.roles.contains(&Role::Public);
+        if !public && !u.roles.contains(&Role::Consumer) {
             return Err(denied(format!("user '{user}' has no consumer role")));
         }
         let mut datasets: BTreeMap<String, DatasetAccess> = BTreeMap::new();
@@ -579,15 +593,26 @@ impl Policy {
                         (f, Treatment::of(t))
                     })
                 })
+                // The public reads open items only (001 §18, 002 §25): unconditionally open
+                // ones under any grant, conditionally open ones only under an approver's
+                // grant, not-open ones never — whatever the grant lists.
                 // Sensitive items in clear need a second factor (003 §11).
                 .filter(|(f, t)| {
+                    let open = !public
+                        || match f.open {
+                            OpenType::Unconditional => true,
+                            OpenType::Conditional => !on_request,
+                            OpenType::NotOpen => false,
+                        };
                     let strong = f.grade < Grade::L4
                         || *t != Treatment::Clear
                         || login.auth == AuthMethod::SecondFactor;
-                    if !strong {
+                    if !open {
+                        not_open.push((def.name.clone(), f.name.clone()));
+                    } else if !strong {
                         withheld.push((def.name.clone(), f.name.clone()));
                     }
-                    strong
+                    open && strong
                 })
                 .map(|(f, t)| (f.name.clone(), t))
                 .collect();
@@ -615,6 +640,7 @@ impl Policy {
             purpose: purpose.into(),
             datasets,
             withheld,
+            not_open,
         })
     }
 
@@ -860,6 +886,12 @@ impl Policy {
         }
         if !self.departments.contains_key(&u.department) {
             return Err(Error::NotFound(format!("department '{}'", u.department)));
+        }
+        if u.roles.contains(&Role::Public) && u.roles.len() > 1 {
+            return Err(Error::invalid(format!(
+                "user '{}': a public account holds the public role only (no government role)",
+                u.id
+            )));
         }
         self.users.insert(u.id.clone(), u);
         Ok(())
