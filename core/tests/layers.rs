@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "access",
         &[
             "access::aggregate",
+            "access::anonymize",
             "access::counts",
             "access::masks",
             "access::policy",

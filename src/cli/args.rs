@@ -419,6 +419,34 @@ pub(crate) enum DataCmd {
         #[command(subcommand)]
         action: CatalogCmd,
     },
+    /// Publish a k-anonymous open-data extract of a dataset (开放): only open items, the
+    /// conditionally open ones generalised until every group holds k rows. Done by the
+    /// providing department's approver; recorded before a row is read.
+    Release {
+        /// Dataset name.
+        dataset: String,
+        /// The items, in order (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        fields: Vec<String>,
+        /// Every released group holds at least this many rows.
+        #[arg(long, default_value_t = 10)]
+        k: u64,
+        /// At most this share of rows may be left out (0 to 0.5).
+        #[arg(long, default_value_t = 0.01)]
+        max_suppression: f64,
+        /// Directory to write into (existing releases are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The provider-approver releasing (recorded).
+        #[arg(long)]
+        by: String,
+    },
+    /// Check a received open-data release against its manifest; prints the manifest's blake3
+    /// to compare with the trail's `open_release_done` record.
+    ReleaseCheck {
+        /// The manifest (`<dataset>.open.parquet.manifest.json`).
+        manifest: PathBuf,
+    },
     /// List the versions of a dataset with their handover records.
     Versions {
         /// Dataset name.

@@ -127,6 +127,77 @@ pub(super) fn run(store: &Path, cmd: DataCmd) -> Result<(), Error> {
             }
         }
         DataCmd::Catalog { action } => super::catalog::run(store, action)?,
+        DataCmd::Release {
+            dataset,
+            fields,
+            k,
+            max_suppression,
+            out,
+            by,
+        } => {
+            let spec = govshare_core::engine::ReleaseSpec {
+                dataset,
+                fields,
+                k,
+                max_suppression,
+            };
+            let r = Engine::open(store)?.release_open_data(&by, &spec, &out)?;
+            let m = &r.manifest;
+            let levels: Vec<String> = m
+                .generalisation
+                .iter()
+                .map(|(f, l)| format!("{f}={l}"))
+                .collect();
+            out!(
+                "released {} of {} rows of {} version {} ({} suppressed) in {} groups; smallest group {} (k = {})",
+                m.released,
+                m.rows,
+                m.dataset,
+                m.version,
+                m.suppressed,
+                m.groups,
+                m.smallest_group,
+                m.k
+            );
+            out!(
+                "generalised: {}; information loss {:.4}",
+                if levels.is_empty() {
+                    "nothing (no quasi-identifier)".to_string()
+                } else {
+                    levels.join(", ")
+                },
+                m.loss
+            );
+            for f in &m.files {
+                out!(
+                    "{} ({} bytes, blake3 {})",
+                    out.join(&f.name).display(),
+                    f.bytes,
+                    f.blake3
+                );
+            }
+            out!(
+                "manifest: {} (blake3 {})",
+                govshare_core::engine::release_manifest_path(&out, &m.dataset).display(),
+                r.manifest_blake3
+            );
+        }
+        DataCmd::ReleaseCheck { manifest } => {
+            let (m, digest) = govshare_core::engine::verify_release(&manifest)?;
+            out!(
+                "ok: {} rows of {} version {} (k = {}, smallest group {}), {} file(s) as listed",
+                m.released,
+                m.dataset,
+                m.version,
+                m.k,
+                m.smallest_group,
+                m.files.len()
+            );
+            out!(
+                "manifest blake3 {digest} (the trail's open_release_done record after release {})",
+                m.release_seq
+            );
+        }
         DataCmd::Versions { dataset, by } => {
             print_versions(&Engine::open(store)?.versions(&by, &dataset)?);
         }

@@ -1554,3 +1554,64 @@ fn a_store_made_for_national_cryptography_chains_its_trail_with_sm3() {
         "sm3"
     );
 }
+
+/// An open-data release from the command line: the provider's approver publishes a
+/// k-anonymous extract and the summary names the generalisation, the suppression and the
+/// manifest; `release-check` verifies it; a not-open item and a consumer are refused with
+/// the access-denied exit code and nothing written.
+#[test]
+fn open_data_release_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    stat_store(&store, &data);
+    add_approver(&store);
+    let out = dir.path().join("open");
+    let o = out.to_str().expect("p");
+    let release = |by: &str, fields: &str| {
+        govshare(
+            &store,
+            &[
+                "release",
+                "person",
+                "--fields",
+                fields,
+                "--k",
+                "5",
+                "--max-suppression",
+                "0.05",
+                "--out",
+                o,
+                "--by",
+                by,
+            ],
+        )
+    };
+    for (by, fields) in [("appr", "citizen_id,sex_code"), ("stat", "sex_code")] {
+        let refused = release(by, fields);
+        assert_eq!(refused.status.code(), Some(5), "access denied");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("access denied"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        assert!(!out.exists(), "a refusal writes nothing");
+    }
+    let printed = ok(&release("appr", "hukou_region_code,birth_date,sex_code"));
+    assert!(
+        printed.contains("of 300 rows of person version 1"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("generalised: hukou_region_code="),
+        "{printed}"
+    );
+    assert!(printed.contains("information loss"), "{printed}");
+    let manifest = out.join("person.open.parquet.manifest.json");
+    let checked = ok(&govshare(
+        &store,
+        &["release-check", manifest.to_str().expect("p")],
+    ));
+    assert!(checked.starts_with("ok: "), "{checked}");
+    assert!(checked.contains("open_release_done"), "{checked}");
+}
