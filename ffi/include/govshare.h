@@ -248,6 +248,21 @@ gs_status gs_engine_load(gs_engine *engine,
                          const char *handover_json,
                          char **out_json);
 
+// Publish, as `by` (the provider-approver of the department providing every item), a
+// k-anonymous open-data extract into directory `dir`: `spec_json` is `{"dataset", "fields":
+// [...], "k", "max_suppression"}`. Not-open items are refused (`GS_ACCESS_DENIED`);
+// conditionally open ones are generalised until every released group holds `k` rows. The
+// release manifest (version, generalisation, k reached, suppressed rows, loss, the file's
+// blake3) is written as JSON to `*out_json`; its digest is on the audit trail.
+//
+// # Safety
+// String arguments are NULL or NUL-terminated; `out_json` is NULL or writable.
+gs_status gs_engine_release_open_data(gs_engine *engine,
+                                      const char *by,
+                                      const char *spec_json,
+                                      const char *dir,
+                                      char **out_json);
+
 // Verify the audit trail's hash chain as auditor `by` (recorded), against a kept checkpoint (`{"seq", "hash"}` JSON,
 // may be NULL). The verdict is written as JSON to `*out_json` either way
 // (`{"verdict": "intact", "records", "head"}` or `{"verdict": "broken", "segment", "line",

@@ -7,6 +7,7 @@ use arrow::array::RecordBatchIterator;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
 use govshare_core::access::policy::{Department, GrantRequest, PrincipalStatus, User};
 use govshare_core::audit::{Checkpoint, Verdict};
+use govshare_core::engine::ReleaseSpec;
 use govshare_core::ingest::HandoverInfo;
 
 use crate::handles::*;
@@ -277,6 +278,42 @@ pub unsafe extern "C" fn gs_engine_load(
                     handover,
                 )?;
                 to_json(&summary)
+            })
+        }
+    })
+}
+
+/// Publish, as `by` (the provider-approver of the department providing every item), a
+/// k-anonymous open-data extract into directory `dir`: `spec_json` is `{"dataset", "fields":
+/// [...], "k", "max_suppression"}`. Not-open items are refused (`GS_ACCESS_DENIED`);
+/// conditionally open ones are generalised until every released group holds `k` rows. The
+/// release manifest (version, generalisation, k reached, suppressed rows, loss, the file's
+/// blake3) is written as JSON to `*out_json`; its digest is on the audit trail.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `out_json` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gs_engine_release_open_data(
+    engine: *mut gs_engine,
+    by: *const c_char,
+    spec_json: *const c_char,
+    dir: *const c_char,
+    out_json: *mut *mut c_char,
+) -> gs_status {
+    with_engine(engine, |h| {
+        // SAFETY: per contract (string arguments and `out_json`).
+        unsafe {
+            json_out(out_json, || {
+                let (by, spec, dir) = (
+                    arg(by, "by")?,
+                    arg(spec_json, "spec_json")?,
+                    arg(dir, "dir")?,
+                );
+                let spec: ReleaseSpec = json_arg(spec, "spec_json")?;
+                let release = h
+                    .engine
+                    .release_open_data(by, &spec, std::path::Path::new(dir))?;
+                to_json(&release.manifest)
             })
         }
     })

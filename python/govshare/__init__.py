@@ -505,6 +505,32 @@ class Engine:
         )
         return _json.loads(summary)
 
+    def release_open_data(
+        self,
+        dataset: str,
+        fields: list[str],
+        out: _Path,
+        *,
+        by: str,
+        k: int = 10,
+        max_suppression: float = 0.01,
+    ) -> dict[str, Any]:
+        """Publish a k-anonymous open-data extract of ``dataset`` into directory ``out`` as
+        ``by``, the provider-approver of the department providing every item: only open items,
+        the conditionally open ones generalised until every released group holds ``k`` rows
+        (at most ``max_suppression`` of the rows left out). Returns the release manifest
+        (version, generalisation, k reached, suppressed rows, loss, the file's blake3); its
+        digest is on the audit trail."""
+        spec = _json.dumps(
+            {
+                "dataset": _str(dataset, "dataset"),
+                "fields": [_str(f, "fields") for f in fields],
+                "k": int(k),
+                "max_suppression": float(max_suppression),
+            }
+        )
+        return _json.loads(self._raw.release_open_data(_str(by, "by"), spec, _os.fspath(out)))
+
     def verify_audit(
         self, checkpoint: dict[str, Any] | None = None, *, by: str
     ) -> dict[str, Any]:

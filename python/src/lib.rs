@@ -286,6 +286,20 @@ impl RawEngine {
         to_json(&p)
     }
 
+    fn release_open_data(
+        &self,
+        py: Python<'_>,
+        by: &str,
+        spec_json: &str,
+        out: PathBuf,
+    ) -> PyResult<String> {
+        let spec: govshare_core::engine::ReleaseSpec = json(spec_json, "release spec")?;
+        let release = py
+            .detach(|| self.engine.release_open_data(by, &spec, &out))
+            .map_err(to_py)?;
+        to_json(&release.manifest)
+    }
+
     #[pyo3(signature = (by, dataset, path, incremental, strict, handover_json=None))]
     #[allow(clippy::too_many_arguments)]
     fn load(

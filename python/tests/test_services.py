@@ -105,3 +105,32 @@ def test_changes_come_until_acknowledged(store):
         assert after.num_rows == 0
         with pytest.raises(TypeError):
             s.ack("person", "1")
+
+
+def test_an_open_data_release_is_k_anonymous_and_holds_only_open_items(store, tmp_path):
+    """The provider's approver releases region, birth date and sex, generalised: the file,
+    read back with pyarrow, holds only those columns, every combination at least k times, and
+    as many rows as the manifest says were released; a not-open item and a consumer are
+    refused, with nothing written."""
+    import collections
+
+    import pyarrow.parquet as pq
+
+    engine = govshare.Engine(store["path"])
+    out = tmp_path / "open"
+    fields = ["hukou_region_code", "birth_date", "sex_code"]
+    with pytest.raises(AccessDenied, match="not open"):
+        engine.release_open_data("person", ["citizen_id", "sex_code"], out, by="appr", k=5)
+    with pytest.raises(AccessDenied, match="provider-approver"):
+        engine.release_open_data("person", ["sex_code"], out, by="analyst", k=5)
+    with pytest.raises(TypeError):
+        engine.release_open_data("person", [42], out, by="appr")
+    assert not out.exists()
+    m = engine.release_open_data("person", fields, out, by="appr", k=5, max_suppression=0.05)
+    assert m["released"] + m["suppressed"] == m["rows"]
+    table = pq.read_table(out / m["files"][0]["name"])
+    assert table.column_names == fields
+    assert table.num_rows == m["released"]
+    groups = collections.Counter(zip(*(table[f].to_pylist() for f in fields)))
+    assert min(groups.values()) >= 5
+    assert min(groups.values()) == m["smallest_group"]

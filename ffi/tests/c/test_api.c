@@ -365,6 +365,42 @@ static void services(gs_engine *engine, const char *scratch) {
   CHECK_STATUS(gs_session_ack(p, "person", token + 100), GS_INVALID_INPUT, gs_session_errmsg(p));
   CHECK_STATUS(gs_session_close(p), GS_OK, "");
   CHECK_STATUS(gs_session_close(s), GS_OK, "");
+
+  /* Open data: the provider's approver releases a k-anonymous extract; a not-open item and a
+   * consumer are refused, with nothing written. */
+  char open_dir[1024];
+  snprintf(open_dir, sizeof open_dir, "%s/open", scratch);
+  char *release = NULL;
+  CHECK_STATUS(gs_engine_release_open_data(
+                   engine, "appr",
+                   "{\"dataset\":\"person\",\"fields\":[\"citizen_id\",\"sex_code\"],"
+                   "\"k\":5,\"max_suppression\":0.05}",
+                   open_dir, &release),
+               GS_ACCESS_DENIED, gs_engine_errmsg(engine));
+  CHECK(strstr(gs_engine_errmsg(engine), "not open") != NULL, "%s", gs_engine_errmsg(engine));
+  CHECK(release == NULL, "no manifest on refusal");
+  CHECK_STATUS(gs_engine_release_open_data(
+                   engine, "alice",
+                   "{\"dataset\":\"person\",\"fields\":[\"sex_code\"],\"k\":5,"
+                   "\"max_suppression\":0.05}",
+                   open_dir, &release),
+               GS_ACCESS_DENIED, gs_engine_errmsg(engine));
+  CHECK_STATUS(gs_engine_release_open_data(engine, "appr", "{\"dataset\":\"person\"}", open_dir,
+                                           &release),
+               GS_INVALID_INPUT, gs_engine_errmsg(engine));
+  CHECK_STATUS(gs_engine_release_open_data(
+                   engine, "appr",
+                   "{\"dataset\":\"person\",\"fields\":[\"hukou_region_code\",\"birth_date\","
+                   "\"sex_code\"],\"k\":5,\"max_suppression\":0.05}",
+                   open_dir, &release),
+               GS_OK, gs_engine_errmsg(engine));
+  CHECK(strstr(release, "\"rows\":1500") != NULL, "%s", release);
+  CHECK(strstr(release, "\"generalisation\"") != NULL, "%s", release);
+  gs_string_free(release);
+  snprintf(path, sizeof path, "%s/person.open.parquet", open_dir);
+  FILE *extract = fopen(path, "r");
+  CHECK(extract != NULL, "the extract %s", path);
+  fclose(extract);
   printf("OK services\n");
 }
 
