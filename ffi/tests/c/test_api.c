@@ -387,7 +387,8 @@ static void services(gs_engine *engine, const char *scratch) {
                GS_ACCESS_DENIED, gs_engine_errmsg(engine));
   CHECK_STATUS(gs_engine_release_open_data(engine, "appr", "{\"dataset\":\"person\"}", open_dir,
                                            &release),
-               GS_INVALID_INPUT, gs_engine_errmsg(engine));
+               GS_INVALID_ARGUMENT, gs_engine_errmsg(engine));
+  CHECK(strstr(gs_engine_errmsg(engine), "fields") != NULL, "%s", gs_engine_errmsg(engine));
   CHECK_STATUS(gs_engine_release_open_data(
                    engine, "appr",
                    "{\"dataset\":\"person\",\"fields\":[\"hukou_region_code\",\"birth_date\","
