@@ -246,3 +246,155 @@ fn incremental_backups_hold_only_what_changed_and_need_their_base() {
     let e = Store::restore(dir.path().join("b2"), dir.path().join("r4"), OPS).expect_err("gone");
     assert!(matches!(e, Error::NotFound(_)), "{e}");
 }
+
+fn sm3_hex(bytes: &[u8]) -> String {
+    use sm3::Digest;
+    sm3::Sm3::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A store made with national cryptography gives every deliverable an SM3 digest beside its
+/// blake3 — the export and release files and manifests, every file of a backup and its
+/// manifest — equal to SM3 recomputed here, on the trail, and checked on verification: a
+/// changed SM3 in a manifest is refused even when the attacker also rewrites the blake3.
+#[test]
+fn a_national_cryptography_store_digests_its_deliverables_with_sm3() {
+    use govshare_core::access::policy::{ExportTerms, Mode, Role};
+    use govshare_core::audit::ChainHash;
+    use govshare_core::engine::{ExportFormat, ReleaseSpec, verify_export, verify_release};
+    use govshare_core::ingest::{LoadOptions, Source};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("store");
+    let store =
+        Store::init_with(&root, &govshare_testkit::founder(), ChainHash::Sm3).expect("init");
+    store
+        .writer(govshare_testkit::ROOT)
+        .expect("w")
+        .update_policy("principals", |p, _| {
+            govshare_testkit::add_principals(
+                p,
+                "430000",
+                &[("PSB", "省公安厅"), ("A", "甲局")],
+                &[
+                    (OPS, govshare_testkit::PLATFORM, Role::Operator),
+                    ("psb", "PSB", Role::ProviderApprover),
+                    ("a", "A", Role::Consumer),
+                ],
+            )
+        })
+        .expect("principals");
+    let synth = govshare_core::synth::Synth::new(3, 300, 0);
+    store
+        .writer(OPS)
+        .expect("w")
+        .load(
+            "person",
+            Source::Batches(synth.persons(1024).collect()),
+            &LoadOptions::default(),
+        )
+        .expect("load");
+    let mut r = request("A", "person", &[("sex_code", Treatment::Clear)]);
+    r.modes = vec![Mode::Query, Mode::Export];
+    r.export = Some(ExportTerms {
+        max_rows: 1000,
+        per_day: 10,
+    });
+    approve(&store, r, "psb");
+    let engine = Engine::open(&root).expect("engine");
+    let trail = |kind: &str| {
+        engine
+            .audit()
+            .records()
+            .expect("records")
+            .into_iter()
+            .rev()
+            .find(|r| r.kind == kind)
+            .expect("record")
+    };
+
+    // Export: the file's and the manifest's SM3, on the trail; a changed SM3 is refused.
+    let out = dir.path().join("exp");
+    let m = engine
+        .session("a", "P")
+        .expect("session")
+        .export("person", ExportFormat::Parquet, &out, &mut |_| {})
+        .expect("export");
+    let file = std::fs::read(out.join("person.parquet")).expect("file");
+    assert_eq!(m.files[0].sm3.as_deref(), Some(sm3_hex(&file).as_str()));
+    let manifest = out.join("person.parquet.manifest.json");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    assert_eq!(
+        trail("export").body["manifest_sm3"],
+        sm3_hex(text.as_bytes())
+    );
+    verify_export(&manifest).expect("verifies");
+    let sm3 = m.files[0].sm3.clone().expect("sm3");
+    std::fs::write(&manifest, text.replace(&sm3, &"0".repeat(64))).expect("write");
+    assert!(matches!(verify_export(&manifest), Err(Error::Corrupt(_))));
+
+    // Release: the same.
+    let out = dir.path().join("rel");
+    let spec = ReleaseSpec {
+        dataset: "person".into(),
+        fields: vec!["sex_code".into(), "nationality_code".into()],
+        k: 5,
+        max_suppression: 0.05,
+    };
+    let r = engine
+        .release_open_data("psb", &spec, &out)
+        .expect("release");
+    let file = std::fs::read(out.join("person.open.parquet")).expect("file");
+    assert_eq!(
+        r.manifest.files[0].sm3.as_deref(),
+        Some(sm3_hex(&file).as_str())
+    );
+    let text = std::fs::read(govshare_core::engine::release_manifest_path(&out, "person"))
+        .expect("manifest");
+    assert_eq!(r.manifest_sm3.as_deref(), Some(sm3_hex(&text).as_str()));
+    assert_eq!(
+        trail("open_release_done").body["manifest_sm3"],
+        sm3_hex(&text)
+    );
+    verify_release(&govshare_core::engine::release_manifest_path(
+        &out, "person",
+    ))
+    .expect("ok");
+
+    // Backup: every file and the manifest, on the trail; verification checks both digests.
+    let dest = dir.path().join("bk");
+    let (bm, _) = engine.backup(OPS, &dest, None).expect("backup");
+    assert!(!bm.files.is_empty());
+    for f in &bm.files {
+        let bytes = std::fs::read(dest.join("files").join(&f.path)).expect("file");
+        assert_eq!(
+            f.sm3.as_deref(),
+            Some(sm3_hex(&bytes).as_str()),
+            "{}",
+            f.path
+        );
+    }
+    let text = std::fs::read_to_string(dest.join("backup.json")).expect("manifest");
+    let recorded = std::fs::read_to_string(dest.join("backup.json.sm3")).expect("sm3");
+    assert_eq!(recorded, sm3_hex(text.as_bytes()));
+    assert_eq!(trail("backup_end").body["manifest_sm3"], recorded.as_str());
+    govshare_core::store::backup::verify(&dest).expect("verifies");
+    // A forged file digest with the blake3 of the forged manifest: its SM3 gives it away.
+    let forged = text.replacen(bm.files[0].sm3.as_deref().expect("sm3"), &"0".repeat(64), 1);
+    std::fs::write(dest.join("backup.json"), &forged).expect("write");
+    std::fs::write(
+        dest.join("backup.json.blake3"),
+        blake3::hash(forged.as_bytes()).to_hex().as_bytes(),
+    )
+    .expect("write");
+    let err = govshare_core::store::backup::verify(&dest).expect_err("forged");
+    assert!(err.to_string().contains("SM3"), "{err}");
+    // With the manifest's SM3 forged too, the file's own SM3 does not match.
+    std::fs::write(dest.join("backup.json.sm3"), sm3_hex(forged.as_bytes())).expect("write");
+    assert!(matches!(
+        govshare_core::store::backup::verify(&dest),
+        Err(Error::Corrupt(_))
+    ));
+}

@@ -154,6 +154,33 @@ impl ChainHash {
         }
     }
 
+    /// The SM3 digest (hex) a national-cryptography store gives a deliverable or a recorded
+    /// digest beside its blake3 (export, release and backup manifests and files); `None` in a
+    /// blake3 store, whose digests are blake3 only.
+    pub fn twin(self, bytes: &[u8]) -> Option<String> {
+        (self == ChainHash::Sm3).then(|| {
+            use sm3::Digest;
+            to_hex(&sm3::Sm3::digest(bytes))
+        })
+    }
+
+    /// [`ChainHash::twin`] of everything `read` yields (a file, read once).
+    pub fn twin_of(self, mut read: impl std::io::Read) -> std::io::Result<Option<String>> {
+        if self != ChainHash::Sm3 {
+            return Ok(None);
+        }
+        use sm3::Digest;
+        let mut h = sm3::Sm3::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match read.read(&mut buf)? {
+                0 => break,
+                n => h.update(&buf[..n]),
+            }
+        }
+        Ok(Some(to_hex(&h.finalize())))
+    }
+
     /// [`ChainHash::digest`] as 64 lower-case hex digits, on the stack.
     pub fn hex(self, prev: &[u8], json: &[u8]) -> [u8; 64] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -165,6 +192,11 @@ impl ChainHash {
         }
         out
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The clock records are stamped with. Tests skew it to make records "old"; nothing else can.
@@ -392,6 +424,12 @@ impl Drop for AuditLog {
 }
 
 impl AuditLog {
+    /// The hash this trail chains with (and the store's digests follow, see
+    /// [`ChainHash::twin`]).
+    pub fn chain_hash(&self) -> ChainHash {
+        self.chain
+    }
+
     /// Open (or create) the trail in `dir`. Opening changes nothing in an existing trail (a
     /// torn tail is repaired by the next append; see the module docs).
     pub fn open(dir: impl AsRef<Path>) -> Result<AuditLog> {

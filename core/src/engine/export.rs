@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::ChainHash;
 use crate::error::{Error, IoContext, Result};
 
 /// The file format of an export.
@@ -66,6 +67,9 @@ pub struct ExportFile {
     pub bytes: u64,
     /// blake3 of the file (hex).
     pub blake3: String,
+    /// SM3 of the file (hex), in a store made with national cryptography.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm3: Option<String>,
 }
 
 /// What an export delivered: written beside the files and digested on the trail.
@@ -103,6 +107,7 @@ pub(super) struct Sink {
     path: PathBuf,
     tmp: PathBuf,
     writer: Writer,
+    hash: ChainHash,
 }
 
 enum Writer {
@@ -116,12 +121,14 @@ enum Writer {
 }
 
 impl Sink {
-    /// A sink for `dataset`'s rows (schema `schema`) in `dir`; refuses to overwrite.
+    /// A sink for `dataset`'s rows (schema `schema`) in `dir`; refuses to overwrite. The file
+    /// is digested with blake3, and SM3 beside it when `hash` is SM3.
     pub(super) fn create(
         dir: &Path,
         dataset: &str,
         format: ExportFormat,
         schema: &arrow::datatypes::SchemaRef,
+        hash: ChainHash,
     ) -> Result<Sink> {
         // Checked again here: another export may have finished since `check_target`.
         check_target(dir, dataset, format)?;
@@ -150,7 +157,12 @@ impl Sink {
                 schema,
             )?),
         };
-        Ok(Sink { path, tmp, writer })
+        Ok(Sink {
+            path,
+            tmp,
+            writer,
+            hash,
+        })
     }
 
     /// Write one batch.
@@ -200,7 +212,7 @@ impl Sink {
         };
         file.sync_all().at(&self.tmp)?;
         drop(file);
-        let entry = file_entry(&self.tmp, &self.path)?;
+        let entry = file_entry(&self.tmp, &self.path, self.hash)?;
         std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
         Ok(entry)
     }
@@ -226,9 +238,12 @@ pub(super) fn check_target(dir: &Path, dataset: &str, format: ExportFormat) -> R
     Ok(())
 }
 
-fn file_entry(read_from: &Path, named: &Path) -> Result<ExportFile> {
+fn file_entry(read_from: &Path, named: &Path, hash: ChainHash) -> Result<ExportFile> {
     let mut h = blake3::Hasher::new();
     h.update_reader(File::open(read_from).at(read_from)?)
+        .at(read_from)?;
+    let sm3 = hash
+        .twin_of(File::open(read_from).at(read_from)?)
         .at(read_from)?;
     Ok(ExportFile {
         name: named
@@ -237,6 +252,7 @@ fn file_entry(read_from: &Path, named: &Path) -> Result<ExportFile> {
             .unwrap_or_default(),
         bytes: std::fs::metadata(read_from).at(read_from)?.len(),
         blake3: h.finalize().to_hex().to_string(),
+        sm3,
     })
 }
 
@@ -246,18 +262,28 @@ pub fn manifest_path(dir: &Path, dataset: &str, format: ExportFormat) -> PathBuf
     dir.join(format!("{dataset}.{}.manifest.json", format.extension()))
 }
 
-/// Write the manifest (durably) and return its bytes' blake3.
-pub(super) fn write_manifest(dir: &Path, m: &ExportManifest) -> Result<String> {
+/// Write the manifest (durably) and return its bytes' blake3 (and SM3 under `hash` SM3).
+pub(super) fn write_manifest(
+    dir: &Path,
+    m: &ExportManifest,
+    hash: ChainHash,
+) -> Result<(String, Option<String>)> {
     write_json(
         &manifest_path(dir, &m.dataset, m.format),
         m,
         "export manifest",
+        hash,
     )
 }
 
 /// Write `doc` as pretty JSON to `path` (through a synced temporary beside it, then a rename)
-/// and return its bytes' blake3.
-pub(super) fn write_json<T: Serialize>(path: &Path, doc: &T, what: &str) -> Result<String> {
+/// and return its bytes' blake3, and their SM3 when `hash` is SM3.
+pub(super) fn write_json<T: Serialize>(
+    path: &Path,
+    doc: &T,
+    what: &str,
+    hash: ChainHash,
+) -> Result<(String, Option<String>)> {
     let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Serde {
         what: what.into(),
         message: e.to_string(),
@@ -271,7 +297,7 @@ pub(super) fn write_json<T: Serialize>(path: &Path, doc: &T, what: &str) -> Resu
     f.write_all(&bytes).at(&tmp)?;
     f.sync_all().at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)?;
-    Ok(blake3::hash(&bytes).to_hex().to_string())
+    Ok((blake3::hash(&bytes).to_hex().to_string(), hash.twin(&bytes)))
 }
 
 /// Check an export as received: every file the manifest at `manifest` names is there, with
@@ -298,8 +324,14 @@ pub(super) fn check_files(manifest: &Path, files: &[ExportFile]) -> Result<()> {
             )));
         }
         let path = dir.join(&f.name);
-        let got = file_entry(&path, &path)?;
-        if got.bytes != f.bytes || got.blake3 != f.blake3 {
+        // A file listed with an SM3 digest is checked with it too.
+        let hash = if f.sm3.is_some() {
+            ChainHash::Sm3
+        } else {
+            ChainHash::Blake3
+        };
+        let got = file_entry(&path, &path, hash)?;
+        if got.bytes != f.bytes || got.blake3 != f.blake3 || got.sm3 != f.sm3 {
             return Err(Error::Corrupt(format!(
                 "{} does not match its manifest (altered or truncated)",
                 path.display()

@@ -83,6 +83,9 @@ pub struct Release {
     pub manifest: ReleaseManifest,
     /// blake3 of the manifest's bytes, also in the `open_release_done` record.
     pub manifest_blake3: String,
+    /// SM3 of the manifest's bytes, in a store made with national cryptography (also on the
+    /// trail).
+    pub manifest_sm3: Option<String>,
     /// Every node of the generalisation lattice with its loss and suppression.
     pub considered: Vec<Generalisation>,
 }
@@ -133,15 +136,22 @@ impl Engine {
         let (department, quasi) = planned?;
         let done = self.write_release(by, spec, dir, seq, department, &quasi);
         let record = match &done {
-            Ok(r) => serde_json::json!({
-                "release": seq, "outcome": "released",
-                "version": r.manifest.version,
-                "released": r.manifest.released, "suppressed": r.manifest.suppressed,
-                "smallest_group": r.manifest.smallest_group,
-                "generalisation": r.manifest.generalisation,
-                "manifest_blake3": r.manifest_blake3,
-                "files": r.manifest.files.iter().map(|f| &f.blake3).collect::<Vec<_>>(),
-            }),
+            Ok(r) => {
+                let mut body = serde_json::json!({
+                    "release": seq, "outcome": "released",
+                    "version": r.manifest.version,
+                    "released": r.manifest.released, "suppressed": r.manifest.suppressed,
+                    "smallest_group": r.manifest.smallest_group,
+                    "generalisation": r.manifest.generalisation,
+                    "manifest_blake3": r.manifest_blake3,
+                    "files": r.manifest.files.iter().map(|f| &f.blake3).collect::<Vec<_>>(),
+                });
+                if let Some(sm3) = &r.manifest_sm3 {
+                    body["manifest_sm3"] = sm3.clone().into();
+                    body["files_sm3"] = r.manifest.files.iter().map(|f| f.sm3.clone()).collect();
+                }
+                body
+            }
             Err(e) => serde_json::json!({
                 "release": seq, "outcome": "failed", "reason": e.to_string(),
             }),
@@ -233,7 +243,8 @@ impl Engine {
         )?;
         drop(batches);
         let name = stem(&spec.dataset);
-        let mut sink = Sink::create(dir, &name, ExportFormat::Parquet, &anon.schema)?;
+        let hash = self.inner.audit.chain_hash();
+        let mut sink = Sink::create(dir, &name, ExportFormat::Parquet, &anon.schema, hash)?;
         let written = anon.batches.iter().try_for_each(|b| sink.write(b));
         if let Err(e) = written {
             sink.abandon();
@@ -261,10 +272,12 @@ impl Engine {
             created_at: self.now(),
         };
         let path = release_manifest_path(dir, &spec.dataset);
-        let digest = crate::engine::export::write_json(&path, &manifest, "release manifest")?;
+        let (digest, sm3) =
+            crate::engine::export::write_json(&path, &manifest, "release manifest", hash)?;
         Ok(Release {
             manifest,
             manifest_blake3: digest,
+            manifest_sm3: sm3,
             considered: anon.considered,
         })
     }

@@ -475,7 +475,8 @@ impl Session {
         let mut stream = self.start(started, generation, request("export", what), planned)?;
         let version = stream.snapshot_version(dataset).unwrap_or(0);
         let query_seq = stream.query_seq().unwrap_or(0);
-        let mut sink = super::export::Sink::create(dir, dataset, format, &stream.schema())?;
+        let hash = self.engine.inner.audit.chain_hash();
+        let mut sink = super::export::Sink::create(dir, dataset, format, &stream.schema(), hash)?;
         let mut rows = 0u64;
         let written = (|| {
             for batch in stream.by_ref() {
@@ -506,18 +507,22 @@ impl Session {
             query_seq,
             created_at: self.engine.now(),
         };
-        let digest = super::export::write_manifest(dir, &manifest)?;
-        self.engine.inner.audit.append(
-            "export",
-            &self.user,
-            serde_json::json!({
-                "query": query_seq,
-                "dataset": dataset,
-                "rows": rows,
-                "manifest_blake3": digest,
-                "files": manifest.files.iter().map(|f| &f.blake3).collect::<Vec<_>>(),
-            }),
-        )?;
+        let (digest, sm3) = super::export::write_manifest(dir, &manifest, hash)?;
+        let mut record = serde_json::json!({
+            "query": query_seq,
+            "dataset": dataset,
+            "rows": rows,
+            "manifest_blake3": digest,
+            "files": manifest.files.iter().map(|f| &f.blake3).collect::<Vec<_>>(),
+        });
+        if let Some(sm3) = sm3 {
+            record["manifest_sm3"] = sm3.into();
+            record["files_sm3"] = manifest.files.iter().map(|f| f.sm3.clone()).collect();
+        }
+        self.engine
+            .inner
+            .audit
+            .append("export", &self.user, record)?;
         Ok(manifest)
     }
 

@@ -5,6 +5,8 @@
 //! <backup>/backup.json          the manifest: every file's path, size and blake3; the trail's
 //!                               head at the moment of the copy; the base backup, if any
 //! <backup>/backup.json.blake3   the manifest's own digest (also on the store's trail)
+//! <backup>/backup.json.sm3      its SM3, in a store made with national cryptography (whose
+//!                               files are listed with their SM3 beside their blake3)
 //! <backup>/files/<path>         the files, under their paths in the store
 //! ```
 //!
@@ -29,12 +31,13 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Checkpoint;
+use crate::audit::{ChainHash, Checkpoint};
 use crate::durable::{create_private_dir, sync_dir, write_durable};
 use crate::error::{Error, IoContext, Result};
 
 const MANIFEST: &str = "backup.json";
 const DIGEST: &str = "backup.json.blake3";
+const DIGEST_SM3: &str = "backup.json.sm3";
 const FILES: &str = "files";
 const FORMAT: u32 = 1;
 
@@ -73,6 +76,9 @@ pub struct BackupFile {
     pub size: u64,
     /// blake3 of the content (hex).
     pub blake3: String,
+    /// SM3 of the content (hex), in a store made with national cryptography.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm3: Option<String>,
     /// Whether this backup holds the bytes (false: they are in the base chain).
     pub stored: bool,
 }
@@ -139,7 +145,9 @@ fn is_trail_segment(rel: &str) -> bool {
 
 /// Copy the store at `root` into the new directory `dest` (see the module docs); `base`, when
 /// given, is an earlier backup whose unchanged files are referenced, not copied. The caller
-/// holds the writer lock and has flushed the trail, whose head is `audit_head`.
+/// holds the writer lock and has flushed the trail, whose head is `audit_head`. Files and the
+/// manifest get an SM3 digest beside blake3 when `hash` is SM3. Returns the manifest and its
+/// blake3 and SM3.
 pub(crate) fn take(
     root: &Path,
     dest: &Path,
@@ -147,7 +155,8 @@ pub(crate) fn take(
     by: &str,
     audit_head: Checkpoint,
     now: DateTime<Utc>,
-) -> Result<(BackupManifest, String)> {
+    hash: ChainHash,
+) -> Result<(BackupManifest, String, Option<String>)> {
     if dest.exists() {
         return Err(Error::invalid(format!(
             "{} exists: a backup goes into a new directory",
@@ -160,7 +169,7 @@ pub(crate) fn take(
             "a backup cannot be taken into its own store",
         ));
     }
-    let taken = copy(root, dest, base).and_then(|(base, files)| {
+    let taken = copy(root, dest, base, hash).and_then(|(base, files)| {
         let manifest = BackupManifest {
             format: FORMAT,
             created_at: now,
@@ -174,8 +183,12 @@ pub(crate) fn take(
         let digest = blake3::hash(&text).to_hex().to_string();
         write_durable(&dest.join(MANIFEST), &text)?;
         write_durable(&dest.join(DIGEST), digest.as_bytes())?;
+        let sm3 = hash.twin(&text);
+        if let Some(d) = &sm3 {
+            write_durable(&dest.join(DIGEST_SM3), d.as_bytes())?;
+        }
         sync_dir(dest)?;
-        Ok((manifest, digest))
+        Ok((manifest, digest, sm3))
     });
     if taken.is_err() {
         // Nothing half-made stays behind (it would hold copies of data files).
@@ -190,6 +203,7 @@ fn copy(
     root: &Path,
     dest: &Path,
     base: Option<&Path>,
+    hash: ChainHash,
 ) -> Result<(Option<BaseRef>, Vec<BackupFile>)> {
     let (base_ref, known) = match base {
         None => (None, HashMap::new()),
@@ -231,6 +245,7 @@ fn copy(
             path: rel,
             size: bytes.len() as u64,
             blake3: digest,
+            sm3: hash.twin(&bytes),
             stored,
         });
     }
@@ -267,6 +282,20 @@ fn read_checked(dir: &Path) -> Result<(BackupManifest, String)> {
     }
     let m: BackupManifest = serde_json::from_slice(&text)
         .map_err(|e| Error::Corrupt(format!("{}: {e}", mp.display())))?;
+    // A manifest whose files carry SM3 digests has its own SM3 beside it, checked too.
+    let sp = dir.join(DIGEST_SM3);
+    let national = m.files.iter().any(|f| f.sm3.is_some());
+    if national || sp.exists() {
+        let recorded = std::fs::read_to_string(&sp).map_err(|e| {
+            Error::Corrupt(format!("{}: the manifest's SM3 digest: {e}", sp.display()))
+        })?;
+        if Some(recorded.trim().to_string()) != ChainHash::Sm3.twin(&text) {
+            return Err(Error::Corrupt(format!(
+                "{}: the manifest does not match its SM3 digest",
+                mp.display()
+            )));
+        }
+    }
     if m.format != FORMAT {
         return Err(Error::Corrupt(format!(
             "{}: backup format {} (this govshare reads {FORMAT})",
@@ -364,7 +393,11 @@ fn read_verified(f: &BackupFile, path: &Path) -> Result<Vec<u8>> {
             path.display()
         ))
     })?;
-    if bytes.len() as u64 != f.size || blake3::hash(&bytes).to_hex().as_str() != f.blake3 {
+    let sm3_differs = f.sm3.is_some() && ChainHash::Sm3.twin(&bytes) != f.sm3;
+    if bytes.len() as u64 != f.size
+        || blake3::hash(&bytes).to_hex().as_str() != f.blake3
+        || sm3_differs
+    {
         return Err(Error::Corrupt(format!(
             "backup file {} does not match the manifest (changed or damaged)",
             f.path

@@ -302,22 +302,37 @@ impl<'s> Writer<'s> {
         let seq = self.record("backup", &actor, place)?;
         self.audit.flush()?;
         let head = self.anchor()?;
-        let taken = super::backup::take(self.store.root(), dest, base, &actor, head, self.now());
+        let hash = self.audit.chain_hash();
+        let taken = super::backup::take(
+            self.store.root(),
+            dest,
+            base,
+            &actor,
+            head,
+            self.now(),
+            hash,
+        );
         let body = match &taken {
-            Ok((m, digest)) => serde_json::json!({
-                "backup": seq,
-                "outcome": "completed",
-                "manifest_blake3": digest,
-                "files": m.files.len(),
-                "stored_bytes": m.stored_bytes(),
-                "audit_head": m.audit_head.seq,
-            }),
+            Ok((m, digest, sm3)) => {
+                let mut body = serde_json::json!({
+                    "backup": seq,
+                    "outcome": "completed",
+                    "manifest_blake3": digest,
+                    "files": m.files.len(),
+                    "stored_bytes": m.stored_bytes(),
+                    "audit_head": m.audit_head.seq,
+                });
+                if let Some(sm3) = sm3 {
+                    body["manifest_sm3"] = sm3.clone().into();
+                }
+                body
+            }
             Err(e) => {
                 serde_json::json!({ "backup": seq, "outcome": "failed", "reason": e.to_string() })
             }
         };
         self.record("backup_end", &actor, body)?;
-        taken
+        taken.map(|(m, digest, _)| (m, digest))
     }
 
     /// Remove all but the newest `keep` versions of `dataset` (at least 1), and every file no
