@@ -247,6 +247,18 @@ fn incremental_backups_hold_only_what_changed_and_need_their_base() {
     assert!(matches!(e, Error::NotFound(_)), "{e}");
 }
 
+fn ipc_bytes(batches: &[arrow::record_batch::RecordBatch]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w =
+        arrow::ipc::writer::StreamWriter::try_new(&mut out, &batches[0].schema()).expect("ipc");
+    for b in batches {
+        w.write(b).expect("write");
+    }
+    w.finish().expect("finish");
+    drop(w);
+    out
+}
+
 fn sm3_hex(bytes: &[u8]) -> String {
     use sm3::Digest;
     sm3::Sm3::digest(bytes)
@@ -287,15 +299,21 @@ fn a_national_cryptography_store_digests_its_deliverables_with_sm3() {
         })
         .expect("principals");
     let synth = govshare_core::synth::Synth::new(3, 300, 0);
+    let input: Vec<arrow::record_batch::RecordBatch> = synth.persons(1024).collect();
     store
         .writer(OPS)
         .expect("w")
         .load(
             "person",
-            Source::Batches(synth.persons(1024).collect()),
+            Source::Batches(input.clone()),
             &LoadOptions::default(),
         )
         .expect("load");
+    // The handover record's input digests: Arrow input is digested as its IPC stream.
+    let handover = &store.versions("person").expect("versions")[0].handover;
+    let ipc = ipc_bytes(&input);
+    assert_eq!(handover.input_digest, blake3::hash(&ipc).to_hex().as_str());
+    assert_eq!(handover.input_sm3.as_deref(), Some(sm3_hex(&ipc).as_str()));
     let mut r = request("A", "person", &[("sex_code", Treatment::Clear)]);
     r.modes = vec![Mode::Query, Mode::Export];
     r.export = Some(ExportTerms {
@@ -314,6 +332,20 @@ fn a_national_cryptography_store_digests_its_deliverables_with_sm3() {
             .find(|r| r.kind == kind)
             .expect("record")
     };
+
+    // A query's result digests in its completion record.
+    let result = engine
+        .session("a", "P")
+        .expect("session")
+        .sql("SELECT sex_code FROM person ORDER BY sex_code")
+        .expect("query");
+    let ipc = ipc_bytes(&result.batches);
+    let end = trail("query_end");
+    assert_eq!(
+        end.body["result_blake3"],
+        blake3::hash(&ipc).to_hex().as_str()
+    );
+    assert_eq!(end.body["result_sm3"], sm3_hex(&ipc));
 
     // Export: the file's and the manifest's SM3, on the trail; a changed SM3 is refused.
     let out = dir.path().join("exp");

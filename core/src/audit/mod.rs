@@ -155,8 +155,9 @@ impl ChainHash {
     }
 
     /// The SM3 digest (hex) a national-cryptography store gives a deliverable or a recorded
-    /// digest beside its blake3 (export, release and backup manifests and files); `None` in a
-    /// blake3 store, whose digests are blake3 only.
+    /// digest beside its blake3 (export, release and backup manifests and files; with
+    /// [`TwinHasher`], load inputs and query results); `None` in a blake3 store, whose
+    /// digests are blake3 only.
     pub fn twin(self, bytes: &[u8]) -> Option<String> {
         (self == ChainHash::Sm3).then(|| {
             use sm3::Digest;
@@ -191,6 +192,53 @@ impl ChainHash {
             out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
         }
         out
+    }
+}
+
+/// blake3 and, in a store chaining with SM3, SM3 of the same bytes, fed once: the digests of
+/// a load's input (its handover record) and of a query's result (its completion record).
+pub struct TwinHasher {
+    blake3: blake3::Hasher,
+    sm3: Option<sm3::Sm3>,
+}
+
+impl TwinHasher {
+    /// A hasher for a store chaining with `hash`.
+    pub fn new(hash: ChainHash) -> TwinHasher {
+        use sm3::Digest;
+        TwinHasher {
+            blake3: blake3::Hasher::new(),
+            sm3: (hash == ChainHash::Sm3).then(sm3::Sm3::new),
+        }
+    }
+
+    /// Feed `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sm3::Digest;
+        self.blake3.update(bytes);
+        if let Some(h) = &mut self.sm3 {
+            h.update(bytes);
+        }
+    }
+
+    /// The blake3 (hex) of everything fed, and its SM3 in a national-cryptography store.
+    pub fn finalize(&self) -> (String, Option<String>) {
+        use sm3::Digest;
+        (
+            self.blake3.finalize().to_hex().to_string(),
+            self.sm3.clone().map(|h| to_hex(&h.finalize())),
+        )
+    }
+}
+
+impl std::io::Write for TwinHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -935,7 +935,10 @@ impl Session {
             datafusion::physical_plan::execute_stream(plan, task)
                 .map_err(super::translate::runtime)?
         };
-        let digest = arrow::ipc::writer::StreamWriter::try_new(blake3::Hasher::new(), &schema)?;
+        let digest = arrow::ipc::writer::StreamWriter::try_new(
+            crate::audit::TwinHasher::new(self.engine.inner.audit.chain_hash()),
+            &schema,
+        )?;
         Ok(QueryStream {
             engine: self.engine.clone(),
             schema,

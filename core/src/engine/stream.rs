@@ -70,7 +70,7 @@ pub(super) struct QueryAudit {
     pub(super) tables: SecuredTables,
     pub(super) started: Instant,
     pub(super) rows: u64,
-    pub(super) digest: arrow::ipc::writer::StreamWriter<blake3::Hasher>,
+    pub(super) digest: arrow::ipc::writer::StreamWriter<crate::audit::TwinHasher>,
 }
 
 impl QueryStream {
@@ -97,7 +97,7 @@ impl QueryStream {
             return Ok(());
         };
         a.digest.finish()?;
-        let digest = a.digest.into_inner()?.finalize().to_hex().to_string();
+        let (digest, digest_sm3) = a.digest.into_inner()?.finalize();
         let store = self.engine.store();
         let dir = store.root().join("audit").join("subjects");
         let mut subjects = serde_json::Map::new();
@@ -112,18 +112,21 @@ impl QueryStream {
         // Not waited for: the query's opening record is durable already, so its completion
         // rides along with the next group commit (the next query's record) or is written
         // shortly after by a delayed flush; a query pays one fsync, not two.
-        self.engine.inner.audit.append_nowait(
-            "query_end",
-            &a.user,
-            serde_json::json!({
-                "query": a.seq,
-                "outcome": outcome,
-                "rows": a.rows,
-                "result_blake3": digest,
-                "duration_ms": a.started.elapsed().as_secs_f64() * 1000.0,
-                "subjects": subjects,
-            }),
-        )?;
+        let mut body = serde_json::json!({
+            "query": a.seq,
+            "outcome": outcome,
+            "rows": a.rows,
+            "result_blake3": digest,
+            "duration_ms": a.started.elapsed().as_secs_f64() * 1000.0,
+            "subjects": subjects,
+        });
+        if let Some(sm3) = digest_sm3 {
+            body["result_sm3"] = sm3.into();
+        }
+        self.engine
+            .inner
+            .audit
+            .append_nowait("query_end", &a.user, body)?;
         self.engine.flush_soon();
         Ok(())
     }

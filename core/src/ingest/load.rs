@@ -56,7 +56,7 @@ impl Writer<'_> {
             .unwrap_or_else(|| chrono::Local::now().date_naive());
         let mut validator =
             Validator::new(&catalog, &def, today, opts.mode == LoadMode::Incremental);
-        let (batches, hasher) = open_source(&source)?;
+        let (batches, hasher) = open_source(&source, self.chain_hash())?;
         let dir = store.dataset_dir(dataset)?;
         let base = prev.as_ref().map_or(0, |p| p.manifest().total_rows());
         let cw = ClusteredWriter::new(&def, &dir, version, opts.row_group_size)?;
@@ -158,12 +158,10 @@ impl Writer<'_> {
             "delta"
         };
         let written = cw.finish(if opts.mode == LoadMode::Full { 0 } else { base }, tag)?;
-        let input_digest = hasher
+        let (input_digest, input_sm3) = hasher
             .lock()
             .map_err(|_| Error::internal("hasher poisoned"))?
-            .finalize()
-            .to_hex()
-            .to_string();
+            .finalize();
         let mut handover = Handover {
             provider_dept: source_dept.clone(),
             handover_person: opts.handover.handover_person.clone(),
@@ -171,6 +169,7 @@ impl Writer<'_> {
             method: opts.handover.method.clone(),
             source: source.describe(),
             input_digest,
+            input_sm3,
             started_at,
             completed_at: started_at,
             rows_read: read,
@@ -223,6 +222,7 @@ impl Writer<'_> {
             method: "compaction".into(),
             source: format!("{dataset} version {}", snap.version()),
             input_digest: String::new(),
+            input_sm3: None,
             started_at,
             completed_at: started_at,
             rows_read: snap.manifest().live_rows,

@@ -12,17 +12,18 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::StreamWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::audit::{ChainHash, TwinHasher};
 use crate::error::{Error, IoContext, Result};
 
 use super::{Encoding, Source};
 
 const CSV_BATCH: usize = 64 * 1024;
 
-/// Feeds a blake3 hasher with every byte read, so the handover digest covers the input as
-/// delivered without a second pass.
+/// Feeds the input's hasher (blake3, and SM3 in a national-cryptography store) with every
+/// byte read, so the handover digest covers the input as delivered without a second pass.
 pub(super) struct Hashing<R> {
     inner: R,
-    hasher: Arc<Mutex<blake3::Hasher>>,
+    hasher: Arc<Mutex<TwinHasher>>,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -132,9 +133,13 @@ pub(super) fn detect_encoding(path: &Path) -> Result<&'static encoding_rs::Encod
 
 type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
-/// Open a source as a stream of raw batches plus the hasher that will hold its digest.
-pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake3::Hasher>>)> {
-    let hasher = Arc::new(Mutex::new(blake3::Hasher::new()));
+/// Open a source as a stream of raw batches plus the hasher that will hold its digest (SM3
+/// beside blake3 when `hash` is SM3).
+pub(super) fn open_source(
+    source: &Source,
+    hash: ChainHash,
+) -> Result<(BatchIter, Arc<Mutex<TwinHasher>>)> {
+    let hasher = Arc::new(Mutex::new(TwinHasher::new(hash)));
     match source {
         Source::Csv { path, encoding } => {
             let enc = match encoding {
@@ -142,22 +147,22 @@ pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake
                 Encoding::Utf8 => encoding_rs::UTF_8,
                 Encoding::Gbk => encoding_rs::GBK,
             };
-            let open =
-                |h: Arc<Mutex<blake3::Hasher>>| -> Result<Decoding<Hashing<BufReader<File>>>> {
-                    let f = File::open(path).at(path)?;
-                    Ok(Decoding::new(
-                        Hashing {
-                            inner: BufReader::new(f),
-                            hasher: h,
-                        },
-                        enc,
-                    ))
-                };
+            let open = |h: Arc<Mutex<TwinHasher>>| -> Result<Decoding<Hashing<BufReader<File>>>> {
+                let f = File::open(path).at(path)?;
+                Ok(Decoding::new(
+                    Hashing {
+                        inner: BufReader::new(f),
+                        hasher: h,
+                    },
+                    enc,
+                ))
+            };
             // Header only: every column is read as text and typed by the validator, so a bad
             // value rejects one row instead of failing type inference for the whole file.
             let mut header = String::new();
             {
-                let mut r = BufReader::new(open(Arc::new(Mutex::new(blake3::Hasher::new())))?);
+                let header_only = TwinHasher::new(ChainHash::Blake3);
+                let mut r = BufReader::new(open(Arc::new(Mutex::new(header_only)))?);
                 std::io::BufRead::read_line(&mut r, &mut header)
                     .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
             }
@@ -185,11 +190,11 @@ pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake
         }
         Source::Parquet(path) => {
             {
-                let f = File::open(path).at(path)?;
+                let mut f = File::open(path).at(path)?;
                 let mut h = hasher
                     .lock()
                     .map_err(|_| Error::internal("hasher poisoned"))?;
-                h.update_reader(f).at(path)?;
+                std::io::copy(&mut f, &mut *h).at(path)?;
             }
             let f = File::open(path).at(path)?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(f)?
@@ -217,7 +222,7 @@ pub(super) fn open_source(source: &Source) -> Result<(BatchIter, Arc<Mutex<blake
 
 /// The raw batches of a source, as read (for reports that do not load).
 pub fn raw_batches(source: &Source) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
-    Ok(open_source(source)?.0)
+    Ok(open_source(source, ChainHash::Blake3)?.0)
 }
 
 /// Write batches as CSV (header row; list fields joined with `|`, dates as `YYYY-MM-DD`), in

@@ -24,6 +24,9 @@ pub struct Handover {
     pub source: String,
     /// blake3 digest (hex) of the input as delivered.
     pub input_digest: String,
+    /// SM3 digest (hex) of the input, in a store made with national cryptography.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_sm3: Option<String>,
     /// When the load started.
     pub started_at: DateTime<Utc>,
     /// When the load committed.

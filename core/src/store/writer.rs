@@ -71,6 +71,11 @@ impl<'s> Writer<'s> {
         self.clock = clock;
     }
 
+    /// The hash the store's trail chains with (its deliverables' digests follow it).
+    pub(crate) fn chain_hash(&self) -> crate::audit::ChainHash {
+        self.audit.chain_hash()
+    }
+
     /// Now, by the writer's clock.
     pub fn now(&self) -> chrono::DateTime<Utc> {
         self.clock.now()
