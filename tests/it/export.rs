@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use arrow::record_batch::RecordBatch;
 use govshare_core::access::policy::{ExportTerms, GrantRequest, Mode, Treatment};
 use govshare_core::catalog::MaskKind;
 use govshare_core::engine::{Engine, ExportFormat, verify_export};
@@ -13,6 +12,7 @@ use govshare_core::{Error, Store};
 use govshare_testkit::render;
 
 use crate::access::{approve, request, small_store};
+use crate::common::read_parquet;
 
 fn export_request(
     purpose: &str,
@@ -25,16 +25,6 @@ fn export_request(
     r.modes = modes;
     r.export = Some(terms);
     r
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let f = std::fs::File::open(path).expect("open");
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .expect("parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("batches")
 }
 
 fn fields() -> Vec<(&'static str, Treatment)> {

@@ -14,6 +14,7 @@ use govshare_core::engine::{Engine, ReleaseSpec, verify_release};
 use govshare_core::{Error, Store};
 
 use crate::access::{approve, request, small_store};
+use crate::common::read_parquet;
 
 const QUASI: [&str; 3] = ["hukou_region_code", "birth_date", "sex_code"];
 
@@ -24,16 +25,6 @@ fn spec(fields: &[&str], k: u64, max_suppression: f64) -> ReleaseSpec {
         k,
         max_suppression,
     }
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let f = std::fs::File::open(path).expect("open");
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .expect("parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("batches")
 }
 
 fn text(b: &RecordBatch, col: &str, row: usize) -> Option<String> {

@@ -111,7 +111,7 @@ const EPOCH_CE_DAYS: i32 = 719_163;
 pub const MAX_QUASI_IDENTIFIERS: usize = 4;
 
 /// A distinct exact value of a quasi-identifier.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Leaf {
     Text(String),
     Day(i32),
@@ -162,7 +162,9 @@ struct Dim {
     hierarchy: Hierarchy,
     /// Distinct values; id `i + 1` is `leaves[i]`, id 0 is null.
     leaves: Vec<Leaf>,
-    ids: HashMap<Leaf, u32>,
+    /// Ids by value: text looked up by `&str`, so a known value costs no allocation.
+    texts: HashMap<String, u32>,
+    days: HashMap<i32, u32>,
     /// Per level: id → the id representing its class (the class's first member; 0 for null
     /// below the top and for everything at the top). Classes nest, so applying a coarser
     /// level to a representative gives the coarser class of every member.
@@ -179,20 +181,31 @@ impl Dim {
             name: name.to_string(),
             hierarchy,
             leaves: Vec::new(),
-            ids: HashMap::new(),
+            texts: HashMap::new(),
+            days: HashMap::new(),
             class: Vec::new(),
             loss: Vec::new(),
             label: Vec::new(),
         }
     }
 
-    fn id(&mut self, leaf: Leaf) -> u32 {
-        if let Some(id) = self.ids.get(&leaf) {
+    fn day_id(&mut self, day: i32) -> u32 {
+        if let Some(id) = self.days.get(&day) {
             return *id;
         }
-        self.leaves.push(leaf.clone());
+        self.leaves.push(Leaf::Day(day));
         let id = self.leaves.len() as u32;
-        self.ids.insert(leaf, id);
+        self.days.insert(day, id);
+        id
+    }
+
+    fn text_id(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.texts.get(text) {
+            return *id;
+        }
+        self.leaves.push(Leaf::Text(text.to_string()));
+        let id = self.leaves.len() as u32;
+        self.texts.insert(text.to_string(), id);
         id
     }
 
@@ -207,7 +220,7 @@ impl Dim {
                     out.push(if a.is_null(i) {
                         0
                     } else {
-                        self.id(Leaf::Day(a.value(i)))
+                        self.day_id(a.value(i))
                     });
                 }
             }
@@ -229,10 +242,7 @@ impl Dim {
                         out.push(id);
                         continue;
                     }
-                    let id = match self.ids.get(&Leaf::Text(v.to_string())) {
-                        Some(id) => *id,
-                        None => self.id(Leaf::Text(v.to_string())),
-                    };
+                    let id = self.text_id(v);
                     last = Some((i, id));
                     out.push(id);
                 }

@@ -302,11 +302,7 @@ impl Policy {
                     "user '{author}' may not change their own account, roles or status: another platform administrator must"
                 )));
             }
-            if u.roles.contains(&Role::Public) && u.roles.len() > 1 {
-                return Err(Error::invalid(format!(
-                    "user '{id}': a public account holds the public role only (no government role)"
-                )));
-            }
+            super::check_roles(u)?;
         }
         for (id, a) in &self.approvals {
             if after.approvals.get(id) != Some(a) {

@@ -469,6 +469,18 @@ fn denied(msg: impl Into<String>) -> Error {
     Error::AccessDenied(msg.into())
 }
 
+/// A user's roles hold together: a public account holds the public role only (no government
+/// role), however the account is written (added, or edited in the policy document).
+pub(crate) fn check_roles(u: &User) -> Result<()> {
+    if u.roles.contains(&Role::Public) && u.roles.len() > 1 {
+        return Err(Error::invalid(format!(
+            "user '{}': a public account holds the public role only (no government role)",
+            u.id
+        )));
+    }
+    Ok(())
+}
+
 /// How access to a field is obtained, for error messages.
 pub fn how_to_obtain(share: ShareType) -> &'static str {
     match share {
@@ -887,12 +899,7 @@ impl Policy {
         if !self.departments.contains_key(&u.department) {
             return Err(Error::NotFound(format!("department '{}'", u.department)));
         }
-        if u.roles.contains(&Role::Public) && u.roles.len() > 1 {
-            return Err(Error::invalid(format!(
-                "user '{}': a public account holds the public role only (no government role)",
-                u.id
-            )));
-        }
+        check_roles(&u)?;
         self.users.insert(u.id.clone(), u);
         Ok(())
     }
