@@ -684,7 +684,8 @@ pub(crate) enum UserCmd {
         /// Department code.
         #[arg(long)]
         dept: String,
-        /// Roles: consumer, provider-approver, platform-admin, auditor, coordinator, operator.
+        /// Roles: consumer, provider-approver, platform-admin, auditor, coordinator, operator, or
+        /// public (a member of the public: open items only, and no other role).
         #[arg(long, value_delimiter = ',', default_value = "consumer")]
         roles: Vec<String>,
         /// Who makes the change.
