@@ -571,7 +571,8 @@ fn search(
             rule.k
         ))
     })?;
-    Ok((nodes[i].clone(), considered.clone(), considered[i].clone()))
+    let chosen = considered[i].clone();
+    Ok((nodes[i].clone(), considered, chosen))
 }
 
 #[cfg(test)]
